@@ -1,0 +1,128 @@
+//! Command-line definition. QMK's spellings `-kb` and `-km` are accepted and
+//! rewritten to `--keyboard`/`--keymap` before clap sees them.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use keyfab_tree::{Tree, Userspace};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keyfab",
+    version,
+    about = "Fast, incremental, content-addressed builds for QMK keyboard firmware trees",
+    long_about = "keyfab answers the questions QMK's CLI answers (which keyboards exist, what a name \
+resolves to, which keymap a build uses) and builds firmware from a content-addressed cache.\n\n\
+The tree is --tree PATH, else the current folder (or a parent) holding keyboards/ and data/, \
+else $QMK_HOME. A QMK userspace is --userspace PATH, else a parent folder with qmk.json, else \
+$QMK_USERSPACE.\n\nExit status: 0 success, 1 the command failed (its error is on stderr), \
+2 the command line was wrong.",
+    after_help = "Examples:\n  keyfab --tree fixtures/tree list-keyboards\n  keyfab list-keymaps -kb planck/rev6\n  keyfab resolve -kb planck -km default --format json"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The QMK tree to work on (default: current folder or a parent, else $QMK_HOME)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub tree: Option<PathBuf>,
+    /// A QMK userspace overlay (default: a parent folder with qmk.json, else $QMK_USERSPACE)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub userspace: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every keyboard of the tree (folders with a keyboard.json), like `qmk list-keyboards`
+    ListKeyboards(ListKeyboardsArgs),
+    /// List the keymaps of a keyboard, like `qmk list-keymaps`
+    ListKeymaps(ListKeymapsArgs),
+    /// Show what a keyboard name resolves to, the files that apply, and the keymap a build uses
+    Resolve(ResolveArgs),
+    /// List the build targets of the userspace's qmk.json
+    UserspaceList(FormatArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct FormatArgs {
+    /// Output format
+    #[arg(long, short = 'f', value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ListKeyboardsArgs {
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListKeymapsArgs {
+    /// Keyboard name or alias (QMK's -kb also works)
+    #[arg(long)]
+    pub keyboard: String,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// Keyboard name or alias; `KB:KM` also sets the keymap (QMK's -kb also works)
+    #[arg(long)]
+    pub keyboard: String,
+    /// Keymap to locate (QMK's -km also works)
+    #[arg(long)]
+    pub keymap: Option<String>,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+/// What every command needs: the tree, with its userspace.
+pub struct Context {
+    pub tree: Tree,
+}
+
+impl Context {
+    pub fn from_global(g: &GlobalArgs) -> anyhow::Result<Context> {
+        let cwd = std::env::current_dir().context("cannot read the current folder")?;
+        let qmk_home = std::env::var_os("QMK_HOME").map(PathBuf::from);
+        let tree = Tree::discover(g.tree.as_deref(), &cwd, qmk_home.as_deref())?;
+        let env_us = std::env::var_os("QMK_USERSPACE").map(PathBuf::from);
+        let userspace = Userspace::discover(g.userspace.as_deref(), &cwd, env_us.as_deref())?;
+        Ok(Context {
+            tree: tree.with_userspace(userspace),
+        })
+    }
+}
+
+/// Rewrites QMK's two-letter short options (`-kb X`, `-kb=X`, `-km X`) into
+/// their long forms, which clap understands.
+pub fn qmk_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|a| {
+            let Some(s) = a.to_str() else { return a };
+            for (short, long) in [("-kb", "--keyboard"), ("-km", "--keymap")] {
+                if s == short {
+                    return long.into();
+                }
+                if let Some(rest) = s.strip_prefix(short).and_then(|r| r.strip_prefix('=')) {
+                    return format!("{long}={rest}").into();
+                }
+            }
+            a
+        })
+        .collect()
+}

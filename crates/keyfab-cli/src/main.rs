@@ -1,0 +1,33 @@
+//! The `keyfab` binary: parse the command line, dispatch, print. All the work
+//! happens in the library crates; this file only turns their results into
+//! output and their errors into messages and exit codes.
+
+mod cli;
+mod tree_cmds;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Exit status when the command itself failed (bad input, unknown keyboard).
+const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse_from(cli::qmk_style_args(std::env::args_os()));
+    match run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("keyfab: error: {err:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
+    let ctx = cli::Context::from_global(&args.global)?;
+    match args.command {
+        cli::Command::ListKeyboards(a) => tree_cmds::list_keyboards(&ctx, a),
+        cli::Command::ListKeymaps(a) => tree_cmds::list_keymaps(&ctx, a),
+        cli::Command::Resolve(a) => tree_cmds::resolve(&ctx, a),
+        cli::Command::UserspaceList(a) => tree_cmds::userspace_list(&ctx, a),
+    }
+}
