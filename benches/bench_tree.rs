@@ -21,10 +21,22 @@ fn main() {
     let t = common::time_process(|| cmd(&["list-keyboards"]), 20);
     common::report("list-keyboards", &t, Duration::from_millis(150));
     let kb = std::env::var("BENCH_KEYBOARD").unwrap_or_else(|_| {
-        if what == "real QMK tree" { "planck/rev6".into() } else { "ortho/two".into() }
+        if what == "real QMK tree" {
+            "planck/rev6".into()
+        } else {
+            "ortho/two".into()
+        }
     });
     let t = common::time_process(|| cmd(&["list-keymaps", "-kb", &kb]), 20);
-    common::report(&format!("list-keymaps -kb {kb}"), &t, Duration::from_millis(150));
+    common::report(
+        &format!("list-keymaps -kb {kb}"),
+        &t,
+        Duration::from_millis(150),
+    );
     let t = common::time_process(|| cmd(&["resolve", "-kb", &kb, "-km", "default"]), 20);
-    common::report(&format!("resolve -kb {kb} -km default"), &t, Duration::from_millis(150));
+    common::report(
+        &format!("resolve -kb {kb} -km default"),
+        &t,
+        Duration::from_millis(150),
+    );
 }

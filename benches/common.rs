@@ -25,18 +25,29 @@ pub fn keyfab_bin() -> PathBuf {
 pub fn tree() -> (PathBuf, &'static str) {
     match std::env::var_os("KEYFAB_QMK_TREE") {
         Some(p) => (PathBuf::from(p), "real QMK tree"),
-        None => (PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tree"), "fixture tree"),
+        None => (
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tree"),
+            "fixture tree",
+        ),
     }
 }
 
 /// Runs `cmd` once to warm caches, then `runs` times; returns the timings.
 pub fn time_process(mut make: impl FnMut() -> Command, runs: usize) -> Vec<Duration> {
-    let status = make().stdout(Stdio::null()).stderr(Stdio::null()).status().expect("spawn");
+    let status = make()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("spawn");
     assert!(status.success(), "command failed: {:?}", make());
     (0..runs)
         .map(|_| {
             let start = Instant::now();
-            let status = make().stdout(Stdio::null()).stderr(Stdio::null()).status().expect("spawn");
+            let status = make()
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("spawn");
             let took = start.elapsed();
             assert!(status.success());
             took
