@@ -8,4 +8,5 @@
 //! Architecture invariant: parsing a plan is a pure function of make's
 //! output; only [`plan::dry_run`] and the executor touch processes.
 
+pub mod exec;
 pub mod plan;

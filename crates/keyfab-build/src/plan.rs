@@ -26,9 +26,17 @@ pub enum Step {
         depfile: Option<String>,
     },
     /// The link of the ELF; `env` are `VAR=value` prefixes of the command.
-    Link { argv: Vec<String>, env: Vec<(String, String)>, output: String },
+    Link {
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        output: String,
+    },
     /// objcopy and friends: ELF → `.hex`/`.bin`/…
-    Convert { argv: Vec<String>, input: String, output: String },
+    Convert {
+        argv: Vec<String>,
+        input: String,
+        output: String,
+    },
     /// Copy of the firmware to the tree root (QMK's `cpfirmware`).
     Copy { from: String, to: String },
 }
@@ -37,7 +45,9 @@ impl Step {
     /// The file this step produces.
     pub fn output(&self) -> &str {
         match self {
-            Step::Generate { output, .. } | Step::Link { output, .. } | Step::Convert { output, .. } => output,
+            Step::Generate { output, .. }
+            | Step::Link { output, .. }
+            | Step::Convert { output, .. } => output,
             Step::Compile { object, .. } => object,
             Step::Copy { to, .. } => to,
         }
@@ -54,7 +64,9 @@ pub struct Plan {
 
 impl Plan {
     pub fn compiles(&self) -> impl Iterator<Item = &Step> {
-        self.steps.iter().filter(|s| matches!(s, Step::Compile { .. }))
+        self.steps
+            .iter()
+            .filter(|s| matches!(s, Step::Compile { .. }))
     }
 }
 
@@ -64,7 +76,11 @@ pub enum PlanError {
     #[error("make dry run, line {line}: cannot split the command: {text}")]
     Unsplittable { line: usize, text: String },
     #[error("make dry run, line {line}: {what}: {text}")]
-    Unexpected { line: usize, what: String, text: String },
+    Unexpected {
+        line: usize,
+        what: String,
+        text: String,
+    },
     #[error("make dry run printed no compile steps")]
     Empty,
 }
@@ -87,11 +103,14 @@ pub fn parse_dry_run(output: &str) -> Result<Plan, PlanError> {
                 });
             };
             let (verb, subject) = status.take().unwrap_or_default();
-            plan.steps.push(typed_step(&verb, &subject, words).map_err(|what| PlanError::Unexpected {
-                line: lineno,
-                what,
-                text: cmd.to_string(),
-            })?);
+            plan.steps
+                .push(typed_step(&verb, &subject, words).map_err(|what| {
+                    PlanError::Unexpected {
+                        line: lineno,
+                        what,
+                        text: cmd.to_string(),
+                    }
+                })?);
             continue;
         }
         if let Some((from, to)) = copy_firmware(line) {
@@ -133,14 +152,17 @@ fn copy_firmware(line: &str) -> Option<(String, String)> {
     let cmd = rest.split(" && ").next()?;
     let mut parts = cmd.split_whitespace();
     let (from, to) = (parts.next()?, parts.next()?);
-    (parts.next().is_none() && from.starts_with(".build/")).then(|| (from.to_string(), to.to_string()))
+    (parts.next().is_none() && from.starts_with(".build/"))
+        .then(|| (from.to_string(), to.to_string()))
 }
 
 /// QMK's size check: `if [ 28672 -gt 0 ] && [ … ]` → 28672.
 fn size_limit(line: &str) -> Option<u64> {
     let rest = line.strip_prefix("if [ ")?;
     let (n, tail) = rest.split_once(' ')?;
-    tail.starts_with("-gt 0 ] && [").then(|| n.parse().ok()).flatten()
+    tail.starts_with("-gt 0 ] && [")
+        .then(|| n.parse().ok())
+        .flatten()
 }
 
 /// Types a command by the status line printed before it.
@@ -152,7 +174,10 @@ fn typed_step(verb: &str, subject: &str, words: Vec<String>) -> Result<Step, Str
     match verb {
         "Generating" => {
             let output = flag_value(&first, "--output").ok_or("generator without --output")?;
-            Ok(Step::Generate { argv: first, output })
+            Ok(Step::Generate {
+                argv: first,
+                output,
+            })
         }
         "Compiling" | "Assembling" => {
             let object = flag_value(&first, "-o").ok_or("compile without -o")?;
@@ -172,7 +197,11 @@ fn typed_step(verb: &str, subject: &str, words: Vec<String>) -> Result<Step, Str
         "Linking" => {
             let mut env = Vec::new();
             let mut argv = first;
-            while let Some((k, v)) = argv.first().and_then(|w| w.split_once('=')).filter(|(k, _)| is_var_name(k)) {
+            while let Some((k, v)) = argv
+                .first()
+                .and_then(|w| w.split_once('='))
+                .filter(|(k, _)| is_var_name(k))
+            {
                 env.push((k.to_string(), v.to_string()));
                 argv.remove(0);
             }
@@ -188,7 +217,11 @@ fn typed_step(verb: &str, subject: &str, words: Vec<String>) -> Result<Step, Str
             }
             let output = first[first.len() - 1].clone();
             let input = first[first.len() - 2].clone();
-            Ok(Step::Convert { argv: first, input, output })
+            Ok(Step::Convert {
+                argv: first,
+                input,
+                output,
+            })
         }
         other => Err(format!("unknown step kind {other:?}")),
     }
@@ -214,7 +247,12 @@ fn flag_value(words: &[String], flag: &str) -> Option<String> {
 
 /// The variables QMK's CLI passes to make for `keyboard:keymap`
 /// (`qmk.build_targets._common_make_args`).
-pub fn make_args(keyboard: &str, keymap: &str, qmk_bin: &str, env: &[(String, String)]) -> Vec<String> {
+pub fn make_args(
+    keyboard: &str,
+    keymap: &str,
+    qmk_bin: &str,
+    env: &[(String, String)],
+) -> Vec<String> {
     let safe = keyboard.replace('/', "_");
     let mut args = vec![
         "-r".to_string(),
@@ -288,30 +326,54 @@ mod tests {
                 output: ".build/obj_kb_km/src/info_config.h".into(),
             }
         );
-        let Step::Compile { source, object, argv, depfile_tmp, depfile } = &plan.steps[1] else {
+        let Step::Compile {
+            source,
+            object,
+            argv,
+            depfile_tmp,
+            depfile,
+        } = &plan.steps[1]
+        else {
             panic!("{:?}", plan.steps[1])
         };
         assert_eq!(source, "quantum/led.c");
         assert_eq!(object, ".build/obj_kb_km/quantum/led.o");
         // shell quoting is undone: the compiler sees the same argv as under sh
-        assert!(argv.contains(&"-DQMK_KEYBOARD=\"kb\"".to_string()), "{argv:?}");
+        assert!(
+            argv.contains(&"-DQMK_KEYBOARD=\"kb\"".to_string()),
+            "{argv:?}"
+        );
         assert!(argv.contains(&"-DX=(A | B)".to_string()), "{argv:?}");
         assert_eq!(argv.last().unwrap(), ".build/obj_kb_km/quantum/led.o");
-        assert_eq!(depfile_tmp.as_deref(), Some(".build/obj_kb_km/quantum/led.td"));
+        assert_eq!(
+            depfile_tmp.as_deref(),
+            Some(".build/obj_kb_km/quantum/led.td")
+        );
         assert_eq!(depfile.as_deref(), Some(".build/obj_kb_km/quantum/led.d"));
-        let Step::Link { argv, env, output } = &plan.steps[2] else { panic!() };
+        let Step::Link { argv, env, output } = &plan.steps[2] else {
+            panic!()
+        };
         assert_eq!(env, &[("MAKE".to_string(), "make".to_string())]);
         assert_eq!(argv[0], "cc");
         assert_eq!(output, ".build/kb_km.elf");
         assert_eq!(
             plan.steps[3],
             Step::Convert {
-                argv: "objcopy -O ihex -R .eeprom .build/kb_km.elf .build/kb_km.hex".split(' ').map(String::from).collect(),
+                argv: "objcopy -O ihex -R .eeprom .build/kb_km.elf .build/kb_km.hex"
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
                 input: ".build/kb_km.elf".into(),
                 output: ".build/kb_km.hex".into(),
             }
         );
-        assert_eq!(plan.steps[4], Step::Copy { from: ".build/kb_km.hex".into(), to: "kb_km.hex".into() });
+        assert_eq!(
+            plan.steps[4],
+            Step::Copy {
+                from: ".build/kb_km.hex".into(),
+                to: "kb_km.hex".into()
+            }
+        );
     }
 
     #[test]
@@ -329,7 +391,12 @@ mod tests {
 
     #[test]
     fn make_args_match_qmk_cli() {
-        let args = make_args("planck/rev5", "default", "keyfab qmk", &[("SKIP_GIT".into(), "yes".into())]);
+        let args = make_args(
+            "planck/rev5",
+            "default",
+            "keyfab qmk",
+            &[("SKIP_GIT".into(), "yes".into())],
+        );
         assert!(args.contains(&"KEYBOARD_FILESAFE=planck_rev5".to_string()));
         assert!(args.contains(&"TARGET=planck_rev5_default".to_string()));
         assert!(args.contains(&"QMK_BIN=keyfab qmk".to_string()));
@@ -342,11 +409,17 @@ mod real_plan {
     /// Parses a real `make -n` log when `KEYFAB_PLAN_LOG` names one.
     #[test]
     fn real_dry_run_parses() {
-        let Some(path) = std::env::var_os("KEYFAB_PLAN_LOG") else { return };
+        let Some(path) = std::env::var_os("KEYFAB_PLAN_LOG") else {
+            return;
+        };
         let text = std::fs::read_to_string(path).unwrap();
         let plan = super::parse_dry_run(&text).unwrap();
         let n = plan.compiles().count();
-        eprintln!("{n} compiles, {} steps, max size {:?}", plan.steps.len(), plan.max_size);
+        eprintln!(
+            "{n} compiles, {} steps, max size {:?}",
+            plan.steps.len(),
+            plan.max_size
+        );
         assert!(n > 10);
     }
 }

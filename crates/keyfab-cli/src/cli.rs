@@ -35,6 +35,9 @@ pub struct GlobalArgs {
     /// A QMK userspace overlay (default: a parent folder with qmk.json, else $QMK_USERSPACE)
     #[arg(long, global = true, value_name = "PATH")]
     pub userspace: Option<PathBuf>,
+    /// The cache folder (default: $KEYFAB_CACHE, else $XDG_CACHE_HOME/keyfab, else ~/.cache/keyfab)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +50,32 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// List the build targets of the userspace's qmk.json
     UserspaceList(FormatArgs),
+    /// Build a target's firmware: plan it with the tree's makefiles, compile from the cache
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// `KEYBOARD:KEYMAP`
+    pub target: Option<String>,
+    /// Keyboard name or alias (QMK's -kb also works)
+    #[arg(long)]
+    pub keyboard: Option<String>,
+    /// Keymap (QMK's -km also works)
+    #[arg(long)]
+    pub keymap: Option<String>,
+    /// Parallel compile jobs (default: the number of cores)
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
+    /// Set a make variable, like QMK's `-e VAR=VALUE`
+    #[arg(short = 'e', long = "env", value_name = "VAR=VALUE")]
+    pub env: Vec<String>,
+    /// Print the plan's steps (one JSON object per line) and build nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// The generator command make calls as $(QMK_BIN) (default: this keyfab's `qmk` entry point, or $KEYFAB_QMK_BIN)
+    #[arg(long, value_name = "CMD")]
+    pub qmk_bin: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -93,6 +122,7 @@ pub struct ResolveArgs {
 /// What every command needs: the tree, with its userspace.
 pub struct Context {
     pub tree: Tree,
+    pub cache: Option<PathBuf>,
 }
 
 impl Context {
@@ -104,6 +134,7 @@ impl Context {
         let userspace = Userspace::discover(g.userspace.as_deref(), &cwd, env_us.as_deref())?;
         Ok(Context {
             tree: tree.with_userspace(userspace),
+            cache: g.cache.clone(),
         })
     }
 }

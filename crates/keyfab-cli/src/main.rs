@@ -2,6 +2,7 @@
 //! happens in the library crates; this file only turns their results into
 //! output and their errors into messages and exit codes.
 
+mod build_cmds;
 mod cli;
 mod tree_cmds;
 
@@ -29,5 +30,6 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::ListKeymaps(a) => tree_cmds::list_keymaps(&ctx, a),
         cli::Command::Resolve(a) => tree_cmds::resolve(&ctx, a),
         cli::Command::UserspaceList(a) => tree_cmds::userspace_list(&ctx, a),
+        cli::Command::Build(a) => build_cmds::build(&ctx, a),
     }
 }
