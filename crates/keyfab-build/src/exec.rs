@@ -167,7 +167,7 @@ impl<'a> Executor<'a> {
                     input,
                     output,
                 } => {
-                    self.command("convert", argv, &[], output, &[input.clone()])?;
+                    self.command("convert", argv, &[], output, std::slice::from_ref(input))?;
                     report.firmware.push(output.clone());
                 }
                 Step::Copy { from, to } => {
@@ -265,7 +265,7 @@ impl<'a> Executor<'a> {
         headers.sort();
         headers.dedup();
         let key = CompileKey {
-            direct: direct.clone(),
+            direct,
             headers,
         };
         let mut outputs = vec![NewOutput::file("object", &obj_path)];
