@@ -264,10 +264,7 @@ impl<'a> Executor<'a> {
         }
         headers.sort();
         headers.dedup();
-        let key = CompileKey {
-            direct,
-            headers,
-        };
+        let key = CompileKey { direct, headers };
         let mut outputs = vec![NewOutput::file("object", &obj_path)];
         if depfile.is_some() {
             outputs.push(NewOutput::bytes("depfile", &dep_bytes));

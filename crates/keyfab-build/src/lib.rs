@@ -10,3 +10,5 @@
 
 pub mod exec;
 pub mod plan;
+pub mod plan_cache;
+pub mod probe;

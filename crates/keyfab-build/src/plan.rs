@@ -6,12 +6,12 @@
 //! command out of each `LOG=$(…)`, split it like a shell would, and type it
 //! by the status line before it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::process::Command;
 
 /// One thing the build does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Step {
     /// A generator call through `$(QMK_BIN)`, writing `output`.
@@ -55,7 +55,7 @@ impl Step {
 }
 
 /// The steps of one target, in make's order, plus facts read from recipes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub steps: Vec<Step>,
     /// The firmware size limit from QMK's size check, when the plan has one.
@@ -272,11 +272,35 @@ pub fn make_args(
     args
 }
 
-/// Runs make's dry run of a target in `tree`; returns its stdout, or make's
+/// The makefiles make read, from its `--debug=v` lines
+/// (`Reading makefile 'x' (search path) …`), without duplicates.
+pub fn makefiles_read(output: &str) -> Vec<String> {
+    let mut files: Vec<String> = Vec::new();
+    for line in output.lines() {
+        let Some(rest) = line.strip_prefix("Reading makefile '") else {
+            continue;
+        };
+        let Some(end) = rest.find('\'') else { continue };
+        let name = rest[..end].to_string();
+        if !files.contains(&name) {
+            files.push(name);
+        }
+    }
+    files
+}
+
+/// The make program: `$MAKE`, else `make`.
+pub fn make_program() -> String {
+    std::env::var("MAKE").unwrap_or_else(|_| "make".into())
+}
+
+/// Runs make's dry run of a target in `tree` (with `--debug=v`, so the
+/// output also names the makefiles read); returns its stdout, or make's
 /// stderr as the error.
 pub fn dry_run(tree: &Path, args: &[String]) -> Result<String, String> {
-    let out = Command::new(std::env::var("MAKE").unwrap_or_else(|_| "make".into()))
+    let out = Command::new(make_program())
         .arg("-n")
+        .arg("--debug=v")
         .args(args)
         .current_dir(tree)
         .env_remove("MAKEFLAGS")

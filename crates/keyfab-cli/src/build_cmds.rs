@@ -2,7 +2,8 @@
 
 use crate::cli::{BuildArgs, Context};
 use anyhow::{bail, Context as _};
-use keyfab_build::{exec::Executor, plan};
+use keyfab_build::{exec::Executor, plan, plan_cache, probe};
+use keyfab_cas::{CommandKey, Digest, LocalCas, NewAction, RunClock};
 use std::process::ExitCode;
 
 pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -34,28 +35,57 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
         (None, Ok(b)) => b,
         (None, Err(_)) => format!("{} qmk", std::env::current_exe()?.display()),
     };
-    let args = plan::make_args(&res.keyboard, &km, &qmk_bin, &env);
+    let cache_dir = cache_dir(ctx)?;
+    let cas = LocalCas::open(&cache_dir)
+        .with_context(|| format!("opening the cache at {}", cache_dir.display()))?;
+    let exe = std::env::current_exe()?;
+    let probe_cmd = format!(
+        "{} --cache {} probe-cc-option",
+        exe.display(),
+        cache_dir.display()
+    );
+    let mut args = plan::make_args(&res.keyboard, &km, &qmk_bin, &env);
+    args.extend(probe::cc_option_overrides(&probe_cmd));
+    let location = tree.require_keymap(&res.keyboard, &km, &layouts)?;
+    let mut folders: Vec<std::path::PathBuf> = keyfab_tree::keyboard_chain(&res.keyboard)
+        .into_iter()
+        .map(|f| std::path::Path::new("keyboards").join(f))
+        .collect();
+    folders.push(
+        location
+            .dir
+            .strip_prefix(tree.root())
+            .unwrap_or(&location.dir)
+            .to_path_buf(),
+    );
     let started = std::time::Instant::now();
-    let dry = plan::dry_run(tree.root(), &args)
-        .map_err(|e| anyhow::anyhow!("make could not plan {}:{km}:\n{e}", res.keyboard))?;
-    let plan = plan::parse_dry_run(&dry)?;
+    let clock = RunClock::now();
+    let pctx = plan_cache::PlanContext {
+        tree: tree.root(),
+        make_args: args,
+        folders,
+        files: vec![exe.clone()],
+    };
+    let planned = plan_cache::plan_target(&cas, &clock, &pctx)
+        .with_context(|| format!("planning {}:{km}", res.keyboard))?;
+    let plan = planned.plan;
     let plan_ms = started.elapsed().as_millis();
     if a.dry_run {
+        cas.flush()?;
         for step in &plan.steps {
             println!("{}", serde_json::to_string(step)?);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(cache_dir) = keyfab_cas::cache_dir(ctx.cache.as_deref(), |k| std::env::var(k).ok())
-    else {
-        bail!("no cache folder: pass --cache DIR or set KEYFAB_CACHE (HOME is not set)");
-    };
-    let cas = keyfab_cas::LocalCas::open(&cache_dir)
-        .with_context(|| format!("opening the cache at {}", cache_dir.display()))?;
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let exec = Executor::new(tree.root(), &cas, jobs);
+    let plan_note = if planned.from_cache {
+        "plan from cache"
+    } else {
+        "plan made"
+    };
     let result = exec.run(&plan);
     cas.flush()?;
     let report = result?;
@@ -65,15 +95,14 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let size = report
         .firmware
         .first()
-        .and_then(|f| std::fs::metadata(tree.root().join(f)).ok())
-        .map(|m| m.len());
+        .and_then(|f| firmware_size(&tree.root().join(f)));
     println!(
-        "{}:{km}: {} ({}), {} compiled, {} from cache, link {}, plan {} ms, total {} ms",
+        "{}:{km}: {} ({}), {} compiled, {} from cache, link {}, {plan_note} in {} ms, total {} ms",
         res.keyboard,
         report.firmware.join(" "),
         match (size, plan.max_size) {
-            (Some(s), Some(max)) => format!("{s} bytes of file, limit {max}"),
-            (Some(s), None) => format!("{s} bytes of file"),
+            (Some(s), Some(max)) => format!("{s}/{max} bytes, {} free", max as i64 - s as i64),
+            (Some(s), None) => format!("{s} bytes"),
             _ => "no firmware".to_string(),
         },
         report.compiled,
@@ -86,5 +115,81 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
         plan_ms,
         started.elapsed().as_millis()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cache_dir(ctx: &Context) -> anyhow::Result<std::path::PathBuf> {
+    keyfab_cas::cache_dir(ctx.cache.as_deref(), |k| std::env::var(k).ok()).ok_or_else(|| {
+        anyhow::anyhow!("no cache folder: pass --cache DIR or set KEYFAB_CACHE (HOME is not set)")
+    })
+}
+
+/// The firmware's size as QMK reports it: data bytes of an Intel HEX file,
+/// or the length of a binary.
+fn firmware_size(path: &std::path::Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    if path.extension().is_some_and(|e| e == "hex") {
+        let text = String::from_utf8(bytes).ok()?;
+        let mut total = 0u64;
+        for line in text.lines() {
+            let rec = line.trim().strip_prefix(':')?;
+            let len = u64::from_str_radix(rec.get(0..2)?, 16).ok()?;
+            if rec.get(6..8)? == "00" {
+                total += len;
+            }
+        }
+        Some(total)
+    } else {
+        Some(bytes.len() as u64)
+    }
+}
+
+/// `keyfab probe-cc-option CC OPTION FALLBACK EXTRA`: QMK's `cc-option` answer,
+/// from the cache when this compiler was asked before.
+pub fn probe_cc_option(ctx: &Context, a: crate::cli::ProbeArgs) -> anyhow::Result<ExitCode> {
+    let cache_dir = cache_dir(ctx)?;
+    let cas = LocalCas::open(&cache_dir)?;
+    let clock = RunClock::now();
+    let program =
+        a.cc.split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+    let tool = match keyfab_build::exec::resolve_program(&program) {
+        Some(p) => cas.file_digest(&p, &clock)?,
+        None => Digest::of(program.as_bytes()),
+    };
+    let key = CommandKey {
+        kind: "cc-option".into(),
+        tool,
+        argv: vec![
+            a.cc.clone().into(),
+            a.option.clone().into(),
+            a.extra.clone().into(),
+        ],
+        cwd: "/".into(),
+        env: Default::default(),
+        inputs: vec![],
+    }
+    .key();
+    let cached = cas
+        .get_action(&key)?
+        .and_then(|r| cas.get_blob(&r.stdout).ok().flatten());
+    let supported = match cached {
+        Some(answer) => answer == b"yes",
+        None => {
+            let ok = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(probe::probe_script(&a.cc, &a.option, &a.extra))
+                .status()?
+                .success();
+            let mut action = NewAction::success(vec![]);
+            action.stdout = if ok { b"yes" } else { b"no" };
+            cas.put_action(&key, &action)?;
+            cas.flush()?;
+            ok
+        }
+    };
+    println!("{}", if supported { &a.option } else { &a.fallback });
     Ok(ExitCode::SUCCESS)
 }

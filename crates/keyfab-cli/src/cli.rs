@@ -52,6 +52,21 @@ pub enum Command {
     UserspaceList(FormatArgs),
     /// Build a target's firmware: plan it with the tree's makefiles, compile from the cache
     Build(BuildArgs),
+    /// Answer one of QMK's cc-option probes from the cache (make calls this while planning)
+    #[command(hide = true)]
+    ProbeCcOption(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    #[arg(allow_hyphen_values = true)]
+    pub cc: String,
+    #[arg(allow_hyphen_values = true)]
+    pub option: String,
+    #[arg(default_value = "", allow_hyphen_values = true)]
+    pub fallback: String,
+    #[arg(default_value = "", allow_hyphen_values = true)]
+    pub extra: String,
 }
 
 #[derive(Debug, Args)]

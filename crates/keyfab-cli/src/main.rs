@@ -31,5 +31,6 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Resolve(a) => tree_cmds::resolve(&ctx, a),
         cli::Command::UserspaceList(a) => tree_cmds::userspace_list(&ctx, a),
         cli::Command::Build(a) => build_cmds::build(&ctx, a),
+        cli::Command::ProbeCcOption(a) => build_cmds::probe_cc_option(&ctx, a),
     }
 }
