@@ -118,6 +118,31 @@ impl<'a> Executor<'a> {
         Ok(id)
     }
 
+    /// Runs the generator calls make made while reading the makefiles (for a
+    /// plan from the cache, where make did not run).
+    pub fn run_parse_time(&self, plan: &Plan) -> Result<(), BuildError> {
+        for argv in &plan.parse_time {
+            if let Some(out) = argv
+                .iter()
+                .position(|a| a == "--output" || a == "-o")
+                .and_then(|i| argv.get(i + 1))
+            {
+                if let Some(dir) = self.abs(out).parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
+                }
+            }
+            let (code, log) = run(&self.tree, argv, &[])?;
+            if code != 0 {
+                return Err(BuildError::StepFailed {
+                    step: format!("generator {}", argv.join(" ")),
+                    code,
+                    log,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Runs every step of `plan`: generators, compiles in parallel, link,
     /// conversions, copies.
     pub fn run(&self, plan: &Plan) -> Result<BuildReport, BuildError> {

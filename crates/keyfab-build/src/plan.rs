@@ -60,6 +60,11 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// The firmware size limit from QMK's size check, when the plan has one.
     pub max_size: Option<u64>,
+    /// Generator calls make ran while reading the makefiles (`$(shell
+    /// $(QMK_BIN) …)`, e.g. `version.h`); a plan from the cache runs them
+    /// again before compiling, since make does not.
+    #[serde(default)]
+    pub parse_time: Vec<Vec<String>>,
 }
 
 impl Plan {
@@ -247,12 +252,8 @@ fn flag_value(words: &[String], flag: &str) -> Option<String> {
 
 /// The variables QMK's CLI passes to make for `keyboard:keymap`
 /// (`qmk.build_targets._common_make_args`).
-pub fn make_args(
-    keyboard: &str,
-    keymap: &str,
-    qmk_bin: &str,
-    env: &[(String, String)],
-) -> Vec<String> {
+/// `QMK_BIN` is left to the caller (the plan cache wraps it).
+pub fn make_args(keyboard: &str, keymap: &str, env: &[(String, String)]) -> Vec<String> {
     let safe = keyboard.replace('/', "_");
     let mut args = vec![
         "-r".to_string(),
@@ -266,7 +267,6 @@ pub fn make_args(
         "VERBOSE=false".to_string(),
         "COLOR=false".to_string(),
         "SILENT=false".to_string(),
-        format!("QMK_BIN={qmk_bin}"),
     ];
     args.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
     args
@@ -418,12 +418,10 @@ mod tests {
         let args = make_args(
             "planck/rev5",
             "default",
-            "keyfab qmk",
             &[("SKIP_GIT".into(), "yes".into())],
         );
         assert!(args.contains(&"KEYBOARD_FILESAFE=planck_rev5".to_string()));
         assert!(args.contains(&"TARGET=planck_rev5_default".to_string()));
-        assert!(args.contains(&"QMK_BIN=keyfab qmk".to_string()));
         assert_eq!(args.last().unwrap(), "SKIP_GIT=yes");
     }
 }

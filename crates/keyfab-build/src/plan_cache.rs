@@ -40,7 +40,13 @@ pub struct CachedPlan {
 /// What a plan depends on besides the makefiles read.
 pub struct PlanContext<'a> {
     pub tree: &'a Path,
+    /// make's arguments, without `QMK_BIN`.
     pub make_args: Vec<String>,
+    /// The generator command (`QMK_BIN`).
+    pub qmk_bin: String,
+    /// A command that logs a generator call to the file named by its
+    /// `--log` argument and then runs it: `<recorder> --log FILE -- <qmk_bin …>`.
+    pub recorder: String,
     /// Tree-relative folders whose file names and contents the plan depends on
     /// (the keyboard's folder chain, the keymap folder).
     pub folders: Vec<PathBuf>,
@@ -94,10 +100,20 @@ fn head_key(
             inputs.push((folder.join(&name), cas.file_digest(&path, clock)?));
         }
     }
+    if std::env::var_os("KEYFAB_DEBUG_PLAN_KEY").is_some() {
+        for (p, d) in &inputs {
+            eprintln!("plan input {} {}", p.display(), d.to_hex());
+        }
+    }
     Ok(CommandKey {
         kind: "plan-head".into(),
         tool: Digest::of(make.as_os_str().as_encoded_bytes()),
-        argv: ctx.make_args.iter().map(OsString::from).collect(),
+        argv: ctx
+            .make_args
+            .iter()
+            .chain(std::iter::once(&ctx.qmk_bin))
+            .map(OsString::from)
+            .collect(),
         cwd: ctx.tree.to_path_buf(),
         env: plan_env(),
         inputs,
@@ -130,15 +146,37 @@ pub fn plan_target(
             }
         }
     }
-    let output = plan::dry_run(ctx.tree, &ctx.make_args).map_err(PlanCacheError::Make)?;
-    let plan = plan::parse_dry_run(&output)?;
+    let log = tempfile::NamedTempFile::new()
+        .map_err(|e| PlanCacheError::Other(format!("temp file: {e}")))?;
+    let mut args = ctx.make_args.clone();
+    args.push(format!(
+        "QMK_BIN={} --log {} -- {}",
+        ctx.recorder,
+        log.path().display(),
+        ctx.qmk_bin
+    ));
+    let output = plan::dry_run(ctx.tree, &args).map_err(PlanCacheError::Make)?;
+    let mut plan = plan::parse_dry_run(&output)?;
+    let recorded = std::fs::read_to_string(log.path()).unwrap_or_default();
+    plan.parse_time = recorded
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Vec<String>>(l).ok())
+        .collect();
     let mut makefiles = Vec::new();
     for f in plan::makefiles_read(&output) {
+        // Generators print absolute paths; keep everything tree-relative.
+        let f = match Path::new(&f).strip_prefix(ctx.tree) {
+            Ok(rel) => rel.to_string_lossy().into_owned(),
+            Err(_) => f,
+        };
         let path = ctx.tree.join(&f);
         if f.starts_with(".build/") || !path.is_file() {
             continue;
         }
         makefiles.push((PathBuf::from(&f), cas.file_digest(&path, clock)?));
+        if std::env::var_os("KEYFAB_DEBUG_PLAN_KEY").is_some() {
+            eprintln!("plan makefile {f} {}", makefiles.last().unwrap().1.to_hex());
+        }
     }
     let key = CompileKey {
         direct: head,

@@ -44,7 +44,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
         exe.display(),
         cache_dir.display()
     );
-    let mut args = plan::make_args(&res.keyboard, &km, &qmk_bin, &env);
+    let mut args = plan::make_args(&res.keyboard, &km, &env);
     args.extend(probe::cc_option_overrides(&probe_cmd));
     let location = tree.require_keymap(&res.keyboard, &km, &layouts)?;
     let mut folders: Vec<std::path::PathBuf> = keyfab_tree::keyboard_chain(&res.keyboard)
@@ -63,6 +63,8 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let pctx = plan_cache::PlanContext {
         tree: tree.root(),
         make_args: args,
+        qmk_bin,
+        recorder: format!("{} record-generator", exe.display()),
         folders,
         files: vec![exe.clone()],
     };
@@ -86,7 +88,11 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     } else {
         "plan made"
     };
-    let result = exec.run(&plan);
+    let result = if planned.from_cache {
+        exec.run_parse_time(&plan).and_then(|()| exec.run(&plan))
+    } else {
+        exec.run(&plan)
+    };
     cas.flush()?;
     let report = result?;
     for (file, log) in &report.warnings {
@@ -192,4 +198,24 @@ pub fn probe_cc_option(ctx: &Context, a: crate::cli::ProbeArgs) -> anyhow::Resul
     };
     println!("{}", if supported { &a.option } else { &a.fallback });
     Ok(ExitCode::SUCCESS)
+}
+
+/// `keyfab record-generator --log FILE -- CMD…`: append CMD's argv to FILE
+/// (one JSON array per line), then run it with our stdio and exit with its status.
+pub fn record_generator(a: crate::cli::RecordArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let Some((program, rest)) = a.command.split_first() else {
+        bail!("record-generator: no command")
+    };
+    // QMK_BIN may be several words ("keyfab qmk"): make passes them split.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&a.log)?;
+    writeln!(f, "{}", serde_json::to_string(&a.command)?)?;
+    drop(f);
+    let status = std::process::Command::new(program).args(rest).status()?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
 }

@@ -55,6 +55,17 @@ pub enum Command {
     /// Answer one of QMK's cc-option probes from the cache (make calls this while planning)
     #[command(hide = true)]
     ProbeCcOption(ProbeArgs),
+    /// Log a generator call, then run it (make calls this while planning)
+    #[command(hide = true)]
+    RecordGenerator(RecordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[arg(long)]
+    pub log: std::path::PathBuf,
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

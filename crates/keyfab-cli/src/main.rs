@@ -24,6 +24,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
+    // Called by make while planning; needs no tree.
+    if let cli::Command::RecordGenerator(a) = args.command {
+        return build_cmds::record_generator(a);
+    }
     let ctx = cli::Context::from_global(&args.global)?;
     match args.command {
         cli::Command::ListKeyboards(a) => tree_cmds::list_keyboards(&ctx, a),
@@ -32,5 +36,6 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::UserspaceList(a) => tree_cmds::userspace_list(&ctx, a),
         cli::Command::Build(a) => build_cmds::build(&ctx, a),
         cli::Command::ProbeCcOption(a) => build_cmds::probe_cc_option(&ctx, a),
+        cli::Command::RecordGenerator(_) => unreachable!("handled above"),
     }
 }
