@@ -35,6 +35,9 @@ pub struct GlobalArgs {
     /// A QMK userspace overlay (default: a parent folder with qmk.json, else $QMK_USERSPACE)
     #[arg(long, global = true, value_name = "PATH")]
     pub userspace: Option<PathBuf>,
+    /// The cache folder (default: $KEYFAB_CACHE, else $XDG_CACHE_HOME/keyfab, else ~/.cache/keyfab)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +50,8 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// List the build targets of the userspace's qmk.json
     UserspaceList(FormatArgs),
+    /// Inspect and maintain the cache: stats, gc, verify, clear
+    Cache(crate::cache_cmds::CacheArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

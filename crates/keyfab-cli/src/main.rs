@@ -2,6 +2,7 @@
 //! happens in the library crates; this file only turns their results into
 //! output and their errors into messages and exit codes.
 
+mod cache_cmds;
 mod cli;
 mod tree_cmds;
 
@@ -9,7 +10,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 /// Exit status when the command itself failed (bad input, unknown keyboard).
-const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse_from(cli::qmk_style_args(std::env::args_os()));
@@ -23,11 +24,16 @@ fn main() -> ExitCode {
 }
 
 fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
+    // The cache commands need no tree.
+    if let cli::Command::Cache(a) = args.command {
+        return cache_cmds::run(&args.global, a);
+    }
     let ctx = cli::Context::from_global(&args.global)?;
     match args.command {
         cli::Command::ListKeyboards(a) => tree_cmds::list_keyboards(&ctx, a),
         cli::Command::ListKeymaps(a) => tree_cmds::list_keymaps(&ctx, a),
         cli::Command::Resolve(a) => tree_cmds::resolve(&ctx, a),
         cli::Command::UserspaceList(a) => tree_cmds::userspace_list(&ctx, a),
+        cli::Command::Cache(_) => unreachable!("handled above"),
     }
 }
