@@ -67,8 +67,15 @@ pub fn classify(err: &io::Error) -> IoClass {
     match err.raw_os_error() {
         Some(libc::EROFS | libc::EACCES | libc::EPERM) => IoClass::ReadOnly,
         Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => IoClass::DiskFull,
+        // Errors wrapped by other crates (tempfile adds the path) keep
+        // their kind but lose the errno.
         _ => match err.kind() {
-            io::ErrorKind::PermissionDenied => IoClass::ReadOnly,
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                IoClass::ReadOnly
+            }
+            io::ErrorKind::StorageFull
+            | io::ErrorKind::QuotaExceeded
+            | io::ErrorKind::FileTooLarge => IoClass::DiskFull,
             _ => IoClass::Other,
         },
     }
@@ -155,6 +162,8 @@ mod tests {
         assert_eq!(classify(&e(libc::EROFS)), IoClass::ReadOnly);
         assert_eq!(classify(&e(libc::EACCES)), IoClass::ReadOnly);
         assert_eq!(classify(&e(libc::EIO)), IoClass::Other);
+        let wrapped = io::Error::new(e(libc::EFBIG).kind(), "tmp/put-x: File too large");
+        assert_eq!(classify(&wrapped), IoClass::DiskFull);
     }
 
     #[test]

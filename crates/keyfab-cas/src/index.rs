@@ -373,8 +373,31 @@ impl Index {
             .query_map([], |r| r.get::<_, String>(0))
             .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>());
         drop(st);
-        let rows = rows.map_err(|e| self.err(e))?;
-        Ok(rows.into_iter().filter(|r| r != "ok").collect())
+        let mut problems: Vec<String> = rows
+            .map_err(|e| self.err(e))?
+            .into_iter()
+            .filter(|r| r != "ok")
+            .collect();
+        let (count, bytes): (i64, i64) = self
+            .conn
+            .query_row("SELECT count, bytes FROM totals", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let (real_count, real_bytes): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM blobs",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        if (count, bytes) != (real_count, real_bytes) {
+            problems.push(format!(
+                "totals say {count} blobs / {bytes} bytes, the blobs table holds {real_count} / {real_bytes}"
+            ));
+        }
+        Ok(problems)
     }
 }
 

@@ -339,7 +339,6 @@ impl LocalCas {
         }
         self.touch(|p| {
             p.touched_actions.insert(*key);
-            p.touched_blobs.extend(result.blobs());
         });
         Ok(Some(result))
     }
@@ -497,9 +496,15 @@ impl LocalCas {
             for d in &pending.touched_blobs {
                 tx::touch_blob(t, d, now)?;
             }
-            let mut st = t.prepare_cached("UPDATE actions SET last_used = ?2 WHERE key = ?1")?;
+            // A used action keeps every blob it needs (record included) recent.
+            let mut action = t.prepare_cached("UPDATE actions SET last_used = ?2 WHERE key = ?1")?;
+            let mut blobs = t.prepare_cached(
+                "UPDATE blobs SET last_used = ?2
+                 WHERE digest IN (SELECT digest FROM action_blobs WHERE key = ?1) AND last_used < ?2",
+            )?;
             for k in &pending.touched_actions {
-                st.execute(rusqlite::params![&k.0 .0[..], now])?;
+                action.execute(rusqlite::params![&k.0 .0[..], now])?;
+                blobs.execute(rusqlite::params![&k.0 .0[..], now])?;
             }
             Ok(())
         })

@@ -125,6 +125,30 @@ impl Storage for LocalCas {
     }
 }
 
+impl<S: Storage + ?Sized> Storage for &S {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    fn writable(&self) -> bool {
+        (**self).writable()
+    }
+    fn contains_blob(&self, d: &Digest) -> Result<bool> {
+        (**self).contains_blob(d)
+    }
+    fn get_blob(&self, d: &Digest) -> Result<Option<Vec<u8>>> {
+        (**self).get_blob(d)
+    }
+    fn put_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        (**self).put_blob(bytes)
+    }
+    fn get_action(&self, key: &ActionKey) -> Result<Option<ActionResult>> {
+        (**self).get_action(key)
+    }
+    fn put_action_result(&self, key: &ActionKey, result: &ActionResult) -> Result<()> {
+        (**self).put_action_result(key, result)
+    }
+}
+
 /// Reads through, never writes: puts succeed and store nothing (as Bazel's
 /// `--noremote_upload_local_results`), so a build proceeds unchanged.
 pub struct ReadOnly<S>(pub S);

@@ -58,6 +58,8 @@ pub enum Command {
     /// Log a generator call, then run it (make calls this while planning)
     #[command(hide = true)]
     RecordGenerator(RecordArgs),
+    /// Inspect and maintain the cache: stats, gc, verify, clear
+    Cache(crate::cache_cmds::CacheArgs),
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 //! output and their errors into messages and exit codes.
 
 mod build_cmds;
+mod cache_cmds;
 mod cli;
 mod tree_cmds;
 
@@ -10,7 +11,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 /// Exit status when the command itself failed (bad input, unknown keyboard).
-const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse_from(cli::qmk_style_args(std::env::args_os()));
@@ -28,6 +29,10 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
     if let cli::Command::RecordGenerator(a) = args.command {
         return build_cmds::record_generator(a);
     }
+    // The cache commands need no tree.
+    if let cli::Command::Cache(a) = args.command {
+        return cache_cmds::run(&args.global, a);
+    }
     let ctx = cli::Context::from_global(&args.global)?;
     match args.command {
         cli::Command::ListKeyboards(a) => tree_cmds::list_keyboards(&ctx, a),
@@ -37,5 +42,6 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Build(a) => build_cmds::build(&ctx, a),
         cli::Command::ProbeCcOption(a) => build_cmds::probe_cc_option(&ctx, a),
         cli::Command::RecordGenerator(_) => unreachable!("handled above"),
+        cli::Command::Cache(_) => unreachable!("handled above"),
     }
 }

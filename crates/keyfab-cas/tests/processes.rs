@@ -1,0 +1,270 @@
+//! Real processes against one cache folder: SIGKILLed writers, concurrent
+//! writers, a full disk, a read-only folder. No mocks.
+
+mod common;
+
+use common::{content, helper, key, Rng};
+use keyfab_cas::{LocalCas, NewAction, NewOutput, OpenOptions};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// Runs a writer, kills it with SIGKILL after `delay`, returns what it
+/// reported as published.
+fn kill_writer(dir: &Path, seed: u64, delay: Duration) -> Vec<String> {
+    let mut child = helper()
+        .args(["writer", dir.to_str().unwrap(), &seed.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    child.kill().unwrap(); // SIGKILL on unix
+    child.wait().unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn sigkilled_writers_lose_nothing_published_and_leave_verify_clean() {
+    const KILLS: u64 = 60;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("cache");
+    LocalCas::open(&dir).unwrap();
+    let mut rng = Rng(0x5eed);
+    let mut published: BTreeMap<String, usize> = BTreeMap::new();
+    let mut manifests = Vec::new();
+    let mut provenance = Vec::new();
+    for seed in 0..KILLS {
+        // Random points: from during start-up to a few dozen puts in.
+        let delay = Duration::from_millis(5 + rng.next() % 80);
+        for line in kill_writer(&dir, seed, delay) {
+            let parts: Vec<&str> = line.split(' ').collect();
+            match parts.as_slice() {
+                ["published", name, size] => {
+                    published.insert(name.to_string(), size.parse().unwrap());
+                }
+                ["manifest", name] => manifests.push(name.to_string()),
+                ["provenance", name] => provenance.push(name.to_string()),
+                _ => panic!("unexpected line from writer: {line}"),
+            }
+        }
+        if seed % 20 == 19 {
+            let cas = LocalCas::open(&dir).unwrap();
+            let report = cas.verify(false).unwrap();
+            assert!(report.is_clean(), "after {} kills: {report:?}", seed + 1);
+        }
+    }
+    assert!(
+        published.len() >= 20,
+        "writers published too little: {}",
+        published.len()
+    );
+    let cas = LocalCas::open(&dir).unwrap();
+    let report = cas.verify(false).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    for (name, size) in &published {
+        let r = cas
+            .get_action(&key(name))
+            .unwrap()
+            .unwrap_or_else(|| panic!("lost {name}"));
+        let bytes = cas
+            .get_blob(&r.outputs[0].digest)
+            .unwrap()
+            .expect("output blob");
+        assert_eq!(bytes, content(name, *size), "{name}");
+        let stderr = cas.get_blob(&r.stderr).unwrap().unwrap();
+        assert_eq!(stderr, format!("warning: {name}\n").as_bytes());
+    }
+    for name in &manifests {
+        assert!(
+            cas.get_manifest(&key(&format!("direct-{name}")))
+                .unwrap()
+                .is_some(),
+            "{name}"
+        );
+    }
+    for name in &provenance {
+        assert_eq!(cas.provenance(name, 5).unwrap().len(), 1, "{name}");
+    }
+    // Repair tidies crash leftovers (temp files, unindexed blobs) and the
+    // cache stays clean.
+    let repaired = cas.verify(true).unwrap();
+    assert!(repaired.is_clean());
+    let after = cas.verify(false).unwrap();
+    assert_eq!((after.unindexed, after.temp_files), (0, 0), "{after:?}");
+}
+
+#[test]
+fn four_processes_share_keys_without_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("cache");
+    LocalCas::open(&dir).unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|id| {
+            helper()
+                .args(["worker", dir.to_str().unwrap(), &id.to_string(), "300"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("0 mismatches"), "{text}");
+    }
+    let cas = LocalCas::open(&dir).unwrap();
+    let report = cas.verify(false).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.unindexed, 0, "every blob written was indexed");
+    // 16 shared keys, 40 private keys per worker, each with one output.
+    let stats = cas.stats().unwrap();
+    assert_eq!(stats.counts.actions, 16 + 4 * 40, "{stats:?}");
+}
+
+fn published_entry(dir: &Path) {
+    let cas = LocalCas::open(dir).unwrap();
+    let bytes = content("keep", 5000);
+    cas.put_action(
+        &key("keep"),
+        &NewAction::success(vec![NewOutput::bytes("k.o", &bytes)]),
+    )
+    .unwrap();
+}
+
+fn assert_entry_intact(cas: &LocalCas) {
+    let r = cas
+        .get_action(&key("keep"))
+        .unwrap()
+        .expect("published entry");
+    assert_eq!(
+        cas.get_blob(&r.outputs[0].digest).unwrap().unwrap(),
+        content("keep", 5000)
+    );
+}
+
+#[test]
+fn full_disk_gives_a_clear_error_and_leaves_the_cache_consistent() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("cache");
+    published_entry(&dir);
+    // A blob larger than the limit: the temp-file write fails.
+    // Limit 0: nothing can be written at all, the index included (the
+    // blob "keep" is already there, so only the index write is attempted).
+    for (limit, size) in [(64 * 1024, 1 << 20), (0, 10)] {
+        let out = helper()
+            .args([
+                "fill",
+                dir.to_str().unwrap(),
+                &limit.to_string(),
+                &size.to_string(),
+                "fill",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(3), "limit {limit}: {text}");
+        assert!(
+            text.starts_with("error disk-full: "),
+            "limit {limit}: {text}"
+        );
+        assert!(text.contains("no space left for the cache at"), "{text}");
+        assert!(
+            text.contains(dir.to_str().unwrap()),
+            "the message names the path: {text}"
+        );
+    }
+    let cas = LocalCas::open(&dir).unwrap();
+    let report = cas.verify(false).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.temp_files, 0, "failed writes leave no temp files");
+    assert!(cas.get_action(&key("fill")).unwrap().is_none());
+    assert_entry_intact(&cas);
+}
+
+#[test]
+fn index_write_failure_on_full_disk_is_reported_as_disk_full() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("cache");
+    published_entry(&dir);
+    // Storing "keep" again: every blob (outputs and the record) already
+    // exists, so the index transaction is the only write, and it fails.
+    let cas = LocalCas::open(&dir).unwrap();
+    let r = cas.get_action(&key("keep")).unwrap().unwrap();
+    drop(cas);
+    let out = helper()
+        .args(["fill", dir.to_str().unwrap(), "0", "5000", "keep"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("error disk-full"), "{text}");
+    assert!(
+        text.contains("index.sqlite"),
+        "the index write is what failed: {text}"
+    );
+    let cas = LocalCas::open(&dir).unwrap();
+    assert!(cas.verify(false).unwrap().is_clean());
+    assert!(cas.has_blob(&r.outputs[0].digest));
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn chmod_tree(p: &Path, dir_mode: u32, file_mode: u32) {
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            chmod_tree(&e.path(), dir_mode, file_mode);
+        } else {
+            set_mode(&e.path(), file_mode);
+        }
+    }
+    set_mode(p, dir_mode);
+}
+
+#[test]
+fn read_only_folder_gives_a_clear_error_and_still_answers_lookups() {
+    let t = tempfile::tempdir().unwrap();
+    set_mode(t.path(), 0o755); // the helper may run as nobody
+    let dir = t.path().join("cache");
+    published_entry(&dir);
+    chmod_tree(&dir, 0o555, 0o444);
+    let out = helper()
+        .args(["readonly", dir.to_str().unwrap(), "keep"])
+        .output()
+        .unwrap();
+    chmod_tree(&dir, 0o755, 0o644);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("writable-open read-only: the cache folder"),
+        "{text}"
+    );
+    assert!(text.contains(dir.to_str().unwrap()), "{text}");
+    assert!(text.contains("lookup hit true"), "{text}");
+    assert!(text.contains("put read-only"), "{text}");
+    let cas = LocalCas::open_with(&dir, OpenOptions::default()).unwrap();
+    assert!(cas.verify(false).unwrap().is_clean());
+    assert_entry_intact(&cas);
+}
