@@ -10,10 +10,12 @@
 //! git versions are arguments; the command-line layer finds them.
 
 mod community;
+mod config_h;
 mod keyboard_c;
 mod keyboard_h;
 mod keymap;
 mod make_deps;
+mod rules_mk;
 mod version_h;
 
 pub use community::{
@@ -21,11 +23,26 @@ pub use community::{
     include_per_module, modules_of, split_transaction_id_inc, ModuleApi, ModuleApis, ModuleInfo,
     PerModuleInclude,
 };
+pub use config_h::config_h;
 pub use keyboard_c::keyboard_c;
 pub use keyboard_h::keyboard_h;
 pub use keymap::{keymap_c, keymap_h};
 pub use make_deps::make_dependencies;
-pub use version_h::{version_h, VersionInfo};
+pub use rules_mk::rules_mk;
+pub use version_h::{triplet_to_bcd, version_h, VersionInfo};
+
+/// One row of a mapping table (`data/mappings/info_config.hjson` or
+/// `info_rules.hjson`) as the generators read it back: the `config.h`/
+/// `rules.mk` name, the dotted info key, the `value_type` as written
+/// (`raw` when absent) and `to_c`. The CLI builds these from
+/// `keyfab_info::mapping::Mapping`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapEntry<'a> {
+    pub key: &'a str,
+    pub info_key: &'a str,
+    pub value_type: &'a str,
+    pub to_c: bool,
+}
 
 /// A generated file: its lines (joined with `\n`, plus a final `\n`, as
 /// QMK's `dump_lines` does) and what QMK would have logged.
@@ -135,6 +152,26 @@ fn py_str(v: &serde_json::Value) -> String {
         serde_json::Value::Null => "None".into(),
         other => other.to_string(),
     }
+}
+
+fn dotty_get<'a>(
+    data: &'a serde_json::Value,
+    key: &str,
+) -> std::result::Result<Option<&'a serde_json::Value>, String> {
+    let mut cur = data;
+    for part in key.split('.') {
+        let next = match cur {
+            serde_json::Value::Array(a) => part.parse::<usize>().ok().and_then(|i| a.get(i)),
+            serde_json::Value::Object(o) => o.get(part),
+            serde_json::Value::Null => return Ok(None),
+            _ => None,
+        };
+        match next {
+            None => return Ok(None),
+            Some(v) => cur = v,
+        }
+    }
+    Ok(Some(cur))
 }
 
 fn truthy(v: &serde_json::Value) -> bool {
