@@ -47,6 +47,8 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// List the build targets of the userspace's qmk.json
     UserspaceList(FormatArgs),
+    /// Show the merged info of a keyboard (and keymap), like `qmk info`
+    Info(crate::info_cmds::InfoArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

@@ -3,13 +3,14 @@
 //! output and their errors into messages and exit codes.
 
 mod cli;
+mod info_cmds;
 mod tree_cmds;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 /// Exit status when the command itself failed (bad input, unknown keyboard).
-const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse_from(cli::qmk_style_args(std::env::args_os()));
@@ -29,5 +30,6 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::ListKeymaps(a) => tree_cmds::list_keymaps(&ctx, a),
         cli::Command::Resolve(a) => tree_cmds::resolve(&ctx, a),
         cli::Command::UserspaceList(a) => tree_cmds::userspace_list(&ctx, a),
+        cli::Command::Info(a) => info_cmds::info(&ctx, a),
     }
 }
