@@ -4,6 +4,8 @@
 
 mod cli;
 mod info_cmds;
+mod gen_cmds;
+mod qmk_cmds;
 mod tree_cmds;
 
 use clap::Parser;
@@ -31,5 +33,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Resolve(a) => tree_cmds::resolve(&ctx, a),
         cli::Command::UserspaceList(a) => tree_cmds::userspace_list(&ctx, a),
         cli::Command::Info(a) => info_cmds::info(&ctx, a),
+        cli::Command::Qmk(a) => qmk_cmds::qmk(&ctx, &a.args),
+        cli::Command::Generate(a) => gen_cmds::generate(&ctx, a),
     }
 }

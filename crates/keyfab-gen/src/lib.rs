@@ -142,48 +142,9 @@ fn path_name(p: &str) -> &str {
     t.rsplit('/').next().unwrap_or(t)
 }
 
-// TEMPORARY until branch `info` lands keyfab_info::py: then these become
-// `use keyfab_info::py::{str_of as py_str, truthy};`.
-fn py_str(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Bool(true) => "True".into(),
-        serde_json::Value::Bool(false) => "False".into(),
-        serde_json::Value::Null => "None".into(),
-        other => other.to_string(),
-    }
-}
-
-fn dotty_get<'a>(
-    data: &'a serde_json::Value,
-    key: &str,
-) -> std::result::Result<Option<&'a serde_json::Value>, String> {
-    let mut cur = data;
-    for part in key.split('.') {
-        let next = match cur {
-            serde_json::Value::Array(a) => part.parse::<usize>().ok().and_then(|i| a.get(i)),
-            serde_json::Value::Object(o) => o.get(part),
-            serde_json::Value::Null => return Ok(None),
-            _ => None,
-        };
-        match next {
-            None => return Ok(None),
-            Some(v) => cur = v,
-        }
-    }
-    Ok(Some(cur))
-}
-
-fn truthy(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::Null => false,
-        serde_json::Value::Bool(b) => *b,
-        serde_json::Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        serde_json::Value::String(s) => !s.is_empty(),
-        serde_json::Value::Array(a) => !a.is_empty(),
-        serde_json::Value::Object(o) => !o.is_empty(),
-    }
-}
+// Python's formatting and dotted access, shared with keyfab-info.
+use keyfab_info::dotty::get as dotty_get;
+use keyfab_info::py::{str_of as py_str, truthy};
 
 #[cfg(test)]
 mod tests {
