@@ -20,7 +20,8 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
         bail!("missing keymap: pass -km KEYMAP or KEYBOARD:KEYMAP")
     };
     let res = tree.resolve_keyboard(&kb)?;
-    let (layouts, _) = keyfab_info::community_layouts(tree, &res.keyboard);
+    let engine = keyfab_info::Engine::new(tree.clone());
+    let (layouts, _) = keyfab_info::community_layouts(&engine, &res.keyboard);
     tree.require_keymap(&res.keyboard, &km, &layouts)?;
     let env: Vec<(String, String)> = a
         .env

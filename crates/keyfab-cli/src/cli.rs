@@ -60,6 +60,13 @@ pub enum Command {
     RecordGenerator(RecordArgs),
     /// Inspect and maintain the cache: stats, gc, verify, clear
     Cache(crate::cache_cmds::CacheArgs),
+    /// Show the merged info of a keyboard (and keymap), like `qmk info`
+    Info(crate::info_cmds::InfoArgs),
+    /// Stand-in for QMK's generators as make calls them: `make … QMK_BIN="keyfab qmk"`
+    #[command(disable_help_flag = true)]
+    Qmk(QmkCmdArgs),
+    /// Write a file a QMK build generates (info_config.h, keymap.c, …); `keyfab generate list` lists the kinds
+    Generate(GenerateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +111,28 @@ pub struct BuildArgs {
     /// The generator command make calls as $(QMK_BIN) (default: this keyfab's `qmk` entry point, or $KEYFAB_QMK_BIN)
     #[arg(long, value_name = "CMD")]
     pub qmk_bin: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct QmkCmdArgs {
+    /// The QMK subcommand (generate-config-h, json2c, …) and its arguments, as QMK takes them
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to generate (config-h, rules-mk, keymap-c, keyboard-c, keyboard-h, version-h, …)
+    pub kind: String,
+    /// Keyboard name or alias (QMK's -kb also works)
+    #[arg(long)]
+    pub keyboard: String,
+    /// Keymap whose keymap.json to use (QMK's -km also works)
+    #[arg(long)]
+    pub keymap: Option<String>,
+    /// Write here (atomically; an unchanged file is left alone) instead of stdout
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

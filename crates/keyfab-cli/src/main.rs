@@ -5,6 +5,9 @@
 mod build_cmds;
 mod cache_cmds;
 mod cli;
+mod gen_cmds;
+mod info_cmds;
+mod qmk_cmds;
 mod tree_cmds;
 
 use clap::Parser;
@@ -43,5 +46,8 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::ProbeCcOption(a) => build_cmds::probe_cc_option(&ctx, a),
         cli::Command::RecordGenerator(_) => unreachable!("handled above"),
         cli::Command::Cache(_) => unreachable!("handled above"),
+        cli::Command::Info(a) => info_cmds::info(&ctx, a),
+        cli::Command::Qmk(a) => qmk_cmds::qmk(&ctx, &a.args),
+        cli::Command::Generate(a) => gen_cmds::generate(&ctx, a),
     }
 }

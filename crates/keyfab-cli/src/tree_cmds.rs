@@ -22,10 +22,19 @@ fn print_lines<I: IntoIterator<Item = S>, S: AsRef<str>>(lines: I) -> anyhow::Re
     Ok(())
 }
 
-fn warn_all(diags: &[keyfab_syntax::Diagnostic]) {
-    for d in diags {
-        eprintln!("keyfab: warning: {d}");
+/// The community layouts of a keyboard, from its merged info (as QMK's
+/// `list_keymaps` and `locate_keymap` get them); only the problems with the
+/// community layouts themselves are shown.
+fn community_layouts(tree: &keyfab_tree::Tree, keyboard: &str) -> Vec<String> {
+    let engine = keyfab_info::Engine::new(tree.clone());
+    let (layouts, diags) = keyfab_info::community_layouts(&engine, keyboard);
+    for d in diags
+        .iter()
+        .filter(|d| d.message.contains("community layout"))
+    {
+        eprintln!("keyfab: {d}");
     }
+    layouts
 }
 
 pub fn list_keyboards(ctx: &Context, a: ListKeyboardsArgs) -> anyhow::Result<ExitCode> {
@@ -40,8 +49,7 @@ pub fn list_keyboards(ctx: &Context, a: ListKeyboardsArgs) -> anyhow::Result<Exi
 pub fn list_keymaps(ctx: &Context, a: ListKeymapsArgs) -> anyhow::Result<ExitCode> {
     let (kb, _) = split_target(&a.keyboard);
     let res = ctx.tree.resolve_keyboard(kb)?;
-    let (layouts, diags) = keyfab_info::community_layouts(&ctx.tree, &res.keyboard);
-    warn_all(&diags);
+    let layouts = community_layouts(&ctx.tree, &res.keyboard);
     let names = ctx.tree.list_keymaps(&res.keyboard, &layouts);
     match a.format.format {
         Format::Text => print_lines(&names)?,
@@ -65,8 +73,7 @@ pub fn resolve(ctx: &Context, a: ResolveArgs) -> anyhow::Result<ExitCode> {
     let keymap = a.keymap.as_deref().or(km_from_target);
     let res = tree.resolve_keyboard(kb)?;
     let files = tree.chain_files(&res.keyboard);
-    let (layouts, diags) = keyfab_info::community_layouts(tree, &res.keyboard);
-    warn_all(&diags);
+    let layouts = community_layouts(tree, &res.keyboard);
     let location = match keymap {
         Some(km) => Some(tree.require_keymap(&res.keyboard, km, &layouts)?),
         None => None,

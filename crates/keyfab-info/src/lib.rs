@@ -1,118 +1,131 @@
-//! Merged keyboard info: `info.json`/`keyboard.json` down the folder chain,
-//! plus `config.h` and `rules.mk` values through `data/mappings`.
+//! Merged keyboard info, as QMK's data-driven configuration computes it
+//! (`qmk.info.info_json` and `keymap_json`): `info.json`/`keyboard.json`
+//! down the folder chain, `LAYOUT` macros of `<keyboard>.h`, defaults,
+//! `config.h` and `rules.mk` values through `data/mappings`, the hand-written
+//! extractors, LED config from `<keyboard>.c`, validation against the tree's
+//! `data/schemas`, and QMK's `parse_errors`/`parse_warnings`.
 //!
-//! Architecture invariant: reads the tree through `keyfab-tree`, writes
-//! nothing, runs no process; every problem becomes a diagnostic naming its
-//! file, never a panic.
+//! Entry point: [`Engine`] (one per tree and process; shares every parsed
+//! file between keyboards and threads), then [`Engine::info_json`] and
+//! [`Engine::keymap_json`], which return an [`Info`]: the value plus
+//! diagnostics. Bad input never fails the call.
+//!
+//! Architecture invariant: reads the tree, writes nothing, runs no process,
+//! never panics on input; every problem is a [`Diagnostic`] naming its file.
 
-use keyfab_syntax::Diagnostic;
-use keyfab_tree::{keyboard_chain, Tree};
+mod cfile;
+pub mod dotty; // pub for keyfab-gen (branch gen): dotted info keys of the mapping tables
+mod engine;
+mod info;
+mod mapping;
+mod memo;
+pub mod py;
+mod render;
+mod schema;
+
+pub use cfile::{find_layouts, remove_comments, HeaderLayouts};
+pub use engine::{Engine, Mappings};
+pub use info::{community_layouts_of, deep_update};
+pub use mapping::{
+    config_to_json, parse_mappings, rules_to_json, Mapping, MappingSource, ValueType,
+};
+pub use render::{render_dotted, render_friendly, to_sorted_json};
+pub use schema::{SchemaError, SchemaStore};
+
+use serde::Serialize;
 use serde_json::Value;
 
-/// The JSON files of a keyboard in the order QMK's `find_info_json` returns
-/// them: the keyboard's own folder first (`info.json`, then `keyboard.json`),
-/// then each parent up to `keyboards/`.
-pub fn info_json_files(keyboard: &str) -> Vec<String> {
-    let mut files = Vec::new();
-    for folder in keyboard_chain(keyboard).into_iter().rev() {
-        files.push(format!("keyboards/{folder}/info.json"));
-        files.push(format!("keyboards/{folder}/keyboard.json"));
-    }
-    files
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
 }
 
-/// The `rules.mk` values of a keyboard as QMK's `rules_mk()` reads them: the
-/// keyboard's own file first, then every level from the top down (so the
-/// deepest file is applied twice, as in QMK).
-pub fn keyboard_rules(
-    tree: &Tree,
-    keyboard: &str,
-    diags: &mut Vec<Diagnostic>,
-) -> keyfab_syntax::RulesMk {
-    let mut rules = keyfab_syntax::RulesMk::new();
-    let mut apply = |rel: String, rules: &mut keyfab_syntax::RulesMk| {
-        if let Some(text) = read(tree, &rel, diags) {
-            keyfab_syntax::parse_rules_mk(&text, rules);
-        }
-    };
-    apply(format!("keyboards/{keyboard}/rules.mk"), &mut rules);
-    for folder in keyboard_chain(keyboard) {
-        apply(format!("keyboards/{folder}/rules.mk"), &mut rules);
-    }
-    rules
+/// A problem found while merging, located in its file (tree-relative).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub path: String,
+    /// 1-based line, 0 when the problem has no single line.
+    pub line: usize,
+    /// Dotted JSON path of the offending value (schema errors).
+    pub json_path: Option<String>,
+    pub message: String,
 }
 
-/// The community layouts a keyboard supports: `community_layouts` of its
-/// JSON chain, overridden by `LAYOUTS` in `rules.mk`, keeping only those that
-/// exist under `layouts/default/` (QMK drops the others with an error).
-pub fn community_layouts(tree: &Tree, keyboard: &str) -> (Vec<String>, Vec<Diagnostic>) {
-    let mut diags = Vec::new();
-    let mut layouts: Option<Vec<String>> = None;
-    // Parents are merged after children, so the last file that sets the key wins.
-    for rel in info_json_files(keyboard) {
-        let Some(text) = read(tree, &rel, &mut diags) else {
-            continue;
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
         };
-        match keyfab_syntax::parse_json(&rel, &text) {
-            Ok(v) => {
-                if let Some(list) = v.get("community_layouts").and_then(Value::as_array) {
-                    layouts = Some(
-                        list.iter()
-                            .filter_map(|l| l.as_str().map(str::to_string))
-                            .collect(),
-                    );
-                }
-            }
-            Err(e) => diags.push(Diagnostic {
-                path: e.path.clone(),
-                line: e.line,
-                message: format!("invalid JSON: {}", e.message),
-            }),
+        write!(f, "{}", self.path)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
         }
-    }
-    let rules = keyboard_rules(tree, keyboard, &mut diags);
-    if let Some(value) = rules.get("LAYOUTS") {
-        layouts = Some(value.split_whitespace().map(str::to_string).collect());
-    }
-    let mut layouts = layouts.unwrap_or_default();
-    layouts.retain(|l| {
-        let ok = tree.root().join("layouts/default").join(l).exists();
-        if !ok {
-            diags.push(Diagnostic {
-                path: format!("keyboards/{keyboard}"),
-                line: 0,
-                message: format!("Claims to support a community layout that does not exist: {l}"),
-            });
+        write!(f, ": {sev}: ")?;
+        if let Some(p) = self.json_path.as_deref().filter(|p| !p.is_empty()) {
+            write!(f, "{p}: ")?;
         }
-        ok
-    });
-    (layouts, diags)
+        write!(f, "{}", self.message)
+    }
 }
 
-/// Reads a tree-relative file; a missing file is `None`, an unreadable one is
-/// `None` plus a diagnostic.
-fn read(tree: &Tree, rel: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
-    match std::fs::read(tree.path(rel)) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(s) => Some(s),
-            Err(_) => {
-                diags.push(Diagnostic {
-                    path: rel.to_string(),
-                    line: 0,
-                    message: "not valid UTF-8".into(),
-                });
-                None
+/// A merged info and what was found on the way.
+#[derive(Debug, Clone)]
+pub struct Info {
+    /// The info as QMK's `info_json()`/`keymap_json()` returns it, including
+    /// the API-only keys (`parse_errors`, `keyboard_folder`, …).
+    pub value: Value,
+    pub diagnostics: Vec<Diagnostic>,
+    /// QMK itself would have stopped on this input (invalid JSON, data the
+    /// API schema rejects, an exception in an extractor); `value` is our best
+    /// effort past that point.
+    pub fatal: bool,
+}
+
+/// What `qmk info` removes unless `--api` is given (QMK's
+/// `_strip_api_content`); the result is what `qmk info -f json` prints.
+pub fn strip_api_content(info: &mut Value) {
+    let Value::Object(m) = info else { return };
+    for k in [
+        "platform",
+        "platform_key",
+        "processor_type",
+        "protocol",
+        "keymaps",
+        "keyboard_folder",
+        "parse_errors",
+        "parse_warnings",
+    ] {
+        m.remove(k);
+    }
+    if let Some(Value::Object(layouts)) = m.get_mut("layouts") {
+        for l in layouts.values_mut() {
+            if let Value::Object(l) = l {
+                l.remove("filename");
+                l.remove("c_macro");
+                l.remove("json_layout");
             }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => None,
-        Err(e) => {
-            diags.push(Diagnostic {
-                path: rel.to_string(),
-                line: 0,
-                message: format!("cannot read: {e}"),
-            });
-            None
         }
     }
+    if m.contains_key("matrix_pins") {
+        m.remove("matrix_size");
+    }
+    for feature in ["rgb_matrix", "led_matrix"] {
+        if let Some(Value::Object(f)) = m.get_mut(feature) {
+            if f.get("layout").is_some_and(py::truthy) {
+                f.remove("led_count");
+            }
+        }
+    }
+}
+
+/// The community layouts a keyboard supports, from its merged info (QMK's
+/// `list_keymaps` and `locate_keymap` read them from `info_json`).
+pub fn community_layouts(engine: &Engine, keyboard: &str) -> (Vec<String>, Vec<Diagnostic>) {
+    let info = engine.info_json(keyboard);
+    (community_layouts_of(&info.value), info.diagnostics)
 }

@@ -1,0 +1,268 @@
+//! The engine: the tree, its mapping tables and schemas, and the parsed files
+//! shared by every keyboard, read once per process.
+
+use crate::cfile::{self, HeaderLayouts, RawLedConfig};
+use crate::mapping::{parse_mappings, Mapping};
+use crate::memo::Memo;
+use crate::schema::{SchemaError, SchemaStore};
+use crate::{Diagnostic, Severity};
+use keyfab_syntax::{ConfigH, JsonError};
+use keyfab_tree::Tree;
+use serde_json::Value;
+use std::sync::{Arc, OnceLock};
+
+/// A JSON/HJSON file of the tree, parsed once.
+pub(crate) enum JsonFile {
+    Missing,
+    Unreadable(String),
+    Invalid(JsonError),
+    Parsed {
+        value: Value,
+        /// Validation against `qmk.keyboard.v1`, computed on first use.
+        keyboard_schema: OnceLock<Result<(), SchemaError>>,
+    },
+}
+
+/// A `config.h` file, parsed on its own (QMK parses each into a fresh dict).
+pub(crate) struct ConfigFile {
+    pub config: ConfigH,
+    pub diags: Vec<keyfab_syntax::Diagnostic>,
+    pub text: Arc<str>,
+}
+
+/// The mapping tables and defaults of `data/mappings`.
+#[derive(Debug, Clone, Default)]
+pub struct Mappings {
+    /// `info_config.hjson`: `config.h` macro → info key.
+    pub config: Vec<Mapping>,
+    /// `info_rules.hjson`: `rules.mk` variable → info key.
+    pub rules: Vec<Mapping>,
+    /// `defaults.hjson` (applied by `info_json`).
+    pub defaults: Value,
+    /// `info_defaults.hjson` (the values QMK assumes when info omits them;
+    /// used by lint and the generators, not merged into the info).
+    pub info_defaults: Value,
+}
+
+/// Merged-info engine for one tree. `Send + Sync`: share it across threads.
+pub struct Engine {
+    pub(crate) tree: Tree,
+    mappings: Mappings,
+    pub(crate) schemas: SchemaStore,
+    /// Problems with the mapping and schema files themselves.
+    setup: Vec<Diagnostic>,
+    json: Memo<String, JsonFile>,
+    config: Memo<String, Option<ConfigFile>>,
+    rules: Memo<String, Option<Arc<str>>>,
+    headers: Memo<String, Option<HeaderLayouts>>,
+    led: Memo<String, Option<Result<Option<RawLedConfig>, String>>>,
+    exists: Memo<String, bool>,
+}
+
+impl Engine {
+    /// Loads the mapping tables and schemas of `tree`. Never fails: problems
+    /// become [`Engine::setup_diagnostics`].
+    pub fn new(tree: Tree) -> Engine {
+        let mut setup = Vec::new();
+        let table = |name: &str, setup: &mut Vec<Diagnostic>| -> Value {
+            let rel = format!("data/mappings/{name}");
+            match read_text(&tree, &rel) {
+                Ok(Some(text)) => match keyfab_syntax::parse_json(&rel, &text) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        setup.push(Diagnostic::error(&rel, e.line, e.message));
+                        Value::Null
+                    }
+                },
+                Ok(None) => Value::Null,
+                Err(e) => {
+                    setup.push(Diagnostic::error(&rel, 0, e));
+                    Value::Null
+                }
+            }
+        };
+        let config_table = table("info_config.hjson", &mut setup);
+        let rules_table = table("info_rules.hjson", &mut setup);
+        let defaults = table("defaults.hjson", &mut setup);
+        let info_defaults = table("info_defaults.hjson", &mut setup);
+        let mut load = |v: &Value, rel: &str| -> Vec<Mapping> {
+            if v.is_null() {
+                return Vec::new();
+            }
+            let (m, errs) = parse_mappings(v);
+            for e in errs {
+                setup.push(Diagnostic::error(rel, 0, e));
+            }
+            m
+        };
+        let mappings = Mappings {
+            config: load(&config_table, "data/mappings/info_config.hjson"),
+            rules: load(&rules_table, "data/mappings/info_rules.hjson"),
+            defaults,
+            info_defaults,
+        };
+        let mut schema_files = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(tree.path("data/schemas")) {
+            let mut names: Vec<String> = entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| n.ends_with(".jsonschema"))
+                .collect();
+            names.sort();
+            for name in names {
+                let rel = format!("data/schemas/{name}");
+                let parsed = match read_text(&tree, &rel) {
+                    Ok(Some(text)) => {
+                        keyfab_syntax::parse_json(&rel, &text).map_err(|e| e.to_string())
+                    }
+                    Ok(None) => continue,
+                    Err(e) => Err(e),
+                };
+                schema_files.push((name, parsed));
+            }
+        }
+        let schemas = SchemaStore::new(schema_files);
+        for (name, e) in &schemas.load_errors {
+            setup.push(Diagnostic::error(
+                &format!("data/schemas/{name}"),
+                0,
+                e.clone(),
+            ));
+        }
+        Engine {
+            tree,
+            mappings,
+            schemas,
+            setup,
+            json: Memo::default(),
+            config: Memo::default(),
+            rules: Memo::default(),
+            headers: Memo::default(),
+            led: Memo::default(),
+            exists: Memo::default(),
+        }
+    }
+
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// The mapping tables (`info_config.hjson`, `info_rules.hjson`) and
+    /// defaults, as parsed from the tree.
+    pub fn mappings(&self) -> &Mappings {
+        &self.mappings
+    }
+
+    /// Problems found loading `data/mappings` and `data/schemas`.
+    pub fn setup_diagnostics(&self) -> &[Diagnostic] {
+        &self.setup
+    }
+
+    /// Validates any value against a schema of the tree by `$id`
+    /// (`qmk.keyboard.v1`, `qmk.keymap.v1`, …).
+    pub fn validate(&self, data: &Value, schema: &str) -> Result<(), SchemaError> {
+        self.schemas.validate(data, schema)
+    }
+
+    pub(crate) fn json_file(&self, rel: &str) -> Arc<JsonFile> {
+        self.json
+            .get(&rel.to_string(), || match read_text(&self.tree, rel) {
+                Ok(None) => JsonFile::Missing,
+                Err(e) => JsonFile::Unreadable(e),
+                Ok(Some(text)) => match keyfab_syntax::parse_json(rel, &text) {
+                    Ok(value) => JsonFile::Parsed {
+                        value,
+                        keyboard_schema: OnceLock::new(),
+                    },
+                    Err(e) => JsonFile::Invalid(e),
+                },
+            })
+    }
+
+    /// Whether the file validates against `qmk.keyboard.v1` (cached).
+    pub(crate) fn keyboard_schema_ok(&self, file: &JsonFile) -> Result<(), SchemaError> {
+        match file {
+            JsonFile::Parsed {
+                value,
+                keyboard_schema,
+            } => keyboard_schema
+                .get_or_init(|| self.schemas.validate(value, "qmk.keyboard.v1"))
+                .clone(),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn config_file(&self, rel: &str) -> Arc<Option<ConfigFile>> {
+        self.config.get(&rel.to_string(), || {
+            let text = read_text(&self.tree, rel).ok().flatten()?;
+            let mut config = ConfigH::new();
+            let diags = keyfab_syntax::parse_config_h(rel, &text, &mut config);
+            Some(ConfigFile {
+                config,
+                diags,
+                text: Arc::from(text),
+            })
+        })
+    }
+
+    pub(crate) fn rules_file(&self, rel: &str) -> Arc<Option<Arc<str>>> {
+        self.rules.get(&rel.to_string(), || {
+            read_text(&self.tree, rel).ok().flatten().map(Arc::from)
+        })
+    }
+
+    pub(crate) fn header(&self, rel: &str) -> Arc<Option<HeaderLayouts>> {
+        self.headers.get(&rel.to_string(), || {
+            let text = read_text(&self.tree, rel).ok().flatten()?;
+            Some(cfile::find_layouts(rel, &text))
+        })
+    }
+
+    pub(crate) fn led_config(
+        &self,
+        rel: &str,
+    ) -> Arc<Option<Result<Option<RawLedConfig>, String>>> {
+        self.led.get(&rel.to_string(), || {
+            let text = read_text(&self.tree, rel).ok().flatten()?;
+            Some(cfile::scan_led_config(&text))
+        })
+    }
+
+    pub(crate) fn exists(&self, rel: &str) -> bool {
+        *self
+            .exists
+            .get(&rel.to_string(), || self.tree.path(rel).exists())
+    }
+}
+
+/// Reads a tree-relative file: `Ok(None)` when absent.
+pub(crate) fn read_text(tree: &Tree, rel: &str) -> Result<Option<String>, String> {
+    match std::fs::read(tree.path(rel)) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| "not valid UTF-8".to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => Ok(None),
+        Err(e) if e.raw_os_error() == Some(20) => Ok(None), // ENOTDIR
+        Err(e) => Err(format!("cannot read: {e}")),
+    }
+}
+
+impl Diagnostic {
+    pub fn error(path: &str, line: usize, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            path: path.to_string(),
+            line,
+            json_path: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn warning(path: &str, line: usize, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(path, line, message)
+        }
+    }
+}
