@@ -15,10 +15,12 @@ fn main() {
     let bin = common::keyfab_bin();
     let (tree, what) = common::tree();
     let real = what == "real QMK tree";
-    println!("keyfab generator benchmarks on the {what} at {}", tree.display());
-    let kb = std::env::var("BENCH_KEYBOARD").unwrap_or_else(|_| {
-        if real { "planck/rev5" } else { "gentest/basic" }.into()
-    });
+    println!(
+        "keyfab generator benchmarks on the {what} at {}",
+        tree.display()
+    );
+    let kb = std::env::var("BENCH_KEYBOARD")
+        .unwrap_or_else(|_| if real { "planck/rev5" } else { "gentest/basic" }.into());
     let km_json = std::env::var("BENCH_KEYMAP_JSON").unwrap_or_else(|_| {
         if real {
             "keyboards/handwired/onekey/keymaps/community_module/keymap.json"
@@ -27,23 +29,147 @@ fn main() {
         }
         .into()
     });
-    let km_kb = if real { "handwired/onekey/promicro" } else { "gentest/basic" };
+    let km_kb = if real {
+        "handwired/onekey/promicro"
+    } else {
+        "gentest/basic"
+    };
     let out = tempfile_dir();
     let o = |name: &str| out.join(name).to_string_lossy().into_owned();
     let calls: Vec<(String, Vec<String>)> = vec![
-        ("generate-rules-mk (keyboard)", vec!["generate-rules-mk", "--quiet", "--escape", "--keyboard", &kb, "--output", &o("info_rules.mk")]),
-        ("generate-config-h (keyboard)", vec!["generate-config-h", "--quiet", "--keyboard", &kb, "--output", &o("info_config.h")]),
-        ("generate-keyboard-c", vec!["generate-keyboard-c", "--quiet", "--keyboard", &kb, "--output", &o("default_keyboard.c")]),
-        ("generate-keyboard-h", vec!["generate-keyboard-h", "--quiet", "--keyboard", &kb, "--include", "--output", &o("default_keyboard.h")]),
-        ("generate-version-h", vec!["generate-version-h", "-q", "-o", &o("version.h")]),
-        ("generate-make-dependencies", vec!["generate-make-dependencies", "-kb", &kb, "-km", "default", "-o", &o("info_deps.d")]),
-        ("generate-community-modules-rules-mk (no keymap.json)", vec!["generate-community-modules-rules-mk", "-kb", &kb, "--quiet", "--escape", "--output", &o("community_rules.mk")]),
-        ("generate-rules-mk (keymap.json)", vec!["generate-rules-mk", "--quiet", "--escape", "--output", &o("rules.mk"), &km_json]),
-        ("json2c", vec!["json2c", "--quiet", "--output", &o("keymap.c"), &km_json]),
-        ("generate-config-h (keymap.json)", vec!["generate-config-h", "--quiet", "--output", &o("config.h"), &km_json]),
-        ("generate-keymap-h", vec!["generate-keymap-h", "--quiet", "--output", &o("keymap.h"), &km_json]),
-        ("generate-community-modules-h", vec!["generate-community-modules-h", "-kb", km_kb, "--quiet", "--output", &o("community_modules.h"), &km_json]),
-        ("generate-community-modules-c", vec!["generate-community-modules-c", "-kb", km_kb, "--quiet", "--output", &o("community_modules.c"), &km_json]),
+        (
+            "generate-rules-mk (keyboard)",
+            vec![
+                "generate-rules-mk",
+                "--quiet",
+                "--escape",
+                "--keyboard",
+                &kb,
+                "--output",
+                &o("info_rules.mk"),
+            ],
+        ),
+        (
+            "generate-config-h (keyboard)",
+            vec![
+                "generate-config-h",
+                "--quiet",
+                "--keyboard",
+                &kb,
+                "--output",
+                &o("info_config.h"),
+            ],
+        ),
+        (
+            "generate-keyboard-c",
+            vec![
+                "generate-keyboard-c",
+                "--quiet",
+                "--keyboard",
+                &kb,
+                "--output",
+                &o("default_keyboard.c"),
+            ],
+        ),
+        (
+            "generate-keyboard-h",
+            vec![
+                "generate-keyboard-h",
+                "--quiet",
+                "--keyboard",
+                &kb,
+                "--include",
+                "--output",
+                &o("default_keyboard.h"),
+            ],
+        ),
+        (
+            "generate-version-h",
+            vec!["generate-version-h", "-q", "-o", &o("version.h")],
+        ),
+        (
+            "generate-make-dependencies",
+            vec![
+                "generate-make-dependencies",
+                "-kb",
+                &kb,
+                "-km",
+                "default",
+                "-o",
+                &o("info_deps.d"),
+            ],
+        ),
+        (
+            "generate-community-modules-rules-mk (no keymap.json)",
+            vec![
+                "generate-community-modules-rules-mk",
+                "-kb",
+                &kb,
+                "--quiet",
+                "--escape",
+                "--output",
+                &o("community_rules.mk"),
+            ],
+        ),
+        (
+            "generate-rules-mk (keymap.json)",
+            vec![
+                "generate-rules-mk",
+                "--quiet",
+                "--escape",
+                "--output",
+                &o("rules.mk"),
+                &km_json,
+            ],
+        ),
+        (
+            "json2c",
+            vec!["json2c", "--quiet", "--output", &o("keymap.c"), &km_json],
+        ),
+        (
+            "generate-config-h (keymap.json)",
+            vec![
+                "generate-config-h",
+                "--quiet",
+                "--output",
+                &o("config.h"),
+                &km_json,
+            ],
+        ),
+        (
+            "generate-keymap-h",
+            vec![
+                "generate-keymap-h",
+                "--quiet",
+                "--output",
+                &o("keymap.h"),
+                &km_json,
+            ],
+        ),
+        (
+            "generate-community-modules-h",
+            vec![
+                "generate-community-modules-h",
+                "-kb",
+                km_kb,
+                "--quiet",
+                "--output",
+                &o("community_modules.h"),
+                &km_json,
+            ],
+        ),
+        (
+            "generate-community-modules-c",
+            vec![
+                "generate-community-modules-c",
+                "-kb",
+                km_kb,
+                "--quiet",
+                "--output",
+                &o("community_modules.c"),
+                &km_json,
+            ],
+        ),
     ]
     .into_iter()
     .map(|(n, a)| (n.to_string(), a.into_iter().map(String::from).collect()))
@@ -66,7 +192,11 @@ fn main() {
             over += 1;
         }
     }
-    println!("{} of {} calls within the 15 ms goal", calls.len() - over, calls.len());
+    println!(
+        "{} of {} calls within the 15 ms goal",
+        calls.len() - over,
+        calls.len()
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 

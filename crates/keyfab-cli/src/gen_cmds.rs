@@ -93,7 +93,10 @@ fn git_version(repo: &Path, check: Option<&str>) -> Option<String> {
     match git(repo, &cmd) {
         Ok(v) => Some(v),
         Err((code, stderr)) => {
-            eprintln!("keyfab: warning: \"git {}\" returned error code {code}", cmd.join(" "));
+            eprintln!(
+                "keyfab: warning: \"git {}\" returned error code {code}",
+                cmd.join(" ")
+            );
             eprintln!("keyfab: warning: {stderr}");
             None
         }
@@ -115,7 +118,8 @@ pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool) -> VersionInf
     let version = git_version(root, None).unwrap_or_else(|| date.clone());
     let hash = git(root, &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|_| "Unknown".into());
     let bcd = keyfab_gen::triplet_to_bcd(&version);
-    let chibios = git_version(&root.join("lib/chibios"), Some("os")).unwrap_or_else(|| date.clone());
+    let chibios =
+        git_version(&root.join("lib/chibios"), Some("os")).unwrap_or_else(|| date.clone());
     let contrib =
         git_version(&root.join("lib/chibios-contrib"), None).unwrap_or_else(|| date.clone());
     let userspace = match ctx.tree.userspace() {
@@ -136,23 +140,71 @@ pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool) -> VersionInf
 
 /// The kinds of `keyfab generate`, what they are, and the QMK generator.
 pub const GENERATE_KINDS: [(&str, Kind, &str); 17] = [
-    ("config-h", Kind::ConfigH, "info_config.h of the keyboard, or config.h of a keymap.json (-km)"),
-    ("rules-mk", Kind::RulesMk, "info_rules.mk of the keyboard, or rules.mk of a keymap.json (-km)"),
+    (
+        "config-h",
+        Kind::ConfigH,
+        "info_config.h of the keyboard, or config.h of a keymap.json (-km)",
+    ),
+    (
+        "rules-mk",
+        Kind::RulesMk,
+        "info_rules.mk of the keyboard, or rules.mk of a keymap.json (-km)",
+    ),
     ("keymap-c", Kind::Json2c, "keymap.c of a keymap.json (-km)"),
     ("keymap-h", Kind::KeymapH, "keymap.h of a keymap.json (-km)"),
     ("keyboard-c", Kind::KeyboardC, "default_keyboard.c"),
     ("keyboard-h", Kind::KeyboardH, "default_keyboard.h"),
     ("version-h", Kind::VersionH, "version.h"),
-    ("make-dependencies", Kind::MakeDependencies, "info_deps.d (needs -km)"),
-    ("community-rules-mk", Kind::CommunityRulesMk, "community_rules.mk"),
-    ("community-config-h", Kind::CommunityConfigH, "community_config.h"),
-    ("community-modules-h", Kind::CommunityModulesH, "community_modules.h"),
-    ("community-modules-c", Kind::CommunityModulesC, "community_modules.c"),
-    ("community-introspection-c", Kind::CommunityIntrospectionC, "community_modules_introspection.c"),
-    ("community-introspection-h", Kind::CommunityIntrospectionH, "community_modules_introspection.h"),
-    ("led-matrix-inc", Kind::LedMatrixInc, "led_matrix_community_modules.inc"),
-    ("rgb-matrix-inc", Kind::RgbMatrixInc, "rgb_matrix_community_modules.inc"),
-    ("split-transaction-id-inc", Kind::SplitTransactionIdInc, "split_transaction_id_community_modules.inc"),
+    (
+        "make-dependencies",
+        Kind::MakeDependencies,
+        "info_deps.d (needs -km)",
+    ),
+    (
+        "community-rules-mk",
+        Kind::CommunityRulesMk,
+        "community_rules.mk",
+    ),
+    (
+        "community-config-h",
+        Kind::CommunityConfigH,
+        "community_config.h",
+    ),
+    (
+        "community-modules-h",
+        Kind::CommunityModulesH,
+        "community_modules.h",
+    ),
+    (
+        "community-modules-c",
+        Kind::CommunityModulesC,
+        "community_modules.c",
+    ),
+    (
+        "community-introspection-c",
+        Kind::CommunityIntrospectionC,
+        "community_modules_introspection.c",
+    ),
+    (
+        "community-introspection-h",
+        Kind::CommunityIntrospectionH,
+        "community_modules_introspection.h",
+    ),
+    (
+        "led-matrix-inc",
+        Kind::LedMatrixInc,
+        "led_matrix_community_modules.inc",
+    ),
+    (
+        "rgb-matrix-inc",
+        Kind::RgbMatrixInc,
+        "rgb_matrix_community_modules.inc",
+    ),
+    (
+        "split-transaction-id-inc",
+        Kind::SplitTransactionIdInc,
+        "split_transaction_id_community_modules.inc",
+    ),
 ];
 
 /// `keyfab generate KIND -kb KB [-km KM] [-o FILE]`: the same bytes as the
@@ -164,7 +216,11 @@ pub fn generate(ctx: &Context, g: GenerateArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(n, _, what)| format!("  {n:<27} {what}"))
             .collect();
-        bail!("unknown kind {:?}; the kinds are:\n{}", g.kind, list.join("\n"));
+        bail!(
+            "unknown kind {:?}; the kinds are:\n{}",
+            g.kind,
+            list.join("\n")
+        );
     };
     let res = ctx.tree.resolve_keyboard(&g.keyboard)?;
     let kb = res.keyboard;
@@ -177,15 +233,25 @@ pub fn generate(ctx: &Context, g: GenerateArgs) -> anyhow::Result<ExitCode> {
     };
     let keymap_only = matches!(kind, Kind::Json2c | Kind::KeymapH);
     if let Some(km) = &g.keymap {
-        let info = keyfab_info::Engine::new(ctx.tree.clone()).info_json(&kb).value;
+        let info = keyfab_info::Engine::new(ctx.tree.clone())
+            .info_json(&kb)
+            .value;
         let layouts = keyfab_info::community_layouts_of(&info);
         let loc = ctx.tree.require_keymap(&kb, km, &layouts)?;
         match (&loc.keymap_json, kind) {
-            (Some(json), _) if kind != Kind::MakeDependencies && kind != Kind::KeyboardC && kind != Kind::KeyboardH && kind != Kind::VersionH => {
+            (Some(json), _)
+                if kind != Kind::MakeDependencies
+                    && kind != Kind::KeyboardC
+                    && kind != Kind::KeyboardH
+                    && kind != Kind::VersionH =>
+            {
                 a.filename = Some(json.to_string_lossy().into_owned());
             }
             (None, _) if keymap_only => {
-                bail!("keymap {km} of {kb} has no keymap.json: {} is written by hand", loc.dir.display())
+                bail!(
+                    "keymap {km} of {kb} has no keymap.json: {} is written by hand",
+                    loc.dir.display()
+                )
             }
             _ => {}
         }
@@ -197,7 +263,11 @@ pub fn generate(ctx: &Context, g: GenerateArgs) -> anyhow::Result<ExitCode> {
         let mut found = None;
         for folder in keyfab_tree::keyboard_chain(&kb) {
             let name = folder.rsplit('/').next().unwrap_or(&folder).to_string();
-            if ctx.tree.path(&format!("keyboards/{folder}/{name}.h")).is_file() {
+            if ctx
+                .tree
+                .path(&format!("keyboards/{folder}/{name}.h"))
+                .is_file()
+            {
                 found = Some(format!("{name}.h"));
                 break;
             }

@@ -3,8 +3,8 @@
 //! output and their errors into messages and exit codes.
 
 mod cli;
-mod info_cmds;
 mod gen_cmds;
+mod info_cmds;
 mod qmk_cmds;
 mod tree_cmds;
 

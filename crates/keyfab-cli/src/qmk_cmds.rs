@@ -50,7 +50,10 @@ pub const KINDS: [(&str, Kind); 17] = [
     ("generate-keyboard-h", Kind::KeyboardH),
     ("generate-version-h", Kind::VersionH),
     ("generate-make-dependencies", Kind::MakeDependencies),
-    ("generate-community-modules-rules-mk", Kind::CommunityRulesMk),
+    (
+        "generate-community-modules-rules-mk",
+        Kind::CommunityRulesMk,
+    ),
     ("generate-community-config-h", Kind::CommunityConfigH),
     ("generate-community-modules-h", Kind::CommunityModulesH),
     ("generate-community-modules-c", Kind::CommunityModulesC),
@@ -62,8 +65,14 @@ pub const KINDS: [(&str, Kind); 17] = [
         "generate-community-modules-introspection-h",
         Kind::CommunityIntrospectionH,
     ),
-    ("generate-led-matrix-community-modules-inc", Kind::LedMatrixInc),
-    ("generate-rgb-matrix-community-modules-inc", Kind::RgbMatrixInc),
+    (
+        "generate-led-matrix-community-modules-inc",
+        Kind::LedMatrixInc,
+    ),
+    (
+        "generate-rgb-matrix-community-modules-inc",
+        Kind::RgbMatrixInc,
+    ),
     (
         "generate-split-transaction-id-community-modules-inc",
         Kind::SplitTransactionIdInc,
@@ -115,7 +124,11 @@ pub fn parse_args(args: &[String]) -> anyhow::Result<QmkArgs> {
         };
         // `-oFILE`, `-iFILE`: argparse's attached single-letter values.
         let (name, inline) = match (name.as_str(), inline) {
-            (n, None) if n.len() > 2 && (n.starts_with("-o") || n.starts_with("-i")) && !n.starts_with("--") => {
+            (n, None)
+                if n.len() > 2
+                    && (n.starts_with("-o") || n.starts_with("-i"))
+                    && !n.starts_with("--") =>
+            {
                 (n[..2].to_string(), Some(n[2..].to_string()))
             }
             (_, inline) => (name, inline),
@@ -242,7 +255,11 @@ impl<'a> Env<'a> {
         let mut km = keyfab_syntax::parse_json(&shown, &text)
             .map_err(|e| anyhow!("{shown}: invalid JSON: {e}"))?;
         if let Err(e) = self.engine().validate(&km, "qmk.keymap.v1") {
-            bail!("Invalid JSON keymap: {shown} : {} (at {})", e.message, e.json_path);
+            bail!(
+                "Invalid JSON keymap: {shown} : {} (at {})",
+                e.message,
+                e.json_path
+            );
         }
         if let Some(kb) = km.get("keyboard").and_then(Value::as_str) {
             let aliases = self.ctx.tree.aliases()?;
@@ -400,7 +417,10 @@ pub fn generate(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<Genera
             let (info, keymap, converter, what) = match (&a.filename, &a.keyboard) {
                 (Some(f), _) => {
                     let km = env.keymap_json(f)?;
-                    let cfg = km.get("config").cloned().unwrap_or(Value::Object(Default::default()));
+                    let cfg = km
+                        .get("config")
+                        .cloned()
+                        .unwrap_or(Value::Object(Default::default()));
                     (cfg, true, km.get("converter").cloned(), f.clone())
                 }
                 (None, Some(kb)) => {
@@ -520,8 +540,12 @@ pub fn generate(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<Genera
 /// Writes `contents` to `path` as QMK's `dump_lines` does, atomically.
 /// Returns false when the file already held these bytes (left untouched).
 pub fn write_output(path: &Path, contents: &[u8]) -> anyhow::Result<bool> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create the folder", dir.display()))?;
     if let Ok(existing) = std::fs::read(path) {
         if existing == contents {
             return Ok(false);
@@ -611,7 +635,9 @@ pub fn qmk(ctx: &Context, args: &[OsString]) -> anyhow::Result<ExitCode> {
         bail!("{USAGE}\nsubcommands: {}", names.join(", "));
     };
     let Some(&(_, kind)) = KINDS.iter().find(|(n, _)| n == sub) else {
-        bail!("keyfab qmk: unknown subcommand {sub:?} (keyfab stands in for QMK's generators only)");
+        bail!(
+            "keyfab qmk: unknown subcommand {sub:?} (keyfab stands in for QMK's generators only)"
+        );
     };
     let a = parse_args(rest)?;
     let mut env = Env::new(ctx)?;
@@ -628,7 +654,14 @@ mod tests {
 
     #[test]
     fn argparse_forms() {
-        let a = p(&["--quiet", "--escape", "--keyboard", "planck/rev6", "--output", "x/y.mk"]);
+        let a = p(&[
+            "--quiet",
+            "--escape",
+            "--keyboard",
+            "planck/rev6",
+            "--output",
+            "x/y.mk",
+        ]);
         assert_eq!(a.keyboard.as_deref(), Some("planck/rev6"));
         assert!(a.quiet && a.escape);
         assert_eq!(a.output, Some(PathBuf::from("x/y.mk")));
@@ -654,7 +687,10 @@ mod tests {
         assert!(!dir.path().join("sub/out.h.bak").exists());
         assert!(write_output(&f, b"two\n").unwrap());
         assert_eq!(std::fs::read(&f).unwrap(), b"two\n");
-        assert_eq!(std::fs::read(dir.path().join("sub/out.h.bak")).unwrap(), b"one\n");
+        assert_eq!(
+            std::fs::read(dir.path().join("sub/out.h.bak")).unwrap(),
+            b"one\n"
+        );
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
             .unwrap()
             .filter_map(|e| e.ok())

@@ -35,12 +35,14 @@ fn entries(rows: &[keyfab_info::Mapping]) -> Vec<MapEntry<'_>> {
 
 /// make's FOUND_KEYBOARD_H: the top-most `<folder>/<name>.h` of the chain.
 fn found_keyboard_h(tree: &Path, kb: &str) -> Option<String> {
-    keyfab_tree::keyboard_chain(kb).into_iter().find_map(|folder| {
-        let name = folder.rsplit('/').next().unwrap_or(&folder).to_string();
-        tree.join(format!("keyboards/{folder}/{name}.h"))
-            .is_file()
-            .then(|| format!("{name}.h"))
-    })
+    keyfab_tree::keyboard_chain(kb)
+        .into_iter()
+        .find_map(|folder| {
+            let name = folder.rsplit('/').next().unwrap_or(&folder).to_string();
+            tree.join(format!("keyboards/{folder}/{name}.h"))
+                .is_file()
+                .then(|| format!("{name}.h"))
+        })
 }
 
 fn first_diff(want: &str, got: &str) -> String {
@@ -63,12 +65,20 @@ struct Tally {
 }
 
 impl Tally {
-    fn check(&mut self, file: &'static str, who: &str, want: Option<String>, got: Result<String, String>) {
+    fn check(
+        &mut self,
+        file: &'static str,
+        who: &str,
+        want: Option<String>,
+        got: Result<String, String>,
+    ) {
         let Some(want) = want else { return };
         *self.total.entry(file).or_default() += 1;
         match got {
             Ok(g) if g == want => *self.same.entry(file).or_default() += 1,
-            Ok(g) => self.diffs.push(format!("{who} {file}: {}", first_diff(&want, &g))),
+            Ok(g) => self
+                .diffs
+                .push(format!("{who} {file}: {}", first_diff(&want, &g))),
             Err(e) => self.diffs.push(format!("{who} {file}: error: {e}")),
         }
     }
@@ -109,17 +119,45 @@ fn generated_files_equal_qmk() {
         let v = &info.value;
         let want = read(dir.join("info_config.h"));
         let y = want.as_deref().map(year_of).unwrap_or(0);
-        tally.check("info_config.h", kb, want, keyfab_gen::config_h(v, &config_maps, false, y).map(|g| g.contents()).map_err(|e| e.0));
+        tally.check(
+            "info_config.h",
+            kb,
+            want,
+            keyfab_gen::config_h(v, &config_maps, false, y)
+                .map(|g| g.contents())
+                .map_err(|e| e.0),
+        );
         let want = read(dir.join("info_rules.mk"));
         let y = want.as_deref().map(year_of).unwrap_or(0);
-        tally.check("info_rules.mk", kb, want, keyfab_gen::rules_mk(v, &rules_maps, false, None, y).map(|g| g.contents()).map_err(|e| e.0));
+        tally.check(
+            "info_rules.mk",
+            kb,
+            want,
+            keyfab_gen::rules_mk(v, &rules_maps, false, None, y)
+                .map(|g| g.contents())
+                .map_err(|e| e.0),
+        );
         let want = read(dir.join("default_keyboard.c"));
         let y = want.as_deref().map(year_of).unwrap_or(0);
-        tally.check("default_keyboard.c", kb, want, keyfab_gen::keyboard_c(v, y).map(|g| g.contents()).map_err(|e| e.0));
+        tally.check(
+            "default_keyboard.c",
+            kb,
+            want,
+            keyfab_gen::keyboard_c(v, y)
+                .map(|g| g.contents())
+                .map_err(|e| e.0),
+        );
         let want = read(dir.join("default_keyboard.h"));
         let y = want.as_deref().map(year_of).unwrap_or(0);
         let inc = found_keyboard_h(&tree, kb);
-        tally.check("default_keyboard.h", kb, want, keyfab_gen::keyboard_h(kb, v, inc.as_deref(), y).map(|g| g.contents()).map_err(|e| e.0));
+        tally.check(
+            "default_keyboard.h",
+            kb,
+            want,
+            keyfab_gen::keyboard_h(kb, v, inc.as_deref(), y)
+                .map(|g| g.contents())
+                .map_err(|e| e.0),
+        );
     }
     let kb_secs = start.elapsed().as_secs_f64();
 
@@ -127,36 +165,79 @@ fn generated_files_equal_qmk() {
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
     for e in &index {
-        let (Some(kb), Some(km), Some(path)) = (e["keyboard"].as_str(), e["keymap"].as_str(), e["keymap_json"].as_str()) else {
+        let (Some(kb), Some(km), Some(path)) = (
+            e["keyboard"].as_str(),
+            e["keymap"].as_str(),
+            e["keymap_json"].as_str(),
+        ) else {
             continue;
         };
         if only.as_deref().is_some_and(|o| !kb.starts_with(o)) {
             continue;
         }
-        let dir = refdir.join("gen-km").join(format!("{}__{km}", kb.replace('/', "__")));
+        let dir = refdir
+            .join("gen-km")
+            .join(format!("{}__{km}", kb.replace('/', "__")));
         if !dir.exists() {
             continue;
         }
         let who = format!("{kb}:{km}");
         let text = std::fs::read_to_string(tree.join(path)).unwrap();
         let km_json = keyfab_syntax::parse_json(path, &text).unwrap();
-        let cfg = km_json.get("config").cloned().unwrap_or(Value::Object(Default::default()));
+        let cfg = km_json
+            .get("config")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default()));
         let want = read(dir.join("keymap.c"));
-        tally.check("keymap.c", &who, want, keyfab_gen::keymap_c(&km_json).map(|g| g.contents()).map_err(|e| e.0));
+        tally.check(
+            "keymap.c",
+            &who,
+            want,
+            keyfab_gen::keymap_c(&km_json)
+                .map(|g| g.contents())
+                .map_err(|e| e.0),
+        );
         let want = read(dir.join("config.h"));
         let y = want.as_deref().map(year_of).unwrap_or(0);
-        tally.check("keymap config.h", &who, want, keyfab_gen::config_h(&cfg, &config_maps, true, y).map(|g| g.contents()).map_err(|e| e.0));
+        tally.check(
+            "keymap config.h",
+            &who,
+            want,
+            keyfab_gen::config_h(&cfg, &config_maps, true, y)
+                .map(|g| g.contents())
+                .map_err(|e| e.0),
+        );
         let want = read(dir.join("rules.mk"));
         let y = want.as_deref().map(year_of).unwrap_or(0);
-        tally.check("keymap rules.mk", &who, want, keyfab_gen::rules_mk(&cfg, &rules_maps, true, km_json.get("converter"), y).map(|g| g.contents()).map_err(|e| e.0));
+        tally.check(
+            "keymap rules.mk",
+            &who,
+            want,
+            keyfab_gen::rules_mk(&cfg, &rules_maps, true, km_json.get("converter"), y)
+                .map(|g| g.contents())
+                .map_err(|e| e.0),
+        );
         let want = read(dir.join("keymap.h"));
         let y = want.as_deref().map(year_of).unwrap_or(0);
-        tally.check("keymap.h", &who, want, keyfab_gen::keymap_h(&km_json, y).map(|g| g.contents()).map_err(|e| e.0));
+        tally.check(
+            "keymap.h",
+            &who,
+            want,
+            keyfab_gen::keymap_h(&km_json, y)
+                .map(|g| g.contents())
+                .map_err(|e| e.0),
+        );
     }
 
-    eprintln!("keyboards: {} in the tree; generated in {kb_secs:.1} s", keyboards.len());
+    eprintln!(
+        "keyboards: {} in the tree; generated in {kb_secs:.1} s",
+        keyboards.len()
+    );
     for (file, total) in &tally.total {
-        eprintln!("  {file}: {}/{total} identical", tally.same.get(file).copied().unwrap_or(0));
+        eprintln!(
+            "  {file}: {}/{total} identical",
+            tally.same.get(file).copied().unwrap_or(0)
+        );
     }
     for d in &tally.diffs {
         eprintln!("DIFF {d}");

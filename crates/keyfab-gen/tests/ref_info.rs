@@ -36,7 +36,8 @@ fn keyboard_c_and_h_from_qmk_info() {
             .lines()
             .find(|l| l.starts_with("#include \"") && *l != "#include \"quantum.h\"")
             .map(|l| l[10..l.len() - 1].to_string());
-        let got_h = keyfab_gen::keyboard_h(&kb, &info, include.as_deref(), year).map(|g| g.contents());
+        let got_h =
+            keyfab_gen::keyboard_h(&kb, &info, include.as_deref(), year).map(|g| g.contents());
         let ok_c = got_c.as_deref() == Ok(want_c.as_str());
         let ok_h = got_h.as_deref() == Ok(want_h.as_str());
         if ok_c && ok_h {
@@ -53,12 +54,24 @@ fn keyboard_c_and_h_from_qmk_info() {
 
 #[test]
 fn dump_one() {
-    let Some(kb) = std::env::var_os("KEYFAB_DUMP_KB") else { return };
+    let Some(kb) = std::env::var_os("KEYFAB_DUMP_KB") else {
+        return;
+    };
     let kb = kb.to_str().unwrap().to_string();
     let p = format!("/work/ref/info/{}.json", kb.replace('/', "__"));
     let info = load(std::path::Path::new(&p));
-    std::fs::write("/tmp/got_c", keyfab_gen::keyboard_c(&info, 2026).unwrap().contents()).unwrap();
-    std::fs::write("/tmp/got_h", keyfab_gen::keyboard_h(&kb, &info, None, 2026).unwrap().contents()).unwrap();
+    std::fs::write(
+        "/tmp/got_c",
+        keyfab_gen::keyboard_c(&info, 2026).unwrap().contents(),
+    )
+    .unwrap();
+    std::fs::write(
+        "/tmp/got_h",
+        keyfab_gen::keyboard_h(&kb, &info, None, 2026)
+            .unwrap()
+            .contents(),
+    )
+    .unwrap();
 }
 
 /// `qmk info -f json` drops `matrix_size` when there are `matrix_pins`:

@@ -91,8 +91,14 @@ fn sorted_keys(v: &Value) -> Vec<String> {
 pub fn render_friendly(info: &Value) -> String {
     let field = |k: &str, default: &str| info.get(k).map_or(default.to_string(), py_str);
     let mut out = String::new();
-    out.push_str(&format!("Keyboard Name: {}\n", field("keyboard_name", "Unknown")));
-    out.push_str(&format!("Manufacturer: {}\n", field("manufacturer", "Unknown")));
+    out.push_str(&format!(
+        "Keyboard Name: {}\n",
+        field("keyboard_name", "Unknown")
+    ));
+    out.push_str(&format!(
+        "Manufacturer: {}\n",
+        field("manufacturer", "Unknown")
+    ));
     if info.get("url").is_some() {
         out.push_str(&format!("Website: {}\n", field("url", "")));
     }
@@ -124,7 +130,10 @@ mod tests {
     fn dotted_sorts_and_flattens() {
         let v = json!({"b": {"y": true, "x": [3, 1]}, "a": 1.5, "layouts": {"L2": {}, "L1": {}},
                        "parse_errors": ["e"]});
-        assert_eq!(render_dotted(&v), "a: 1.5\nb.x: 1, 3\nb.y: True\nlayouts: L1, L2\n");
+        assert_eq!(
+            render_dotted(&v),
+            "a: 1.5\nb.x: 1, 3\nb.y: True\nlayouts: L1, L2\n"
+        );
     }
 
     #[test]

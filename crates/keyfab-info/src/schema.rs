@@ -280,8 +280,12 @@ mod tests {
     #[test]
     fn refs_by_file_and_by_id() {
         let s = store();
-        assert!(s.validate(&json!({"a": 1, "b": 2, "c": "not a uri"}), "t.thing.v1").is_ok());
-        let e = s.validate(&json!({"a": {"x": 1}}), "t.thing.v1").unwrap_err();
+        assert!(s
+            .validate(&json!({"a": 1, "b": 2, "c": "not a uri"}), "t.thing.v1")
+            .is_ok());
+        let e = s
+            .validate(&json!({"a": {"x": 1}}), "t.thing.v1")
+            .unwrap_err();
         assert_eq!(e.json_path, "a");
         let e = s.validate(&json!({"b": 10}), "t.thing.v1").unwrap_err();
         assert_eq!(e.json_path, "b");
