@@ -295,11 +295,13 @@ pub fn make_program() -> String {
 }
 
 /// Runs make's dry run of a target in `tree` (with `--debug=v`, so the
-/// output also names the makefiles read); returns its stdout, or make's
+/// output also names the makefiles read, and `-B`, so every step is printed
+/// even when `.build/` holds up-to-date files); returns its stdout, or make's
 /// stderr as the error.
 pub fn dry_run(tree: &Path, args: &[String]) -> Result<String, String> {
     let out = Command::new(make_program())
         .arg("-n")
+        .arg("-B")
         .arg("--debug=v")
         .args(args)
         .current_dir(tree)
