@@ -238,7 +238,7 @@ impl<'a> Executor<'a> {
             compiler,
             argv: argv[1..].iter().map(OsString::from).collect(),
             cwd: self.tree.clone(),
-            env: BTreeMap::new(),
+            env: compiler_env(),
             source: self.digest(Path::new(source))?,
         }
         .key();
@@ -368,7 +368,7 @@ impl<'a> Executor<'a> {
             tool,
             argv: argv[1..].iter().map(OsString::from).collect(),
             cwd: self.tree.clone(),
-            env: env.iter().cloned().collect(),
+            env: env.iter().cloned().chain(compiler_env()).collect(),
             inputs,
         }
         .key();
@@ -424,6 +424,26 @@ impl<'a> Executor<'a> {
         }
         Ok(true)
     }
+}
+
+/// Environment variables that change what GCC produces (`__DATE__` follows
+/// SOURCE_DATE_EPOCH; the others move include and program search paths).
+const COMPILER_ENV: &[&str] = &[
+    "SOURCE_DATE_EPOCH",
+    "CPATH",
+    "C_INCLUDE_PATH",
+    "CPLUS_INCLUDE_PATH",
+    "COMPILER_PATH",
+    "GCC_EXEC_PREFIX",
+    "LIBRARY_PATH",
+];
+
+/// The values of [`COMPILER_ENV`] that are set, for compile keys.
+fn compiler_env() -> BTreeMap<String, String> {
+    COMPILER_ENV
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
 }
 
 struct CompileOutcome {
