@@ -121,26 +121,27 @@ impl<'a> Executor<'a> {
     /// Runs the generator calls make made while reading the makefiles (for a
     /// plan from the cache, where make did not run).
     pub fn run_parse_time(&self, plan: &Plan) -> Result<(), BuildError> {
-        for argv in &plan.parse_time {
-            if let Some(out) = argv
-                .iter()
-                .position(|a| a == "--output" || a == "-o")
-                .and_then(|i| argv.get(i + 1))
-            {
-                if let Some(dir) = self.abs(out).parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
+        // Independent of each other: run them side by side.
+        self.pool.install(|| {
+            plan.parse_time.par_iter().try_for_each(|argv| {
+                let out = argv
+                    .iter()
+                    .position(|a| a == "--output" || a == "-o")
+                    .and_then(|i| argv.get(i + 1));
+                if let Some(dir) = out.and_then(|o| self.abs(o).parent().map(Path::to_path_buf)) {
+                    std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
                 }
-            }
-            let (code, log) = run(&self.tree, argv, &[])?;
-            if code != 0 {
-                return Err(BuildError::StepFailed {
-                    step: format!("generator {}", argv.join(" ")),
-                    code,
-                    log,
-                });
-            }
-        }
-        Ok(())
+                let (code, log) = run(&self.tree, argv, &[])?;
+                if code != 0 {
+                    return Err(BuildError::StepFailed {
+                        step: format!("generator {}", argv.join(" ")),
+                        code,
+                        log,
+                    });
+                }
+                Ok(())
+            })
+        })
     }
 
     /// Runs every step of `plan`: generators, compiles in parallel, link,
@@ -148,11 +149,19 @@ impl<'a> Executor<'a> {
     pub fn run(&self, plan: &Plan) -> Result<BuildReport, BuildError> {
         let start = Instant::now();
         let mut report = BuildReport::default();
-        for step in &plan.steps {
-            if let Step::Generate { argv, output } = step {
-                self.generate(argv, output)?;
-            }
-        }
+        let generates: Vec<(&Vec<String>, &String)> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Generate { argv, output } => Some((argv, output)),
+                _ => None,
+            })
+            .collect();
+        self.pool.install(|| {
+            generates
+                .par_iter()
+                .try_for_each(|(argv, output)| self.generate(argv, output))
+        })?;
         let compiles: Vec<&Step> = plan.compiles().collect();
         let results: Vec<Result<CompileOutcome, BuildError>> = self
             .pool
