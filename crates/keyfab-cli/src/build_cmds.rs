@@ -59,6 +59,15 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or(&location.dir)
             .to_path_buf(),
     );
+    if a.clean {
+        let obj = tree
+            .root()
+            .join(".build")
+            .join(format!("obj_{}_{km}", res.keyboard.replace('/', "_")));
+        if obj.exists() {
+            std::fs::remove_dir_all(&obj).with_context(|| format!("removing {}", obj.display()))?;
+        }
+    }
     let started = std::time::Instant::now();
     let clock = RunClock::now();
     let pctx = plan_cache::PlanContext {
@@ -73,6 +82,9 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("planning {}:{km}", res.keyboard))?;
     let plan = planned.plan;
     let plan_ms = started.elapsed().as_millis();
+    if a.compiledb {
+        write_compiledb(tree.root(), &plan)?;
+    }
     if a.dry_run {
         cas.flush()?;
         for step in &plan.steps {
@@ -219,4 +231,31 @@ pub fn record_generator(a: crate::cli::RecordArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8
     ))
+}
+
+/// `compile_commands.json` at the tree root: one entry per compile step, with
+/// the exact argv keyfab runs.
+fn write_compiledb(root: &std::path::Path, plan: &plan::Plan) -> anyhow::Result<()> {
+    let entries: Vec<serde_json::Value> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            plan::Step::Compile { source, argv, .. } => Some(serde_json::json!({
+                "arguments": argv,
+                "directory": root,
+                "file": source,
+            })),
+            _ => None,
+        })
+        .collect();
+    let path = root.join("compile_commands.json");
+    let tmp = root.join(".compile_commands.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&entries)? + "\n")?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "keyfab: wrote {} ({} entries)",
+        path.display(),
+        entries.len()
+    );
+    Ok(())
 }

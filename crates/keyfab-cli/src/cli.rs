@@ -108,6 +108,12 @@ pub struct BuildArgs {
     /// Print the plan's steps (one JSON object per line) and build nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Remove the target's intermediate files (.build/obj_<target>) first; the cache stays
+    #[arg(long)]
+    pub clean: bool,
+    /// Also write compile_commands.json at the tree root, like `qmk compile --compiledb`
+    #[arg(long)]
+    pub compiledb: bool,
     /// The generator command make calls as $(QMK_BIN) (default: this keyfab's `qmk` entry point, or $KEYFAB_QMK_BIN)
     #[arg(long, value_name = "CMD")]
     pub qmk_bin: Option<String>,

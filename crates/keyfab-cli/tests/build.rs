@@ -436,3 +436,40 @@ fn bad_targets_are_clear_errors() {
         .contains("invalid keyboard: nosuch"));
     assert!(fx.build("solo").fails().contains("missing keymap"));
 }
+
+#[test]
+fn compiledb_and_clean() {
+    let fx = fixture();
+    fx.built("solo:default");
+    let r = run(keyfab(&fx.tree)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .arg("--cache")
+        .arg(&fx.cache)
+        .args(["build", "solo:default", "--clean", "--compiledb"]));
+    let line = r.ok().lines().last().unwrap().to_string();
+    // --clean removed the objects; the cache brought them back
+    assert_eq!(
+        counts(&line),
+        Counts {
+            compiled: 0,
+            cached: 5,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+    let db: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fx.tree.join("compile_commands.json")).unwrap(),
+    )
+    .unwrap();
+    let entries = db.as_array().unwrap();
+    assert_eq!(entries.len(), 5);
+    let main = entries
+        .iter()
+        .find(|e| e["file"] == "quantum/main.c")
+        .unwrap();
+    assert_eq!(main["arguments"][0], "cc");
+    assert_eq!(
+        main["directory"],
+        fx.tree.canonicalize().unwrap().to_str().unwrap()
+    );
+}
