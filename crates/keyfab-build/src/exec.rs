@@ -189,6 +189,14 @@ impl<'a> Executor<'a> {
         }
         for step in &plan.steps {
             match step {
+                Step::Archive { argv, output } => {
+                    // `ar r` adds to an existing archive; start from none, as a clean build does.
+                    let out = self.abs(output);
+                    if out.exists() {
+                        std::fs::remove_file(&out).map_err(|e| self.io(&out, e))?;
+                    }
+                    self.command("archive", argv, &[], output, &[])?;
+                }
                 Step::Link { argv, env, output } => {
                     let (hit, log) = self.command("link", argv, env, output, &[])?;
                     report.linked_from_cache = hit;

@@ -25,6 +25,8 @@ pub enum Step {
         depfile_tmp: Option<String>,
         depfile: Option<String>,
     },
+    /// `ar rcs OUT.a IN.o…`: a static library of objects.
+    Archive { argv: Vec<String>, output: String },
     /// The link of the ELF; `env` are `VAR=value` prefixes of the command.
     Link {
         argv: Vec<String>,
@@ -46,6 +48,7 @@ impl Step {
     pub fn output(&self) -> &str {
         match self {
             Step::Generate { output, .. }
+            | Step::Archive { output, .. }
             | Step::Link { output, .. }
             | Step::Convert { output, .. } => output,
             Step::Compile { object, .. } => object,
@@ -199,6 +202,13 @@ fn typed_step(verb: &str, subject: &str, words: Vec<String>) -> Result<Step, Str
                 depfile,
             })
         }
+        "Archiving" => {
+            let output = first.get(2).cloned().ok_or("archive without output")?;
+            Ok(Step::Archive {
+                argv: first,
+                output,
+            })
+        }
         "Linking" => {
             let mut env = Vec::new();
             let mut argv = first;
@@ -331,6 +341,8 @@ mod tests {
             format!("LOG=$(MAKE=make  cc -Os .build/obj_kb_km/quantum/led.o --output .build/kb_km.elf -lm{OK_TAIL}"),
             "false || printf \"Creating load file for flashing: .build/kb_km.hex\" | awk '{ printf \"%-99s\", $0; }'".to_string(),
             format!("LOG=$(objcopy -O ihex -R .eeprom .build/kb_km.elf .build/kb_km.hex{OK_TAIL}"),
+            "false || printf \"Archiving: .build/obj_kb_km/i2c.o\" | awk '{ printf \"%-99s\", $0; }'".to_string(),
+            format!("LOG=$(avr-ar rcs .build/obj_kb_km/i2c.a .build/obj_kb_km/i2c.o{OK_TAIL}"),
             "cp .build/kb_km.hex kb_km.hex && false || printf \" [OK]\\n\"".to_string(),
             "if [ 28672 -gt 0 ] && [ 0 -gt 0 ]; then \\".to_string(),
         ]
@@ -340,7 +352,7 @@ mod tests {
     #[test]
     fn parses_every_step_kind() {
         let plan = parse_dry_run(&sample()).unwrap();
-        assert_eq!(plan.steps.len(), 5);
+        assert_eq!(plan.steps.len(), 6);
         assert_eq!(plan.max_size, Some(28672));
         assert_eq!(
             plan.steps[0],
@@ -395,6 +407,16 @@ mod tests {
         );
         assert_eq!(
             plan.steps[4],
+            Step::Archive {
+                argv: "avr-ar rcs .build/obj_kb_km/i2c.a .build/obj_kb_km/i2c.o"
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+                output: ".build/obj_kb_km/i2c.a".into(),
+            }
+        );
+        assert_eq!(
+            plan.steps[5],
             Step::Copy {
                 from: ".build/kb_km.hex".into(),
                 to: "kb_km.hex".into()
