@@ -135,6 +135,14 @@ impl Index {
         self.conn
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| self.err(e))?;
+        // Lookups are the hot path: keep pages in memory (a 64 MiB page
+        // cache, reads through mmap) instead of a pread per page.
+        self.conn
+            .pragma_update(None, "cache_size", -65536)
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .pragma_update(None, "mmap_size", 1i64 << 30)
+            .map_err(|e| self.err(e))?;
         if !read_only {
             // WAL: readers never block the writer; NORMAL sync is safe
             // against process crashes (a power loss may drop the last
@@ -217,14 +225,55 @@ impl Index {
 
     // ---- actions ----
 
-    pub fn lookup_action(&self, key: &ActionKey) -> Result<Option<ActionResult>> {
-        let json: Option<String> = self
+    /// An action's result and when it was last used (unix ms).
+    pub fn lookup_action(&self, key: &ActionKey) -> Result<Option<(ActionResult, i64)>> {
+        let row: Option<(String, i64)> = self
             .conn
-            .prepare_cached("SELECT result FROM actions WHERE key = ?1")
-            .and_then(|mut st| st.query_row([d(&key.0)], |r| r.get(0)).optional())
+            .prepare_cached("SELECT result, last_used FROM actions WHERE key = ?1")
+            .and_then(|mut st| {
+                st.query_row([d(&key.0)], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
             .map_err(|e| self.err(e))?;
-        // An unreadable row is a miss (and verify reports it), never a wrong result.
-        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+        // An unreadable row is a miss, never a wrong result.
+        Ok(row.and_then(|(j, used)| serde_json::from_str(&j).ok().map(|r| (r, used))))
+    }
+
+    /// Many lookups in one read transaction: each autocommit read costs
+    /// WAL lock syscalls, a batch pays them once.
+    pub fn lookup_actions(&self, keys: &[ActionKey]) -> Result<Vec<Option<(ActionResult, i64)>>> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let out = keys
+            .iter()
+            .map(|k| self.lookup_action(k))
+            .collect::<Result<Vec<_>>>()?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    /// Every stat-cache row, for an in-memory copy.
+    pub fn all_stats(&self) -> Result<Vec<(Vec<u8>, FileStat, Digest)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM stat_cache")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    FileStat {
+                        dev: r.get::<_, i64>(1)? as u64,
+                        ino: r.get::<_, i64>(2)? as u64,
+                        size: r.get::<_, i64>(3)? as u64,
+                        mtime_ns: r.get(4)?,
+                        ctime_ns: r.get(5)?,
+                    },
+                    col_digest(r, 6)?,
+                ))
+            })
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>());
+        drop(st);
+        rows.map_err(|e| self.err(e))
     }
 
     // ---- manifests ----
@@ -421,7 +470,7 @@ pub mod tx {
     }
 
     pub fn touch_blob(tx: &Transaction<'_>, digest: &Digest, now_ms: i64) -> rusqlite::Result<()> {
-        tx.prepare_cached("UPDATE blobs SET last_used = ?2 WHERE digest = ?1 AND last_used < ?2")?
+        tx.prepare_cached("UPDATE blobs SET last_used = ?2 WHERE digest = ?1 AND +last_used < ?2")?
             .execute(params![d(digest), now_ms])?;
         Ok(())
     }

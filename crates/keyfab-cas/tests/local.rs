@@ -65,6 +65,8 @@ fn action_round_trip_replays_outputs_and_captured_text() {
         .unwrap());
     assert_eq!(std::fs::read(&dest).unwrap(), b"\x7fELF...");
     assert!(cas.get_action(&key("b")).unwrap().is_none());
+    let batch = cas.get_actions(&[key("b"), key("a")]).unwrap();
+    assert_eq!(batch, vec![None, Some(stored)]);
 }
 
 #[test]
@@ -186,7 +188,12 @@ fn index_is_rebuilt_from_blobs_when_lost_or_corrupt() {
 #[test]
 fn gc_evicts_least_recently_used_first() {
     let t = tempfile::tempdir().unwrap();
-    let cas = open(t.path());
+    let opts = OpenOptions {
+        durable: false,
+        touch_after: Duration::ZERO,
+        ..OpenOptions::default()
+    };
+    let cas = LocalCas::open_with(t.path(), opts).unwrap();
     for name in ["old", "mid", "new"] {
         put(&cas, name, 100_000);
         std::thread::sleep(Duration::from_millis(5));
