@@ -97,7 +97,16 @@ impl CasError {
     pub fn index(path: &Path, source: rusqlite::Error, errno: i32) -> CasError {
         use rusqlite::ffi::ErrorCode;
         let code = source.sqlite_error_code();
-        let os = || io::Error::from_raw_os_error(errno);
+        // SQLite does not always say which errno it saw; then its own
+        // code is the cause.
+        let os = || match (errno, code) {
+            (0, Some(ErrorCode::DiskFull)) => io::Error::new(
+                io::ErrorKind::StorageFull,
+                "SQLite: database or disk is full",
+            ),
+            (0, _) => io::Error::new(io::ErrorKind::PermissionDenied, "SQLite: read-only"),
+            _ => io::Error::from_raw_os_error(errno),
+        };
         let path_buf = path.to_path_buf();
         match code {
             Some(ErrorCode::DiskFull) => CasError::DiskFull {

@@ -336,6 +336,26 @@ impl Index {
         rows.map_err(|e| self.err(e))
     }
 
+    pub fn run(&self, id: i64) -> Result<Option<RunInfo>> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, started_ns, finished_ns, command, status FROM runs WHERE id = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row([id], |r| {
+                    Ok(RunInfo {
+                        id: r.get(0)?,
+                        started_ns: r.get(1)?,
+                        finished_ns: r.get(2)?,
+                        command: r.get(3)?,
+                        status: r.get(4)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
     pub fn provenance(&self, target: &str, limit: u32) -> Result<Vec<(i64, Provenance)>> {
         let mut st = self
             .conn

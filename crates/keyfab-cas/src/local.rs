@@ -483,10 +483,7 @@ impl LocalCas {
     pub fn record_provenance(&self, run: RunId, target: &str, p: &Provenance) -> Result<()> {
         self.writable("recording provenance")?;
         let _lock = self.publish_lock()?;
-        let info = self
-            .with_index(|i| i.runs(u32::MAX))?
-            .into_iter()
-            .find(|r| r.id == run.0);
+        let info = self.with_index(|i| i.run(run.0))?;
         let (started, command) = info.map(|r| (r.started_ns, r.command)).unwrap_or_default();
         let rec = record::encode(&Record::Provenance {
             run: run.0,

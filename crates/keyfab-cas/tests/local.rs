@@ -403,3 +403,32 @@ fn folders_that_are_not_caches_are_refused() {
         Err(CasError::NotACache { .. })
     ));
 }
+
+#[test]
+fn threads_share_one_handle() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = std::sync::Arc::new(open(t.path()));
+    let handles: Vec<_> = (0..4)
+        .map(|id| {
+            let cas = cas.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let name = format!("{}", (i * 7 + id) % 60);
+                    match cas.get_action(&key(&name)).unwrap() {
+                        Some(r) => assert_eq!(
+                            cas.get_blob(&r.outputs[0].digest).unwrap().unwrap(),
+                            content(&name, 2000)
+                        ),
+                        None => {
+                            put(&cas, &name, 2000);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(cas.verify(false).unwrap().is_clean());
+}

@@ -268,3 +268,92 @@ fn read_only_folder_gives_a_clear_error_and_still_answers_lookups() {
     assert!(cas.verify(false).unwrap().is_clean());
     assert_entry_intact(&cas);
 }
+
+/// A real full disk: a 2 MiB tmpfs, where the kernel answers ENOSPC. Needs
+/// the right to mount (root in CI); elsewhere it says so and passes, and
+/// the RLIMIT_FSIZE tests above cover the same paths portably.
+#[test]
+fn real_full_tmpfs_gives_disk_full() {
+    struct Mount(std::path::PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let t = tempfile::tempdir().unwrap();
+    let mnt = t.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&mnt)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping the tmpfs full-disk test: cannot mount here");
+        return;
+    }
+    let _guard = Mount(mnt.clone());
+    let dir = mnt.join("cache");
+    let cas = LocalCas::open(&dir).unwrap();
+    let keep = content("keep", 5000);
+    cas.put_action(
+        &key("keep"),
+        &NewAction::success(vec![NewOutput::bytes("k.o", &keep)]),
+    )
+    .unwrap();
+    let big = content("big", 3 << 20);
+    let err = cas
+        .put_action(
+            &key("big"),
+            &NewAction::success(vec![NewOutput::bytes("b.o", &big)]),
+        )
+        .unwrap_err();
+    assert!(err.is_disk_full(), "{err}");
+    assert!(err.to_string().contains(dir.to_str().unwrap()), "{err}");
+    // Fill the rest with small entries until the disk refuses one.
+    let mut stored = Vec::new();
+    let last_err = (0..10_000)
+        .find_map(|i| {
+            let name = format!("fill{i}");
+            let bytes = content(&name, 64 * 1024);
+            match cas.put_action(
+                &key(&name),
+                &NewAction::success(vec![NewOutput::bytes("f.o", &bytes)]),
+            ) {
+                Ok(_) => {
+                    stored.push(name);
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        })
+        .expect("the disk fills up");
+    assert!(last_err.is_disk_full(), "{last_err}");
+    drop(cas);
+    let cas = LocalCas::open(&dir).unwrap();
+    assert!(cas.verify(false).unwrap().is_clean());
+    assert!(cas.get_action(&key("keep")).unwrap().is_some());
+    for name in &stored {
+        assert!(cas.get_action(&key(name)).unwrap().is_some(), "{name}");
+    }
+    // gc makes room again.
+    cas.gc(256 * 1024).unwrap();
+    cas.put_action(
+        &key("after-gc"),
+        &NewAction::success(vec![NewOutput::bytes("a.o", b"ok")]),
+    )
+    .unwrap();
+    assert!(cas.verify(false).unwrap().is_clean());
+    // Full again: clear still works.
+    let filled = (0..10_000).any(|i| {
+        let name = format!("again{i}");
+        let bytes = content(&name, 64 * 1024);
+        let action = NewAction::success(vec![NewOutput::bytes("f.o", &bytes)]);
+        cas.put_action(&key(&name), &action).is_err()
+    });
+    assert!(filled);
+    cas.clear().unwrap();
+    assert!(cas.verify(false).unwrap().is_clean());
+    assert_eq!(cas.stats().unwrap().counts.blobs, 0);
+}
