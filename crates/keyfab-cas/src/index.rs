@@ -172,6 +172,10 @@ impl Index {
     }
 
     fn migrate(&mut self) -> Result<()> {
+        // The common case, an up-to-date index, needs no write lock.
+        if self.user_version()? == schema::latest() {
+            return Ok(());
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -377,6 +381,18 @@ impl Index {
     }
 
     // ---- whole-index queries for stats, gc and verify ----
+
+    /// Blob count and bytes, from the trigger-kept totals (O(1)).
+    pub fn totals(&self) -> Result<(u64, u64)> {
+        self.conn
+            .query_row("SELECT count, bytes FROM totals", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?.max(0) as u64,
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            })
+            .map_err(|e| self.err(e))
+    }
 
     pub fn counts(&self) -> Result<Counts> {
         let q = |sql: &str| -> Result<u64> {

@@ -151,7 +151,7 @@ impl LocalCas {
     }
 
     fn index_is_empty(&self) -> Result<bool> {
-        self.with_index(|i| i.counts().map(|c| c.blobs == 0))
+        self.with_index(|i| i.totals().map(|(count, _)| count == 0))
     }
 
     pub(crate) fn writable(&self, op: &'static str) -> Result<()> {
@@ -570,7 +570,7 @@ impl LocalCas {
         }
         self.flush_pending()?;
         if let Some(max) = self.max_size {
-            let bytes = self.with_index(|i| i.counts())?.bytes;
+            let (_, bytes) = self.with_index(|i| i.totals())?;
             if bytes > max {
                 self.gc(max)?;
             }
