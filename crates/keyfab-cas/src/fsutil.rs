@@ -16,10 +16,17 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// A temp file in `tmp_dir` (same file system as the final place, so the
 /// rename is atomic).
 pub fn temp_in(tmp_dir: &Path) -> Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix("put-")
-        .tempfile_in(tmp_dir)
-        .map_err(|e| CasError::io("create a temp file in", tmp_dir, e))
+    let make = || tempfile::Builder::new().prefix("put-").tempfile_in(tmp_dir);
+    match make() {
+        // Someone removed tmp/: make it again.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(tmp_dir)
+                .map_err(|e| CasError::io("create folder", tmp_dir, e))?;
+            make()
+        }
+        other => other,
+    }
+    .map_err(|e| CasError::io("create a temp file in", tmp_dir, e))
 }
 
 /// Finishes a temp file and renames it to `dest`: the data is fsynced first
@@ -30,7 +37,7 @@ pub fn publish(tmp: tempfile::NamedTempFile, dest: &Path, durable: bool) -> Resu
             .sync_data()
             .map_err(|e| CasError::io("fsync", tmp.path(), e))?;
     }
-    let parent = dest.parent().expect("blob paths have a shard folder");
+    let parent = dest.parent().unwrap_or(Path::new("."));
     let tmp = match tmp.persist(dest) {
         Ok(_) => None,
         Err(e) if e.error.kind() == std::io::ErrorKind::NotFound => Some(e.file),

@@ -491,6 +491,12 @@ pub mod tx {
     use super::*;
     use rusqlite::Transaction;
 
+    /// JSON for a column; a value JSON cannot hold (a non-UTF-8 path) is
+    /// an error, not a panic.
+    fn to_json<T: serde::Serialize>(v: &T) -> rusqlite::Result<String> {
+        serde_json::to_string(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    }
+
     pub fn insert_blob(
         tx: &Transaction<'_>,
         digest: &Digest,
@@ -518,7 +524,7 @@ pub mod tx {
         result: &ActionResult,
         now_ms: i64,
     ) -> rusqlite::Result<()> {
-        let json = serde_json::to_string(result).expect("action results serialize");
+        let json = to_json(result)?;
         tx.prepare_cached(
             "INSERT OR REPLACE INTO actions (key, record, result, duration_ns, created, last_used)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -547,7 +553,7 @@ pub mod tx {
         manifest: &Manifest,
         now_ms: i64,
     ) -> rusqlite::Result<()> {
-        let json = serde_json::to_string(manifest).expect("manifests serialize");
+        let json = to_json(manifest)?;
         tx.prepare_cached(
             "INSERT OR REPLACE INTO manifests (key, record, manifest, last_used) VALUES (?1, ?2, ?3, ?4)",
         )?
@@ -597,7 +603,7 @@ pub mod tx {
         record: &Digest,
         p: &Provenance,
     ) -> rusqlite::Result<()> {
-        let json = serde_json::to_string(p).expect("provenance serializes");
+        let json = to_json(p)?;
         tx.prepare_cached(
             "INSERT OR REPLACE INTO provenance (run, target, record, body) VALUES (?1, ?2, ?3, ?4)",
         )?

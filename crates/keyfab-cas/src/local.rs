@@ -324,7 +324,7 @@ impl LocalCas {
         let rec = record::encode(&Record::Action {
             key: key.0,
             result: result.clone(),
-        });
+        })?;
         let rec_digest = self.blobs.put_bytes(&rec)?;
         let now = now_ms();
         self.with_index(|i| {
@@ -398,7 +398,7 @@ impl LocalCas {
         let rec = record::encode(&Record::Manifest {
             key: direct.0,
             manifest: manifest.clone(),
-        });
+        })?;
         let rd = self.blobs.put_bytes(&rec)?;
         let now = now_ms();
         self.with_index(|i| {
@@ -491,7 +491,7 @@ impl LocalCas {
             run_command: command,
             target: target.to_string(),
             provenance: p.clone(),
-        });
+        })?;
         let rd = self.blobs.put_bytes(&rec)?;
         let now = now_ms();
         self.with_index(|i| {

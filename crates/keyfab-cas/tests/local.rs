@@ -432,3 +432,19 @@ fn threads_share_one_handle() {
     }
     assert!(cas.verify(false).unwrap().is_clean());
 }
+
+#[test]
+fn non_utf8_header_path_is_an_error_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let cas = open(t.path());
+    let bad = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"inc/\xff.h"));
+    let mut m = Manifest::default();
+    m.add(ManifestEntry {
+        headers: vec![(bad, Digest::of(b"h"))],
+        action: key("a"),
+    });
+    let err = cas.put_manifest(&key("d"), &m).unwrap_err();
+    assert!(matches!(err, CasError::Invalid { .. }), "{err}");
+    assert!(cas.verify(false).unwrap().is_clean());
+}
