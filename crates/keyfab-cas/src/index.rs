@@ -10,8 +10,9 @@ use crate::record::Provenance;
 use crate::schema;
 use crate::statcache::FileStat;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a writer waits for another process's transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -19,7 +20,16 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Index {
     conn: Connection,
     path: PathBuf,
+    /// When the read transaction that lookups share was opened (see
+    /// `snapshot`).
+    snapshot: Cell<Option<Instant>>,
 }
+
+/// How long lookups may share one read transaction. Each transaction costs
+/// WAL lock syscalls; sharing one makes a lookup several times cheaper.
+/// The price: an entry another process commits may be missed for this
+/// long (a redundant compile at worst, never a wrong result).
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(20);
 
 /// One run, as recorded.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -66,6 +76,7 @@ impl Index {
         let mut idx = Index {
             conn,
             path: path.to_path_buf(),
+            snapshot: Cell::new(None),
         };
         idx.setup(false)?;
         if idx.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
@@ -102,6 +113,7 @@ impl Index {
         let mut idx = Index {
             conn,
             path: path.to_path_buf(),
+            snapshot: Cell::new(None),
         };
         idx.setup(true)?;
         let v = idx.user_version()?;
@@ -205,12 +217,37 @@ impl Index {
         tx.commit().map_err(|e| CasError::index(&self.path, e, 0))
     }
 
+    /// Makes sure a recent read transaction is open, for lookups.
+    fn snapshot(&self) -> Result<()> {
+        match self.snapshot.get() {
+            Some(t) if t.elapsed() < SNAPSHOT_MAX_AGE => return Ok(()),
+            Some(_) => self.end_snapshot(),
+            None => {}
+        }
+        self.conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
+        self.snapshot.set(Some(Instant::now()));
+        Ok(())
+    }
+
+    /// Ends the lookups' read transaction, so the next read sees every
+    /// commit. Writes and whole-index queries call it first.
+    pub fn end_snapshot(&self) {
+        if self.snapshot.take().is_some() {
+            // A read transaction has nothing to lose: if COMMIT fails,
+            // roll back.
+            if self.conn.execute_batch("COMMIT").is_err() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+        }
+    }
+
     /// Runs `f` in an IMMEDIATE transaction (the write lock is taken up
     /// front, so two writers never deadlock upgrading).
     pub fn write<T>(
         &mut self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        self.end_snapshot();
         let path = self.path.clone();
         let result = (|| {
             let tx = self
@@ -231,6 +268,7 @@ impl Index {
 
     /// An action's result and when it was last used (unix ms).
     pub fn lookup_action(&self, key: &ActionKey) -> Result<Option<(ActionResult, i64)>> {
+        self.snapshot()?;
         let row: Option<(String, i64)> = self
             .conn
             .prepare_cached("SELECT result, last_used FROM actions WHERE key = ?1")
@@ -243,20 +281,16 @@ impl Index {
         Ok(row.and_then(|(j, used)| serde_json::from_str(&j).ok().map(|r| (r, used))))
     }
 
-    /// Many lookups in one read transaction: each autocommit read costs
-    /// WAL lock syscalls, a batch pays them once.
+    /// Many lookups in one read transaction, ended afterwards.
     pub fn lookup_actions(&self, keys: &[ActionKey]) -> Result<Vec<Option<(ActionResult, i64)>>> {
-        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
-        let out = keys
-            .iter()
-            .map(|k| self.lookup_action(k))
-            .collect::<Result<Vec<_>>>()?;
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(out)
+        let found = keys.iter().map(|k| self.lookup_action(k)).collect();
+        self.end_snapshot();
+        found
     }
 
     /// Every stat-cache row, for an in-memory copy.
     pub fn all_stats(&self) -> Result<Vec<(Vec<u8>, FileStat, Digest)>> {
+        self.end_snapshot();
         let mut st = self
             .conn
             .prepare("SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM stat_cache")
@@ -283,6 +317,7 @@ impl Index {
     // ---- manifests ----
 
     pub fn lookup_manifest(&self, key: &ActionKey) -> Result<Option<Manifest>> {
+        self.snapshot()?;
         let json: Option<String> = self
             .conn
             .prepare_cached("SELECT manifest FROM manifests WHERE key = ?1")
@@ -294,6 +329,7 @@ impl Index {
     // ---- stat cache ----
 
     pub fn lookup_stat(&self, path: &[u8]) -> Result<Option<(FileStat, Digest)>> {
+        self.snapshot()?;
         self.conn
             .prepare_cached(
                 "SELECT dev, ino, size, mtime_ns, ctime_ns, digest FROM stat_cache WHERE path = ?1",
@@ -319,6 +355,7 @@ impl Index {
     // ---- runs and provenance ----
 
     pub fn runs(&self, limit: u32) -> Result<Vec<RunInfo>> {
+        self.end_snapshot();
         let mut st = self
             .conn
             .prepare_cached(
@@ -341,6 +378,7 @@ impl Index {
     }
 
     pub fn run(&self, id: i64) -> Result<Option<RunInfo>> {
+        self.end_snapshot();
         self.conn
             .prepare_cached(
                 "SELECT id, started_ns, finished_ns, command, status FROM runs WHERE id = ?1",
@@ -361,6 +399,7 @@ impl Index {
     }
 
     pub fn provenance(&self, target: &str, limit: u32) -> Result<Vec<(i64, Provenance)>> {
+        self.end_snapshot();
         let mut st = self
             .conn
             .prepare_cached(
@@ -384,6 +423,7 @@ impl Index {
 
     /// Blob count and bytes, from the trigger-kept totals (O(1)).
     pub fn totals(&self) -> Result<(u64, u64)> {
+        self.end_snapshot();
         self.conn
             .query_row("SELECT count, bytes FROM totals", [], |r| {
                 Ok((
@@ -395,6 +435,7 @@ impl Index {
     }
 
     pub fn counts(&self) -> Result<Counts> {
+        self.end_snapshot();
         let q = |sql: &str| -> Result<u64> {
             self.conn
                 .query_row(sql, [], |r| r.get::<_, i64>(0))
@@ -413,6 +454,7 @@ impl Index {
     }
 
     pub fn blob_rows(&self) -> Result<Vec<BlobRow>> {
+        self.end_snapshot();
         let mut st = self
             .conn
             .prepare("SELECT digest, size, last_used FROM blobs")
@@ -433,6 +475,7 @@ impl Index {
     /// Blobs referenced by actions, manifests or provenance but absent
     /// from the blobs table.
     pub fn dangling_refs(&self) -> Result<Vec<Digest>> {
+        self.end_snapshot();
         let mut st = self
             .conn
             .prepare(
@@ -450,6 +493,7 @@ impl Index {
 
     /// SQLite's own consistency check.
     pub fn quick_check(&self) -> Result<Vec<String>> {
+        self.end_snapshot();
         let mut st = self
             .conn
             .prepare("PRAGMA quick_check")

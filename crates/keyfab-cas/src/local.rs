@@ -562,9 +562,13 @@ impl LocalCas {
         })
     }
 
-    /// Writes pending stat entries and recency, then enforces the size
-    /// bound if one was set. Call at the end of a run; drop also does it.
+    /// Ends the read transaction single lookups share (so commits of
+    /// other processes become visible and their WAL can be checkpointed),
+    /// writes pending stat entries and recency, then enforces the size
+    /// bound if one was set. Call at the end of a run or a burst of
+    /// lookups (a long-running process: after each job); drop also does it.
     pub fn flush(&self) -> Result<()> {
+        self.lock_inner().index.end_snapshot();
         if self.read_only {
             return Ok(());
         }

@@ -448,3 +448,18 @@ fn non_utf8_header_path_is_an_error_not_a_panic() {
     assert!(matches!(err, CasError::Invalid { .. }), "{err}");
     assert!(cas.verify(false).unwrap().is_clean());
 }
+
+#[test]
+fn commits_of_another_handle_become_visible() {
+    let t = tempfile::tempdir().unwrap();
+    let reader = open(t.path());
+    let writer = open(t.path());
+    assert!(reader.get_action(&key("late")).unwrap().is_none());
+    put(&writer, "late", 10);
+    // After a flush at once; without one, within the snapshot's 20 ms.
+    reader.flush().unwrap();
+    assert!(reader.get_action(&key("late")).unwrap().is_some());
+    put(&writer, "later", 10);
+    std::thread::sleep(Duration::from_millis(25));
+    assert!(reader.get_action(&key("later")).unwrap().is_some());
+}
