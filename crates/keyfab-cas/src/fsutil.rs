@@ -65,7 +65,7 @@ pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8], durable: bool) ->
 
 /// An advisory lock on the cache's lock file; released on drop.
 pub struct FileLock {
-    _file: File,
+    _file: Option<File>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -89,8 +89,16 @@ impl FileLock {
                 } else {
                     Err(e)
                 }
-            })
-            .map_err(|e| CasError::io("open the lock file", path, e))?;
+            });
+        let file = match file {
+            Ok(f) => f,
+            // A read-only folder without a lock file: nobody can be
+            // publishing there, so there is nothing to wait for.
+            Err(e) if kind == LockKind::Shared && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(FileLock { _file: None });
+            }
+            Err(e) => return Err(CasError::io("open the lock file", path, e)),
+        };
         let op = match kind {
             LockKind::Shared => libc::LOCK_SH,
             LockKind::Exclusive => libc::LOCK_EX,
@@ -99,7 +107,7 @@ impl FileLock {
             // SAFETY: flock on a descriptor we own; no memory is touched.
             let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
             if rc == 0 {
-                return Ok(FileLock { _file: file });
+                return Ok(FileLock { _file: Some(file) });
             }
             let err = std::io::Error::last_os_error();
             if err.kind() != std::io::ErrorKind::Interrupted {

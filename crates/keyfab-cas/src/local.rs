@@ -614,6 +614,7 @@ fn init_folder(layout: &Layout) -> Result<()> {
     }
     // Find out now, with a clear message, whether we may write here.
     fsutil::temp_in(&layout.tmp())?;
+    drop(FileLock::acquire(&layout.lock(), LockKind::Shared)?);
     Ok(())
 }
 
