@@ -11,26 +11,40 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-/// Runs a writer, kills it with SIGKILL after `delay`, returns what it
-/// reported as published.
-fn kill_writer(dir: &Path, seed: u64, delay: Duration) -> Vec<String> {
+/// Runs a writer until it has published `lines` entries, lets it go on
+/// for `delay` (to land the kill at a random point of later work), kills
+/// it with SIGKILL, and returns everything it reported as published.
+/// Waiting for progress, not only time, keeps the test meaningful on a
+/// loaded machine.
+fn kill_writer(dir: &Path, seed: u64, lines: usize, delay: Duration) -> Vec<String> {
+    use std::io::BufRead;
     let mut child = helper()
         .args(["writer", dir.to_str().unwrap(), &seed.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    while seen
+        .iter()
+        .filter(|l: &&String| l.starts_with("published"))
+        .count()
+        < lines
+    {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break; // the writer died on its own: the checks below will say why
+        }
+        seen.push(line.trim_end().to_string());
+    }
     std::thread::sleep(delay);
     child.kill().unwrap(); // SIGKILL on unix
     child.wait().unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    out.lines().map(str::to_string).collect()
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    seen.extend(rest.lines().map(str::to_string));
+    seen
 }
 
 #[test]
@@ -44,9 +58,11 @@ fn sigkilled_writers_lose_nothing_published_and_leave_verify_clean() {
     let mut manifests = Vec::new();
     let mut provenance = Vec::new();
     for seed in 0..KILLS {
-        // Random points: from during start-up to a few dozen puts in.
-        let delay = Duration::from_millis(5 + rng.next() % 80);
-        for line in kill_writer(&dir, seed, delay) {
+        // Random points: during start-up (no line awaited, short delay)
+        // or somewhere in the work after a few published entries.
+        let lines = (rng.next() % 4) as usize;
+        let delay = Duration::from_micros(rng.next() % 15_000);
+        for line in kill_writer(&dir, seed, lines, delay) {
             let parts: Vec<&str> = line.split(' ').collect();
             match parts.as_slice() {
                 ["published", name, size] => {
@@ -64,7 +80,7 @@ fn sigkilled_writers_lose_nothing_published_and_leave_verify_clean() {
         }
     }
     assert!(
-        published.len() >= 20,
+        published.len() >= 60,
         "writers published too little: {}",
         published.len()
     );
