@@ -373,3 +373,29 @@ fn real_full_tmpfs_gives_disk_full() {
     assert!(cas.verify(false).unwrap().is_clean());
     assert_eq!(cas.stats().unwrap().counts.blobs, 0);
 }
+
+#[test]
+fn verify_while_other_processes_publish_reports_nothing_false() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("cache");
+    let cas = LocalCas::open(&dir).unwrap();
+    let mut children: Vec<_> = (0..2)
+        .map(|id| {
+            helper()
+                .args(["worker", dir.to_str().unwrap(), &format!("v{id}"), "200"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut rounds = 0;
+    while children.iter_mut().any(|c| c.try_wait().unwrap().is_none()) || rounds == 0 {
+        let report = cas.verify(false).unwrap();
+        assert!(report.is_clean(), "round {rounds}: {report:?}");
+        rounds += 1;
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert!(cas.verify(false).unwrap().is_clean());
+}
