@@ -1,6 +1,8 @@
 //! Typed errors. Every error that touches the file system carries the path,
 //! and the two conditions users can act on (a read-only folder, a full disk)
-//! have their own variants so the CLI can say so plainly.
+//! have their own variants so the CLI can say so plainly. The OS or SQLite
+//! error is the `source()`, not repeated in the message (print the chain,
+//! as `anyhow`'s `{:#}` does).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -9,28 +11,28 @@ pub type Result<T, E = CasError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CasError {
-    #[error("the cache folder {path} is read-only (cannot {op}): {source}")]
+    #[error("the cache folder {path} is read-only (cannot {op})")]
     ReadOnly {
         path: PathBuf,
         op: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error("no space left for the cache at {path} (cannot {op}): {source}; free some space or run `keyfab cache gc --max-size SIZE`")]
+    #[error("no space left for the cache at {path} (cannot {op}); free some space or run `keyfab cache gc --max-size SIZE`")]
     DiskFull {
         path: PathBuf,
         op: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error("cannot {op} {path}: {source}")]
+    #[error("cannot {op} {path}")]
     Io {
         path: PathBuf,
         op: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error("cache index {path}: {source}")]
+    #[error("cache index {path}")]
     Index {
         path: PathBuf,
         #[source]
@@ -97,7 +99,16 @@ impl CasError {
     pub fn index(path: &Path, source: rusqlite::Error, errno: i32) -> CasError {
         use rusqlite::ffi::ErrorCode;
         let code = source.sqlite_error_code();
-        let os = || io::Error::from_raw_os_error(errno);
+        // SQLite does not always say which errno it saw; then its own
+        // code is the cause.
+        let os = || match (errno, code) {
+            (0, Some(ErrorCode::DiskFull)) => io::Error::new(
+                io::ErrorKind::StorageFull,
+                "SQLite: database or disk is full",
+            ),
+            (0, _) => io::Error::new(io::ErrorKind::PermissionDenied, "SQLite: read-only"),
+            _ => io::Error::from_raw_os_error(errno),
+        };
         let path_buf = path.to_path_buf();
         match code {
             Some(ErrorCode::DiskFull) => CasError::DiskFull {

@@ -16,10 +16,17 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// A temp file in `tmp_dir` (same file system as the final place, so the
 /// rename is atomic).
 pub fn temp_in(tmp_dir: &Path) -> Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix("put-")
-        .tempfile_in(tmp_dir)
-        .map_err(|e| CasError::io("create a temp file in", tmp_dir, e))
+    let make = || tempfile::Builder::new().prefix("put-").tempfile_in(tmp_dir);
+    match make() {
+        // Someone removed tmp/: make it again.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(tmp_dir)
+                .map_err(|e| CasError::io("create folder", tmp_dir, e))?;
+            make()
+        }
+        other => other,
+    }
+    .map_err(|e| CasError::io("create a temp file in", tmp_dir, e))
 }
 
 /// Finishes a temp file and renames it to `dest`: the data is fsynced first
@@ -30,7 +37,7 @@ pub fn publish(tmp: tempfile::NamedTempFile, dest: &Path, durable: bool) -> Resu
             .sync_data()
             .map_err(|e| CasError::io("fsync", tmp.path(), e))?;
     }
-    let parent = dest.parent().expect("blob paths have a shard folder");
+    let parent = dest.parent().unwrap_or(Path::new("."));
     let tmp = match tmp.persist(dest) {
         Ok(_) => None,
         Err(e) if e.error.kind() == std::io::ErrorKind::NotFound => Some(e.file),
@@ -58,7 +65,7 @@ pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8], durable: bool) ->
 
 /// An advisory lock on the cache's lock file; released on drop.
 pub struct FileLock {
-    _file: File,
+    _file: Option<File>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -82,8 +89,16 @@ impl FileLock {
                 } else {
                     Err(e)
                 }
-            })
-            .map_err(|e| CasError::io("open the lock file", path, e))?;
+            });
+        let file = match file {
+            Ok(f) => f,
+            // A read-only folder without a lock file: nobody can be
+            // publishing there, so there is nothing to wait for.
+            Err(e) if kind == LockKind::Shared && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(FileLock { _file: None });
+            }
+            Err(e) => return Err(CasError::io("open the lock file", path, e)),
+        };
         let op = match kind {
             LockKind::Shared => libc::LOCK_SH,
             LockKind::Exclusive => libc::LOCK_EX,
@@ -92,7 +107,7 @@ impl FileLock {
             // SAFETY: flock on a descriptor we own; no memory is touched.
             let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
             if rc == 0 {
-                return Ok(FileLock { _file: file });
+                return Ok(FileLock { _file: Some(file) });
             }
             let err = std::io::Error::last_os_error();
             if err.kind() != std::io::ErrorKind::Interrupted {

@@ -10,8 +10,9 @@ use crate::record::Provenance;
 use crate::schema;
 use crate::statcache::FileStat;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a writer waits for another process's transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -19,7 +20,16 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Index {
     conn: Connection,
     path: PathBuf,
+    /// When the read transaction that lookups share was opened (see
+    /// `snapshot`).
+    snapshot: Cell<Option<Instant>>,
 }
+
+/// How long lookups may share one read transaction. Each transaction costs
+/// WAL lock syscalls; sharing one makes a lookup several times cheaper.
+/// The price: an entry another process commits may be missed for this
+/// long (a redundant compile at worst, never a wrong result).
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(20);
 
 /// One run, as recorded.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -66,6 +76,7 @@ impl Index {
         let mut idx = Index {
             conn,
             path: path.to_path_buf(),
+            snapshot: Cell::new(None),
         };
         idx.setup(false)?;
         if idx.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
@@ -102,6 +113,7 @@ impl Index {
         let mut idx = Index {
             conn,
             path: path.to_path_buf(),
+            snapshot: Cell::new(None),
         };
         idx.setup(true)?;
         let v = idx.user_version()?;
@@ -135,6 +147,14 @@ impl Index {
         self.conn
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| self.err(e))?;
+        // Lookups are the hot path: keep pages in memory (a 64 MiB page
+        // cache, reads through mmap) instead of a pread per page.
+        self.conn
+            .pragma_update(None, "cache_size", -65536)
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .pragma_update(None, "mmap_size", 1i64 << 30)
+            .map_err(|e| self.err(e))?;
         if !read_only {
             // WAL: readers never block the writer; NORMAL sync is safe
             // against process crashes (a power loss may drop the last
@@ -164,6 +184,10 @@ impl Index {
     }
 
     fn migrate(&mut self) -> Result<()> {
+        // The common case, an up-to-date index, needs no write lock.
+        if self.user_version()? == schema::latest() {
+            return Ok(());
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -193,12 +217,37 @@ impl Index {
         tx.commit().map_err(|e| CasError::index(&self.path, e, 0))
     }
 
+    /// Makes sure a recent read transaction is open, for lookups.
+    fn snapshot(&self) -> Result<()> {
+        match self.snapshot.get() {
+            Some(t) if t.elapsed() < SNAPSHOT_MAX_AGE => return Ok(()),
+            Some(_) => self.end_snapshot(),
+            None => {}
+        }
+        self.conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
+        self.snapshot.set(Some(Instant::now()));
+        Ok(())
+    }
+
+    /// Ends the lookups' read transaction, so the next read sees every
+    /// commit. Writes and whole-index queries call it first.
+    pub fn end_snapshot(&self) {
+        if self.snapshot.take().is_some() {
+            // A read transaction has nothing to lose: if COMMIT fails,
+            // roll back.
+            if self.conn.execute_batch("COMMIT").is_err() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+        }
+    }
+
     /// Runs `f` in an IMMEDIATE transaction (the write lock is taken up
     /// front, so two writers never deadlock upgrading).
     pub fn write<T>(
         &mut self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        self.end_snapshot();
         let path = self.path.clone();
         let result = (|| {
             let tx = self
@@ -217,19 +266,58 @@ impl Index {
 
     // ---- actions ----
 
-    pub fn lookup_action(&self, key: &ActionKey) -> Result<Option<ActionResult>> {
-        let json: Option<String> = self
+    /// An action's result and when it was last used (unix ms).
+    pub fn lookup_action(&self, key: &ActionKey) -> Result<Option<(ActionResult, i64)>> {
+        self.snapshot()?;
+        let row: Option<(String, i64)> = self
             .conn
-            .prepare_cached("SELECT result FROM actions WHERE key = ?1")
-            .and_then(|mut st| st.query_row([d(&key.0)], |r| r.get(0)).optional())
+            .prepare_cached("SELECT result, last_used FROM actions WHERE key = ?1")
+            .and_then(|mut st| {
+                st.query_row([d(&key.0)], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
             .map_err(|e| self.err(e))?;
-        // An unreadable row is a miss (and verify reports it), never a wrong result.
-        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+        // An unreadable row is a miss, never a wrong result.
+        Ok(row.and_then(|(j, used)| serde_json::from_str(&j).ok().map(|r| (r, used))))
+    }
+
+    /// Many lookups in one read transaction, ended afterwards.
+    pub fn lookup_actions(&self, keys: &[ActionKey]) -> Result<Vec<Option<(ActionResult, i64)>>> {
+        let found = keys.iter().map(|k| self.lookup_action(k)).collect();
+        self.end_snapshot();
+        found
+    }
+
+    /// Every stat-cache row, for an in-memory copy.
+    pub fn all_stats(&self) -> Result<Vec<(Vec<u8>, FileStat, Digest)>> {
+        self.end_snapshot();
+        let mut st = self
+            .conn
+            .prepare("SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM stat_cache")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    FileStat {
+                        dev: r.get::<_, i64>(1)? as u64,
+                        ino: r.get::<_, i64>(2)? as u64,
+                        size: r.get::<_, i64>(3)? as u64,
+                        mtime_ns: r.get(4)?,
+                        ctime_ns: r.get(5)?,
+                    },
+                    col_digest(r, 6)?,
+                ))
+            })
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>());
+        drop(st);
+        rows.map_err(|e| self.err(e))
     }
 
     // ---- manifests ----
 
     pub fn lookup_manifest(&self, key: &ActionKey) -> Result<Option<Manifest>> {
+        self.snapshot()?;
         let json: Option<String> = self
             .conn
             .prepare_cached("SELECT manifest FROM manifests WHERE key = ?1")
@@ -241,6 +329,7 @@ impl Index {
     // ---- stat cache ----
 
     pub fn lookup_stat(&self, path: &[u8]) -> Result<Option<(FileStat, Digest)>> {
+        self.snapshot()?;
         self.conn
             .prepare_cached(
                 "SELECT dev, ino, size, mtime_ns, ctime_ns, digest FROM stat_cache WHERE path = ?1",
@@ -266,6 +355,7 @@ impl Index {
     // ---- runs and provenance ----
 
     pub fn runs(&self, limit: u32) -> Result<Vec<RunInfo>> {
+        self.end_snapshot();
         let mut st = self
             .conn
             .prepare_cached(
@@ -287,7 +377,29 @@ impl Index {
         rows.map_err(|e| self.err(e))
     }
 
+    pub fn run(&self, id: i64) -> Result<Option<RunInfo>> {
+        self.end_snapshot();
+        self.conn
+            .prepare_cached(
+                "SELECT id, started_ns, finished_ns, command, status FROM runs WHERE id = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row([id], |r| {
+                    Ok(RunInfo {
+                        id: r.get(0)?,
+                        started_ns: r.get(1)?,
+                        finished_ns: r.get(2)?,
+                        command: r.get(3)?,
+                        status: r.get(4)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
     pub fn provenance(&self, target: &str, limit: u32) -> Result<Vec<(i64, Provenance)>> {
+        self.end_snapshot();
         let mut st = self
             .conn
             .prepare_cached(
@@ -309,7 +421,21 @@ impl Index {
 
     // ---- whole-index queries for stats, gc and verify ----
 
+    /// Blob count and bytes, from the trigger-kept totals (O(1)).
+    pub fn totals(&self) -> Result<(u64, u64)> {
+        self.end_snapshot();
+        self.conn
+            .query_row("SELECT count, bytes FROM totals", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?.max(0) as u64,
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            })
+            .map_err(|e| self.err(e))
+    }
+
     pub fn counts(&self) -> Result<Counts> {
+        self.end_snapshot();
         let q = |sql: &str| -> Result<u64> {
             self.conn
                 .query_row(sql, [], |r| r.get::<_, i64>(0))
@@ -328,6 +454,7 @@ impl Index {
     }
 
     pub fn blob_rows(&self) -> Result<Vec<BlobRow>> {
+        self.end_snapshot();
         let mut st = self
             .conn
             .prepare("SELECT digest, size, last_used FROM blobs")
@@ -348,6 +475,7 @@ impl Index {
     /// Blobs referenced by actions, manifests or provenance but absent
     /// from the blobs table.
     pub fn dangling_refs(&self) -> Result<Vec<Digest>> {
+        self.end_snapshot();
         let mut st = self
             .conn
             .prepare(
@@ -365,6 +493,7 @@ impl Index {
 
     /// SQLite's own consistency check.
     pub fn quick_check(&self) -> Result<Vec<String>> {
+        self.end_snapshot();
         let mut st = self
             .conn
             .prepare("PRAGMA quick_check")
@@ -406,6 +535,12 @@ pub mod tx {
     use super::*;
     use rusqlite::Transaction;
 
+    /// JSON for a column; a value JSON cannot hold (a non-UTF-8 path) is
+    /// an error, not a panic.
+    fn to_json<T: serde::Serialize>(v: &T) -> rusqlite::Result<String> {
+        serde_json::to_string(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    }
+
     pub fn insert_blob(
         tx: &Transaction<'_>,
         digest: &Digest,
@@ -421,7 +556,7 @@ pub mod tx {
     }
 
     pub fn touch_blob(tx: &Transaction<'_>, digest: &Digest, now_ms: i64) -> rusqlite::Result<()> {
-        tx.prepare_cached("UPDATE blobs SET last_used = ?2 WHERE digest = ?1 AND last_used < ?2")?
+        tx.prepare_cached("UPDATE blobs SET last_used = ?2 WHERE digest = ?1 AND +last_used < ?2")?
             .execute(params![d(digest), now_ms])?;
         Ok(())
     }
@@ -433,7 +568,7 @@ pub mod tx {
         result: &ActionResult,
         now_ms: i64,
     ) -> rusqlite::Result<()> {
-        let json = serde_json::to_string(result).expect("action results serialize");
+        let json = to_json(result)?;
         tx.prepare_cached(
             "INSERT OR REPLACE INTO actions (key, record, result, duration_ns, created, last_used)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -462,7 +597,7 @@ pub mod tx {
         manifest: &Manifest,
         now_ms: i64,
     ) -> rusqlite::Result<()> {
-        let json = serde_json::to_string(manifest).expect("manifests serialize");
+        let json = to_json(manifest)?;
         tx.prepare_cached(
             "INSERT OR REPLACE INTO manifests (key, record, manifest, last_used) VALUES (?1, ?2, ?3, ?4)",
         )?
@@ -512,7 +647,7 @@ pub mod tx {
         record: &Digest,
         p: &Provenance,
     ) -> rusqlite::Result<()> {
-        let json = serde_json::to_string(p).expect("provenance serializes");
+        let json = to_json(p)?;
         tx.prepare_cached(
             "INSERT OR REPLACE INTO provenance (run, target, record, body) VALUES (?1, ?2, ?3, ?4)",
         )?

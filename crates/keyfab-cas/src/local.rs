@@ -39,6 +39,9 @@ pub struct OpenOptions {
     pub durable: bool,
     /// Evict least-recently-used blobs beyond this size on `flush`.
     pub max_size: Option<u64>,
+    /// A hit refreshes an entry's recency only when it is older than this
+    /// (LRU at this granularity; saves a write per hit on warm builds).
+    pub touch_after: std::time::Duration,
 }
 
 impl Default for OpenOptions {
@@ -47,12 +50,14 @@ impl Default for OpenOptions {
             read_only: false,
             durable: true,
             max_size: None,
+            touch_after: std::time::Duration::from_secs(600),
         }
     }
 }
 
 #[derive(Default)]
 struct Pending {
+    /// New stat-cache entries, not yet written.
     stats: HashMap<Vec<u8>, (FileStat, Digest)>,
     touched_blobs: HashSet<Digest>,
     touched_actions: HashSet<ActionKey>,
@@ -67,6 +72,8 @@ impl Pending {
 struct Inner {
     index: Index,
     pending: Pending,
+    /// The whole stat cache in memory, once `preload_stat_cache` ran.
+    stat_memory: Option<HashMap<Vec<u8>, (FileStat, Digest)>>,
 }
 
 pub struct LocalCas {
@@ -75,6 +82,7 @@ pub struct LocalCas {
     inner: Mutex<Inner>,
     read_only: bool,
     max_size: Option<u64>,
+    touch_after_ms: i64,
 }
 
 /// A run in progress; see `LocalCas::begin_run`.
@@ -111,9 +119,11 @@ impl LocalCas {
             inner: Mutex::new(Inner {
                 index,
                 pending: Pending::default(),
+                stat_memory: None,
             }),
             read_only: opts.read_only,
             max_size: opts.max_size,
+            touch_after_ms: opts.touch_after.as_millis() as i64,
         };
         if cas.index_is_empty()? && !cas.read_only && !cas.blobs.scan()?.is_empty() {
             // A fresh index beside existing blobs: the index was lost.
@@ -141,7 +151,7 @@ impl LocalCas {
     }
 
     fn index_is_empty(&self) -> Result<bool> {
-        self.with_index(|i| i.counts().map(|c| c.blobs == 0))
+        self.with_index(|i| i.totals().map(|(count, _)| count == 0))
     }
 
     pub(crate) fn writable(&self, op: &'static str) -> Result<()> {
@@ -314,7 +324,7 @@ impl LocalCas {
         let rec = record::encode(&Record::Action {
             key: key.0,
             result: result.clone(),
-        });
+        })?;
         let rec_digest = self.blobs.put_bytes(&rec)?;
         let now = now_ms();
         self.with_index(|i| {
@@ -331,22 +341,49 @@ impl LocalCas {
     /// The cached result of an action, if every blob it needs is present.
     /// Output bytes are verified when read (`get_blob`, `materialize`).
     pub fn get_action(&self, key: &ActionKey) -> Result<Option<ActionResult>> {
-        let Some(result) = self.with_index(|i| i.lookup_action(key))? else {
-            return Ok(None);
-        };
+        let found = self.with_index(|i| i.lookup_action(key))?;
+        Ok(self.check_hit(key, found))
+    }
+
+    /// `get_action` for many keys, with one index transaction.
+    pub fn get_actions(&self, keys: &[ActionKey]) -> Result<Vec<Option<ActionResult>>> {
+        let found = self.with_index(|i| i.lookup_actions(keys))?;
+        Ok(keys
+            .iter()
+            .zip(found)
+            .map(|(k, f)| self.check_hit(k, f))
+            .collect())
+    }
+
+    /// A hit counts only if every blob it needs is there; it refreshes the
+    /// entry's recency when that is older than `touch_after`.
+    fn check_hit(
+        &self,
+        key: &ActionKey,
+        found: Option<(ActionResult, i64)>,
+    ) -> Option<ActionResult> {
+        let (result, last_used) = found?;
         if !result.blobs().iter().all(|d| self.blobs.exists(d)) {
-            return Ok(None);
+            return None;
         }
-        self.touch(|p| {
-            p.touched_actions.insert(*key);
-        });
-        Ok(Some(result))
+        if now_ms() - last_used >= self.touch_after_ms {
+            self.touch(|p| {
+                p.touched_actions.insert(*key);
+            });
+        }
+        Some(result)
     }
 
     /// The index lookup alone (no file-system check): for benchmarks and
     /// callers that check blobs themselves.
     pub fn lookup_action(&self, key: &ActionKey) -> Result<Option<ActionResult>> {
-        self.with_index(|i| i.lookup_action(key))
+        Ok(self.with_index(|i| i.lookup_action(key))?.map(|(r, _)| r))
+    }
+
+    /// `lookup_action` for many keys, with one index transaction.
+    pub fn lookup_actions(&self, keys: &[ActionKey]) -> Result<Vec<Option<ActionResult>>> {
+        let found = self.with_index(|i| i.lookup_actions(keys))?;
+        Ok(found.into_iter().map(|f| f.map(|(r, _)| r)).collect())
     }
 
     // ---- direct-mode manifests ----
@@ -361,7 +398,7 @@ impl LocalCas {
         let rec = record::encode(&Record::Manifest {
             key: direct.0,
             manifest: manifest.clone(),
-        });
+        })?;
         let rd = self.blobs.put_bytes(&rec)?;
         let now = now_ms();
         self.with_index(|i| {
@@ -398,13 +435,26 @@ impl LocalCas {
 
     fn cached_digest(&self, key: &[u8], stat: &FileStat) -> Result<Option<Digest>> {
         let inner = self.lock_inner();
-        if let Some((s, d)) = inner.pending.stats.get(key) {
-            return Ok((s == stat).then_some(*d));
+        let same = |(s, d): &(FileStat, Digest)| (s == stat).then_some(*d);
+        if let Some(e) = inner.pending.stats.get(key) {
+            return Ok(same(e));
         }
-        Ok(inner
-            .index
-            .lookup_stat(key)?
-            .and_then(|(s, d)| (s == *stat).then_some(d)))
+        if let Some(mem) = &inner.stat_memory {
+            return Ok(mem.get(key).and_then(same));
+        }
+        Ok(inner.index.lookup_stat(key)?.as_ref().and_then(same))
+    }
+
+    /// Loads the whole stat cache into memory, so each later hit costs a
+    /// stat() and a hash-map lookup instead of an index query. Worth it
+    /// when most files of a large tree will be looked at (a sweep, watch
+    /// mode); returns how many entries were loaded.
+    pub fn preload_stat_cache(&self) -> Result<usize> {
+        let mut inner = self.lock_inner();
+        let rows = inner.index.all_stats()?;
+        let n = rows.len();
+        inner.stat_memory = Some(rows.into_iter().map(|(p, s, d)| (p, (s, d))).collect());
+        Ok(n)
     }
 
     // ---- runs and provenance ----
@@ -433,10 +483,7 @@ impl LocalCas {
     pub fn record_provenance(&self, run: RunId, target: &str, p: &Provenance) -> Result<()> {
         self.writable("recording provenance")?;
         let _lock = self.publish_lock()?;
-        let info = self
-            .with_index(|i| i.runs(u32::MAX))?
-            .into_iter()
-            .find(|r| r.id == run.0);
+        let info = self.with_index(|i| i.run(run.0))?;
         let (started, command) = info.map(|r| (r.started_ns, r.command)).unwrap_or_default();
         let rec = record::encode(&Record::Provenance {
             run: run.0,
@@ -444,7 +491,7 @@ impl LocalCas {
             run_command: command,
             target: target.to_string(),
             provenance: p.clone(),
-        });
+        })?;
         let rd = self.blobs.put_bytes(&rec)?;
         let now = now_ms();
         self.with_index(|i| {
@@ -488,6 +535,9 @@ impl LocalCas {
             return Ok(());
         }
         let pending = std::mem::take(&mut inner.pending);
+        if let Some(mem) = &mut inner.stat_memory {
+            mem.extend(pending.stats.iter().map(|(k, v)| (k.clone(), *v)));
+        }
         let now = now_ms();
         inner.index.write(|t| {
             for (path, (stat, d)) in &pending.stats {
@@ -499,8 +549,10 @@ impl LocalCas {
             // A used action keeps every blob it needs (record included) recent.
             let mut action = t.prepare_cached("UPDATE actions SET last_used = ?2 WHERE key = ?1")?;
             let mut blobs = t.prepare_cached(
+                // `+last_used` keeps SQLite from scanning the LRU index
+                // instead of probing the few digests by primary key.
                 "UPDATE blobs SET last_used = ?2
-                 WHERE digest IN (SELECT digest FROM action_blobs WHERE key = ?1) AND last_used < ?2",
+                 WHERE digest IN (SELECT digest FROM action_blobs WHERE key = ?1) AND +last_used < ?2",
             )?;
             for k in &pending.touched_actions {
                 action.execute(rusqlite::params![&k.0 .0[..], now])?;
@@ -510,15 +562,19 @@ impl LocalCas {
         })
     }
 
-    /// Writes pending stat entries and recency, then enforces the size
-    /// bound if one was set. Call at the end of a run; drop also does it.
+    /// Ends the read transaction single lookups share (so commits of
+    /// other processes become visible and their WAL can be checkpointed),
+    /// writes pending stat entries and recency, then enforces the size
+    /// bound if one was set. Call at the end of a run or a burst of
+    /// lookups (a long-running process: after each job); drop also does it.
     pub fn flush(&self) -> Result<()> {
+        self.lock_inner().index.end_snapshot();
         if self.read_only {
             return Ok(());
         }
         self.flush_pending()?;
         if let Some(max) = self.max_size {
-            let bytes = self.with_index(|i| i.counts())?.bytes;
+            let (_, bytes) = self.with_index(|i| i.totals())?;
             if bytes > max {
                 self.gc(max)?;
             }
@@ -558,6 +614,7 @@ fn init_folder(layout: &Layout) -> Result<()> {
     }
     // Find out now, with a clear message, whether we may write here.
     fsutil::temp_in(&layout.tmp())?;
+    drop(FileLock::acquire(&layout.lock(), LockKind::Shared)?);
     Ok(())
 }
 

@@ -153,16 +153,32 @@ impl LocalCas {
             let rows = self.with_index(|i| i.blob_rows())?;
             choose_victims(rows, before.bytes, max_size)
         };
-        self.with_index(|i| {
-            i.write(|t| {
-                for v in &victims {
-                    tx::forget_blob(t, &v.digest)?;
-                }
-                Ok(())
+        let forget = || {
+            self.with_index(|i| {
+                i.write(|t| {
+                    for v in &victims {
+                        tx::forget_blob(t, &v.digest)?;
+                    }
+                    Ok(())
+                })
             })
-        })?;
-        for v in &victims {
-            self.blobs.remove(&v.digest)?;
+        };
+        match forget() {
+            Ok(()) => {
+                for v in &victims {
+                    self.blobs.remove(&v.digest)?;
+                }
+            }
+            // On a full disk the index cannot even record the removal: free
+            // the files first (their entries become misses, never wrong
+            // results), then record it in the room that made.
+            Err(e) if e.is_disk_full() => {
+                for v in &victims {
+                    self.blobs.remove(&v.digest)?;
+                }
+                forget()?;
+            }
+            Err(e) => return Err(e),
         }
         let temp_removed = remove_files(&temp_files(self, Some(STALE_TEMP_AGE))?)?;
         let after = self.with_index(|i| i.counts())?;
@@ -181,22 +197,37 @@ impl LocalCas {
         self.writable("clear")?;
         let _lock = self.exclusive_lock()?;
         let before = self.with_index(|i| i.counts())?;
-        self.with_index(|i| {
-            i.write(|t| {
-                t.execute_batch(
-                    "DELETE FROM action_blobs; DELETE FROM actions; DELETE FROM manifests;
-                     DELETE FROM provenance; DELETE FROM runs; DELETE FROM stat_cache;
-                     DELETE FROM blobs; UPDATE totals SET count = 0, bytes = 0;",
-                )
+        let empty_index = || {
+            self.with_index(|i| {
+                i.write(|t| {
+                    t.execute_batch(
+                        "DELETE FROM action_blobs; DELETE FROM actions; DELETE FROM manifests;
+                         DELETE FROM provenance; DELETE FROM runs; DELETE FROM stat_cache;
+                         DELETE FROM blobs; UPDATE totals SET count = 0, bytes = 0;",
+                    )
+                })
             })
-        })?;
-        let mut removed = 0;
-        for e in self.blobs.scan()? {
-            if let ScanEntry::Blob { digest, .. } = e {
-                self.blobs.remove(&digest)?;
-                removed += 1;
+        };
+        let remove_all = || -> Result<u64> {
+            let mut removed = 0;
+            for e in self.blobs.scan()? {
+                if let ScanEntry::Blob { digest, .. } = e {
+                    self.blobs.remove(&digest)?;
+                    removed += 1;
+                }
             }
-        }
+            Ok(removed)
+        };
+        let removed = match empty_index() {
+            Ok(()) => remove_all()?,
+            // A full disk: make room first (see gc).
+            Err(e) if e.is_disk_full() => {
+                let n = remove_all()?;
+                empty_index()?;
+                n
+            }
+            Err(e) => return Err(e),
+        };
         remove_files(&temp_files(self, None)?)?;
         Ok(ClearReport {
             blobs_removed: removed,

@@ -44,11 +44,15 @@ pub enum Record {
     },
 }
 
-pub fn encode(r: &Record) -> Vec<u8> {
+/// Fails only for values JSON cannot hold (a header path that is not
+/// UTF-8).
+pub fn encode(r: &Record) -> Result<Vec<u8>, crate::error::CasError> {
     let mut out = MAGIC.to_vec();
-    // Serializing these plain structs cannot fail: all map keys are strings.
-    serde_json::to_writer(&mut out, r).expect("records serialize");
-    out
+    serde_json::to_writer(&mut out, r).map_err(|e| crate::error::CasError::Invalid {
+        what: "cache record (paths must be UTF-8)",
+        value: e.to_string(),
+    })?;
+    Ok(out)
 }
 
 /// None for a blob that is not a record (most blobs are not).
@@ -77,7 +81,7 @@ mod tests {
                 duration_ns: 5,
             },
         };
-        assert_eq!(decode(&encode(&r)), Some(r));
+        assert_eq!(decode(&encode(&r).unwrap()), Some(r));
         assert_eq!(decode(b"keyfab-record 1\n{not json"), None);
         assert_eq!(decode(b"\x7fELF"), None);
     }

@@ -65,6 +65,8 @@ fn action_round_trip_replays_outputs_and_captured_text() {
         .unwrap());
     assert_eq!(std::fs::read(&dest).unwrap(), b"\x7fELF...");
     assert!(cas.get_action(&key("b")).unwrap().is_none());
+    let batch = cas.get_actions(&[key("b"), key("a")]).unwrap();
+    assert_eq!(batch, vec![None, Some(stored)]);
 }
 
 #[test]
@@ -186,7 +188,12 @@ fn index_is_rebuilt_from_blobs_when_lost_or_corrupt() {
 #[test]
 fn gc_evicts_least_recently_used_first() {
     let t = tempfile::tempdir().unwrap();
-    let cas = open(t.path());
+    let opts = OpenOptions {
+        durable: false,
+        touch_after: Duration::ZERO,
+        ..OpenOptions::default()
+    };
+    let cas = LocalCas::open_with(t.path(), opts).unwrap();
     for name in ["old", "mid", "new"] {
         put(&cas, name, 100_000);
         std::thread::sleep(Duration::from_millis(5));
@@ -395,4 +402,64 @@ fn folders_that_are_not_caches_are_refused() {
         LocalCas::open(other.path()),
         Err(CasError::NotACache { .. })
     ));
+}
+
+#[test]
+fn threads_share_one_handle() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = std::sync::Arc::new(open(t.path()));
+    let handles: Vec<_> = (0..4)
+        .map(|id| {
+            let cas = cas.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let name = format!("{}", (i * 7 + id) % 60);
+                    match cas.get_action(&key(&name)).unwrap() {
+                        Some(r) => assert_eq!(
+                            cas.get_blob(&r.outputs[0].digest).unwrap().unwrap(),
+                            content(&name, 2000)
+                        ),
+                        None => {
+                            put(&cas, &name, 2000);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(cas.verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn non_utf8_header_path_is_an_error_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let cas = open(t.path());
+    let bad = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"inc/\xff.h"));
+    let mut m = Manifest::default();
+    m.add(ManifestEntry {
+        headers: vec![(bad, Digest::of(b"h"))],
+        action: key("a"),
+    });
+    let err = cas.put_manifest(&key("d"), &m).unwrap_err();
+    assert!(matches!(err, CasError::Invalid { .. }), "{err}");
+    assert!(cas.verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn commits_of_another_handle_become_visible() {
+    let t = tempfile::tempdir().unwrap();
+    let reader = open(t.path());
+    let writer = open(t.path());
+    assert!(reader.get_action(&key("late")).unwrap().is_none());
+    put(&writer, "late", 10);
+    // After a flush at once; without one, within the snapshot's 20 ms.
+    reader.flush().unwrap();
+    assert!(reader.get_action(&key("late")).unwrap().is_some());
+    put(&writer, "later", 10);
+    std::thread::sleep(Duration::from_millis(25));
+    assert!(reader.get_action(&key("later")).unwrap().is_some());
 }

@@ -11,26 +11,40 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-/// Runs a writer, kills it with SIGKILL after `delay`, returns what it
-/// reported as published.
-fn kill_writer(dir: &Path, seed: u64, delay: Duration) -> Vec<String> {
+/// Runs a writer until it has published `lines` entries, lets it go on
+/// for `delay` (to land the kill at a random point of later work), kills
+/// it with SIGKILL, and returns everything it reported as published.
+/// Waiting for progress, not only time, keeps the test meaningful on a
+/// loaded machine.
+fn kill_writer(dir: &Path, seed: u64, lines: usize, delay: Duration) -> Vec<String> {
+    use std::io::BufRead;
     let mut child = helper()
         .args(["writer", dir.to_str().unwrap(), &seed.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    while seen
+        .iter()
+        .filter(|l: &&String| l.starts_with("published"))
+        .count()
+        < lines
+    {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break; // the writer died on its own: the checks below will say why
+        }
+        seen.push(line.trim_end().to_string());
+    }
     std::thread::sleep(delay);
     child.kill().unwrap(); // SIGKILL on unix
     child.wait().unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    out.lines().map(str::to_string).collect()
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    seen.extend(rest.lines().map(str::to_string));
+    seen
 }
 
 #[test]
@@ -44,9 +58,11 @@ fn sigkilled_writers_lose_nothing_published_and_leave_verify_clean() {
     let mut manifests = Vec::new();
     let mut provenance = Vec::new();
     for seed in 0..KILLS {
-        // Random points: from during start-up to a few dozen puts in.
-        let delay = Duration::from_millis(5 + rng.next() % 80);
-        for line in kill_writer(&dir, seed, delay) {
+        // Random points: during start-up (no line awaited, short delay)
+        // or somewhere in the work after a few published entries.
+        let lines = (rng.next() % 4) as usize;
+        let delay = Duration::from_micros(rng.next() % 15_000);
+        for line in kill_writer(&dir, seed, lines, delay) {
             let parts: Vec<&str> = line.split(' ').collect();
             match parts.as_slice() {
                 ["published", name, size] => {
@@ -64,7 +80,7 @@ fn sigkilled_writers_lose_nothing_published_and_leave_verify_clean() {
         }
     }
     assert!(
-        published.len() >= 20,
+        published.len() >= 60,
         "writers published too little: {}",
         published.len()
     );
@@ -267,4 +283,119 @@ fn read_only_folder_gives_a_clear_error_and_still_answers_lookups() {
     let cas = LocalCas::open_with(&dir, OpenOptions::default()).unwrap();
     assert!(cas.verify(false).unwrap().is_clean());
     assert_entry_intact(&cas);
+}
+
+/// A real full disk: a 2 MiB tmpfs, where the kernel answers ENOSPC. Needs
+/// the right to mount (root in CI); elsewhere it says so and passes, and
+/// the RLIMIT_FSIZE tests above cover the same paths portably.
+#[test]
+fn real_full_tmpfs_gives_disk_full() {
+    struct Mount(std::path::PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let t = tempfile::tempdir().unwrap();
+    let mnt = t.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&mnt)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping the tmpfs full-disk test: cannot mount here");
+        return;
+    }
+    let _guard = Mount(mnt.clone());
+    let dir = mnt.join("cache");
+    let cas = LocalCas::open(&dir).unwrap();
+    let keep = content("keep", 5000);
+    cas.put_action(
+        &key("keep"),
+        &NewAction::success(vec![NewOutput::bytes("k.o", &keep)]),
+    )
+    .unwrap();
+    let big = content("big", 3 << 20);
+    let err = cas
+        .put_action(
+            &key("big"),
+            &NewAction::success(vec![NewOutput::bytes("b.o", &big)]),
+        )
+        .unwrap_err();
+    assert!(err.is_disk_full(), "{err}");
+    assert!(err.to_string().contains(dir.to_str().unwrap()), "{err}");
+    // Fill the rest with small entries until the disk refuses one.
+    let mut stored = Vec::new();
+    let last_err = (0..10_000)
+        .find_map(|i| {
+            let name = format!("fill{i}");
+            let bytes = content(&name, 64 * 1024);
+            match cas.put_action(
+                &key(&name),
+                &NewAction::success(vec![NewOutput::bytes("f.o", &bytes)]),
+            ) {
+                Ok(_) => {
+                    stored.push(name);
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        })
+        .expect("the disk fills up");
+    assert!(last_err.is_disk_full(), "{last_err}");
+    drop(cas);
+    let cas = LocalCas::open(&dir).unwrap();
+    assert!(cas.verify(false).unwrap().is_clean());
+    assert!(cas.get_action(&key("keep")).unwrap().is_some());
+    for name in &stored {
+        assert!(cas.get_action(&key(name)).unwrap().is_some(), "{name}");
+    }
+    // gc makes room again.
+    cas.gc(256 * 1024).unwrap();
+    cas.put_action(
+        &key("after-gc"),
+        &NewAction::success(vec![NewOutput::bytes("a.o", b"ok")]),
+    )
+    .unwrap();
+    assert!(cas.verify(false).unwrap().is_clean());
+    // Full again: clear still works.
+    let filled = (0..10_000).any(|i| {
+        let name = format!("again{i}");
+        let bytes = content(&name, 64 * 1024);
+        let action = NewAction::success(vec![NewOutput::bytes("f.o", &bytes)]);
+        cas.put_action(&key(&name), &action).is_err()
+    });
+    assert!(filled);
+    cas.clear().unwrap();
+    assert!(cas.verify(false).unwrap().is_clean());
+    assert_eq!(cas.stats().unwrap().counts.blobs, 0);
+}
+
+#[test]
+fn verify_while_other_processes_publish_reports_nothing_false() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("cache");
+    let cas = LocalCas::open(&dir).unwrap();
+    let mut children: Vec<_> = (0..2)
+        .map(|id| {
+            helper()
+                .args(["worker", dir.to_str().unwrap(), &format!("v{id}"), "200"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut rounds = 0;
+    while children.iter_mut().any(|c| c.try_wait().unwrap().is_none()) || rounds == 0 {
+        let report = cas.verify(false).unwrap();
+        assert!(report.is_clean(), "round {rounds}: {report:?}");
+        rounds += 1;
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert!(cas.verify(false).unwrap().is_clean());
 }

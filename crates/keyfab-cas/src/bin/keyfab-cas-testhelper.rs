@@ -145,7 +145,7 @@ fn worker(dir: &str, id: &str, n: u64) -> Result<(), CasError> {
     let mut rng = Rng(id.bytes().map(u64::from).sum::<u64>() * 7919);
     let mut bad = 0;
     for i in 0..n {
-        let name = if rng.next() % 2 == 0 {
+        let name = if rng.next() & 1 == 0 {
             format!("s{}", rng.next() % 16)
         } else {
             format!("p{id}-{}", i % 40)

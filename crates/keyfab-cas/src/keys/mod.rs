@@ -104,11 +104,14 @@ impl KeyHasher {
 pub(crate) mod test_util {
     use super::ActionKey;
 
-    /// Asserts that every mutation changes the key and that all keys differ.
+    /// A field's name and a change to it.
+    pub type Mutation<'a, T> = (&'a str, &'a dyn Fn(&mut T));
+
+    /// Asserts that every mutation changes the key.
     pub fn assert_each_field_changes<T: Clone>(
         base: &T,
         key: impl Fn(&T) -> ActionKey,
-        mutations: &[(&str, &dyn Fn(&mut T))],
+        mutations: &[Mutation<'_, T>],
     ) {
         let k0 = key(base);
         assert_eq!(k0, key(&base.clone()), "keys must be deterministic");
