@@ -80,6 +80,7 @@ pub fn info(ctx: &Context, a: InfoArgs) -> anyhow::Result<ExitCode> {
     };
     if !a.quiet {
         print_diagnostics(&mut err, &info.diagnostics);
+        print_diagnostics(&mut err, &engine.schema_problems());
     }
     let v = finish(&info, a.api);
     let mut out = std::io::stdout().lock();
@@ -128,6 +129,9 @@ fn info_all(engine: &Engine, a: &InfoArgs) -> anyhow::Result<ExitCode> {
         fatal += usize::from(*is_fatal);
     }
     out.flush()?;
+    if !a.quiet {
+        print_diagnostics(&mut err, &engine.schema_problems());
+    }
     if fatal > 0 && !a.quiet {
         writeln!(
             err,

@@ -477,20 +477,25 @@ pub fn generate(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<Genera
             let keymap = a.keymap.clone();
             let dir = match &keymap {
                 Some(km) => {
-                    let info = env.info(&kb)?;
-                    let layouts = keyfab_info::community_layouts_of(&info);
-                    env.ctx
-                        .tree
-                        .locate_keymap(&kb, km, &layouts)
-                        .map(|loc| match loc.source {
-                            // QMK finds community layouts relative to the tree.
-                            keyfab_tree::KeymapSource::CommunityLayout { .. } => loc
-                                .dir
-                                .strip_prefix(env.ctx.tree.root())
-                                .map(Path::to_path_buf)
-                                .unwrap_or(loc.dir.clone()),
-                            _ => loc.dir.clone(),
-                        })
+                    // As QMK: the merged info (for community layouts) only
+                    // when the keyboard folders have no such keymap.
+                    let found = match env.ctx.tree.locate_keymap(&kb, km, &[]) {
+                        Some(loc) => Some(loc),
+                        None => {
+                            let info = env.info(&kb)?;
+                            let layouts = keyfab_info::community_layouts_of(&info);
+                            env.ctx.tree.locate_keymap(&kb, km, &layouts)
+                        }
+                    };
+                    found.map(|loc| match loc.source {
+                        // QMK finds community layouts relative to the tree.
+                        keyfab_tree::KeymapSource::CommunityLayout { .. } => loc
+                            .dir
+                            .strip_prefix(env.ctx.tree.root())
+                            .map(Path::to_path_buf)
+                            .unwrap_or(loc.dir.clone()),
+                        _ => loc.dir.clone(),
+                    })
                 }
                 None => None,
             };

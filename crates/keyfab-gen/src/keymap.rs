@@ -130,8 +130,7 @@ fn macro_string(fragment: &str) -> String {
     let s = fragment
         .replace('\\', "\\\\")
         .replace("\r\n", "\\n")
-        .replace('\n', "\\n")
-        .replace('\r', "\\n")
+        .replace(['\n', '\r'], "\\n")
         .replace('\t', "\\t")
         .replace('"', "\\\"");
     format!("\"{s}\"")

@@ -229,6 +229,68 @@ fn generated_files_equal_qmk() {
         );
     }
 
+    // Our own references (made with QMK's real CLI by `$REF/yours/make_km_refs.py`): one
+    // directory per keymap.json (`path` with / as __), and the community-module files.
+    let mut seen = std::collections::HashSet::new();
+    for e in &index {
+        let Some(path) = e["keymap_json"].as_str() else {
+            continue;
+        };
+        if !seen.insert(path.to_string()) {
+            continue;
+        }
+        let dir = refdir.join("yours/gen-km").join(path.replace('/', "__"));
+        if !dir.exists() || only.as_deref().is_some_and(|o| !path.contains(o)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(tree.join(path)).unwrap();
+        let km_json = keyfab_syntax::parse_json(path, &text).unwrap();
+        let cfg = km_json
+            .get("config")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default()));
+        let who = path.to_string();
+        tally.check(
+            "keymap.c",
+            &who,
+            read(dir.join("keymap.c")),
+            keyfab_gen::keymap_c(&km_json)
+                .map(|g| g.contents())
+                .map_err(|e| e.0),
+        );
+        let want = read(dir.join("config.h"));
+        let y = want.as_deref().map(year_of).unwrap_or(0);
+        tally.check(
+            "keymap config.h",
+            &who,
+            want,
+            keyfab_gen::config_h(&cfg, &config_maps, true, y)
+                .map(|g| g.contents())
+                .map_err(|e| e.0),
+        );
+        let want = read(dir.join("rules.mk"));
+        let y = want.as_deref().map(year_of).unwrap_or(0);
+        tally.check(
+            "keymap rules.mk",
+            &who,
+            want,
+            keyfab_gen::rules_mk(&cfg, &rules_maps, true, km_json.get("converter"), y)
+                .map(|g| g.contents())
+                .map_err(|e| e.0),
+        );
+        let want = read(dir.join("keymap.h"));
+        let y = want.as_deref().map(year_of).unwrap_or(0);
+        tally.check(
+            "keymap.h",
+            &who,
+            want,
+            keyfab_gen::keymap_h(&km_json, y)
+                .map(|g| g.contents())
+                .map_err(|e| e.0),
+        );
+    }
+    community_modules(&tree, &refdir, &index, &engine, &mut tally);
+
     eprintln!(
         "keyboards: {} in the tree; generated in {kb_secs:.1} s",
         keyboards.len()
@@ -243,4 +305,127 @@ fn generated_files_equal_qmk() {
         eprintln!("DIFF {d}");
     }
     assert!(tally.diffs.is_empty(), "{} files differ", tally.diffs.len());
+}
+
+/// `$REF/yours/gen-cm/<kb with / as __>[__<km>]/*`: the community-module files of every
+/// keyboard/keymap.json pair that uses modules (and a few keyboards).
+fn community_modules(
+    tree: &Path,
+    refdir: &Path,
+    index: &[Value],
+    engine: &keyfab_info::Engine,
+    tally: &mut Tally,
+) {
+    let base = refdir.join("yours/gen-cm");
+    let Ok(entries) = std::fs::read_dir(&base) else {
+        return;
+    };
+    let root = std::fs::canonicalize(tree).unwrap();
+    let hooks_dir = tree.join("data/constants/module_hooks");
+    let hooks: Vec<(String, Value)> = std::fs::read_dir(&hooks_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            (
+                name.clone(),
+                keyfab_syntax::parse_json(&name, &text).unwrap(),
+            )
+        })
+        .filter(|(n, _)| n.ends_with(".hjson"))
+        .collect();
+    let apis = keyfab_gen::ModuleApis::from_hook_files(&hooks).unwrap();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // which pair is it?
+        let pair = index.iter().find(|e| {
+            format!(
+                "{}__{}",
+                e["keyboard"].as_str().unwrap_or("").replace('/', "__"),
+                e["keymap"].as_str().unwrap_or("")
+            ) == name
+        });
+        let (kb, km_json) = match pair {
+            Some(e) => {
+                let path = e["keymap_json"].as_str().unwrap();
+                let text = std::fs::read_to_string(tree.join(path)).unwrap();
+                (
+                    e["keyboard"].as_str().unwrap().to_string(),
+                    Some(keyfab_syntax::parse_json(path, &text).unwrap()),
+                )
+            }
+            None => (name.replace("__", "/"), None),
+        };
+        let info = engine.info_json(&kb).value;
+        let who = name.clone();
+        let dir = entry.path();
+        let year = read_year(&dir.join("community_config.h"));
+        let names = match keyfab_gen::modules_of(&info, km_json.as_ref()) {
+            Ok(n) => n,
+            Err(e) => {
+                tally.diffs.push(format!("{who}: modules: {e}"));
+                continue;
+            }
+        };
+        let mods: Vec<keyfab_gen::ModuleInfo> = names
+            .iter()
+            .map(|m| {
+                let d = root.join("modules").join(m);
+                let text = std::fs::read_to_string(d.join("qmk_module.json")).unwrap();
+                keyfab_gen::ModuleInfo {
+                    module: m.clone(),
+                    path: d.to_string_lossy().into_owned(),
+                    json: keyfab_syntax::parse_json(m, &text).unwrap(),
+                }
+            })
+            .collect();
+        let r = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+        use keyfab_gen::PerModuleInclude as P;
+        let outputs: Vec<(&'static str, keyfab_gen::Generated)> = vec![
+            (
+                "community_rules.mk",
+                keyfab_gen::community_rules_mk(&mods, year),
+            ),
+            (
+                "community_config.h",
+                keyfab_gen::community_config_h(&names, year),
+            ),
+            (
+                "community_modules.h",
+                keyfab_gen::community_modules_h(&apis, &mods, year),
+            ),
+            (
+                "community_modules.c",
+                keyfab_gen::community_modules_c(&apis, &mods, year),
+            ),
+            (
+                "community_modules_introspection.c",
+                keyfab_gen::include_per_module(P::IntrospectionC, &mods, year),
+            ),
+            (
+                "community_modules_introspection.h",
+                keyfab_gen::include_per_module(P::IntrospectionH, &mods, year),
+            ),
+            (
+                "led_matrix_community_modules.inc",
+                keyfab_gen::include_per_module(P::LedMatrix, &mods, year),
+            ),
+            (
+                "rgb_matrix_community_modules.inc",
+                keyfab_gen::include_per_module(P::RgbMatrix, &mods, year),
+            ),
+            (
+                "split_transaction_id_community_modules.inc",
+                keyfab_gen::split_transaction_id_inc(&names, year),
+            ),
+        ];
+        for (file, g) in outputs {
+            tally.check(file, &who, r(file), Ok(g.contents()));
+        }
+    }
+}
+
+fn read_year(p: &Path) -> i32 {
+    std::fs::read_to_string(p).map(|t| year_of(&t)).unwrap_or(0)
 }

@@ -158,6 +158,16 @@ impl Engine {
         &self.setup
     }
 
+    /// Problems with the schemas that showed while validating (a schema that
+    /// does not compile is reported here and validates nothing).
+    pub fn schema_problems(&self) -> Vec<Diagnostic> {
+        self.schemas
+            .problems()
+            .into_iter()
+            .map(|m| Diagnostic::error("data/schemas", 0, m))
+            .collect()
+    }
+
     /// Validates any value against a schema of the tree by `$id`
     /// (`qmk.keyboard.v1`, `qmk.keymap.v1`, …).
     pub fn validate(&self, data: &Value, schema: &str) -> Result<(), SchemaError> {

@@ -27,6 +27,7 @@ pub struct SchemaStore {
     compiled: Mutex<HashMap<String, Arc<OnceLock<Result<jsonschema::Validator, String>>>>>,
     /// Problems loading the schema files.
     pub load_errors: Vec<(String, String)>,
+    problems: Mutex<Vec<String>>,
 }
 
 impl SchemaStore {
@@ -59,7 +60,17 @@ impl SchemaStore {
             ids,
             compiled: Mutex::new(HashMap::new()),
             load_errors,
+            problems: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Schemas that could not be compiled (validation against them was
+    /// skipped).
+    pub fn problems(&self) -> Vec<String> {
+        self.problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// True when a schema of that `$id` (or file name) exists.
@@ -87,16 +98,31 @@ impl SchemaStore {
             .ok_or_else(|| format!("unknown schema {schema}"))?;
         let mut stack = Vec::new();
         let root = self.inline(&self.files[&file], &file, &mut stack, true);
-        let mut opts = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .should_validate_formats(false);
-        for (name, v) in &self.files {
-            if *name != file {
-                let resource = jsonschema::Resource::from_contents(v.clone())
-                    .map_err(|e| format!("{name}: {e}"))?;
-                opts = opts.with_resource(format!("{BASE}{name}"), resource);
-            }
+        // Once every reference is inlined, a schema that uses no keyword
+        // whose meaning changed after draft 7 validates the same under draft 7,
+        // whose meta-schema is far cheaper to set up than 2020-12's.
+        let draft = if needs_2020_12(&root) {
+            jsonschema::Draft::Draft202012
+        } else {
+            jsonschema::Draft::Draft7
+        };
+        let mut root = root;
+        if let Value::Object(o) = &mut root {
+            o.remove("$schema");
+            o.remove("$id");
         }
+        let mut builder = jsonschema::Registry::new();
+        for (name, v) in &self.files {
+            builder = builder
+                .add(format!("{BASE}{name}"), v)
+                .map_err(|e| format!("{name}: {e}"))?;
+        }
+        let registry = builder.prepare().map_err(|e| format!("{file}: {e}"))?;
+        let opts = jsonschema::options()
+            .with_draft(draft)
+            .should_validate_formats(false)
+            .with_base_uri(format!("{BASE}{file}"))
+            .with_registry(&registry);
         opts.build(&root).map_err(|e| format!("{file}: {e}"))
     }
 
@@ -180,10 +206,13 @@ impl SchemaStore {
         let validator = match validator {
             Ok(v) => v,
             Err(e) => {
-                return Err(SchemaError {
-                    json_path: String::new(),
-                    message: format!("schema cannot be used: {e}"),
-                })
+                // Our problem, not the data's: report it once, validate nothing.
+                let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+                let msg = format!("schema {schema} cannot be used: {e}");
+                if !p.contains(&msg) {
+                    p.push(msg);
+                }
+                return Ok(());
             }
         };
         if validator.is_valid(data) {
@@ -192,7 +221,7 @@ impl SchemaStore {
         let err = validator.iter_errors(data).next();
         Err(match err {
             Some(e) => SchemaError {
-                json_path: dotted(e.instance_path.as_str()),
+                json_path: dotted(e.instance_path().as_str()),
                 message: e.to_string(),
             },
             None => SchemaError {
@@ -200,6 +229,38 @@ impl SchemaStore {
                 message: "invalid".into(),
             },
         })
+    }
+}
+
+/// Whether a (ref-inlined) schema uses keywords that draft 7 reads
+/// differently or not at all.
+fn needs_2020_12(v: &Value) -> bool {
+    const NEWER: &[&str] = &[
+        "$ref",
+        "$defs",
+        "$dynamicRef",
+        "$dynamicAnchor",
+        "$anchor",
+        "$recursiveRef",
+        "prefixItems",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+        "dependentRequired",
+        "dependentSchemas",
+        "minContains",
+        "maxContains",
+        "additionalItems",
+        "dependencies",
+        "$vocabulary",
+    ];
+    match v {
+        Value::Object(o) => o.iter().any(|(k, child)| {
+            NEWER.contains(&k.as_str())
+                || (k == "items" && child.is_array())
+                || (k != "enum" && k != "const" && k != "examples" && needs_2020_12(child))
+        }),
+        Value::Array(a) => a.iter().any(needs_2020_12),
+        _ => false,
     }
 }
 
@@ -292,7 +353,9 @@ mod tests {
     }
 
     #[test]
-    fn unknown_schema_is_an_error_not_a_panic() {
-        assert!(store().validate(&json!({}), "nope").is_err());
+    fn unknown_schema_is_a_problem_not_a_panic() {
+        let s = store();
+        assert!(s.validate(&json!({}), "nope").is_ok());
+        assert_eq!(s.problems().len(), 1);
     }
 }
