@@ -414,7 +414,14 @@ impl LocalCas {
     /// A file's digest, from the stat cache when its metadata is unchanged
     /// and older than the run (see `RunClock::trusts`), else by hashing it.
     pub fn file_digest(&self, path: &Path, clock: &RunClock) -> Result<Digest> {
-        let abs = std::path::absolute(path).map_err(|e| CasError::io("resolve", path, e))?;
+        // Entries are keyed by absolute path; most callers already pass one.
+        let abs: std::borrow::Cow<'_, Path> = if path.is_absolute() {
+            path.into()
+        } else {
+            std::path::absolute(path)
+                .map_err(|e| CasError::io("resolve", path, e))?
+                .into()
+        };
         let meta = std::fs::metadata(&abs).map_err(|e| CasError::io("stat", &abs, e))?;
         let stat = FileStat::from_metadata(&meta);
         let key = abs.as_os_str().as_bytes();
