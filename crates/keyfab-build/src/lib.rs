@@ -12,3 +12,4 @@ pub mod exec;
 pub mod plan;
 pub mod plan_cache;
 pub mod probe;
+pub mod target;

@@ -2,7 +2,7 @@
 
 use crate::cli::{BuildArgs, Context};
 use anyhow::{bail, Context as _};
-use keyfab_build::{exec::Executor, plan, plan_cache, probe};
+use keyfab_build::{exec::Executor, plan, probe, target};
 use keyfab_cas::{CommandKey, Digest, LocalCas, NewAction, RunClock};
 use std::process::ExitCode;
 
@@ -22,145 +22,98 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let res = tree.resolve_keyboard(&kb)?;
     let engine = keyfab_info::Engine::new(tree.clone());
     let (layouts, _) = keyfab_info::community_layouts(&engine, &res.keyboard);
-    tree.require_keymap(&res.keyboard, &km, &layouts)?;
-    let env: Vec<(String, String)> = a
-        .env
+    let target = target::resolve(tree, &res.keyboard, &km, &layouts)?;
+    let opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
+    let cas = LocalCas::open(&opts.cache_dir)
+        .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?;
+    if a.dry_run || a.compiledb {
+        let planned = target::plan_target(tree, &cas, &RunClock::now(), &target, &opts)?;
+        cas.flush()?;
+        if a.compiledb {
+            write_compiledb(tree.root(), &planned.plan)?;
+        }
+        if a.dry_run {
+            for step in &planned.plan.steps {
+                println!("{}", serde_json::to_string(step)?);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let exec = Executor::new(tree.root(), &cas, jobs);
+    let result = target::build_target(tree, &cas, &exec, &target, &opts);
+    cas.flush()?;
+    let (report, _) = result?;
+    for (file, log) in &report.build.warnings {
+        eprintln!("keyfab: warning: {file}:\n{log}");
+    }
+    println!("{}", summary_line(&report));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The line people read at the end of a target's build.
+pub fn summary_line(r: &target::TargetReport) -> String {
+    let size = match (r.size, r.max_size) {
+        (Some(s), Some(max)) => format!("{s}/{max} bytes, {} free", max as i64 - s as i64),
+        (Some(s), None) => format!("{s} bytes"),
+        _ => "no firmware".to_string(),
+    };
+    format!(
+        "{}: {} ({size}), {} compiled, {} from cache, link {}, {} in {} ms, total {} ms",
+        r.target,
+        r.firmware.join(" "),
+        r.build.compiled,
+        r.build.compiled_from_cache,
+        if r.build.linked_from_cache {
+            "from cache"
+        } else {
+            "ran"
+        },
+        if r.plan_from_cache {
+            "plan from cache"
+        } else {
+            "plan made"
+        },
+        r.plan_ms,
+        r.total_ms
+    )
+}
+
+/// Build options shared by every target of a run.
+pub fn options(
+    ctx: &Context,
+    env: &[String],
+    qmk_bin: Option<&str>,
+    clean: bool,
+) -> anyhow::Result<target::Options> {
+    let env: Vec<(String, String)> = env
         .iter()
         .map(|e| match e.split_once('=') {
             Some((k, v)) => Ok((k.to_string(), v.to_string())),
             None => Err(anyhow::anyhow!("-e {e}: expected VAR=VALUE")),
         })
         .collect::<Result<_, _>>()?;
-    let qmk_bin = match (&a.qmk_bin, std::env::var("KEYFAB_QMK_BIN")) {
-        (Some(b), _) => b.clone(),
-        (None, Ok(b)) => b,
-        (None, Err(_)) => format!("{} qmk", std::env::current_exe()?.display()),
-    };
-    let cache_dir = cache_dir(ctx)?;
-    let cas = LocalCas::open(&cache_dir)
-        .with_context(|| format!("opening the cache at {}", cache_dir.display()))?;
     let exe = std::env::current_exe()?;
-    let probe_cmd = format!(
-        "{} --cache {} probe-cc-option",
-        exe.display(),
-        cache_dir.display()
-    );
-    let mut args = plan::make_args(&res.keyboard, &km, &env);
-    args.extend(probe::cc_option_overrides(&probe_cmd));
-    let location = tree.require_keymap(&res.keyboard, &km, &layouts)?;
-    let mut folders: Vec<std::path::PathBuf> = keyfab_tree::keyboard_chain(&res.keyboard)
-        .into_iter()
-        .map(|f| std::path::Path::new("keyboards").join(f))
-        .collect();
-    folders.push(
-        location
-            .dir
-            .strip_prefix(tree.root())
-            .unwrap_or(&location.dir)
-            .to_path_buf(),
-    );
-    if a.clean {
-        let obj = tree
-            .root()
-            .join(".build")
-            .join(format!("obj_{}_{km}", res.keyboard.replace('/', "_")));
-        if obj.exists() {
-            std::fs::remove_dir_all(&obj).with_context(|| format!("removing {}", obj.display()))?;
-        }
-    }
-    let started = std::time::Instant::now();
-    let clock = RunClock::now();
-    let pctx = plan_cache::PlanContext {
-        tree: tree.root(),
-        make_args: args,
+    let qmk_bin = match (qmk_bin, std::env::var("KEYFAB_QMK_BIN")) {
+        (Some(b), _) => b.to_string(),
+        (None, Ok(b)) => b,
+        (None, Err(_)) => format!("{} qmk", exe.display()),
+    };
+    Ok(target::Options {
+        env,
         qmk_bin,
-        recorder: format!("{} record-generator", exe.display()),
-        folders,
-        files: vec![exe.clone()],
-    };
-    let planned = plan_cache::plan_target(&cas, &clock, &pctx)
-        .with_context(|| format!("planning {}:{km}", res.keyboard))?;
-    let plan = planned.plan;
-    let plan_ms = started.elapsed().as_millis();
-    if a.compiledb {
-        write_compiledb(tree.root(), &plan)?;
-    }
-    if a.dry_run {
-        cas.flush()?;
-        for step in &plan.steps {
-            println!("{}", serde_json::to_string(step)?);
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let exec = Executor::new(tree.root(), &cas, jobs);
-    let plan_note = if planned.from_cache {
-        "plan from cache"
-    } else {
-        "plan made"
-    };
-    let result = if planned.from_cache {
-        exec.run_parse_time(&plan).and_then(|()| exec.run(&plan))
-    } else {
-        exec.run(&plan)
-    };
-    cas.flush()?;
-    let report = result?;
-    for (file, log) in &report.warnings {
-        eprintln!("keyfab: warning: {file}:\n{log}");
-    }
-    let size = report
-        .firmware
-        .first()
-        .and_then(|f| firmware_size(&tree.root().join(f)));
-    println!(
-        "{}:{km}: {} ({}), {} compiled, {} from cache, link {}, {plan_note} in {} ms, total {} ms",
-        res.keyboard,
-        report.firmware.join(" "),
-        match (size, plan.max_size) {
-            (Some(s), Some(max)) => format!("{s}/{max} bytes, {} free", max as i64 - s as i64),
-            (Some(s), None) => format!("{s} bytes"),
-            _ => "no firmware".to_string(),
-        },
-        report.compiled,
-        report.compiled_from_cache,
-        if report.linked_from_cache {
-            "from cache"
-        } else {
-            "ran"
-        },
-        plan_ms,
-        started.elapsed().as_millis()
-    );
-    Ok(ExitCode::SUCCESS)
+        keyfab_exe: exe,
+        cache_dir: cache_dir(ctx)?,
+        clean,
+    })
 }
 
 fn cache_dir(ctx: &Context) -> anyhow::Result<std::path::PathBuf> {
     keyfab_cas::cache_dir(ctx.cache.as_deref(), |k| std::env::var(k).ok()).ok_or_else(|| {
         anyhow::anyhow!("no cache folder: pass --cache DIR or set KEYFAB_CACHE (HOME is not set)")
     })
-}
-
-/// The firmware's size as QMK reports it: data bytes of an Intel HEX file,
-/// or the length of a binary.
-fn firmware_size(path: &std::path::Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
-    if path.extension().is_some_and(|e| e == "hex") {
-        let text = String::from_utf8(bytes).ok()?;
-        let mut total = 0u64;
-        for line in text.lines() {
-            let rec = line.trim().strip_prefix(':')?;
-            let len = u64::from_str_radix(rec.get(0..2)?, 16).ok()?;
-            if rec.get(6..8)? == "00" {
-                total += len;
-            }
-        }
-        Some(total)
-    } else {
-        Some(bytes.len() as u64)
-    }
 }
 
 /// `keyfab probe-cc-option CC OPTION FALLBACK EXTRA`: QMK's `cc-option` answer,

@@ -1,0 +1,226 @@
+//! One build target, end to end: resolve `keyboard:keymap`, get its plan
+//! (from the cache or make), run it, and report. The CLI's `build`, and the
+//! sweep, watch and audit front-ends, all go through here.
+
+use crate::exec::{BuildError, BuildReport, Executor};
+use crate::plan::{self, Plan};
+use crate::plan_cache::{self, PlanCacheError, PlanContext};
+use crate::probe;
+use keyfab_cas::{LocalCas, RunClock};
+use keyfab_tree::Tree;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Why a target could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Tree(#[from] keyfab_tree::TreeError),
+    #[error("planning {target}: {source}")]
+    Plan {
+        target: String,
+        source: PlanCacheError,
+    },
+    #[error("{target}: {source}")]
+    Build { target: String, source: BuildError },
+    #[error(transparent)]
+    Cache(#[from] keyfab_cas::CasError),
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+}
+
+/// How to build: the same for every target of a run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `-e VAR=VALUE` make variables.
+    pub env: Vec<(String, String)>,
+    /// The generator command make calls as `$(QMK_BIN)`.
+    pub qmk_bin: String,
+    /// This keyfab binary (it answers probes and records generator calls).
+    pub keyfab_exe: PathBuf,
+    pub cache_dir: PathBuf,
+    /// Remove `.build/obj_<target>` first.
+    pub clean: bool,
+}
+
+/// A resolved target: the keyboard folder, the keymap, and the folders its
+/// plan depends on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub keyboard: String,
+    pub keymap: String,
+    /// Tree-relative: the keyboard's folder chain and the keymap folder.
+    pub folders: Vec<PathBuf>,
+}
+
+impl Target {
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.keyboard, self.keymap)
+    }
+
+    /// QMK's `TARGET`: `<keyboard with / as _>_<keymap>`.
+    pub fn file_stem(&self) -> String {
+        format!("{}_{}", self.keyboard.replace('/', "_"), self.keymap)
+    }
+}
+
+/// What one target's build did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    pub target: String,
+    pub firmware: Vec<String>,
+    /// Bytes of firmware as QMK counts them (data bytes of the .hex).
+    pub size: Option<u64>,
+    pub max_size: Option<u64>,
+    pub plan_from_cache: bool,
+    pub plan_ms: u128,
+    pub total_ms: u128,
+    #[serde(flatten)]
+    pub build: BuildReport,
+}
+
+/// Resolves `keyboard` (aliases, DEFAULT_FOLDER) and locates `keymap` the
+/// way QMK's make does; `community_layouts` are the keyboard's.
+pub fn resolve(
+    tree: &Tree,
+    keyboard: &str,
+    keymap: &str,
+    community_layouts: &[String],
+) -> Result<Target, TargetError> {
+    let res = tree.resolve_keyboard(keyboard)?;
+    let location = tree.require_keymap(&res.keyboard, keymap, community_layouts)?;
+    let mut folders: Vec<PathBuf> = keyfab_tree::keyboard_chain(&res.keyboard)
+        .into_iter()
+        .map(|f| Path::new("keyboards").join(f))
+        .collect();
+    folders.push(
+        location
+            .dir
+            .strip_prefix(tree.root())
+            .unwrap_or(&location.dir)
+            .to_path_buf(),
+    );
+    Ok(Target {
+        keyboard: res.keyboard,
+        keymap: keymap.to_string(),
+        folders,
+    })
+}
+
+/// The plan of a target, from the cache when nothing it depends on changed.
+pub fn plan_target(
+    tree: &Tree,
+    cas: &LocalCas,
+    clock: &RunClock,
+    target: &Target,
+    opts: &Options,
+) -> Result<plan_cache::CachedPlan, TargetError> {
+    let probe_cmd = format!(
+        "{} --cache {} probe-cc-option",
+        opts.keyfab_exe.display(),
+        opts.cache_dir.display()
+    );
+    let mut args = plan::make_args(&target.keyboard, &target.keymap, &opts.env);
+    args.extend(probe::cc_option_overrides(&probe_cmd));
+    let ctx = PlanContext {
+        tree: tree.root(),
+        make_args: args,
+        qmk_bin: opts.qmk_bin.clone(),
+        recorder: format!("{} record-generator", opts.keyfab_exe.display()),
+        folders: target.folders.clone(),
+        files: vec![opts.keyfab_exe.clone()],
+    };
+    plan_cache::plan_target(cas, clock, &ctx).map_err(|source| TargetError::Plan {
+        target: target.name(),
+        source,
+    })
+}
+
+/// Builds a target: plan, then every step from the cache where it can.
+pub fn build_target(
+    tree: &Tree,
+    cas: &LocalCas,
+    exec: &Executor<'_>,
+    target: &Target,
+    opts: &Options,
+) -> Result<(TargetReport, Plan), TargetError> {
+    let started = Instant::now();
+    if opts.clean {
+        let obj = tree
+            .root()
+            .join(".build")
+            .join(format!("obj_{}", target.file_stem()));
+        if obj.exists() {
+            std::fs::remove_dir_all(&obj).map_err(|e| TargetError::Io {
+                path: obj.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+    }
+    let clock = RunClock::now();
+    let planned = plan_target(tree, cas, &clock, target, opts)?;
+    let plan_ms = started.elapsed().as_millis();
+    let plan = planned.plan;
+    let build_err = |source| TargetError::Build {
+        target: target.name(),
+        source,
+    };
+    if planned.from_cache {
+        exec.run_parse_time(&plan).map_err(build_err)?;
+    }
+    let build = exec.run(&plan).map_err(build_err)?;
+    let size = build
+        .firmware
+        .first()
+        .and_then(|f| firmware_size(&tree.root().join(f)));
+    Ok((
+        TargetReport {
+            target: target.name(),
+            firmware: build.firmware.clone(),
+            size,
+            max_size: plan.max_size,
+            plan_from_cache: planned.from_cache,
+            plan_ms,
+            total_ms: started.elapsed().as_millis(),
+            build,
+        },
+        plan,
+    ))
+}
+
+/// The firmware's size as QMK reports it: data bytes of an Intel HEX file,
+/// or the length of a binary.
+pub fn firmware_size(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    if path.extension().is_some_and(|e| e == "hex") {
+        let text = String::from_utf8(bytes).ok()?;
+        let mut total = 0u64;
+        for line in text.lines() {
+            let rec = line.trim().strip_prefix(':')?;
+            let len = u64::from_str_radix(rec.get(0..2)?, 16).ok()?;
+            if rec.get(6..8)? == "00" {
+                total += len;
+            }
+        }
+        Some(total)
+    } else {
+        Some(bytes.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_size_counts_data_records_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("fw.hex");
+        std::fs::write(&p, ":0400000001020304F2\n:020000040000FA\n:00000001FF\n").unwrap();
+        assert_eq!(firmware_size(&p), Some(4));
+        let b = dir.path().join("fw.bin");
+        std::fs::write(&b, [0u8; 10]).unwrap();
+        assert_eq!(firmware_size(&b), Some(10));
+    }
+}
