@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Why a build stopped.
@@ -34,6 +35,8 @@ pub enum BuildError {
     Io { path: String, message: String },
     #[error(transparent)]
     Cache(#[from] keyfab_cas::CasError),
+    #[error("interrupted")]
+    Cancelled,
 }
 
 /// What a build did.
@@ -56,6 +59,7 @@ pub struct Executor<'a> {
     clock: RunClock,
     pool: rayon::ThreadPool,
     tools: Mutex<HashMap<String, Digest>>,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl<'a> Executor<'a> {
@@ -70,7 +74,34 @@ impl<'a> Executor<'a> {
             clock: RunClock::now(),
             pool,
             tools: Mutex::new(HashMap::new()),
+            cancel: None,
         }
+    }
+
+    /// Stops starting new steps once `flag` is set (steps then fail with
+    /// [`BuildError::Cancelled`]; nothing half-done is cached).
+    pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    fn check_cancel(&self) -> Result<(), BuildError> {
+        match &self.cancel {
+            Some(f) if f.load(Ordering::Relaxed) => Err(BuildError::Cancelled),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `f` in this executor's pool: the parallel work `f` starts (other
+    /// targets, their compiles) shares the pool's threads, so a sweep never
+    /// runs more than `jobs` steps at once.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    /// The number of threads of the pool.
+    pub fn jobs(&self) -> usize {
+        self.pool.current_num_threads()
     }
 
     fn abs(&self, rel: &str) -> PathBuf {
@@ -147,6 +178,7 @@ impl<'a> Executor<'a> {
     /// Runs every step of `plan`: generators, compiles in parallel, link,
     /// conversions, copies.
     pub fn run(&self, plan: &Plan) -> Result<BuildReport, BuildError> {
+        self.check_cancel()?;
         let start = Instant::now();
         let mut report = BuildReport::default();
         let generates: Vec<(&Vec<String>, &String)> = plan
@@ -279,9 +311,12 @@ impl<'a> Executor<'a> {
                 }
             }
         }
+        self.check_cancel()?;
         let started = Instant::now();
         let (code, log) = run(&self.tree, argv, &[])?;
         if code != 0 {
+            // A compiler killed by Ctrl-C is an interruption, not an error.
+            self.check_cancel()?;
             return Err(BuildError::StepFailed {
                 step: format!("compiling {source}"),
                 code,
@@ -395,9 +430,12 @@ impl<'a> Executor<'a> {
                 return Ok((true, self.replay(&result)?));
             }
         }
+        self.check_cancel()?;
         let started = Instant::now();
         let (code, log) = run(&self.tree, argv, env)?;
         if code != 0 {
+            // A compiler killed by Ctrl-C is an interruption, not an error.
+            self.check_cancel()?;
             return Err(BuildError::StepFailed {
                 step: format!("{kind} {output}"),
                 code,

@@ -1,0 +1,234 @@
+//! Running a sweep: every target through [`crate::target::build_target`] on
+//! one executor, so the targets and their objects share one pool of `jobs`
+//! threads (no oversubscription; while one target waits for make or a link,
+//! the pool compiles another's objects). A failing target is recorded and
+//! the sweep goes on; after cancellation no new step starts and the targets
+//! not yet built are reported as skipped.
+//!
+//! The engine never prints: it reports into a [`Sink`].
+
+use crate::exec::{BuildError, Executor};
+use crate::target::{self, Options, Target, TargetError};
+use keyfab_cas::{CommandKey, Digest, LocalCas, NewAction};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// How a target ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Failed,
+    /// Not built: the sweep was interrupted first.
+    Skipped,
+}
+
+/// One warning: the file or step, and what the compiler said.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Warning {
+    pub file: String,
+    pub log: String,
+}
+
+/// What happened to one target: a row of the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetResult {
+    pub target: String,
+    pub keyboard: String,
+    pub keymap: String,
+    pub status: Status,
+    /// Where it failed: `plan` or `build`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    pub time_ms: u64,
+    pub plan_from_cache: bool,
+    /// Objects compiled, and taken from the cache.
+    pub compiled: usize,
+    pub cached: usize,
+    pub link_from_cache: bool,
+    #[serde(default)]
+    pub firmware: Option<String>,
+    /// Firmware bytes as QMK counts them, and the MCU's limit.
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub max_size: Option<u64>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub warnings: Vec<Warning>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl TargetResult {
+    fn new(t: &Target, status: Status) -> TargetResult {
+        TargetResult {
+            target: t.name(),
+            keyboard: t.keyboard.clone(),
+            keymap: t.keymap.clone(),
+            status,
+            stage: None,
+            time_ms: 0,
+            plan_from_cache: false,
+            compiled: 0,
+            cached: 0,
+            link_from_cache: false,
+            firmware: None,
+            size: None,
+            max_size: None,
+            sha256: None,
+            warnings: vec![],
+            error: None,
+        }
+    }
+}
+
+/// Where a sweep reports progress. Called from the pool's threads.
+pub trait Sink: Sync {
+    fn started(&self, _target: &Target) {}
+    fn finished(&self, result: &TargetResult);
+}
+
+/// A sink that drops everything.
+pub struct NoSink;
+impl Sink for NoSink {
+    fn finished(&self, _: &TargetResult) {}
+}
+
+/// Builds `targets` on `exec`'s pool; results in the order of `targets`.
+pub fn run(
+    tree: &keyfab_tree::Tree,
+    cas: &LocalCas,
+    exec: &Executor<'_>,
+    targets: &[Target],
+    opts: &Options,
+    cancel: &AtomicBool,
+    sink: &dyn Sink,
+) -> Vec<TargetResult> {
+    exec.install(|| {
+        targets
+            .par_iter()
+            .with_max_len(1)
+            .map(|t| {
+                if cancel.load(Ordering::Relaxed) {
+                    let r = TargetResult::new(t, Status::Skipped);
+                    sink.finished(&r);
+                    return r;
+                }
+                sink.started(t);
+                let r = build_one(tree, cas, exec, t, opts, cancel);
+                sink.finished(&r);
+                r
+            })
+            .collect()
+    })
+}
+
+fn build_one(
+    tree: &keyfab_tree::Tree,
+    cas: &LocalCas,
+    exec: &Executor<'_>,
+    t: &Target,
+    opts: &Options,
+    cancel: &AtomicBool,
+) -> TargetResult {
+    let started = Instant::now();
+    let mut r = TargetResult::new(t, Status::Ok);
+    match target::build_target(tree, cas, exec, t, opts) {
+        Ok((report, plan)) => {
+            let _ = record_cost(cas, t, plan.compiles().count() as u64);
+            r.plan_from_cache = report.plan_from_cache;
+            r.compiled = report.build.compiled;
+            r.cached = report.build.compiled_from_cache;
+            r.link_from_cache = report.build.linked_from_cache;
+            r.size = report.size;
+            r.max_size = report.max_size;
+            r.firmware = report.firmware.first().cloned();
+            r.sha256 = r
+                .firmware
+                .as_ref()
+                .and_then(|f| std::fs::read(tree.root().join(f)).ok())
+                .map(|bytes| hex(&Sha256::digest(&bytes)));
+            r.warnings = report
+                .build
+                .warnings
+                .into_iter()
+                .map(|(file, log)| Warning { file, log })
+                .collect();
+        }
+        Err(e) => {
+            let cancelled = matches!(
+                e,
+                TargetError::Build {
+                    source: BuildError::Cancelled,
+                    ..
+                }
+            ) || cancel.load(Ordering::Relaxed);
+            r.status = if cancelled {
+                Status::Skipped
+            } else {
+                Status::Failed
+            };
+            r.stage = Some(
+                match e {
+                    TargetError::Plan { .. } => "plan",
+                    TargetError::Build { .. } => "build",
+                    _ => "setup",
+                }
+                .to_string(),
+            );
+            r.error = Some(match &e {
+                TargetError::Build { source, .. } => source.to_string(),
+                TargetError::Plan { source, .. } => source.to_string(),
+                other => other.to_string(),
+            });
+        }
+    }
+    r.time_ms = started.elapsed().as_millis() as u64;
+    r
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The cache key of a target's expected cost (its compile count last time).
+fn cost_key(t: &Target) -> keyfab_cas::ActionKey {
+    CommandKey {
+        kind: "sweep-cost".into(),
+        tool: Digest::of(b"keyfab sweep cost v1"),
+        argv: vec![t.name().into()],
+        cwd: "/".into(),
+        env: Default::default(),
+        inputs: vec![],
+    }
+    .key()
+}
+
+fn record_cost(cas: &LocalCas, t: &Target, compiles: u64) -> Result<(), keyfab_cas::CasError> {
+    let text = compiles.to_string();
+    let mut action = NewAction::success(vec![]);
+    action.stdout = text.as_bytes();
+    cas.put_action(&cost_key(t), &action)?;
+    Ok(())
+}
+
+/// The expected cost of each target: its compile count when it was last
+/// built with this cache, else [`super::shard::DEFAULT_COST`].
+pub fn costs(cas: &LocalCas, targets: &[Target]) -> Vec<u64> {
+    targets
+        .iter()
+        .map(|t| {
+            cas.get_action(&cost_key(t))
+                .ok()
+                .flatten()
+                .and_then(|r| cas.get_blob(&r.stdout).ok().flatten())
+                .and_then(|b| String::from_utf8(b).ok()?.parse().ok())
+                .unwrap_or(super::shard::DEFAULT_COST)
+        })
+        .collect()
+}

@@ -1,0 +1,150 @@
+//! Which targets a sweep builds, as `qmk find` / `qmk mass-compile` select
+//! them: every keyboard that has the keymap (or every keymap of every
+//! keyboard with `all`), or the targets named, then the filters on each
+//! target's merged info (QMK's `keymap_json`).
+//!
+//! Info is computed in parallel on the caller's rayon pool.
+
+use super::filter::Filter;
+use crate::target::{self, Target};
+use keyfab_info::Engine;
+use rayon::prelude::*;
+
+/// `-km`: one keymap name, or `all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeymapSel {
+    Name(String),
+    All,
+}
+
+impl KeymapSel {
+    pub fn parse(s: &str) -> KeymapSel {
+        if s == "all" {
+            KeymapSel::All
+        } else {
+            KeymapSel::Name(s.to_string())
+        }
+    }
+}
+
+/// The selected targets, sorted by name, and what was left out and why
+/// (a filter that raised on a target's info, as QMK's Python would).
+#[derive(Debug, Default)]
+pub struct Selection {
+    pub targets: Vec<Target>,
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Why nothing could be selected.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error(transparent)]
+    Tree(#[from] keyfab_tree::TreeError),
+    #[error("{0}")]
+    Target(String),
+}
+
+/// (keyboard, keymap) pairs before resolution: every keyboard with the
+/// keymap, or the named ones (`KB`, `KB:KM`, `all:KM`, `KB:all`).
+fn candidates(
+    engine: &Engine,
+    keymap: &KeymapSel,
+    named: &[String],
+) -> Result<Vec<(String, KeymapSel)>, SelectError> {
+    let tree = engine.tree();
+    if named.is_empty() {
+        return Ok(tree
+            .list_keyboards()?
+            .into_iter()
+            .map(|kb| (kb, keymap.clone()))
+            .collect());
+    }
+    let mut out = Vec::new();
+    for n in named {
+        let (kb, km) = match n.split_once(':') {
+            Some((kb, km)) => (kb.to_string(), KeymapSel::parse(km)),
+            None => (n.clone(), keymap.clone()),
+        };
+        if kb == "all" {
+            out.extend(tree.list_keyboards()?.into_iter().map(|k| (k, km.clone())));
+        } else {
+            let res = tree.resolve_keyboard(&kb)?;
+            out.push((res.keyboard, km));
+        }
+    }
+    Ok(out)
+}
+
+/// Selects the targets. Run it inside the pool that should do the work.
+pub fn select(
+    engine: &Engine,
+    keymap: &KeymapSel,
+    named: &[String],
+    filters: &[Filter],
+) -> Result<Selection, SelectError> {
+    let tree = engine.tree();
+    let cands = candidates(engine, keymap, named)?;
+    let explicit = !named.is_empty();
+    // Per keyboard: its community layouts (from its info), then the keymaps.
+    let per_kb: Vec<Result<Vec<(Target, Option<keyfab_info::Info>)>, SelectError>> = cands
+        .par_iter()
+        .map(|(kb, km)| {
+            let info = engine.info_json(kb);
+            let layouts = keyfab_info::community_layouts_of(&info.value);
+            let names = match km {
+                KeymapSel::All => tree.list_keymaps(kb, &layouts),
+                KeymapSel::Name(n) => {
+                    if tree.locate_keymap(kb, n, &layouts).is_none() {
+                        if explicit {
+                            // Named targets must exist: say why not.
+                            tree.require_keymap(kb, n, &layouts)?;
+                        }
+                        return Ok(vec![]);
+                    }
+                    vec![n.clone()]
+                }
+            };
+            let mut out = Vec::new();
+            for km in names {
+                let t = target::resolve(tree, kb, &km, &layouts)
+                    .map_err(|e| SelectError::Target(e.to_string()))?;
+                let merged = if filters.is_empty() {
+                    None
+                } else {
+                    let loc = tree.require_keymap(kb, &km, &layouts)?;
+                    Some(engine.keymap_json_at(kb, info.clone(), &loc))
+                };
+                out.push((t, merged));
+            }
+            Ok(out)
+        })
+        .collect();
+    let mut sel = Selection::default();
+    for r in per_kb {
+        for (t, merged) in r? {
+            let mut keep = true;
+            if let Some(info) = merged {
+                for f in filters {
+                    match f.matches(&info.value) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            keep = false;
+                            break;
+                        }
+                        Err(e) => {
+                            sel.skipped.push((t.name(), format!("filter {:?}: {e}", f.text)));
+                            keep = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            if keep {
+                sel.targets.push(t);
+            }
+        }
+    }
+    sel.targets.sort_by_key(|a| a.name());
+    sel.targets.dedup_by(|a, b| a.name() == b.name());
+    Ok(sel)
+}
