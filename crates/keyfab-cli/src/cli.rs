@@ -52,6 +52,8 @@ pub enum Command {
     UserspaceList(FormatArgs),
     /// Build a target's firmware: plan it with the tree's makefiles, compile from the cache
     Build(BuildArgs),
+    /// Build the whole keyboard matrix (or a filtered, sharded part) on one job pool, with a report
+    Sweep(crate::sweep_cmds::SweepArgs),
     /// Answer one of QMK's cc-option probes from the cache (make calls this while planning)
     #[command(hide = true)]
     ProbeCcOption(ProbeArgs),

@@ -173,7 +173,10 @@ impl Filter {
                         None => n.as_f64().unwrap_or_default().trunc() as i64,
                     },
                     Some(Value::String(s)) => py::int(&s).map_err(|_| {
-                        format!("invalid literal for int() with base 10: {}", py::repr_str(&s))
+                        format!(
+                            "invalid literal for int() with base 10: {}",
+                            py::repr_str(&s)
+                        )
                     })?,
                     Some(other) => {
                         return Err(format!(

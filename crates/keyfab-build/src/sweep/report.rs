@@ -181,6 +181,11 @@ pub fn write(dir: &Path, report: &Report) -> std::io::Result<()> {
     ] {
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+        // Reports are for reading (and serving): not the temp file's 0600.
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )?;
         tmp.persist(dir.join(name)).map_err(|e| e.error)?;
     }
     Ok(())
@@ -198,9 +203,7 @@ pub fn xml_escape(s: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {
-                out.push('\u{FFFD}')
-            }
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
@@ -272,7 +275,11 @@ pub fn junit(report: &Report) -> String {
             Status::Ok => {}
         }
         if !warnings.is_empty() {
-            let _ = writeln!(x, "      <system-err>{}</system-err>", xml_escape(&warnings));
+            let _ = writeln!(
+                x,
+                "      <system-err>{}</system-err>",
+                xml_escape(&warnings)
+            );
         }
         x.push_str("    </testcase>\n");
     }
@@ -356,10 +363,7 @@ fn h(s: &str) -> String {
 pub fn html(report: &Report) -> String {
     let c = &report.counts;
     let mut x = String::new();
-    let title = format!(
-        "keyfab sweep: {} of {} failed",
-        c.failed, c.total
-    );
+    let title = format!("keyfab sweep: {} of {} failed", c.failed, c.total);
     let _ = write!(
         x,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<header>\n<h1>keyfab sweep</h1>\n",

@@ -132,7 +132,8 @@ pub fn select(
                             break;
                         }
                         Err(e) => {
-                            sel.skipped.push((t.name(), format!("filter {:?}: {e}", f.text)));
+                            sel.skipped
+                                .push((t.name(), format!("filter {:?}: {e}", f.text)));
                             keep = false;
                             break;
                         }

@@ -42,7 +42,11 @@ pub fn assign(names: &[String], costs: &[u64], shards: usize) -> Vec<usize> {
     assert_eq!(names.len(), costs.len());
     let shards = shards.max(1);
     let mut order: Vec<usize> = (0..names.len()).collect();
-    order.sort_by(|&a, &b| costs[b].cmp(&costs[a]).then_with(|| names[a].cmp(&names[b])));
+    order.sort_by(|&a, &b| {
+        costs[b]
+            .cmp(&costs[a])
+            .then_with(|| names[a].cmp(&names[b]))
+    });
     let mut load = vec![0u64; shards];
     let mut out = vec![0; names.len()];
     for i in order {

@@ -1,0 +1,353 @@
+//! `keyfab sweep` end to end on the fixture tree: the whole matrix, no-op
+//! sweeps, an isolated failure, filters, shards, and the report files.
+
+mod util;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use util::*;
+
+/// Fixture keyboards the fixture firmware cannot build: the generator test
+/// boards (their keymaps use QMK features the mini firmware lacks) and the
+/// boards whose only keymaps are community layouts (the fixture makefile
+/// looks in keyboard folders only).
+const UNBUILDABLE: &[&str] = &["gentest", "ortho/big", "ortho/wide"];
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    tree: PathBuf,
+    cache: PathBuf,
+    report: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let (tmp, tree) = copy_fixture("tree");
+    for kb in UNBUILDABLE {
+        std::fs::remove_dir_all(tree.join("keyboards").join(kb)).unwrap();
+    }
+    let cache = tmp.path().join("cache");
+    let report = tmp.path().join("report");
+    Fixture {
+        _tmp: tmp,
+        tree,
+        cache,
+        report,
+    }
+}
+
+impl Fixture {
+    fn sweep(&self, args: &[&str]) -> Run {
+        run(keyfab(&self.tree)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("--cache")
+            .arg(&self.cache)
+            .arg("sweep")
+            .arg("--report")
+            .arg(&self.report)
+            .args(args))
+    }
+    fn list(&self, args: &[&str]) -> Vec<String> {
+        let r = run(keyfab(&self.tree)
+            .arg("--cache")
+            .arg(&self.cache)
+            .args(["sweep", "--list"])
+            .args(args));
+        r.ok().lines().map(str::to_string).collect()
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.report.join("sweep.json")).unwrap()).unwrap()
+    }
+    fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
+        let p = self.tree.join(rel);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, f(text)).unwrap();
+    }
+}
+
+fn target<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == name)
+        .unwrap_or_else(|| panic!("{name} not in the report"))
+}
+
+/// The JUnit file parsed with quick-xml: (testsuites attributes, testcase
+/// names, failure count); panics on malformed XML.
+fn junit(dir: &Path) -> (Vec<(String, String)>, Vec<String>, usize) {
+    use quick_xml::events::Event;
+    let text = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&text);
+    let mut suites_attrs = Vec::new();
+    let mut cases = Vec::new();
+    let mut failures = 0;
+    let mut ends = 0;
+    let mut roots = 0;
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            Event::Start(e) | Event::Empty(e) => {
+                let name = String::from_utf8(e.name().as_ref().to_vec()).unwrap();
+                let attrs: Vec<(String, String)> = e
+                    .attributes()
+                    .map(|a| {
+                        let a = a.unwrap();
+                        (
+                            String::from_utf8(a.key.as_ref().to_vec()).unwrap(),
+                            a.unescape_value().unwrap().into_owned(),
+                        )
+                    })
+                    .collect();
+                match name.as_str() {
+                    "testsuites" => {
+                        roots += 1;
+                        suites_attrs = attrs;
+                    }
+                    "testcase" => {
+                        cases.push(attrs.iter().find(|(k, _)| k == "name").unwrap().1.clone())
+                    }
+                    "failure" => failures += 1,
+                    _ => {}
+                }
+            }
+            Event::End(_) => ends += 1,
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(roots, 1, "one <testsuites> root");
+    assert!(ends >= 2, "closing tags");
+    (suites_attrs, cases, failures)
+}
+
+fn attr<'a>(attrs: &'a [(String, String)], key: &str) -> &'a str {
+    &attrs.iter().find(|(k, _)| k == key).unwrap().1
+}
+
+#[test]
+fn whole_matrix_then_noop_then_fresh_checkout() {
+    let fx = fixture();
+    let all = fx.list(&[]);
+    assert!(all.len() >= 10, "{all:?}");
+    assert!(all.contains(&"solo:default".to_string()));
+
+    let cold = fx.sweep(&[]);
+    let out = cold.ok();
+    assert!(
+        out.contains(&format!(
+            "sweep: {} targets, {} ok, 0 failed",
+            all.len(),
+            all.len()
+        )),
+        "{out}"
+    );
+    let r = fx.json();
+    assert_eq!(r["counts"]["total"], all.len());
+    assert_eq!(r["counts"]["ok"], all.len());
+    assert!(r["counts"]["compiled"].as_u64().unwrap() >= 3 * all.len() as u64);
+    let solo = target(&r, "solo:default");
+    assert_eq!(solo["status"], "ok");
+    assert_eq!(solo["firmware"], ".build/solo_default.hex");
+    assert!(solo["size"].as_u64().unwrap() > 0);
+    assert!(solo["max_size"].as_u64().is_some());
+    assert_eq!(solo["sha256"].as_str().unwrap().len(), 64);
+    let sha = solo["sha256"].clone();
+
+    // JUnit: well-formed, one testcase per target, no failures
+    let (attrs, cases, failures) = junit(&fx.report);
+    assert_eq!(attr(&attrs, "tests"), all.len().to_string());
+    assert_eq!(attr(&attrs, "failures"), "0");
+    assert_eq!(cases.len(), all.len());
+    assert_eq!(failures, 0);
+    // HTML: a row per target
+    let html = std::fs::read_to_string(fx.report.join("index.html")).unwrap();
+    for t in &all {
+        assert!(html.contains(&format!("data-name=\"{t}\"")), "{t}");
+    }
+    assert!(html.contains("<table id=\"targets\">"));
+
+    // nothing changed: nothing compiles, plans and links from the cache
+    fx.sweep(&[]).ok();
+    let r = fx.json();
+    assert_eq!(r["counts"]["compiled"], 0);
+    assert_eq!(r["counts"]["ok"], all.len());
+    for t in r["targets"].as_array().unwrap() {
+        assert_eq!(t["plan_from_cache"], true, "{t}");
+        assert_eq!(t["link_from_cache"], true, "{t}");
+    }
+    assert_eq!(target(&r, "solo:default")["sha256"], sha);
+    let cmp = &r["compare"];
+    assert_eq!(cmp["new_failures"].as_array().unwrap().len(), 0);
+    assert_eq!(cmp["hash_changes"].as_array().unwrap().len(), 0);
+
+    // a fresh checkout (no .build/) with the warm cache: still nothing compiled
+    std::fs::remove_dir_all(fx.tree.join(".build")).unwrap();
+    fx.sweep(&[]).ok();
+    let r = fx.json();
+    assert_eq!(r["counts"]["compiled"], 0);
+    assert_eq!(target(&r, "solo:default")["sha256"], sha);
+}
+
+#[test]
+fn a_broken_keyboard_fails_alone_and_the_report_says_why() {
+    let fx = fixture();
+    let all = fx.list(&[]);
+    fx.sweep(&[]).ok();
+    fx.edit("keyboards/solo/keymaps/default/keymap.c", |t| {
+        t + "\nthis is not C;\n"
+    });
+    let r = fx.sweep(&[]);
+    let err = r.fails();
+    assert!(err.contains("solo:default failed (build)"), "{err}");
+    assert!(
+        r.stdout
+            .contains(&format!("{} ok, 1 failed", all.len() - 1)),
+        "{}",
+        r.stdout
+    );
+    let j = fx.json();
+    let solo = target(&j, "solo:default");
+    assert_eq!(solo["status"], "failed");
+    assert_eq!(solo["stage"], "build");
+    assert!(
+        solo["error"].as_str().unwrap().contains("keymap.c"),
+        "{solo}"
+    );
+    assert_eq!(
+        j["compare"]["new_failures"],
+        serde_json::json!(["solo:default"])
+    );
+    let (attrs, _, failures) = junit(&fx.report);
+    assert_eq!(attr(&attrs, "failures"), "1");
+    assert_eq!(failures, 1);
+    let html = std::fs::read_to_string(fx.report.join("index.html")).unwrap();
+    // failures first
+    let first_row = html.find("<tr class=").unwrap();
+    assert!(html[first_row..].starts_with("<tr class=\"failed\""));
+    assert!(html.contains("id=\"new-failures\""));
+
+    // fixed again: reported as fixed, the firmware identical to before
+    fx.edit("keyboards/solo/keymaps/default/keymap.c", |t| {
+        t.replace("\nthis is not C;\n", "")
+    });
+    fx.sweep(&[]).ok();
+    let j = fx.json();
+    assert_eq!(j["compare"]["fixed"], serde_json::json!(["solo:default"]));
+    assert_eq!(
+        j["counts"]["compiled"], 0,
+        "the old object comes back from the cache"
+    );
+}
+
+#[test]
+fn a_core_change_recompiles_only_its_objects_everywhere() {
+    let fx = fixture();
+    let all = fx.list(&[]);
+    fx.sweep(&[]).ok();
+    fx.edit("quantum/matrix.c", |t| t.replace("] ^= 1;", "] ^= 3;"));
+    fx.sweep(&[]).ok();
+    let j = fx.json();
+    assert_eq!(
+        j["counts"]["compiled"],
+        all.len(),
+        "one matrix.o per target: {j:#}"
+    );
+    assert_eq!(
+        j["compare"]["hash_changes"].as_array().unwrap().len(),
+        all.len()
+    );
+}
+
+#[test]
+fn filters_select_like_qmk_find() {
+    let fx = fixture();
+    let all = fx.list(&[]);
+    let f = |filter: &str| fx.list(&["-f", filter]);
+    assert_eq!(f("processor==atmega32u4"), all);
+    assert_eq!(f("processor==ATMEGA*"), all);
+    assert!(f("processor!=atmega32u4").is_empty());
+    let wide = f("matrix_size.cols>2");
+    let narrow = f("matrix_size.cols<3");
+    assert!(!wide.is_empty() && !narrow.is_empty());
+    let mut both: Vec<String> = wide.iter().chain(&narrow).cloned().collect();
+    both.sort();
+    assert_eq!(both, all, "> and < partition the targets");
+    assert_eq!(f("matrix_size.cols>=3"), wide);
+    assert_eq!(f("matrix_size.cols<=2"), narrow);
+    assert!(f("exists(features.mousekey)").contains(&"solo:default".to_string()));
+    let absent = f("absent(features.mousekey)");
+    assert!(absent
+        .iter()
+        .all(|t| !f("exists(features.mousekey)").contains(t)));
+    assert_eq!(
+        f("contains(community_layouts, ortho_2x2)"),
+        ["ortho/two:default"]
+    );
+    let three = f("length(matrix_pins.cols, 3)");
+    assert!(
+        !three.is_empty() && three.iter().all(|t| wide.contains(t)),
+        "{three:?}"
+    );
+    // several filters: all must match
+    assert_eq!(
+        fx.list(&["-f", "processor==atmega32u4", "-f", "matrix_size.cols<3"]),
+        narrow
+    );
+    // keymap.json config counts (QMK filters keymap_json, not info_json)
+    assert_eq!(
+        fx.list(&["-km", "jsonmap", "-f", "exists(layouts)"]),
+        ["solo:jsonmap"]
+    );
+
+    // unrecognised filters are errors, never silently ignored
+    for bad in [
+        "processor=atmega32u4",
+        "frob(processor)",
+        "contains(tags)",
+        "cols<x",
+    ] {
+        let r = run(keyfab(&fx.tree).args(["sweep", "--list", "-f", bad]));
+        assert_eq!(r.code, 2, "{bad}: {}", r.stderr);
+        assert!(r.stderr.contains(bad), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn shards_partition_the_targets() {
+    let fx = fixture();
+    let all = fx.list(&["-km", "all"]);
+    for n in [1, 2, 3, 5] {
+        let mut union = Vec::new();
+        for i in 1..=n {
+            let part = fx.list(&["-km", "all", "--shard", &format!("{i}/{n}")]);
+            assert!(!part.is_empty() || all.len() < n);
+            assert_eq!(
+                part,
+                fx.list(&["-km", "all", "--shard", &format!("{i}/{n}")])
+            );
+            union.extend(part);
+        }
+        union.sort();
+        assert_eq!(union, all, "shards of {n}");
+    }
+    let r = run(keyfab(&fx.tree).args(["sweep", "--list", "--shard", "4/3"]));
+    assert_eq!(r.code, 2);
+}
+
+#[test]
+fn named_targets_and_keymaps() {
+    let fx = fixture();
+    assert_eq!(
+        fx.list(&["-km", "all", "solo"]),
+        ["solo:default", "solo:jsonmap", "solo:odd"]
+    );
+    assert_eq!(
+        fx.list(&["numpad", "solo:jsonmap"]),
+        ["numpad:default", "solo:jsonmap"]
+    );
+    let r = run(keyfab(&fx.tree).args(["sweep", "--list", "solo:nosuch"]));
+    assert!(r.fails().contains("nosuch"), "{}", r.stderr);
+    // a sweep of named targets builds just those
+    fx.sweep(&["solo", "numpad"]).ok();
+    assert_eq!(fx.json()["counts"]["total"], 2);
+}
