@@ -595,9 +595,9 @@ fn target_row(x: &mut String, t: &TargetResult, biggest: u64) {
         }
         None => x.push_str("<td class=\"num\">–</td>"),
     }
-    let _ = write!(
+    let _ = writeln!(
         x,
-        "<td class=\"num\">{}</td><td class=\"num\">{:.2} s</td><td class=\"num\">{} / {}</td><td><code title=\"{}\">{}</code></td></tr>\n",
+        "<td class=\"num\">{}</td><td class=\"num\">{:.2} s</td><td class=\"num\">{} / {}</td><td><code title=\"{}\">{}</code></td></tr>",
         free.map(|f| f.to_string()).unwrap_or_else(|| "–".into()),
         t.time_ms as f64 / 1000.0,
         t.compiled,
