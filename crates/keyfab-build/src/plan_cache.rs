@@ -157,6 +157,7 @@ pub fn plan_target(
     ));
     let output = plan::dry_run(ctx.tree, &args).map_err(PlanCacheError::Make)?;
     let mut plan = plan::parse_dry_run(&output)?;
+    strip_recorder(&mut plan, &ctx.recorder);
     let recorded = std::fs::read_to_string(log.path()).unwrap_or_default();
     plan.parse_time = recorded
         .lines()
@@ -192,4 +193,43 @@ pub fn plan_target(
         plan,
         from_cache: false,
     })
+}
+
+/// Build-time generator steps run the generator itself: the recorder wrapper
+/// (and its temp log, gone after planning) belongs to planning only. Left in,
+/// every build would spawn twice the processes and leave a log in the temp folder.
+fn strip_recorder(plan: &mut Plan, recorder: &str) {
+    let words: Vec<&str> = recorder.split_whitespace().collect();
+    for step in &mut plan.steps {
+        if let plan::Step::Generate { argv, .. } = step {
+            if argv.len() > words.len() + 3
+                && argv[..words.len()].iter().zip(&words).all(|(a, w)| a == w)
+                && argv[words.len()] == "--log"
+                && argv[words.len() + 2] == "--"
+            {
+                argv.drain(..words.len() + 3);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod strip_tests {
+    use super::*;
+
+    #[test]
+    fn generate_steps_lose_the_recorder() {
+        let mut plan = Plan::default();
+        plan.steps.push(plan::Step::Generate {
+            argv: ["/k", "record-generator", "--log", "/tmp/x", "--", "/k", "qmk", "gen"]
+                .map(String::from)
+                .to_vec(),
+            output: "o".into(),
+        });
+        strip_recorder(&mut plan, "/k record-generator");
+        let plan::Step::Generate { argv, .. } = &plan.steps[0] else {
+            unreachable!()
+        };
+        assert_eq!(argv, &["/k", "qmk", "gen"]);
+    }
 }
