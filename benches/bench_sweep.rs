@@ -71,8 +71,14 @@ fn sweep(bin: &Path, tree: &Path, cache: &Path, report: &Path, jobs: Option<usiz
         ok: c["ok"].as_u64().unwrap(),
         compiled: c["compiled"].as_u64().unwrap(),
         cached: c["cached"].as_u64().unwrap(),
-        plans_made: targets.iter().filter(|t| t["plan_from_cache"] == false).count() as u64,
-        links_ran: targets.iter().filter(|t| t["link_from_cache"] == false).count() as u64,
+        plans_made: targets
+            .iter()
+            .filter(|t| t["plan_from_cache"] == false)
+            .count() as u64,
+        links_ran: targets
+            .iter()
+            .filter(|t| t["link_from_cache"] == false)
+            .count() as u64,
     }
 }
 
@@ -110,7 +116,9 @@ fn main() {
     let bin = common::keyfab_bin();
     let n = env_num("BENCH_N", 100);
     let k = env_num("BENCH_K", 1);
-    let jobs = std::env::var("BENCH_JOBS").ok().and_then(|j| j.parse().ok());
+    let jobs = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok());
     let scratch = tempfile::tempdir().unwrap();
     let tree: PathBuf = scratch.path().join("tree");
     let cache = scratch.path().join("cache");
@@ -131,16 +139,23 @@ fn main() {
     line("no-op sweep", &noop, Some(Duration::from_millis(5)));
     std::fs::remove_dir_all(tree.join(".build")).unwrap();
     let fresh = sweep(&bin, &tree, &cache, &report, jobs);
-    line("fresh checkout, warm cache", &fresh, Some(Duration::from_millis(100)));
+    line(
+        "fresh checkout, warm cache",
+        &fresh,
+        Some(Duration::from_millis(100)),
+    );
 
-    edit(&tree.join("keyboards/synth/kb00000/keymaps/default/keymap.c"), |t| {
-        t.replace("LAYOUT(KC_A", "LAYOUT(KC_B")
-    });
+    edit(
+        &tree.join("keyboards/synth/kb00000/keymaps/default/keymap.c"),
+        |t| t.replace("LAYOUT(KC_A", "LAYOUT(KC_B"),
+    );
     let km = sweep(&bin, &tree, &cache, &report, jobs);
     line("one keymap changed", &km, None);
     println!("  expected: 1 compiled; got {}", km.compiled);
 
-    edit(&tree.join("quantum/matrix.c"), |t| t.replace("] ^= 1;", "] ^= 3;"));
+    edit(&tree.join("quantum/matrix.c"), |t| {
+        t.replace("] ^= 1;", "] ^= 3;")
+    });
     let core = sweep(&bin, &tree, &cache, &report, jobs);
     line("one core .c changed", &core, None);
     println!(

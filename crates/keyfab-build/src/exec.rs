@@ -380,14 +380,28 @@ impl<'a> Executor<'a> {
             let Some(out) = result.output(name) else {
                 return Ok(false);
             };
-            if !self
-                .cas
-                .materialize(&out.digest, &self.abs(rel), out.executable)?
-            {
+            if !self.place(&out.digest, &self.abs(rel), out.executable)? {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Puts a cached output at `dest`, unless `dest` already holds exactly
+    /// those bytes (by the stat cache, so an unchanged file is not even
+    /// re-read): a no-op build then writes nothing. Ok(false) on a miss.
+    fn place(&self, digest: &Digest, dest: &Path, executable: bool) -> Result<bool, BuildError> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(dest) {
+            let mode_ok = !executable || meta.permissions().mode() & 0o111 != 0;
+            if mode_ok
+                && meta.is_file()
+                && self.cas.file_digest(dest, &self.clock).ok() == Some(*digest)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(self.cas.materialize(digest, dest, executable)?)
     }
 
     fn replay(&self, result: &ActionResult) -> Result<String, BuildError> {
@@ -468,14 +482,11 @@ impl<'a> Executor<'a> {
         let Some(out) = result.output("output") else {
             return Ok(false);
         };
-        if !self
-            .cas
-            .materialize(&out.digest, &self.abs(output), out.executable)?
-        {
+        if !self.place(&out.digest, &self.abs(output), out.executable)? {
             return Ok(false);
         }
         if let (Some(m), Some(rel)) = (result.output("map"), map) {
-            self.cas.materialize(&m.digest, &self.abs(rel), false)?;
+            self.place(&m.digest, &self.abs(rel), false)?;
         }
         Ok(true)
     }

@@ -221,9 +221,18 @@ mod strip_tests {
     fn generate_steps_lose_the_recorder() {
         let mut plan = Plan::default();
         plan.steps.push(plan::Step::Generate {
-            argv: ["/k", "record-generator", "--log", "/tmp/x", "--", "/k", "qmk", "gen"]
-                .map(String::from)
-                .to_vec(),
+            argv: [
+                "/k",
+                "record-generator",
+                "--log",
+                "/tmp/x",
+                "--",
+                "/k",
+                "qmk",
+                "gen",
+            ]
+            .map(String::from)
+            .to_vec(),
             output: "o".into(),
         });
         strip_recorder(&mut plan, "/k record-generator");

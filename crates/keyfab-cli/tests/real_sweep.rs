@@ -82,8 +82,8 @@ fn avr_targets_sweep_and_match_qmk() {
     if let Some(reference) = std::env::var_os("KEYFAB_QMK_FW_REF") {
         for t in json["targets"].as_array().unwrap() {
             let kb = t["keyboard"].as_str().unwrap();
-            let ref_hex =
-                std::path::Path::new(&reference).join(format!("{}_default.hex", kb.replace('/', "_")));
+            let ref_hex = std::path::Path::new(&reference)
+                .join(format!("{}_default.hex", kb.replace('/', "_")));
             if ref_hex.is_file() {
                 assert_eq!(t["sha256"].as_str().unwrap(), sha256_hex(&ref_hex), "{kb}");
                 compared += 1;

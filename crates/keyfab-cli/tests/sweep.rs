@@ -351,3 +351,96 @@ fn named_targets_and_keymaps() {
     fx.sweep(&["solo", "numpad"]).ok();
     assert_eq!(fx.json()["counts"]["total"], 2);
 }
+
+/// The HTML page renders in a real browser and its script runs (the count
+/// of shown rows is filled in; filtering by status hides rows). Runs only
+/// where Chromium is installed (CI does not install it).
+#[test]
+fn html_report_renders_in_headless_chromium() {
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|c| keyfab_build::exec::resolve_program(c))
+    else {
+        eprintln!("no chromium: skipped");
+        return;
+    };
+    let fx = fixture();
+    fx.edit("keyboards/numpad/keymaps/default/keymap.c", |t| {
+        t + "\nbroken(\n"
+    });
+    assert_eq!(fx.sweep(&["solo", "numpad"]).code, 1);
+    let page = fx.report.join("index.html");
+    let out = std::process::Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("<span id=\"shown\">2</span>"),
+        "script ran: {dom}"
+    );
+    assert!(dom.contains("data-name=\"numpad:default\""));
+    let failed_row = dom.find("data-name=\"numpad:default\"").unwrap();
+    let ok_row = dom.find("data-name=\"solo:default\"").unwrap();
+    assert!(failed_row < ok_row, "failures first");
+}
+
+/// Ctrl-C: the sweep stops starting work, reports what it did (the rest as
+/// skipped), exits 130, and the cache stays consistent for the next sweep.
+#[test]
+fn interrupt_stops_promptly_and_leaves_the_cache_consistent() {
+    use std::io::{BufRead, BufReader};
+    let fx = fixture();
+    let all = fx.list(&["-km", "all"]);
+    let mut child = keyfab(&fx.tree)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .arg("--cache")
+        .arg(&fx.cache)
+        .args([
+            "sweep",
+            "-km",
+            "all",
+            "-j",
+            "1",
+            "--progress",
+            "plain",
+            "--report",
+        ])
+        .arg(&fx.report)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with('['), "{line}");
+    let asked = std::time::Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(10),
+        "stops promptly"
+    );
+    assert_eq!(status.code(), Some(130));
+    let j = fx.json();
+    assert_eq!(j["interrupted"], true);
+    assert!(j["counts"]["skipped"].as_u64().unwrap() > 0, "{j:#}");
+    assert_eq!(j["counts"]["failed"], 0, "an interruption is not a failure");
+
+    let v = run(keyfab(&fx.tree)
+        .arg("--cache")
+        .arg(&fx.cache)
+        .args(["cache", "verify"]));
+    v.ok();
+    // the next sweep finishes the job
+    fx.sweep(&["-km", "all"]).ok();
+    assert_eq!(fx.json()["counts"]["ok"], all.len());
+}
