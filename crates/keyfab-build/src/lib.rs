@@ -13,3 +13,4 @@ pub mod plan;
 pub mod plan_cache;
 pub mod probe;
 pub mod target;
+pub mod watch;

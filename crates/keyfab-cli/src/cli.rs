@@ -52,6 +52,8 @@ pub enum Command {
     UserspaceList(FormatArgs),
     /// Build a target's firmware: plan it with the tree's makefiles, compile from the cache
     Build(BuildArgs),
+    /// Build targets, then rebuild them whenever a file they may depend on changes
+    Watch(WatchArgs),
     /// Answer one of QMK's cc-option probes from the cache (make calls this while planning)
     #[command(hide = true)]
     ProbeCcOption(ProbeArgs),
@@ -87,6 +89,24 @@ pub struct ProbeArgs {
     pub fallback: String,
     #[arg(default_value = "", allow_hyphen_values = true)]
     pub extra: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// `KEYBOARD:KEYMAP`, one or more
+    pub targets: Vec<String>,
+    /// Parallel compile jobs (default: the number of cores)
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
+    /// Set a make variable, like QMK's `-e VAR=VALUE`
+    #[arg(short = 'e', long = "env", value_name = "VAR=VALUE")]
+    pub env: Vec<String>,
+    /// Wait this long after the last change before rebuilding
+    #[arg(long, default_value_t = 40, value_name = "MS")]
+    pub debounce_ms: u64,
+    /// Stop after this many builds (for scripts and tests)
+    #[arg(long, hide = true)]
+    pub max_builds: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ mod gen_cmds;
 mod info_cmds;
 mod qmk_cmds;
 mod tree_cmds;
+mod watch_cmds;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -43,6 +44,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Resolve(a) => tree_cmds::resolve(&ctx, a),
         cli::Command::UserspaceList(a) => tree_cmds::userspace_list(&ctx, a),
         cli::Command::Build(a) => build_cmds::build(&ctx, a),
+        cli::Command::Watch(a) => watch_cmds::watch(&ctx, a),
         cli::Command::ProbeCcOption(a) => build_cmds::probe_cc_option(&ctx, a),
         cli::Command::RecordGenerator(_) => unreachable!("handled above"),
         cli::Command::Cache(_) => unreachable!("handled above"),
