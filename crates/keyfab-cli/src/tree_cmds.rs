@@ -28,7 +28,10 @@ fn print_lines<I: IntoIterator<Item = S>, S: AsRef<str>>(lines: I) -> anyhow::Re
 fn community_layouts(tree: &keyfab_tree::Tree, keyboard: &str) -> Vec<String> {
     let engine = keyfab_info::Engine::new(tree.clone());
     let (layouts, diags) = keyfab_info::community_layouts(&engine, keyboard);
-    for d in diags.iter().filter(|d| d.message.contains("community layout")) {
+    for d in diags
+        .iter()
+        .filter(|d| d.message.contains("community layout"))
+    {
         eprintln!("keyfab: {d}");
     }
     layouts

@@ -302,7 +302,12 @@ pub fn scan_led_config(text: &str) -> Result<Option<RawLedConfig>, String> {
 }
 
 fn coerce(kind: Kind, text: &str) -> Result<LedToken, String> {
-    let bad = || format!("invalid literal for int() with base 10: {}", crate::py::repr_str(text));
+    let bad = || {
+        format!(
+            "invalid literal for int() with base 10: {}",
+            crate::py::repr_str(text)
+        )
+    };
     Ok(match kind {
         Kind::Int => LedToken::Int(text.parse().map_err(|_| bad())?),
         Kind::Float => LedToken::Float(
@@ -456,23 +461,131 @@ impl<'a> CLexer<'a> {
 }
 
 const KEYWORDS: &[&str] = &[
-    "asm", "auto", "break", "case", "const", "continue", "default", "do", "else", "enum",
-    "extern", "for", "goto", "if", "register", "restricted", "return", "sizeof", "struct",
-    "static", "switch", "typedef", "volatile", "while", "union", "thread_local", "alignas",
-    "alignof", "static_assert", "_Pragma", "inline", "restrict", "_Alignas", "_Alignof",
-    "_Atomic", "_Generic", "_Noreturn", "_Static_assert", "_Thread_local", "int", "long",
-    "float", "short", "double", "char", "unsigned", "signed", "void", "_Bool", "_Complex",
-    "_Imaginary", "bool", "true", "false", "NULL", "nullptr", "size_t", "ssize_t", "off_t",
-    "wchar_t", "ptrdiff_t", "sig_atomic_t", "fpos_t", "clock_t", "time_t", "va_list",
-    "jmp_buf", "FILE", "DIR", "div_t", "ldiv_t", "mbstate_t", "wctrans_t", "wint_t",
-    "wctype_t", "int8_t", "int16_t", "int32_t", "int64_t", "uint8_t", "uint16_t", "uint32_t",
-    "uint64_t", "int_least8_t", "int_least16_t", "int_least32_t", "int_least64_t",
-    "uint_least8_t", "uint_least16_t", "uint_least32_t", "uint_least64_t", "int_fast8_t",
-    "int_fast16_t", "int_fast32_t", "int_fast64_t", "uint_fast8_t", "uint_fast16_t",
-    "uint_fast32_t", "uint_fast64_t", "intptr_t", "uintptr_t", "intmax_t", "uintmax_t",
-    "__asm", "__int8", "__based", "__except", "__int16", "__stdcall", "__cdecl", "__fastcall",
-    "__int32", "__declspec", "__finally", "__int64", "__try", "__leave", "__inline", "__wchar_t",
-    "__w64", "__restrict", "inline", "_inline", "__forceinline", "__attribute__",
+    "asm",
+    "auto",
+    "break",
+    "case",
+    "const",
+    "continue",
+    "default",
+    "do",
+    "else",
+    "enum",
+    "extern",
+    "for",
+    "goto",
+    "if",
+    "register",
+    "restricted",
+    "return",
+    "sizeof",
+    "struct",
+    "static",
+    "switch",
+    "typedef",
+    "volatile",
+    "while",
+    "union",
+    "thread_local",
+    "alignas",
+    "alignof",
+    "static_assert",
+    "_Pragma",
+    "inline",
+    "restrict",
+    "_Alignas",
+    "_Alignof",
+    "_Atomic",
+    "_Generic",
+    "_Noreturn",
+    "_Static_assert",
+    "_Thread_local",
+    "int",
+    "long",
+    "float",
+    "short",
+    "double",
+    "char",
+    "unsigned",
+    "signed",
+    "void",
+    "_Bool",
+    "_Complex",
+    "_Imaginary",
+    "bool",
+    "true",
+    "false",
+    "NULL",
+    "nullptr",
+    "size_t",
+    "ssize_t",
+    "off_t",
+    "wchar_t",
+    "ptrdiff_t",
+    "sig_atomic_t",
+    "fpos_t",
+    "clock_t",
+    "time_t",
+    "va_list",
+    "jmp_buf",
+    "FILE",
+    "DIR",
+    "div_t",
+    "ldiv_t",
+    "mbstate_t",
+    "wctrans_t",
+    "wint_t",
+    "wctype_t",
+    "int8_t",
+    "int16_t",
+    "int32_t",
+    "int64_t",
+    "uint8_t",
+    "uint16_t",
+    "uint32_t",
+    "uint64_t",
+    "int_least8_t",
+    "int_least16_t",
+    "int_least32_t",
+    "int_least64_t",
+    "uint_least8_t",
+    "uint_least16_t",
+    "uint_least32_t",
+    "uint_least64_t",
+    "int_fast8_t",
+    "int_fast16_t",
+    "int_fast32_t",
+    "int_fast64_t",
+    "uint_fast8_t",
+    "uint_fast16_t",
+    "uint_fast32_t",
+    "uint_fast64_t",
+    "intptr_t",
+    "uintptr_t",
+    "intmax_t",
+    "uintmax_t",
+    "__asm",
+    "__int8",
+    "__based",
+    "__except",
+    "__int16",
+    "__stdcall",
+    "__cdecl",
+    "__fastcall",
+    "__int32",
+    "__declspec",
+    "__finally",
+    "__int64",
+    "__try",
+    "__leave",
+    "__inline",
+    "__wchar_t",
+    "__w64",
+    "__restrict",
+    "inline",
+    "_inline",
+    "__forceinline",
+    "__attribute__",
 ];
 
 impl<'a> Iterator for CLexer<'a> {
@@ -561,7 +674,9 @@ fn skip_if0(s: &str, mut pos: usize) -> usize {
         if line_start >= s.len() {
             return s.len();
         }
-        let line_end = s[line_start..].find('\n').map_or(s.len(), |e| line_start + e);
+        let line_end = s[line_start..]
+            .find('\n')
+            .map_or(s.len(), |e| line_start + e);
         let l = s[line_start..line_end].trim_start();
         pos = line_end;
         let pops = l.starts_with("#endif") || l.starts_with("#else") || l.starts_with("#elif");
@@ -659,19 +774,26 @@ fn number_at(b: &[u8]) -> Option<(Kind, usize)> {
         }
         return Some((Kind::Float, e));
     }
-    if sign == 0 && matches!(b.get(int_end), Some(b'f' | b'F' | b'l' | b'L'))
+    if sign == 0
+        && matches!(b.get(int_end), Some(b'f' | b'F' | b'l' | b'L'))
         && !matches!(b.get(int_end), Some(b'l' | b'L'))
     {
         return Some((Kind::Float, int_end + 1));
     }
-    if b[i] == b'0' && matches!(b.get(i + 1), Some(b'x' | b'X')) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit) {
+    if b[i] == b'0'
+        && matches!(b.get(i + 1), Some(b'x' | b'X'))
+        && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+    {
         let mut e = i + 2;
         while e < b.len() && b[e].is_ascii_hexdigit() {
             e += 1;
         }
         return Some((Kind::Hex, int_suffix(b, e)));
     }
-    if b[i] == b'0' && matches!(b.get(i + 1), Some(b'b' | b'B')) && matches!(b.get(i + 2), Some(b'0' | b'1')) {
+    if b[i] == b'0'
+        && matches!(b.get(i + 1), Some(b'b' | b'B'))
+        && matches!(b.get(i + 2), Some(b'0' | b'1'))
+    {
         let mut e = i + 2;
         while matches!(b.get(e), Some(b'0' | b'1')) {
             e += 1;
@@ -706,7 +828,10 @@ mod tests {
         assert_eq!(l.layouts.len(), 1);
         let (name, v) = &l.layouts[0];
         assert_eq!(name, "LAYOUT");
-        assert_eq!(v["layout"][2], json!({"x": 2, "y": 0, "label": "k10", "matrix": [1, 0]}));
+        assert_eq!(
+            v["layout"][2],
+            json!({"x": 2, "y": 0, "label": "k10", "matrix": [1, 0]})
+        );
         assert_eq!(l.aliases, vec![("LAYOUT_alias".into(), "LAYOUT".into())]);
         assert!(l.problems.is_empty(), "{:?}", l.problems);
     }
@@ -717,7 +842,10 @@ mod tests {
         let raw = scan_led_config(c).unwrap().unwrap();
         let l = led_layout(&raw, &json!(2), &json!(2)).unwrap();
         assert_eq!(l[0], json!({"x": 0, "y": 0, "flags": 4, "matrix": [0, 0]}));
-        assert_eq!(l[2], json!({"x": 224, "y": 64, "flags": 2, "matrix": [1, 1]}));
+        assert_eq!(
+            l[2],
+            json!({"x": 224, "y": 64, "flags": 2, "matrix": [1, 1]})
+        );
         assert!(led_layout(&raw, &json!(3), &json!(2)).is_err());
     }
 

@@ -123,7 +123,11 @@ impl Engine {
         }
         let schemas = SchemaStore::new(schema_files);
         for (name, e) in &schemas.load_errors {
-            setup.push(Diagnostic::error(&format!("data/schemas/{name}"), 0, e.clone()));
+            setup.push(Diagnostic::error(
+                &format!("data/schemas/{name}"),
+                0,
+                e.clone(),
+            ));
         }
         Engine {
             tree,
@@ -171,7 +175,12 @@ impl Engine {
     }
 
     pub(crate) fn json_file(&self, rel: &str) -> Arc<JsonFile> {
-        self.json.get(&rel.to_string(), || match read_text(&self.tree, rel) {
+        self.json.get(&rel.to_string(), || self.load_json(rel))
+    }
+
+    /// Reads and parses a JSON/HJSON file, uncached.
+    pub(crate) fn load_json(&self, rel: &str) -> JsonFile {
+        match read_text(&self.tree, rel) {
             Ok(None) => JsonFile::Missing,
             Err(e) => JsonFile::Unreadable(e),
             Ok(Some(text)) => match keyfab_syntax::parse_json(rel, &text) {
@@ -181,7 +190,7 @@ impl Engine {
                 },
                 Err(e) => JsonFile::Invalid(e),
             },
-        })
+        }
     }
 
     /// Whether the file validates against `qmk.keyboard.v1` (cached).
@@ -223,7 +232,10 @@ impl Engine {
         })
     }
 
-    pub(crate) fn led_config(&self, rel: &str) -> Arc<Option<Result<Option<RawLedConfig>, String>>> {
+    pub(crate) fn led_config(
+        &self,
+        rel: &str,
+    ) -> Arc<Option<Result<Option<RawLedConfig>, String>>> {
         self.led.get(&rel.to_string(), || {
             let text = read_text(&self.tree, rel).ok().flatten()?;
             Some(cfile::scan_led_config(&text))

@@ -13,15 +13,51 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
 const CHIBIOS_PROCESSORS: &[&str] = &[
-    "cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "MKL26Z64", "MK20DX128", "MK20DX256",
-    "MK64FX512", "MK66FX1M0", "RP2040", "STM32F042", "STM32F072", "STM32F103", "STM32F303",
-    "STM32F401", "STM32F405", "STM32F407", "STM32F411", "STM32F446", "STM32G0B1", "STM32G431",
-    "STM32G474", "STM32H723", "STM32H733", "STM32L412", "STM32L422", "STM32L432", "STM32L433",
-    "STM32L442", "STM32L443", "GD32VF103", "WB32F3G71", "WB32FQ95", "AT32F415",
+    "cortex-m0",
+    "cortex-m0plus",
+    "cortex-m3",
+    "cortex-m4",
+    "MKL26Z64",
+    "MK20DX128",
+    "MK20DX256",
+    "MK64FX512",
+    "MK66FX1M0",
+    "RP2040",
+    "STM32F042",
+    "STM32F072",
+    "STM32F103",
+    "STM32F303",
+    "STM32F401",
+    "STM32F405",
+    "STM32F407",
+    "STM32F411",
+    "STM32F446",
+    "STM32G0B1",
+    "STM32G431",
+    "STM32G474",
+    "STM32H723",
+    "STM32H733",
+    "STM32L412",
+    "STM32L422",
+    "STM32L432",
+    "STM32L433",
+    "STM32L442",
+    "STM32L443",
+    "GD32VF103",
+    "WB32F3G71",
+    "WB32FQ95",
+    "AT32F415",
 ];
 const LUFA_PROCESSORS: &[&str] = &[
-    "at90usb162", "atmega16u2", "atmega32u2", "atmega16u4", "atmega32u4", "at90usb646",
-    "at90usb647", "at90usb1286", "at90usb1287",
+    "at90usb162",
+    "atmega16u2",
+    "atmega32u2",
+    "atmega16u4",
+    "atmega32u4",
+    "at90usb646",
+    "at90usb647",
+    "at90usb1286",
+    "at90usb1287",
 ];
 const VUSB_PROCESSORS: &[&str] = &["atmega32a", "atmega328p", "atmega328", "attiny85"];
 const JOYSTICK_AXES: &[&str] = &["x", "y", "z", "rx", "ry", "rz"];
@@ -165,7 +201,12 @@ impl<'e> Merge<'e> {
     /// Where QMK would have stopped with an exception: we report it and go on.
     fn crash(&mut self, path: &str, msg: String) {
         self.fatal = true;
-        self.log(Severity::Error, path, 0, format!("QMK would stop here: {msg}"));
+        self.log(
+            Severity::Error,
+            path,
+            0,
+            format!("QMK would stop here: {msg}"),
+        );
     }
 
     fn into_info(self) -> Info {
@@ -247,7 +288,12 @@ impl Engine {
                     }
                     Err(e) => {
                         m.fatal = true;
-                        m.log(Severity::Error, &rel, e.line, format!("invalid JSON: {}", e.message));
+                        m.log(
+                            Severity::Error,
+                            &rel,
+                            e.line,
+                            format!("invalid JSON: {}", e.message),
+                        );
                     }
                 },
                 Err(e) => m.log(Severity::Error, &rel, 0, e),
@@ -258,7 +304,10 @@ impl Engine {
             values: RulesMk::new(),
             origin: HashMap::new(),
         };
-        if let Some(text) = crate::engine::read_text(&self.tree, &rules_rel).ok().flatten() {
+        if let Some(text) = crate::engine::read_text(&self.tree, &rules_rel)
+            .ok()
+            .flatten()
+        {
             apply_rules(&mut rules, &rules_rel, &text);
         }
         m.extract_rules_mk(&rules);
@@ -267,7 +316,10 @@ impl Engine {
             values: ConfigH::new(),
             origin: HashMap::new(),
         };
-        if let Some(text) = crate::engine::read_text(&self.tree, &config_rel).ok().flatten() {
+        if let Some(text) = crate::engine::read_text(&self.tree, &config_rel)
+            .ok()
+            .flatten()
+        {
             let diags = keyfab_syntax::parse_config_h(&config_rel, &text, &mut config.values);
             for d in diags {
                 m.log(Severity::Error, &d.path, d.line, d.message);
@@ -285,7 +337,11 @@ impl Engine {
 pub fn community_layouts_of(info: &Value) -> Vec<String> {
     info.get("community_layouts")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -364,47 +420,35 @@ impl Merge<'_> {
 
     /// QMK's `merge_info_jsons`.
     fn merge_info_jsons(&mut self) {
+        let own_folder = format!("keyboards/{}/", self.keyboard);
         for rel in find_info_json(self.engine, &self.keyboard) {
-            let file = self.engine.json_file(&rel);
-            let new = match file.as_ref() {
-                JsonFile::Missing => continue,
-                JsonFile::Unreadable(e) => {
-                    self.fatal = true;
-                    self.log(Severity::Error, &rel, 0, e.clone());
+            // The keyboard's own files are read by this keyboard alone: parse
+            // them here and own the value; parents' files are shared.
+            let own = rel
+                .strip_prefix(&own_folder)
+                .is_some_and(|r| !r.contains('/'));
+            let new: Value = if own {
+                let f = self.engine.load_json(&rel);
+                if !self.check_json(&rel, &f) {
                     continue;
                 }
-                JsonFile::Invalid(e) => {
-                    // QMK: "Invalid JSON encountered attempting to load", exit 1.
-                    self.fatal = true;
-                    self.log(
-                        Severity::Error,
-                        &rel,
-                        e.line,
-                        format!("Invalid JSON encountered: {}", e.message),
-                    );
+                match f {
+                    JsonFile::Parsed { value, .. } => value,
+                    _ => continue,
+                }
+            } else {
+                let f = self.engine.json_file(&rel);
+                if !self.check_json(&rel, &f) {
                     continue;
                 }
-                JsonFile::Parsed { value, .. } => value,
+                match f.as_ref() {
+                    JsonFile::Parsed { value, .. } => value.clone(),
+                    _ => continue,
+                }
             };
-            let Value::Object(new) = new else {
-                self.error_at(
-                    &rel,
-                    0,
-                    format!("Invalid file {rel}, root object should be a dictionary."),
-                );
+            let Value::Object(mut new) = new else {
                 continue;
             };
-            if let Err(e) = self.engine.keyboard_schema_ok(&file) {
-                self.diags.push(Diagnostic {
-                    severity: Severity::Error,
-                    path: rel.clone(),
-                    line: json_line(self.engine, &rel, &e.json_path),
-                    json_path: Some(e.json_path.clone()),
-                    message: format!("Not including data from file: {}", e.message),
-                });
-                continue;
-            }
-            let mut new = new.clone();
             if let Some(aliases) = new.remove("layout_aliases") {
                 let info = self.info_map();
                 let mut merged = match info.remove("layout_aliases") {
@@ -425,6 +469,49 @@ impl Merge<'_> {
             }
             deep_update(self.info_map(), new);
         }
+    }
+
+    /// Whether a loaded info file can be merged; reports why not.
+    fn check_json(&mut self, rel: &str, file: &JsonFile) -> bool {
+        match file {
+            JsonFile::Missing => return false,
+            JsonFile::Unreadable(e) => {
+                self.fatal = true;
+                self.log(Severity::Error, rel, 0, e.clone());
+                return false;
+            }
+            JsonFile::Invalid(e) => {
+                // QMK: "Invalid JSON encountered attempting to load", exit 1.
+                self.fatal = true;
+                self.log(
+                    Severity::Error,
+                    rel,
+                    e.line,
+                    format!("Invalid JSON encountered: {}", e.message),
+                );
+                return false;
+            }
+            JsonFile::Parsed { value, .. } if !value.is_object() => {
+                self.error_at(
+                    rel,
+                    0,
+                    format!("Invalid file {rel}, root object should be a dictionary."),
+                );
+                return false;
+            }
+            JsonFile::Parsed { .. } => {}
+        }
+        if let Err(e) = self.engine.keyboard_schema_ok(file) {
+            self.diags.push(Diagnostic {
+                severity: Severity::Error,
+                path: rel.to_string(),
+                line: json_line(self.engine, rel, &e.json_path),
+                json_path: Some(e.json_path.clone()),
+                message: format!("Not including data from file: {}", e.message),
+            });
+            return false;
+        }
+        true
     }
 
     fn merge_layout(&mut self, rel: &str, mut name: String, mut layout: Value) {
@@ -574,7 +661,10 @@ impl Merge<'_> {
     }
 
     fn rules_line(&self, rel: &str, key: &str) -> usize {
-        let Some(text) = crate::engine::read_text(&self.engine.tree, rel).ok().flatten() else {
+        let Some(text) = crate::engine::read_text(&self.engine.tree, rel)
+            .ok()
+            .flatten()
+        else {
             return 0;
         };
         find_line(&text, |l| {
@@ -592,7 +682,8 @@ impl Merge<'_> {
                 .cloned()
                 .unwrap_or_else(|| json!("atmega32u4")),
         };
-        self.info_map().insert("processor".into(), processor.clone());
+        self.info_map()
+            .insert("processor".into(), processor.clone());
         let is = |list: &[&str]| processor.as_str().is_some_and(|p| list.contains(&p));
         if is(CHIBIOS_PROCESSORS) {
             let p = processor.as_str().unwrap_or_default().to_string();
@@ -610,9 +701,15 @@ impl Merge<'_> {
             let vusb = is(VUSB_PROCESSORS);
             let info = self.info_map();
             info.insert("processor_type".into(), json!("avr"));
-            info.insert("platform".into(), json!(arch.as_deref().unwrap_or("unknown")));
+            info.insert(
+                "platform".into(),
+                json!(arch.as_deref().unwrap_or("unknown")),
+            );
             info.insert("platform_key".into(), json!("avr"));
-            info.insert("protocol".into(), json!(if vusb { "V-USB" } else { "LUFA" }));
+            info.insert(
+                "protocol".into(),
+                json!(if vusb { "V-USB" } else { "LUFA" }),
+            );
         } else {
             let p = self.kb_path();
             self.log(
@@ -622,12 +719,18 @@ impl Merge<'_> {
                 format!("{}: Unknown MCU: {}", self.keyboard, str_of(&processor)),
             );
             let info = self.info_map();
-            for k in ["bootloader", "platform", "processor", "processor_type", "protocol"] {
+            for k in [
+                "bootloader",
+                "platform",
+                "processor",
+                "processor_type",
+                "protocol",
+            ] {
                 info.insert(k.into(), json!("unknown"));
             }
         }
-        let mappings = self.engine.mappings().rules.clone();
-        self.apply_mappings(&mappings, MappingSource::RulesMk, |key| {
+        let engine = self.engine;
+        self.apply_mappings(&engine.mappings().rules, MappingSource::RulesMk, |key| {
             rules.values.get(key).map(|v| {
                 (
                     ConfigValue::Text(v.clone()),
@@ -734,14 +837,18 @@ impl Merge<'_> {
         if has(&self.info, &["matrix_pins", "custom"]) {
             self.warning("Custom Matrix is specified in both info.json and rules.mk, the rules.mk values win.".into());
         }
-        let key = if custom == "lite" { "custom_lite" } else { "custom" };
+        let key = if custom == "lite" {
+            "custom_lite"
+        } else {
+            "custom"
+        };
         child(self.info_map(), "matrix_pins").insert(key.into(), json!(true));
     }
 
     /// QMK's `_extract_config_h`.
     fn extract_config_h(&mut self, config: &Config) {
-        let mappings = self.engine.mappings().config.clone();
-        self.apply_mappings(&mappings, MappingSource::ConfigH, |key| {
+        let engine = self.engine;
+        self.apply_mappings(&engine.mappings().config, MappingSource::ConfigH, |key| {
             config.values.get(key).map(|v| {
                 (
                     v.clone(),
@@ -798,10 +905,13 @@ impl Merge<'_> {
                     }
                 }
             }
-            self.info_map().insert("matrix_size".into(), Value::Object(size));
+            self.info_map()
+                .insert("matrix_size".into(), Value::Object(size));
         }
         if !row_pins.is_empty() && !col_pins.is_empty() {
-            if has(&self.info, &["matrix_pins", "cols"]) && has(&self.info, &["matrix_pins", "rows"]) {
+            if has(&self.info, &["matrix_pins", "cols"])
+                && has(&self.info, &["matrix_pins", "rows"])
+            {
                 let (p, l) = self.origin(config, "MATRIX_ROW_PINS");
                 self.warning_at(&p, l, "Matrix pins are specified in both info.json and config.h, the config.h values win.".into());
             }
@@ -833,7 +943,10 @@ impl Merge<'_> {
         }
         let Some(rows) = extract_2d_array(&unlock) else {
             let (p, _) = self.origin(config, "SECURE_UNLOCK_SEQUENCE");
-            self.crash(&p, "SECURE_UNLOCK_SEQUENCE: string index out of range".into());
+            self.crash(
+                &p,
+                "SECURE_UNLOCK_SEQUENCE: string index out of range".into(),
+            );
             return;
         };
         let mut out = Vec::new();
@@ -949,7 +1062,8 @@ impl Merge<'_> {
         let a_key = format!("ENCODER_A_PINS{postfix}");
         let a = inner(&Self::text(config, &a_key).replace(' ', ""));
         let b = inner(&Self::text(config, &format!("ENCODER_B_PINS{postfix}")).replace(' ', ""));
-        let res = inner(&Self::text(config, &format!("ENCODER_RESOLUTIONS{postfix}")).replace(' ', ""));
+        let res =
+            inner(&Self::text(config, &format!("ENCODER_RESOLUTIONS{postfix}")).replace(' ', ""));
         if a.is_empty() || b.is_empty() {
             return None;
         }
@@ -961,7 +1075,8 @@ impl Merge<'_> {
             .map(|s| ConfigValue::Text(s.to_string()))
             .collect();
         if let Some(default) = config.values.get("ENCODER_RESOLUTION") {
-            if *default != ConfigValue::Flag(false) && *default != ConfigValue::Text(String::new()) {
+            if *default != ConfigValue::Flag(false) && *default != ConfigValue::Text(String::new())
+            {
                 while res.len() < a.len() {
                     res.push(default.clone());
                 }
@@ -1048,14 +1163,16 @@ impl Merge<'_> {
                     size.insert("rows".into(), json!(r * 2));
                 }
                 None => {
-                    self.info_map().insert("matrix_size".into(), Value::Object(size));
+                    self.info_map()
+                        .insert("matrix_size".into(), Value::Object(size));
                     let p = self.kb_path();
                     self.crash(&p, "matrix_size: KeyError: 'rows'".into());
                     return;
                 }
             }
         }
-        self.info_map().insert("matrix_size".into(), Value::Object(size));
+        self.info_map()
+            .insert("matrix_size".into(), Value::Object(size));
     }
 
     fn joystick_axis_count(&mut self) {
@@ -1119,9 +1236,8 @@ impl Merge<'_> {
                             }
                         }
                     }
-                    _ => self.warning(
-                        "led_config: matrix size required to parse g_led_config".into(),
-                    ),
+                    _ => self
+                        .warning("led_config: matrix size required to parse g_led_config".into()),
                 }
             }
             let Some(Value::Object(f)) = self.info.get(feature) else {
@@ -1176,7 +1292,11 @@ impl Merge<'_> {
         {
             return;
         }
-        if let Err(e) = self.engine.schemas.validate(&self.info, "qmk.api.keyboard.v1") {
+        if let Err(e) = self
+            .engine
+            .schemas
+            .validate(&self.info, "qmk.api.keyboard.v1")
+        {
             self.fatal = true;
             let p = self.kb_path();
             self.diags.push(Diagnostic {
@@ -1184,7 +1304,10 @@ impl Merge<'_> {
                 path: p,
                 line: 0,
                 json_path: Some(e.json_path.clone()),
-                message: format!("Invalid API data: {}: {}: {}", self.keyboard, e.json_path, e.message),
+                message: format!(
+                    "Invalid API data: {}: {}: {}",
+                    self.keyboard, e.json_path, e.message
+                ),
             });
             return;
         }
@@ -1207,7 +1330,11 @@ impl Merge<'_> {
             if f.ends_with("/keyboard.json") {
                 count += 1;
                 if *f != own {
-                    self.error_at(f, 0, format!("Invalid keyboard.json location detected: {f}."));
+                    self.error_at(
+                        f,
+                        0,
+                        format!("Invalid keyboard.json location detected: {f}."),
+                    );
                 }
             }
         }
@@ -1215,7 +1342,11 @@ impl Merge<'_> {
             if let Some(dir) = f.strip_suffix("/keyboard.json") {
                 let info = format!("{dir}/info.json");
                 if self.engine.exists(&info) {
-                    self.error_at(&info, 0, format!("Invalid info.json location detected: {info}."));
+                    self.error_at(
+                        &info,
+                        0,
+                        format!("Invalid info.json location detected: {info}."),
+                    );
                 }
             }
         }
@@ -1225,26 +1356,57 @@ impl Merge<'_> {
     }
 
     fn validate_layouts(&mut self) -> Result<(), String> {
-        let col_num = get(&self.info, &["matrix_size", "cols"]).cloned().unwrap_or(json!(0));
-        let row_num = get(&self.info, &["matrix_size", "rows"]).cloned().unwrap_or(json!(0));
-        let layouts = self.info.get("layouts").and_then(Value::as_object).cloned().unwrap_or_default();
-        let aliases = self.info.get("layout_aliases").and_then(Value::as_object).cloned().unwrap_or_default();
-        let community = community_layouts_of(&self.info);
-        let community_names: Vec<String> = community.iter().map(|l| format!("LAYOUT_{l}")).collect();
+        // Borrowed out of the info for the checks, put back after.
+        let layouts = match self.info_map().get_mut("layouts") {
+            Some(Value::Object(l)) => std::mem::take(l),
+            _ => Map::new(),
+        };
+        let r = self.check_layouts(&layouts);
+        if let Some(Value::Object(l)) = self.info_map().get_mut("layouts") {
+            *l = layouts;
+        }
+        r
+    }
 
-        if layouts.is_empty() || layouts.values().all(|l| !l.get("json_layout").is_some_and(truthy)) {
+    fn check_layouts(&mut self, layouts: &Map<String, Value>) -> Result<(), String> {
+        let col_num = get(&self.info, &["matrix_size", "cols"])
+            .cloned()
+            .unwrap_or(json!(0));
+        let row_num = get(&self.info, &["matrix_size", "rows"])
+            .cloned()
+            .unwrap_or(json!(0));
+        let aliases = self
+            .info
+            .get("layout_aliases")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let community = community_layouts_of(&self.info);
+        let community_names: Vec<String> =
+            community.iter().map(|l| format!("LAYOUT_{l}")).collect();
+
+        if layouts.is_empty()
+            || layouts
+                .values()
+                .all(|l| !l.get("json_layout").is_some_and(truthy))
+        {
             self.error("No LAYOUTs defined! Need at least one layout defined in info.json.".into());
         }
-        for (name, l) in &layouts {
+        for (name, l) in layouts {
             if l.get("c_macro").is_some_and(truthy) {
-                self.error(format!("{name}: Layout macro should not be defined within \".h\" files."));
+                self.error(format!(
+                    "{name}: Layout macro should not be defined within \".h\" files."
+                ));
             }
         }
-        let (cols, rows) = (col_num.as_f64().unwrap_or(0.0), row_num.as_f64().unwrap_or(0.0));
-        let keys_of = |l: &Value| l.get("layout").and_then(Value::as_array).cloned().unwrap_or_default();
-        for (name, l) in &layouts {
+        let (cols, rows) = (
+            col_num.as_f64().unwrap_or(0.0),
+            row_num.as_f64().unwrap_or(0.0),
+        );
+        for (name, l) in layouts {
             for (index, key) in keys_of(l).iter().enumerate() {
-                let (row, col) = matrix_of(key).ok_or_else(|| format!("{name}: key {index} has no valid matrix"))?;
+                let (row, col) = matrix_of(key)
+                    .ok_or_else(|| format!("{name}: key {index} has no valid matrix"))?;
                 let letter = |set: &[u8], i: i64| -> Option<char> {
                     let len = set.len() as i64;
                     let i = if i < 0 { i + len } else { i };
@@ -1263,24 +1425,26 @@ impl Merge<'_> {
                 }
             }
         }
-        for (name, l) in &layouts {
-            let mut seen: Vec<String> = Vec::new();
+        for (name, l) in layouts {
+            let mut seen = std::collections::HashSet::new();
             for (index, key) in keys_of(l).iter().enumerate() {
                 let m = repr(key.get("matrix").unwrap_or(&Value::Null));
-                if seen.contains(&m) {
-                    self.error(format!("{name}: Matrix location for key {index} is not unique {}", repr(key)));
+                if !seen.insert(m) {
+                    self.error(format!(
+                        "{name}: Matrix location for key {index} is not unique {}",
+                        repr(key)
+                    ));
                 }
-                seen.push(m);
             }
         }
-        for (name, l) in &layouts {
+        for (name, l) in layouts {
             let keys = keys_of(l);
             if keys.is_empty() {
                 return Err("min() arg is an empty sequence".into());
             }
             let mut min_x: Option<Value> = None;
             let mut min_y: Option<Value> = None;
-            for k in &keys {
+            for k in keys {
                 let x = k.get("x").cloned().ok_or("KeyError: 'x'")?;
                 let y = k.get("y").cloned().ok_or("KeyError: 'y'")?;
                 let h2 = k.get("h").map_or(1.0, |v| v.as_f64().unwrap_or(f64::NAN)) == 2.0;
@@ -1299,21 +1463,32 @@ impl Merge<'_> {
                 }
             }
             if let Some(x) = min_x.filter(|v| v.as_f64().unwrap_or(0.0) > 0.0) {
-                self.warning(format!("Layout \"{name}\" is offset on X axis by {}", py_num(&x)));
+                self.warning(format!(
+                    "Layout \"{name}\" is offset on X axis by {}",
+                    py_num(&x)
+                ));
             }
             if let Some(y) = min_y.filter(|v| v.as_f64().unwrap_or(0.0) > 0.0) {
-                self.warning(format!("Layout \"{name}\" is offset on Y axis by {}", py_num(&y)));
+                self.warning(format!(
+                    "Layout \"{name}\" is offset on Y axis by {}",
+                    py_num(&y)
+                ));
             }
         }
         if layouts.len() == 1 && layouts.contains_key("LAYOUT_all") {
-            self.warning("\"LAYOUT_all\" should be \"LAYOUT\" unless additional layouts are provided.".into());
+            self.warning(
+                "\"LAYOUT_all\" should be \"LAYOUT\" unless additional layouts are provided."
+                    .into(),
+            );
         }
         for name in layouts.keys() {
             if community_names.contains(name) {
                 continue;
             }
             if keyboard_in_layout_name(&self.keyboard, name) {
-                self.warning(format!("Layout \"{name}\" should not contain name of keyboard."));
+                self.warning(format!(
+                    "Layout \"{name}\" should not contain name of keyboard."
+                ));
             }
         }
         // QMK removes entries from the list it iterates over, which skips the
@@ -1328,7 +1503,9 @@ impl Merge<'_> {
                 if let Some(pos) = list.iter().position(|l| *l == layout) {
                     list.remove(pos);
                 }
-                self.error(format!("Claims to support a community layout that does not exist: {layout}"));
+                self.error(format!(
+                    "Claims to support a community layout that does not exist: {layout}"
+                ));
             }
             i += 1;
         }
@@ -1340,7 +1517,9 @@ impl Merge<'_> {
         }
         for name in &community_names {
             if !layouts.contains_key(name) && !aliases.contains_key(name) {
-                self.error(format!("Claims to support community layout {last_visited} but no {name}() macro found"));
+                self.error(format!(
+                    "Claims to support community layout {last_visited} but no {name}() macro found"
+                ));
             }
         }
         Ok(())
@@ -1368,11 +1547,22 @@ impl Merge<'_> {
                 None => len(left),
             };
         }
-        let layouts = self.info.get("layouts").and_then(Value::as_object).cloned().unwrap_or_default();
+        let mut errors = Vec::new();
+        let no_layouts = Map::new();
+        let layouts = self
+            .info
+            .get("layouts")
+            .and_then(Value::as_object)
+            .unwrap_or(&no_layouts);
         for (name, l) in layouts {
             let mut found: Vec<f64> = Vec::new();
-            for key in l.get("layout").and_then(Value::as_array).cloned().unwrap_or_default() {
-                let Some(enc) = key.get("encoder") else { continue };
+            let Some(keys) = l.get("layout").and_then(Value::as_array) else {
+                continue;
+            };
+            for key in keys {
+                let Some(enc) = key.get("encoder") else {
+                    continue;
+                };
                 let e = enc.as_f64().unwrap_or(f64::NAN);
                 let reason = if count == 0 {
                     Some("non-configured")
@@ -1384,10 +1574,16 @@ impl Merge<'_> {
                     None
                 };
                 if let Some(reason) = reason {
-                    self.error(format!("Layout \"{name}\" contains {reason} encoder index {}.", py_num(enc)));
+                    errors.push(format!(
+                        "Layout \"{name}\" contains {reason} encoder index {}.",
+                        py_num(enc)
+                    ));
                 }
                 found.push(e);
             }
+        }
+        for e in errors {
+            self.error(e);
         }
     }
 
@@ -1400,34 +1596,58 @@ impl Merge<'_> {
             _ => d,
         };
         let (brow, bcol) = pair(get(&self.info, &["bootmagic", "matrix"]), (0, 0));
-        let (rrow, rcol) = pair(get(&self.info, &["split", "bootmagic", "matrix"]), (rows.div_euclid(2), cols - 1));
+        let (rrow, rcol) = pair(
+            get(&self.info, &["split", "bootmagic", "matrix"]),
+            (rows.div_euclid(2), cols - 1),
+        );
         let half = rows.div_euclid(2);
         if !get(&self.info, &["split", "enabled"]).is_some_and(truthy) {
             if brow >= rows {
-                self.error(format!("Bootmagic row ({brow}) must be in the range 0-{}", rows - 1));
+                self.error(format!(
+                    "Bootmagic row ({brow}) must be in the range 0-{}",
+                    rows - 1
+                ));
             }
             if bcol >= cols {
-                self.error(format!("Bootmagic col ({bcol}) must be in the range 0-{}", cols - 1));
+                self.error(format!(
+                    "Bootmagic col ({bcol}) must be in the range 0-{}",
+                    cols - 1
+                ));
             }
         } else {
             if brow >= half {
-                self.error(format!("Bootmagic left row ({brow}) must be in the range 0-{}", half - 1));
+                self.error(format!(
+                    "Bootmagic left row ({brow}) must be in the range 0-{}",
+                    half - 1
+                ));
             }
             if bcol >= cols {
-                self.error(format!("Bootmagic left col ({bcol}) must be in the range 0-{}", cols - 1));
+                self.error(format!(
+                    "Bootmagic left col ({bcol}) must be in the range 0-{}",
+                    cols - 1
+                ));
             }
             if rrow < half || rrow >= rows {
-                self.error(format!("Bootmagic right row ({rrow}) must be in the range {half}-{}", rows - 1));
+                self.error(format!(
+                    "Bootmagic right row ({rrow}) must be in the range {half}-{}",
+                    rows - 1
+                ));
             }
             if rcol >= cols {
-                self.error(format!("Bootmagic right col ({rcol}) must be in the range 0-{}", cols - 1));
+                self.error(format!(
+                    "Bootmagic right col ({rcol}) must be in the range 0-{}",
+                    cols - 1
+                ));
             }
         }
     }
 
     /// QMK's `_check_matrix`.
     fn check_matrix(&mut self) {
-        let (Some(pins), Some(size)) = (self.info.get("matrix_pins").cloned(), self.info.get("matrix_size").cloned()) else {
+        let (Some(pins), Some(size)) = (
+            self.info.get("matrix_pins").cloned(),
+            self.info.get("matrix_size").cloned(),
+        ) else {
             return;
         };
         let actual_cols = size.get("cols").and_then(Value::as_f64).unwrap_or(0.0);
@@ -1444,12 +1664,24 @@ impl Merge<'_> {
         };
         let shown = |v: Option<&Value>| v.map_or("0".to_string(), py_num);
         if cols as f64 != actual_cols && cols as f64 != actual_cols / 2.0 {
-            self.error(format!("MATRIX_COLS is inconsistent with the size of MATRIX_COL_PINS: {cols} != {}", shown(size.get("cols"))));
+            self.error(format!(
+                "MATRIX_COLS is inconsistent with the size of MATRIX_COL_PINS: {cols} != {}",
+                shown(size.get("cols"))
+            ));
         }
         if rows as f64 != actual_rows && rows as f64 != actual_rows / 2.0 {
-            self.error(format!("MATRIX_ROWS is inconsistent with the size of MATRIX_ROW_PINS: {rows} != {}", shown(size.get("rows"))));
+            self.error(format!(
+                "MATRIX_ROWS is inconsistent with the size of MATRIX_ROW_PINS: {rows} != {}",
+                shown(size.get("rows"))
+            ));
         }
     }
+}
+
+fn keys_of(l: &Value) -> &[Value] {
+    l.get("layout")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 fn matrix_of(key: &Value) -> Option<(i64, i64)> {
@@ -1470,7 +1702,9 @@ fn py_num(v: &Value) -> String {
 
 /// QMK's `_keyboard_in_layout_name`.
 fn keyboard_in_layout_name(keyboard: &str, layout: &str) -> bool {
-    const SAFE: &[&str] = &["ansi", "iso", "jp", "jis", "ortho", "wkl", "tkl", "preonic", "planck"];
+    const SAFE: &[&str] = &[
+        "ansi", "iso", "jp", "jis", "ortho", "wkl", "tkl", "preonic", "planck",
+    ];
     let layout = remove_dims(layout, true);
     let layout = remove_dims(&layout, false);
     keyboard
@@ -1540,7 +1774,9 @@ fn extract_pins(pins: &str) -> Value {
                 if p.is_empty() || p == "NO_PIN" {
                     Value::Null
                 } else if py::is_digit_str(p) {
-                    p.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(p))
+                    p.parse::<i64>()
+                        .map(Value::from)
+                        .unwrap_or_else(|_| json!(p))
                 } else {
                     json!(p)
                 }
@@ -1571,7 +1807,13 @@ fn extract_direct_matrix(raw: &str) -> Option<Value> {
             .map(|r| {
                 Value::Array(
                     r.into_iter()
-                        .map(|v| if v == "NO_PIN" { Value::Null } else { Value::from(v) })
+                        .map(|v| {
+                            if v == "NO_PIN" {
+                                Value::Null
+                            } else {
+                                Value::from(v)
+                            }
+                        })
                         .collect(),
                 )
             })
@@ -1627,7 +1869,10 @@ mod tests {
         let mut a = json!({"a": {"b": 1, "c": [1]}, "d": 1});
         let b = json!({"a": {"c": [2], "e": {"f": 1}}, "d": {"x": 1}});
         deep_update(obj(&mut a), b.as_object().unwrap().clone());
-        assert_eq!(a, json!({"a": {"b": 1, "c": [2], "e": {"f": 1}}, "d": {"x": 1}}));
+        assert_eq!(
+            a,
+            json!({"a": {"b": 1, "c": [2], "e": {"f": 1}}, "d": {"x": 1}})
+        );
     }
 
     #[test]

@@ -37,7 +37,10 @@ pub fn int(s: &str) -> Result<i64, String> {
         Some(b'+') => (false, &t[1..]),
         _ => (false, t),
     };
-    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__")
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
     {
         return Err(err());
     }
@@ -47,7 +50,10 @@ pub fn int(s: &str) -> Result<i64, String> {
             continue;
         }
         let d = c.to_digit(10).ok_or_else(err)? as i64;
-        n = n.checked_mul(10).and_then(|n| n.checked_add(d)).ok_or_else(err)?;
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(d))
+            .ok_or_else(err)?;
     }
     Ok(if neg { -n } else { n })
 }
@@ -152,7 +158,9 @@ impl Num {
                 Ok(i) => Value::from(i),
                 Err(_) => Value::from(i as f64),
             },
-            Num::Float(f) => Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+            Num::Float(f) => Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
         }
     }
 }
@@ -375,10 +383,23 @@ mod tests {
 
     #[test]
     fn truthiness_follows_python() {
-        for v in [json!(0), json!(0.0), json!(""), json!([]), json!({}), json!(null)] {
+        for v in [
+            json!(0),
+            json!(0.0),
+            json!(""),
+            json!([]),
+            json!({}),
+            json!(null),
+        ] {
             assert!(!truthy(&v), "{v}");
         }
-        for v in [json!(1), json!("x"), json!([0]), json!({"a": 0}), json!(true)] {
+        for v in [
+            json!(1),
+            json!("x"),
+            json!([0]),
+            json!({"a": 0}),
+            json!(true),
+        ] {
             assert!(truthy(&v), "{v}");
         }
     }

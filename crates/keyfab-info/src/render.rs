@@ -23,6 +23,49 @@ pub fn to_sorted_json(v: &Value) -> Value {
     }
 }
 
+/// Compact JSON of `v` with every object's keys sorted, written without
+/// building a sorted copy (for printing thousands of infos fast).
+pub fn write_sorted_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(o) => {
+            let mut keys: Vec<&String> = o.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_str(k, out);
+                out.push(':');
+                write_sorted_json(&o[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_sorted_json(x, out);
+            }
+            out.push(']');
+        }
+        Value::String(st) => push_json_str(st, out),
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn push_json_str(s: &str, out: &mut String) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(s).to_string());
+    }
+}
+
 fn py_str(v: &Value) -> String {
     match v {
         Value::Number(n) if n.is_f64() => repr_float(n.as_f64().unwrap_or_default()),
@@ -91,8 +134,14 @@ fn sorted_keys(v: &Value) -> Vec<String> {
 pub fn render_friendly(info: &Value) -> String {
     let field = |k: &str, default: &str| info.get(k).map_or(default.to_string(), py_str);
     let mut out = String::new();
-    out.push_str(&format!("Keyboard Name: {}\n", field("keyboard_name", "Unknown")));
-    out.push_str(&format!("Manufacturer: {}\n", field("manufacturer", "Unknown")));
+    out.push_str(&format!(
+        "Keyboard Name: {}\n",
+        field("keyboard_name", "Unknown")
+    ));
+    out.push_str(&format!(
+        "Manufacturer: {}\n",
+        field("manufacturer", "Unknown")
+    ));
     if info.get("url").is_some() {
         out.push_str(&format!("Website: {}\n", field("url", "")));
     }
@@ -124,7 +173,10 @@ mod tests {
     fn dotted_sorts_and_flattens() {
         let v = json!({"b": {"y": true, "x": [3, 1]}, "a": 1.5, "layouts": {"L2": {}, "L1": {}},
                        "parse_errors": ["e"]});
-        assert_eq!(render_dotted(&v), "a: 1.5\nb.x: 1, 3\nb.y: True\nlayouts: L1, L2\n");
+        assert_eq!(
+            render_dotted(&v),
+            "a: 1.5\nb.x: 1, 3\nb.y: True\nlayouts: L1, L2\n"
+        );
     }
 
     #[test]
@@ -139,7 +191,12 @@ mod tests {
 
     #[test]
     fn sorted_json_sorts_nested_keys() {
-        let v = to_sorted_json(&json!({"b": {"d": 1, "c": 2}, "a": [{"z": 1, "y": 2}]}));
-        assert_eq!(v.to_string(), r#"{"a":[{"y":2,"z":1}],"b":{"c":2,"d":1}}"#);
+        let input = json!({"b": {"d": 1, "c": "x\"y"}, "a": [{"z": 1.5, "y": null}]});
+        let v = to_sorted_json(&input);
+        let expected = r#"{"a":[{"y":null,"z":1.5}],"b":{"c":"x\"y","d":1}}"#;
+        assert_eq!(v.to_string(), expected);
+        let mut s = String::new();
+        write_sorted_json(&input, &mut s);
+        assert_eq!(s, expected);
     }
 }

@@ -67,7 +67,10 @@ impl SchemaStore {
     /// Schemas that could not be compiled (validation against them was
     /// skipped).
     pub fn problems(&self) -> Vec<String> {
-        self.problems.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// True when a schema of that `$id` (or file name) exists.
@@ -233,9 +236,21 @@ impl SchemaStore {
 /// differently or not at all.
 fn needs_2020_12(v: &Value) -> bool {
     const NEWER: &[&str] = &[
-        "$ref", "$defs", "$dynamicRef", "$dynamicAnchor", "$anchor", "$recursiveRef",
-        "prefixItems", "unevaluatedItems", "unevaluatedProperties", "dependentRequired",
-        "dependentSchemas", "minContains", "maxContains", "additionalItems", "dependencies",
+        "$ref",
+        "$defs",
+        "$dynamicRef",
+        "$dynamicAnchor",
+        "$anchor",
+        "$recursiveRef",
+        "prefixItems",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+        "dependentRequired",
+        "dependentSchemas",
+        "minContains",
+        "maxContains",
+        "additionalItems",
+        "dependencies",
         "$vocabulary",
     ];
     match v {
@@ -326,8 +341,12 @@ mod tests {
     #[test]
     fn refs_by_file_and_by_id() {
         let s = store();
-        assert!(s.validate(&json!({"a": 1, "b": 2, "c": "not a uri"}), "t.thing.v1").is_ok());
-        let e = s.validate(&json!({"a": {"x": 1}}), "t.thing.v1").unwrap_err();
+        assert!(s
+            .validate(&json!({"a": 1, "b": 2, "c": "not a uri"}), "t.thing.v1")
+            .is_ok());
+        let e = s
+            .validate(&json!({"a": {"x": 1}}), "t.thing.v1")
+            .unwrap_err();
         assert_eq!(e.json_path, "a");
         let e = s.validate(&json!({"b": 10}), "t.thing.v1").unwrap_err();
         assert_eq!(e.json_path, "b");
