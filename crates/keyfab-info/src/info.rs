@@ -322,7 +322,7 @@ impl Engine {
         {
             let diags = keyfab_syntax::parse_config_h(&config_rel, &text, &mut config.values);
             for d in diags {
-                m.log(Severity::Error, &d.path, d.line, d.message);
+                m.log(Severity::Error, &d.path, d.line + 1, d.message);
             }
             for k in config.values.keys() {
                 config.origin.insert(k.clone(), config_rel.clone());
@@ -640,7 +640,7 @@ impl Merge<'_> {
             let file = self.engine.config_file(&rel);
             let Some(f) = file.as_ref() else { continue };
             for d in &f.diags {
-                self.log(Severity::Error, &d.path, d.line, d.message.clone());
+                self.log(Severity::Error, &d.path, d.line + 1, d.message.clone());
             }
             for (k, v) in &f.config {
                 config.values.insert(k.clone(), v.clone());
@@ -1591,15 +1591,35 @@ impl Merge<'_> {
         let num = |v: Option<&Value>| v.and_then(Value::as_i64).unwrap_or(0);
         let rows = num(get(&self.info, &["matrix_size", "rows"]));
         let cols = num(get(&self.info, &["matrix_size", "cols"]));
-        let pair = |v: Option<&Value>, d: (i64, i64)| match v.and_then(Value::as_array) {
-            Some(a) if a.len() == 2 => (a[0].as_i64().unwrap_or(0), a[1].as_i64().unwrap_or(0)),
-            _ => d,
+        // Python compares whatever is there: a null or a string raises.
+        let pair = |v: Option<&Value>, d: (i64, i64)| -> Result<(i64, i64), String> {
+            let Some(v) = v else { return Ok(d) };
+            let a = v
+                .as_array()
+                .filter(|a| a.len() == 2)
+                .ok_or("cannot unpack bootmagic.matrix")?;
+            let n = |x: &Value| {
+                x.as_f64()
+                    .map(|f| f as i64)
+                    .ok_or_else(|| format!("'>=' not supported for {}", repr(x)))
+            };
+            Ok((n(&a[0])?, n(&a[1])?))
         };
-        let (brow, bcol) = pair(get(&self.info, &["bootmagic", "matrix"]), (0, 0));
-        let (rrow, rcol) = pair(
-            get(&self.info, &["split", "bootmagic", "matrix"]),
-            (rows.div_euclid(2), cols - 1),
-        );
+        let checked = pair(get(&self.info, &["bootmagic", "matrix"]), (0, 0)).and_then(|b| {
+            pair(
+                get(&self.info, &["split", "bootmagic", "matrix"]),
+                (rows.div_euclid(2), cols - 1),
+            )
+            .map(|r| (b, r))
+        });
+        let ((brow, bcol), (rrow, rcol)) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                let p = self.kb_path();
+                self.crash(&p, e);
+                return;
+            }
+        };
         let half = rows.div_euclid(2);
         if !get(&self.info, &["split", "enabled"]).is_some_and(truthy) {
             if brow >= rows {
