@@ -73,7 +73,10 @@ fn every_fixture_target_matches_its_checked_output() {
         ("infotest/community", "infotest__community"),
         ("infotest/keymapped", "infotest__keymapped"),
         ("infotest/keymapped:fxkm", "infotest__keymapped__km__fxkm"),
-        ("infotest/community:infotest_cl", "infotest__community__km__infotest_cl"),
+        (
+            "infotest/community:infotest_cl",
+            "infotest__community__km__infotest_cl",
+        ),
     ] {
         assert_eq!(info(&["-kb", target, "--api"]), expected(file), "{target}");
     }
@@ -102,8 +105,13 @@ fn plain_json_strips_api_keys_like_qmk_info() {
         })
     );
     // matrix_size goes wherever matrix_pins exist (even a custom matrix)
-    assert!(info(&["-kb", "infotest/hmacro"]).get("matrix_size").is_none());
-    assert_eq!(api("infotest/hmacro")["matrix_size"], json!({"cols": 2, "rows": 2}));
+    assert!(info(&["-kb", "infotest/hmacro"])
+        .get("matrix_size")
+        .is_none());
+    assert_eq!(
+        api("infotest/hmacro")["matrix_size"],
+        json!({"cols": 2, "rows": 2})
+    );
     // led_count goes where a LED layout exists
     let leds = info(&["-kb", "infotest/leds"]);
     assert!(leds["rgb_matrix"].get("led_count").is_none());
@@ -150,8 +158,9 @@ fn each_flag_behaves_like_qmk() {
     assert!(!warnings.iter().any(|w| w.contains("FX_QUIET")));
     assert_eq!(v["fx"]["quiet"], 2);
     // deprecated, with and without replace_with
-    assert!(warnings
-        .contains(&"FX_OLD in config.h is deprecated and will be removed at a later date"));
+    assert!(
+        warnings.contains(&"FX_OLD in config.h is deprecated and will be removed at a later date")
+    );
     assert!(warnings.contains(
         &"FX_OLD_RENAMED in config.h is deprecated in favor of FX_NEW and will be removed at a later date"
     ));
@@ -187,8 +196,14 @@ fn features_come_from_rules_mk() {
 fn layouts_from_a_header_macro_and_aliases() {
     let v = api("infotest/hmacro");
     let keys = &v["layouts"]["LAYOUT"]["layout"];
-    assert_eq!(keys[0], json!({"label": "Esc", "matrix": [0, 0], "x": 0, "y": 0}));
-    assert_eq!(keys[2], json!({"label": "k10", "matrix": [1, 0], "w": 2, "x": 0, "y": 1}));
+    assert_eq!(
+        keys[0],
+        json!({"label": "Esc", "matrix": [0, 0], "x": 0, "y": 0})
+    );
+    assert_eq!(
+        keys[2],
+        json!({"label": "k10", "matrix": [1, 0], "w": 2, "x": 0, "y": 1})
+    );
     assert_eq!(v["layouts"]["LAYOUT"]["c_macro"], true);
     assert_eq!(
         v["layout_aliases"],
@@ -208,8 +223,14 @@ fn split_extractors_and_parent_files() {
     assert_eq!(v["matrix_size"], json!({"cols": 2, "rows": 4})); // MATRIX_ROWS (2 * 2)
     let split = &v["split"];
     assert_eq!(split["serial"]["pin"], "D2"); // soft_serial_pin migrated
-    assert_eq!(split["transport"], json!({"protocol": "i2c", "sync": {"matrix_state": true}}));
-    assert_eq!(split["matrix_pins"]["right"], json!({"cols": ["F4", null], "rows": ["F0", "F1"]}));
+    assert_eq!(
+        split["transport"],
+        json!({"protocol": "i2c", "sync": {"matrix_state": true}})
+    );
+    assert_eq!(
+        split["matrix_pins"]["right"],
+        json!({"cols": ["F4", null], "rows": ["F0", "F1"]})
+    );
     assert_eq!(split["handedness"]["matrix_grid"], json!(["D4", "B6"]));
     assert_eq!(v["matrix_pins"]["masked"], true);
     assert_eq!(
@@ -234,7 +255,10 @@ fn direct_pins_secure_unlock_custom_matrix() {
 fn led_config_from_the_keyboard_c_file() {
     let v = api("infotest/leds");
     let m = &v["rgb_matrix"];
-    assert_eq!(m["layout"][1], json!({"flags": 1, "matrix": [0, 1], "x": 224, "y": 0}));
+    assert_eq!(
+        m["layout"][1],
+        json!({"flags": 1, "matrix": [0, 1], "x": 224, "y": 0})
+    );
     assert_eq!(m["layout"][3], json!({"flags": 2, "x": 112, "y": 32}));
     assert_eq!(m["flag_steps"], json!([255, 5, 2, 0]));
 }
@@ -246,8 +270,18 @@ fn development_board_defaults_and_arm_processor() {
     assert_eq!(v["bootloader"], "tinyuf2"); // the keyboard's own value is kept
     assert_eq!(v["processor"], "STM32F411");
     assert_eq!(
-        (&v["processor_type"], &v["protocol"], &v["platform"], &v["platform_key"]),
-        (&json!("arm"), &json!("ChibiOS"), &json!("STM32"), &json!("chibios"))
+        (
+            &v["processor_type"],
+            &v["protocol"],
+            &v["platform"],
+            &v["platform_key"]
+        ),
+        (
+            &json!("arm"),
+            &json!("ChibiOS"),
+            &json!("STM32"),
+            &json!("chibios")
+        )
     );
 }
 
@@ -259,7 +293,10 @@ fn community_layouts_are_filtered_and_used_by_list_keymaps() {
         v["parse_errors"][0],
         "Claims to support a community layout that does not exist: infotest_missing"
     );
-    let r = keyfab(&fixture_tree(), &["list-keymaps", "-kb", "infotest/community"]);
+    let r = keyfab(
+        &fixture_tree(),
+        &["list-keymaps", "-kb", "infotest/community"],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.lines().any(|l| l == "infotest_cl"), "{}", r.stdout);
 }
@@ -270,23 +307,41 @@ fn keymap_config_and_files_override_the_keyboard() {
     assert_eq!(v["features"], json!({"bootmagic": true}));
     let v = info(&["-kb", "infotest/keymapped", "-km", "fxkm"]);
     assert_eq!(v["debounce"], 20); // keymap.json config
-    assert_eq!(v["features"], json!({"bootmagic": false, "mousekey": true, "nkro": true}));
+    assert_eq!(
+        v["features"],
+        json!({"bootmagic": false, "mousekey": true, "nkro": true})
+    );
     assert_eq!(v["fx"]["count"], 99); // keymap config.h
-    // KB:KM spelling
+                                      // KB:KM spelling
     assert_eq!(info(&["-kb", "infotest/keymapped:fxkm"]), v);
     // a keymap of a community layout
-    assert_eq!(info(&["-kb", "infotest/community", "-km", "infotest_cl"])["debounce"], 9);
+    assert_eq!(
+        info(&["-kb", "infotest/community", "-km", "infotest_cl"])["debounce"],
+        9
+    );
 }
 
 #[test]
 fn text_and_dotted_formats() {
     let r = keyfab(&fixture_tree(), &["info", "-kb", "infotest/basic"]);
     assert_eq!(r.code, 0);
-    assert!(r.stdout.starts_with("Keyboard Name: Basic\nManufacturer: keyfab\n"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .starts_with("Keyboard Name: Basic\nManufacturer: keyfab\n"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("Layouts: LAYOUT\n"));
-    let r = keyfab(&fixture_tree(), &["info", "-kb", "infotest/basic", "--format", "dotted"]);
+    let r = keyfab(
+        &fixture_tree(),
+        &["info", "-kb", "infotest/basic", "--format", "dotted"],
+    );
     assert_eq!(r.code, 0);
-    assert!(r.stdout.contains("features.bootmagic: True\n"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("features.bootmagic: True\n"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("matrix_pins.cols: B0, B1\n"));
     assert!(r.stdout.contains("layouts: LAYOUT\n"));
 }
@@ -295,9 +350,16 @@ fn text_and_dotted_formats() {
 fn unknown_keyboard_fails_clearly() {
     let r = keyfab(&fixture_tree(), &["info", "-kb", "infotest/nope"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("invalid keyboard: infotest/nope"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("invalid keyboard: infotest/nope"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stdout.is_empty());
-    let r = keyfab(&fixture_tree(), &["info", "-kb", "infotest/basic", "-km", "nope"]);
+    let r = keyfab(
+        &fixture_tree(),
+        &["info", "-kb", "infotest/basic", "-km", "nope"],
+    );
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("keymap nope not found"), "{}", r.stderr);
 }
@@ -306,7 +368,10 @@ fn unknown_keyboard_fails_clearly() {
 fn all_prints_one_object_per_keyboard() {
     let list = keyfab(&fixture_tree(), &["list-keyboards"]);
     let names: Vec<&str> = list.stdout.lines().collect();
-    let r = keyfab(&fixture_tree(), &["info", "--all", "-f", "json", "--api", "-q"]);
+    let r = keyfab(
+        &fixture_tree(),
+        &["info", "--all", "-f", "json", "--api", "-q"],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let lines: Vec<Value> = r
         .stdout
@@ -317,7 +382,10 @@ fn all_prints_one_object_per_keyboard() {
     for (name, v) in names.iter().zip(&lines) {
         assert_eq!(v["keyboard_folder"], *name);
     }
-    let i = names.iter().position(|n| *n == "infotest/split/rev1").unwrap();
+    let i = names
+        .iter()
+        .position(|n| *n == "infotest/split/rev1")
+        .unwrap();
     assert_eq!(lines[i], expected("infotest__split__rev1"));
     let r = keyfab(&fixture_tree(), &["info", "--all"]);
     assert_eq!(r.code, 1);
@@ -353,7 +421,11 @@ fn broken_inputs_are_diagnosed_and_the_rest_still_processed() {
     let tree = broken_tree();
     let r = keyfab(tree.path(), &["info", "--all", "-f", "json", "--api"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let lines: Vec<Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 8, "{}", r.stdout);
     let by_name = |n: &str| {
         lines
@@ -366,7 +438,10 @@ fn broken_inputs_are_diagnosed_and_the_rest_still_processed() {
     assert_eq!(by_name("good")["usb"]["pid"], "0x0009");
     let err = &r.stderr;
     // malformed JSON: file and line; QMK would stop
-    assert!(err.contains("keyboards/malformed/keyboard.json:6: error: Invalid JSON"), "{err}");
+    assert!(
+        err.contains("keyboards/malformed/keyboard.json:6: error: Invalid JSON"),
+        "{err}"
+    );
     assert!(err.contains("keyboards/duplicate_key/keyboard.json:4: error: Invalid JSON encountered: duplicate key: \"processor\""), "{err}");
     // schema-invalid file: left out, with the JSON path and the line of the value
     assert!(err.contains("keyboards/schema_invalid/keyboard.json:7: error: usb.pid: Not including data from file"), "{err}");
@@ -383,12 +458,24 @@ fn broken_inputs_are_diagnosed_and_the_rest_still_processed() {
         .unwrap()
         .contains("root object should be a dictionary"));
     // merged data the API schema rejects
-    assert!(err.contains("keyboards/api_invalid: error: features.rgblight: Invalid API data"), "{err}");
+    assert!(
+        err.contains("keyboards/api_invalid: error: features.rgblight: Invalid API data"),
+        "{err}"
+    );
     // config.h problems, each on its line
-    assert!(err.contains("keyboards/bad_config/config.h:2: error: Incomplete #define!"), "{err}");
+    assert!(
+        err.contains("keyboards/bad_config/config.h:2: error: Incomplete #define!"),
+        "{err}"
+    );
     assert!(err.contains("keyboards/bad_config/config.h:3: warning: FX_INT->fx.count: invalid literal for int() with base 10: 'twelve'"), "{err}");
-    assert!(err.contains("keyboards/bad_config/config.h: error: QMK would stop here: MATRIX_COLS"), "{err}");
-    assert!(err.contains("4 of 8 keyboards have input QMK would stop on"), "{err}");
+    assert!(
+        err.contains("keyboards/bad_config/config.h: error: QMK would stop here: MATRIX_COLS"),
+        "{err}"
+    );
+    assert!(
+        err.contains("4 of 8 keyboards have input QMK would stop on"),
+        "{err}"
+    );
 }
 
 #[test]

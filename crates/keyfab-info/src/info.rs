@@ -1412,11 +1412,14 @@ impl Merge<'_> {
                     let i = if i < 0 { i + len } else { i };
                     (0..len).contains(&i).then(|| set[i as usize] as char)
                 };
-                let default_name = match (letter(ROW_LETTERS, row), letter(COL_LETTERS, col)) {
-                    (Some(r), Some(c)) => format!("k{r}{c}"),
-                    _ => return Err("IndexError: string index out of range".into()),
+                let (Some(r), Some(c)) = (letter(ROW_LETTERS, row), letter(COL_LETTERS, col))
+                else {
+                    return Err("IndexError: string index out of range".into());
                 };
-                let key_name = key.get("label").map_or(default_name, str_of);
+                if (row as f64) < rows && (col as f64) < cols {
+                    continue;
+                }
+                let key_name = key.get("label").map_or_else(|| format!("k{r}{c}"), str_of);
                 if row as f64 >= rows {
                     self.error(format!("{name}: Matrix row for key {index} ({key_name}) is {row} but must be less than {}", py_num(&row_num)));
                 }
@@ -1428,7 +1431,11 @@ impl Merge<'_> {
         for (name, l) in layouts {
             let mut seen = std::collections::HashSet::new();
             for (index, key) in keys_of(l).iter().enumerate() {
-                let m = repr(key.get("matrix").unwrap_or(&Value::Null));
+                // Python compares the matrix's repr; two ints compare the same way.
+                let m = match matrix_of(key) {
+                    Some(rc) => Ok(rc),
+                    None => Err(repr(key.get("matrix").unwrap_or(&Value::Null))),
+                };
                 if !seen.insert(m) {
                     self.error(format!(
                         "{name}: Matrix location for key {index} is not unique {}",

@@ -121,6 +121,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            // Checked before the value is read, so the error names the key's line.
             if out.contains_key(&key) {
                 return Err(de::Error::custom(format!("duplicate key: {key:?}")));
             }
