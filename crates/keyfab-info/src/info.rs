@@ -1283,13 +1283,7 @@ impl Merge<'_> {
 
     /// QMK's `_validate`: the API schema, then the non-schema checks.
     fn validate(&mut self) {
-        if std::env::var("SKIP_SCHEMA_VALIDATION")
-            .map(|v| {
-                let v = v.trim().to_lowercase();
-                ["1", "true", "t", "yes", "y", "on"].contains(&v.as_str())
-            })
-            .unwrap_or(false)
-        {
+        if self.engine.skip_schema_validation {
             return;
         }
         if let Err(e) = self
