@@ -35,6 +35,9 @@ pub struct GlobalArgs {
     /// A QMK userspace overlay (default: a parent folder with qmk.json, else $QMK_USERSPACE)
     #[arg(long, global = true, value_name = "PATH")]
     pub userspace: Option<PathBuf>,
+    /// The cache folder (default: $KEYFAB_CACHE, else $XDG_CACHE_HOME/keyfab, else ~/.cache/keyfab)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,8 +50,95 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// List the build targets of the userspace's qmk.json
     UserspaceList(FormatArgs),
+    /// Build a target's firmware: plan it with the tree's makefiles, compile from the cache
+    Build(BuildArgs),
+    /// Answer one of QMK's cc-option probes from the cache (make calls this while planning)
+    #[command(hide = true)]
+    ProbeCcOption(ProbeArgs),
+    /// Log a generator call, then run it (make calls this while planning)
+    #[command(hide = true)]
+    RecordGenerator(RecordArgs),
+    /// Inspect and maintain the cache: stats, gc, verify, clear
+    Cache(crate::cache_cmds::CacheArgs),
     /// Show the merged info of a keyboard (and keymap), like `qmk info`
     Info(crate::info_cmds::InfoArgs),
+    /// Stand-in for QMK's generators as make calls them: `make … QMK_BIN="keyfab qmk"`
+    #[command(disable_help_flag = true)]
+    Qmk(QmkCmdArgs),
+    /// Write a file a QMK build generates (info_config.h, keymap.c, …); `keyfab generate list` lists the kinds
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[arg(long)]
+    pub log: std::path::PathBuf,
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    #[arg(allow_hyphen_values = true)]
+    pub cc: String,
+    #[arg(allow_hyphen_values = true)]
+    pub option: String,
+    #[arg(default_value = "", allow_hyphen_values = true)]
+    pub fallback: String,
+    #[arg(default_value = "", allow_hyphen_values = true)]
+    pub extra: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// `KEYBOARD:KEYMAP`
+    pub target: Option<String>,
+    /// Keyboard name or alias (QMK's -kb also works)
+    #[arg(long)]
+    pub keyboard: Option<String>,
+    /// Keymap (QMK's -km also works)
+    #[arg(long)]
+    pub keymap: Option<String>,
+    /// Parallel compile jobs (default: the number of cores)
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
+    /// Set a make variable, like QMK's `-e VAR=VALUE`
+    #[arg(short = 'e', long = "env", value_name = "VAR=VALUE")]
+    pub env: Vec<String>,
+    /// Print the plan's steps (one JSON object per line) and build nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Remove the target's intermediate files (.build/obj_<target>) first; the cache stays
+    #[arg(long)]
+    pub clean: bool,
+    /// Also write compile_commands.json at the tree root, like `qmk compile --compiledb`
+    #[arg(long)]
+    pub compiledb: bool,
+    /// The generator command make calls as $(QMK_BIN) (default: this keyfab's `qmk` entry point, or $KEYFAB_QMK_BIN)
+    #[arg(long, value_name = "CMD")]
+    pub qmk_bin: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct QmkCmdArgs {
+    /// The QMK subcommand (generate-config-h, json2c, …) and its arguments, as QMK takes them
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to generate (config-h, rules-mk, keymap-c, keyboard-c, keyboard-h, version-h, …)
+    pub kind: String,
+    /// Keyboard name or alias (QMK's -kb also works)
+    #[arg(long)]
+    pub keyboard: String,
+    /// Keymap whose keymap.json to use (QMK's -km also works)
+    #[arg(long)]
+    pub keymap: Option<String>,
+    /// Write here (atomically; an unchanged file is left alone) instead of stdout
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -95,6 +185,7 @@ pub struct ResolveArgs {
 /// What every command needs: the tree, with its userspace.
 pub struct Context {
     pub tree: Tree,
+    pub cache: Option<PathBuf>,
 }
 
 impl Context {
@@ -106,6 +197,7 @@ impl Context {
         let userspace = Userspace::discover(g.userspace.as_deref(), &cwd, env_us.as_deref())?;
         Ok(Context {
             tree: tree.with_userspace(userspace),
+            cache: g.cache.clone(),
         })
     }
 }

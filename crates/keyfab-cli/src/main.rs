@@ -2,8 +2,12 @@
 //! happens in the library crates; this file only turns their results into
 //! output and their errors into messages and exit codes.
 
+mod build_cmds;
+mod cache_cmds;
 mod cli;
+mod gen_cmds;
 mod info_cmds;
+mod qmk_cmds;
 mod tree_cmds;
 
 use clap::Parser;
@@ -24,12 +28,26 @@ fn main() -> ExitCode {
 }
 
 fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
+    // Called by make while planning; needs no tree.
+    if let cli::Command::RecordGenerator(a) = args.command {
+        return build_cmds::record_generator(a);
+    }
+    // The cache commands need no tree.
+    if let cli::Command::Cache(a) = args.command {
+        return cache_cmds::run(&args.global, a);
+    }
     let ctx = cli::Context::from_global(&args.global)?;
     match args.command {
         cli::Command::ListKeyboards(a) => tree_cmds::list_keyboards(&ctx, a),
         cli::Command::ListKeymaps(a) => tree_cmds::list_keymaps(&ctx, a),
         cli::Command::Resolve(a) => tree_cmds::resolve(&ctx, a),
         cli::Command::UserspaceList(a) => tree_cmds::userspace_list(&ctx, a),
+        cli::Command::Build(a) => build_cmds::build(&ctx, a),
+        cli::Command::ProbeCcOption(a) => build_cmds::probe_cc_option(&ctx, a),
+        cli::Command::RecordGenerator(_) => unreachable!("handled above"),
+        cli::Command::Cache(_) => unreachable!("handled above"),
         cli::Command::Info(a) => info_cmds::info(&ctx, a),
+        cli::Command::Qmk(a) => qmk_cmds::qmk(&ctx, &a.args),
+        cli::Command::Generate(a) => gen_cmds::generate(&ctx, a),
     }
 }

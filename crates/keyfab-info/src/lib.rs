@@ -14,7 +14,7 @@
 //! never panics on input; every problem is a [`Diagnostic`] naming its file.
 
 mod cfile;
-mod dotty;
+pub mod dotty; // pub for keyfab-gen (branch gen): dotted info keys of the mapping tables
 mod engine;
 mod info;
 mod mapping;

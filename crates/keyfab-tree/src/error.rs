@@ -10,23 +10,26 @@ pub enum TreeError {
     #[error("no QMK tree found in {cwd} or its parents; pass --tree PATH or set QMK_HOME", cwd = .cwd.display())]
     NoTree { cwd: PathBuf },
 
-    #[error("invalid keyboard: {name}{}", suggest(.suggestions))]
+    #[error("invalid keyboard: {name}{}{}", via(.name, .resolved), suggest(.suggestions))]
     UnknownKeyboard {
         name: String,
+        /// What the name resolved to through aliases or DEFAULT_FOLDER.
+        resolved: String,
         suggestions: Vec<String>,
     },
 
     #[error("keyboard {name} resolves in a cycle: {}", .chain.join(" -> "))]
     Cycle { name: String, chain: Vec<String> },
 
-    #[error("keymap {keymap} not found for keyboard {keyboard}{}", suggest(.suggestions))]
+    #[error("keymap {keymap} not found for keyboard {keyboard}{}", keymaps_hint(.suggestions, .available))]
     UnknownKeymap {
         keyboard: String,
         keymap: String,
         suggestions: Vec<String>,
+        available: Vec<String>,
     },
 
-    #[error("{0}")]
+    #[error(transparent)]
     Json(#[from] keyfab_syntax::JsonError),
 
     #[error("{path}: {message}")]
@@ -37,6 +40,26 @@ pub enum TreeError {
 
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+}
+
+fn via(name: &str, resolved: &str) -> String {
+    if name == resolved {
+        String::new()
+    } else {
+        format!(" (it resolves to {resolved}, which has no keyboard.json)")
+    }
+}
+
+fn keymaps_hint(suggestions: &[String], available: &[String]) -> String {
+    if !suggestions.is_empty() {
+        suggest(suggestions)
+    } else if available.is_empty() {
+        " (it has no keymaps)".to_string()
+    } else if available.len() <= 10 {
+        format!(" (its keymaps: {})", available.join(", "))
+    } else {
+        String::new()
+    }
 }
 
 fn suggest(names: &[String]) -> String {

@@ -174,10 +174,14 @@ impl Tree {
         community_layouts: &[String],
     ) -> Result<KeymapLocation, TreeError> {
         self.locate_keymap(keyboard, keymap, community_layouts)
-            .ok_or_else(|| TreeError::UnknownKeymap {
-                keyboard: keyboard.to_string(),
-                keymap: keymap.to_string(),
-                suggestions: closest(keymap, self.list_keymaps(keyboard, community_layouts)),
+            .ok_or_else(|| {
+                let available = self.list_keymaps(keyboard, community_layouts);
+                TreeError::UnknownKeymap {
+                    keyboard: keyboard.to_string(),
+                    keymap: keymap.to_string(),
+                    suggestions: closest(keymap, available.clone()),
+                    available,
+                }
             })
     }
 }

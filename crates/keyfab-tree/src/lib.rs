@@ -39,6 +39,9 @@ impl Tree {
         if !root.join("keyboards").is_dir() {
             return Err(TreeError::NotATree { path: root });
         }
+        // One name per tree: cache keys and messages must not depend on
+        // whether it was reached by a relative path or a symlink.
+        let root = std::fs::canonicalize(&root).unwrap_or(root);
         Ok(Tree {
             root,
             userspace: None,

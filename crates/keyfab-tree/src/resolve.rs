@@ -139,6 +139,7 @@ impl Tree {
             let suggestions = self.closest_keyboards(requested, aliases);
             return Err(TreeError::UnknownKeyboard {
                 name: requested.to_string(),
+                resolved: name,
                 suggestions,
             });
         }
@@ -153,6 +154,7 @@ impl Tree {
     pub fn closest_keyboards(&self, name: &str, aliases: &IndexMap<String, String>) -> Vec<String> {
         let mut candidates = self.list_keyboards().unwrap_or_default();
         candidates.extend(aliases.keys().cloned());
+        candidates.retain(|c| c != name);
         closest(name, candidates)
     }
 

@@ -1,0 +1,207 @@
+//! Whole-process timings of every generator call a QMK build makes through
+//! `$(QMK_BIN)` (issue #4), run as make runs them (from the tree root, with
+//! make's arguments), against the goal of 15 ms per call (QMK: 0.8–1.0 s).
+//!
+//! Run: `cargo build --release -p keyfab-cli && KEYFAB_QMK_TREE=/path/to/qmk cargo run --release -p keyfab-benches --bin bench-gen`
+//! (`BENCH_KEYBOARD`, `BENCH_KEYMAP_JSON` pick the target; the defaults are
+//! planck/rev5 and a keymap.json of the tree, or our fixture tree's gentest/basic.)
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+fn main() {
+    let bin = common::keyfab_bin();
+    let (tree, what) = common::tree();
+    let real = what == "real QMK tree";
+    println!(
+        "keyfab generator benchmarks on the {what} at {}",
+        tree.display()
+    );
+    let kb = std::env::var("BENCH_KEYBOARD")
+        .unwrap_or_else(|_| if real { "planck/rev5" } else { "gentest/basic" }.into());
+    let km_json = std::env::var("BENCH_KEYMAP_JSON").unwrap_or_else(|_| {
+        if real {
+            "keyboards/handwired/onekey/keymaps/community_module/keymap.json"
+        } else {
+            "keyboards/gentest/basic/keymaps/default/keymap.json"
+        }
+        .into()
+    });
+    let km_kb = if real {
+        "handwired/onekey/promicro"
+    } else {
+        "gentest/basic"
+    };
+    let out = tempfile_dir();
+    let o = |name: &str| out.join(name).to_string_lossy().into_owned();
+    let calls: Vec<(String, Vec<String>)> = vec![
+        (
+            "generate-rules-mk (keyboard)",
+            vec![
+                "generate-rules-mk",
+                "--quiet",
+                "--escape",
+                "--keyboard",
+                &kb,
+                "--output",
+                &o("info_rules.mk"),
+            ],
+        ),
+        (
+            "generate-config-h (keyboard)",
+            vec![
+                "generate-config-h",
+                "--quiet",
+                "--keyboard",
+                &kb,
+                "--output",
+                &o("info_config.h"),
+            ],
+        ),
+        (
+            "generate-keyboard-c",
+            vec![
+                "generate-keyboard-c",
+                "--quiet",
+                "--keyboard",
+                &kb,
+                "--output",
+                &o("default_keyboard.c"),
+            ],
+        ),
+        (
+            "generate-keyboard-h",
+            vec![
+                "generate-keyboard-h",
+                "--quiet",
+                "--keyboard",
+                &kb,
+                "--include",
+                "--output",
+                &o("default_keyboard.h"),
+            ],
+        ),
+        (
+            "generate-version-h",
+            vec!["generate-version-h", "-q", "-o", &o("version.h")],
+        ),
+        (
+            "generate-make-dependencies",
+            vec![
+                "generate-make-dependencies",
+                "-kb",
+                &kb,
+                "-km",
+                "default",
+                "-o",
+                &o("info_deps.d"),
+            ],
+        ),
+        (
+            "generate-community-modules-rules-mk (no keymap.json)",
+            vec![
+                "generate-community-modules-rules-mk",
+                "-kb",
+                &kb,
+                "--quiet",
+                "--escape",
+                "--output",
+                &o("community_rules.mk"),
+            ],
+        ),
+        (
+            "generate-rules-mk (keymap.json)",
+            vec![
+                "generate-rules-mk",
+                "--quiet",
+                "--escape",
+                "--output",
+                &o("rules.mk"),
+                &km_json,
+            ],
+        ),
+        (
+            "json2c",
+            vec!["json2c", "--quiet", "--output", &o("keymap.c"), &km_json],
+        ),
+        (
+            "generate-config-h (keymap.json)",
+            vec![
+                "generate-config-h",
+                "--quiet",
+                "--output",
+                &o("config.h"),
+                &km_json,
+            ],
+        ),
+        (
+            "generate-keymap-h",
+            vec![
+                "generate-keymap-h",
+                "--quiet",
+                "--output",
+                &o("keymap.h"),
+                &km_json,
+            ],
+        ),
+        (
+            "generate-community-modules-h",
+            vec![
+                "generate-community-modules-h",
+                "-kb",
+                km_kb,
+                "--quiet",
+                "--output",
+                &o("community_modules.h"),
+                &km_json,
+            ],
+        ),
+        (
+            "generate-community-modules-c",
+            vec![
+                "generate-community-modules-c",
+                "-kb",
+                km_kb,
+                "--quiet",
+                "--output",
+                &o("community_modules.c"),
+                &km_json,
+            ],
+        ),
+    ]
+    .into_iter()
+    .map(|(n, a)| (n.to_string(), a.into_iter().map(String::from).collect()))
+    .collect();
+    let goal = Duration::from_millis(15);
+    let mut over = 0;
+    for (name, args) in &calls {
+        let t = common::time_process(
+            || {
+                let mut c = Command::new(&bin);
+                c.current_dir(&tree).arg("qmk").args(args);
+                c
+            },
+            15,
+        );
+        common::report(name, &t, goal);
+        let mut s = t.clone();
+        s.sort();
+        if s[s.len() / 2] > goal {
+            over += 1;
+        }
+    }
+    println!(
+        "{} of {} calls within the 15 ms goal",
+        calls.len() - over,
+        calls.len()
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("keyfab-bench-gen-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}

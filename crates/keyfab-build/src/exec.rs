@@ -1,0 +1,605 @@
+//! The executor: runs a plan's steps from the content-addressed cache.
+//!
+//! Compiles use direct mode: key = (compiler identity, argv, cwd, source
+//! digest); the manifest for that key lists the headers seen last time with
+//! their digests; when they all still match, the object and its warnings come
+//! from the cache. Link and conversions are keyed by the digests of their
+//! inputs. Failed steps are never cached.
+
+use crate::plan::{Plan, Step};
+use keyfab_cas::{
+    ActionResult, CommandKey, CompileKey, Digest, DirectKey, LocalCas, ManifestEntry, NewAction,
+    NewOutput, RunClock, ToolIdentity,
+};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Why a build stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{step} failed (exit {code}):\n{log}")]
+    StepFailed {
+        step: String,
+        code: i32,
+        log: String,
+    },
+    #[error("cannot run {program}: {message}")]
+    Spawn { program: String, message: String },
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error(transparent)]
+    Cache(#[from] keyfab_cas::CasError),
+}
+
+/// What a build did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct BuildReport {
+    pub compiled: usize,
+    pub compiled_from_cache: usize,
+    pub linked_from_cache: bool,
+    /// (file, warnings) for every step that printed something.
+    pub warnings: Vec<(String, String)>,
+    /// Firmware files written (`.hex`/`.bin`/…), tree-relative.
+    pub firmware: Vec<String>,
+    pub duration_ms: u128,
+}
+
+/// Runs plans in one tree, with one cache.
+pub struct Executor<'a> {
+    tree: PathBuf,
+    cas: &'a LocalCas,
+    clock: RunClock,
+    pool: rayon::ThreadPool,
+    tools: Mutex<HashMap<String, Digest>>,
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(tree: &Path, cas: &'a LocalCas, jobs: usize) -> Executor<'a> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs.max(1))
+            .build()
+            .expect("thread pool");
+        Executor {
+            tree: tree.to_path_buf(),
+            cas,
+            clock: RunClock::now(),
+            pool,
+            tools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn abs(&self, rel: &str) -> PathBuf {
+        self.tree.join(rel)
+    }
+
+    fn io(&self, path: &Path, e: impl std::fmt::Display) -> BuildError {
+        BuildError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Digest of a tree file through the stat cache.
+    fn digest(&self, rel: &Path) -> Result<Digest, BuildError> {
+        Ok(self.cas.file_digest(&self.tree.join(rel), &self.clock)?)
+    }
+
+    /// Compiler identity: resolved path + `--version` output + binary digest,
+    /// computed once per program per run.
+    pub fn tool(&self, program: &str) -> Result<Digest, BuildError> {
+        if let Some(d) = self.tools.lock().unwrap().get(program) {
+            return Ok(*d);
+        }
+        let path = resolve_program(program).ok_or_else(|| BuildError::Spawn {
+            program: program.to_string(),
+            message: "not found on PATH".into(),
+        })?;
+        let version =
+            Command::new(&path)
+                .arg("--version")
+                .output()
+                .map_err(|e| BuildError::Spawn {
+                    program: program.to_string(),
+                    message: e.to_string(),
+                })?;
+        let binary = self.cas.file_digest(&path, &self.clock)?;
+        let id = ToolIdentity {
+            path: path.clone(),
+            version_output: version.stdout,
+            binary,
+        }
+        .digest();
+        self.tools.lock().unwrap().insert(program.to_string(), id);
+        Ok(id)
+    }
+
+    /// Runs the generator calls make made while reading the makefiles (for a
+    /// plan from the cache, where make did not run).
+    pub fn run_parse_time(&self, plan: &Plan) -> Result<(), BuildError> {
+        // Independent of each other: run them side by side.
+        self.pool.install(|| {
+            plan.parse_time.par_iter().try_for_each(|argv| {
+                let out = argv
+                    .iter()
+                    .position(|a| a == "--output" || a == "-o")
+                    .and_then(|i| argv.get(i + 1));
+                if let Some(dir) = out.and_then(|o| self.abs(o).parent().map(Path::to_path_buf)) {
+                    std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+                }
+                let (code, log) = run(&self.tree, argv, &[])?;
+                if code != 0 {
+                    return Err(BuildError::StepFailed {
+                        step: format!("generator {}", argv.join(" ")),
+                        code,
+                        log,
+                    });
+                }
+                Ok(())
+            })
+        })
+    }
+
+    /// Runs every step of `plan`: generators, compiles in parallel, link,
+    /// conversions, copies.
+    pub fn run(&self, plan: &Plan) -> Result<BuildReport, BuildError> {
+        let start = Instant::now();
+        let mut report = BuildReport::default();
+        let generates: Vec<(&Vec<String>, &String)> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Generate { argv, output } => Some((argv, output)),
+                _ => None,
+            })
+            .collect();
+        self.pool.install(|| {
+            generates
+                .par_iter()
+                .try_for_each(|(argv, output)| self.generate(argv, output))
+        })?;
+        let compiles: Vec<&Step> = plan.compiles().collect();
+        let results: Vec<Result<CompileOutcome, BuildError>> = self
+            .pool
+            .install(|| compiles.par_iter().map(|s| self.compile(s)).collect());
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(o) => {
+                    if o.from_cache {
+                        report.compiled_from_cache += 1;
+                    } else {
+                        report.compiled += 1;
+                    }
+                    if !o.log.is_empty() {
+                        report.warnings.push((o.source, o.log));
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        for step in &plan.steps {
+            match step {
+                Step::Archive { argv, output } => {
+                    // `ar r` adds to an existing archive; start from none, as a clean build does.
+                    let out = self.abs(output);
+                    if out.exists() {
+                        std::fs::remove_file(&out).map_err(|e| self.io(&out, e))?;
+                    }
+                    self.command("archive", argv, &[], output, &[])?;
+                }
+                Step::Link { argv, env, output } => {
+                    let (hit, log) = self.command("link", argv, env, output, &[])?;
+                    report.linked_from_cache = hit;
+                    if !log.is_empty() {
+                        report.warnings.push((output.clone(), log));
+                    }
+                }
+                Step::Convert {
+                    argv,
+                    input,
+                    output,
+                } => {
+                    self.command("convert", argv, &[], output, std::slice::from_ref(input))?;
+                    report.firmware.push(output.clone());
+                }
+                Step::Copy { from, to } => {
+                    let (src, dst) = (self.abs(from), self.abs(to));
+                    copy_if_changed(&src, &dst).map_err(|e| self.io(&dst, e))?;
+                }
+                _ => {}
+            }
+        }
+        report.duration_ms = start.elapsed().as_millis();
+        Ok(report)
+    }
+
+    /// Runs a generator; generators decide themselves whether to rewrite.
+    fn generate(&self, argv: &[String], output: &str) -> Result<(), BuildError> {
+        if let Some(dir) = self.abs(output).parent() {
+            std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
+        }
+        let (code, log) = run(&self.tree, argv, &[])?;
+        if code != 0 {
+            return Err(BuildError::StepFailed {
+                step: format!("generating {output}"),
+                code,
+                log,
+            });
+        }
+        Ok(())
+    }
+
+    fn compile(&self, step: &Step) -> Result<CompileOutcome, BuildError> {
+        let Step::Compile {
+            source,
+            object,
+            argv,
+            depfile_tmp,
+            depfile,
+        } = step
+        else {
+            unreachable!("compile() takes compile steps")
+        };
+        let compiler = self.tool(&argv[0])?;
+        let direct = DirectKey {
+            compiler,
+            argv: argv[1..].iter().map(OsString::from).collect(),
+            cwd: self.tree.clone(),
+            env: compiler_env(),
+            source: self.digest(Path::new(source))?,
+        }
+        .key();
+        let obj_path = self.abs(object);
+        if let Some(dir) = obj_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
+        }
+        // Direct-mode hit: every header recorded last time still has its digest.
+        if let Some(manifest) = self.cas.get_manifest(&direct)? {
+            let found = manifest.find(|p| self.digest(p).ok());
+            if let Some(key) = found {
+                if let Some(result) = self.cas.get_action(&key)? {
+                    if self.restore(&result, object, depfile.as_deref())? {
+                        let log = self.replay(&result)?;
+                        return Ok(CompileOutcome {
+                            source: source.clone(),
+                            from_cache: true,
+                            log,
+                        });
+                    }
+                }
+            }
+        }
+        let started = Instant::now();
+        let (code, log) = run(&self.tree, argv, &[])?;
+        if code != 0 {
+            return Err(BuildError::StepFailed {
+                step: format!("compiling {source}"),
+                code,
+                log,
+            });
+        }
+        let duration = started.elapsed();
+        // The compiler wrote the depfile to depfile_tmp; make moves it.
+        let mut headers = Vec::new();
+        let mut dep_bytes = Vec::new();
+        if let Some(tmp) = depfile_tmp {
+            let tmp_path = self.abs(tmp);
+            dep_bytes = std::fs::read(&tmp_path).map_err(|e| self.io(&tmp_path, e))?;
+            for dep in depfile_inputs(&String::from_utf8_lossy(&dep_bytes)) {
+                if dep != *source {
+                    let digest = self.digest(Path::new(&dep))?;
+                    headers.push((PathBuf::from(dep), digest));
+                }
+            }
+            let dest = self.abs(depfile.as_deref().unwrap_or(tmp));
+            std::fs::rename(&tmp_path, &dest).map_err(|e| self.io(&dest, e))?;
+        }
+        headers.sort();
+        headers.dedup();
+        let key = CompileKey { direct, headers };
+        let mut outputs = vec![NewOutput::file("object", &obj_path)];
+        if depfile.is_some() {
+            outputs.push(NewOutput::bytes("depfile", &dep_bytes));
+        }
+        let action = NewAction {
+            outputs,
+            stdout: b"",
+            stderr: log.as_bytes(),
+            exit_code: 0,
+            duration,
+        };
+        self.cas.put_action(&key.key(), &action)?;
+        let mut manifest = self.cas.get_manifest(&direct)?.unwrap_or_default();
+        manifest.add(ManifestEntry::from_compile(&key));
+        self.cas.put_manifest(&direct, &manifest)?;
+        Ok(CompileOutcome {
+            source: source.clone(),
+            from_cache: false,
+            log,
+        })
+    }
+
+    /// Writes a cached result's outputs where the build expects them;
+    /// false when a blob is missing (then the step simply runs).
+    fn restore(
+        &self,
+        result: &ActionResult,
+        object: &str,
+        depfile: Option<&str>,
+    ) -> Result<bool, BuildError> {
+        let mut wanted = vec![("object", object)];
+        if let Some(d) = depfile {
+            wanted.push(("depfile", d));
+        }
+        for (name, rel) in wanted {
+            let Some(out) = result.output(name) else {
+                return Ok(false);
+            };
+            if !self
+                .cas
+                .materialize(&out.digest, &self.abs(rel), out.executable)?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn replay(&self, result: &ActionResult) -> Result<String, BuildError> {
+        let err = self.cas.get_blob(&result.stderr)?.unwrap_or_default();
+        Ok(String::from_utf8_lossy(&err).into_owned())
+    }
+
+    /// A link or conversion, keyed by its tool, argv and input digests.
+    /// Returns (from cache, log).
+    fn command(
+        &self,
+        kind: &str,
+        argv: &[String],
+        env: &[(String, String)],
+        output: &str,
+        extra_inputs: &[String],
+    ) -> Result<(bool, String), BuildError> {
+        let tool = self.tool(&argv[0])?;
+        let mut inputs = Vec::new();
+        for word in argv[1..].iter().chain(extra_inputs) {
+            let rel = Path::new(word);
+            if word != output && !rel.is_absolute() && self.tree.join(rel).is_file() {
+                inputs.push((rel.to_path_buf(), self.digest(rel)?));
+            }
+        }
+        inputs.sort();
+        inputs.dedup();
+        let key = CommandKey {
+            kind: kind.to_string(),
+            tool,
+            argv: argv[1..].iter().map(OsString::from).collect(),
+            cwd: self.tree.clone(),
+            env: env.iter().cloned().chain(compiler_env()).collect(),
+            inputs,
+        }
+        .key();
+        let map = map_file(argv);
+        if let Some(result) = self.cas.get_action(&key)? {
+            if self.restore_named(&result, output, map.as_deref())? {
+                return Ok((true, self.replay(&result)?));
+            }
+        }
+        let started = Instant::now();
+        let (code, log) = run(&self.tree, argv, env)?;
+        if code != 0 {
+            return Err(BuildError::StepFailed {
+                step: format!("{kind} {output}"),
+                code,
+                log,
+            });
+        }
+        let out_path = self.abs(output);
+        let map_path = map.as_deref().map(|m| self.abs(m));
+        let mut outputs = vec![NewOutput::file("output", &out_path)];
+        if let Some(p) = map_path.as_deref().filter(|p| p.is_file()) {
+            outputs.push(NewOutput::file("map", p));
+        }
+        let action = NewAction {
+            outputs,
+            stdout: b"",
+            stderr: log.as_bytes(),
+            exit_code: 0,
+            duration: started.elapsed(),
+        };
+        self.cas.put_action(&key, &action)?;
+        Ok((false, log))
+    }
+
+    fn restore_named(
+        &self,
+        result: &ActionResult,
+        output: &str,
+        map: Option<&str>,
+    ) -> Result<bool, BuildError> {
+        let Some(out) = result.output("output") else {
+            return Ok(false);
+        };
+        if !self
+            .cas
+            .materialize(&out.digest, &self.abs(output), out.executable)?
+        {
+            return Ok(false);
+        }
+        if let (Some(m), Some(rel)) = (result.output("map"), map) {
+            self.cas.materialize(&m.digest, &self.abs(rel), false)?;
+        }
+        Ok(true)
+    }
+}
+
+/// Environment variables that change what GCC produces (`__DATE__` follows
+/// SOURCE_DATE_EPOCH; the others move include and program search paths).
+const COMPILER_ENV: &[&str] = &[
+    "SOURCE_DATE_EPOCH",
+    "CPATH",
+    "C_INCLUDE_PATH",
+    "CPLUS_INCLUDE_PATH",
+    "COMPILER_PATH",
+    "GCC_EXEC_PREFIX",
+    "LIBRARY_PATH",
+];
+
+/// The values of [`COMPILER_ENV`] that are set, for compile keys.
+fn compiler_env() -> BTreeMap<String, String> {
+    COMPILER_ENV
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
+struct CompileOutcome {
+    source: String,
+    from_cache: bool,
+    log: String,
+}
+
+/// `-Wl,-Map=.build/x.map,--cref` → `.build/x.map`.
+fn map_file(argv: &[String]) -> Option<String> {
+    argv.iter().find_map(|a| {
+        let rest = a.strip_prefix("-Wl,")?;
+        rest.split(',')
+            .find_map(|p| p.strip_prefix("-Map=").map(str::to_string))
+    })
+}
+
+/// Runs argv in `cwd`; returns (exit code, stdout+stderr as the build log).
+fn run(cwd: &Path, argv: &[String], env: &[(String, String)]) -> Result<(i32, String), BuildError> {
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(cwd)
+        .output()
+        .map_err(|e| BuildError::Spawn {
+            program: argv[0].clone(),
+            message: e.to_string(),
+        })?;
+    let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
+    log.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.code().unwrap_or(-1), log))
+}
+
+/// The inputs named in a make depfile (`out.o: a.c b.h \` …, plus `-MP`
+/// phony targets `b.h:`), in order, without duplicates.
+pub fn depfile_inputs(text: &str) -> Vec<String> {
+    let joined = text.replace("\\\n", " ");
+    let mut deps: Vec<String> = Vec::new();
+    for line in joined.lines() {
+        let Some((_, rest)) = split_rule(line) else {
+            continue;
+        };
+        for word in split_make_words(rest) {
+            if !deps.contains(&word) {
+                deps.push(word);
+            }
+        }
+    }
+    deps
+}
+
+/// Splits `target: deps` at the first unescaped `: ` (targets may contain
+/// `\ `-escaped spaces; Windows drive letters are not a concern here).
+fn split_rule(line: &str) -> Option<(&str, &str)> {
+    let i = line.find(':')?;
+    Some((&line[..i], &line[i + 1..]))
+}
+
+/// Whitespace-separated words with `\ ` as an escaped space.
+fn split_make_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&' ') => {
+                cur.push(' ');
+                chars.next();
+            }
+            c if c.is_whitespace() => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+/// Resolves a program name the way `execvp` would.
+pub fn resolve_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return p.is_file().then(|| std::fs::canonicalize(&p).unwrap_or(p));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+}
+
+/// Copies unless the destination already has the same bytes (keeps its mtime).
+fn copy_if_changed(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let bytes = std::fs::read(src)?;
+    if std::fs::read(dst).ok().as_deref() == Some(&bytes[..]) {
+        return Ok(());
+    }
+    std::fs::write(dst, bytes)
+}
+
+/// How long a step took, for reports.
+pub fn millis(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depfile_with_phony_targets() {
+        let text = ".build/o/led.o: quantum/led.c quantum/led.h \\\n .build/o/src/info_config.h\nquantum/led.h:\n.build/o/src/info_config.h:\n";
+        assert_eq!(
+            depfile_inputs(text),
+            [
+                "quantum/led.c",
+                "quantum/led.h",
+                ".build/o/src/info_config.h"
+            ]
+        );
+    }
+
+    #[test]
+    fn escaped_spaces_in_depfile() {
+        assert_eq!(
+            depfile_inputs("a.o: my\\ dir/a.c b.h\n"),
+            ["my dir/a.c", "b.h"]
+        );
+    }
+
+    #[test]
+    fn map_file_from_linker_flags() {
+        let argv: Vec<String> = ["cc", "-Wl,--gc-sections", "-Wl,-Map=.build/x.map,--cref"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(map_file(&argv).as_deref(), Some(".build/x.map"));
+    }
+}

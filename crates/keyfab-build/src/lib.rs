@@ -1,0 +1,14 @@
+//! Build planning and execution.
+//!
+//! The plan of a target comes from the tree's own makefiles, the way QMK's
+//! compile-database code gets it: make's dry run of
+//! `builddefs/build_keyboard.mk`, its recipes parsed into steps
+//! ([`plan`]). The executor runs those steps itself ([`exec`]).
+//!
+//! Architecture invariant: parsing a plan is a pure function of make's
+//! output; only [`plan::dry_run`] and the executor touch processes.
+
+pub mod exec;
+pub mod plan;
+pub mod plan_cache;
+pub mod probe;

@@ -1,0 +1,471 @@
+//! The plan of one target: what QMK's make would run, as typed steps.
+//!
+//! QMK's recipes print a status line (`printf "Compiling: quantum/led.c"`)
+//! and run the real command through `BUILD_CMD`, which make's dry run
+//! prints as `LOG=$(<command> 2>&1) ; if [ $? -gt 0 ]; …`. We take the
+//! command out of each `LOG=$(…)`, split it like a shell would, and type it
+//! by the status line before it.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::process::Command;
+
+/// One thing the build does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Step {
+    /// A generator call through `$(QMK_BIN)`, writing `output`.
+    Generate { argv: Vec<String>, output: String },
+    /// A C/C++ compile or an assembly; `depfile` is where make keeps the
+    /// dependency file (the compiler writes `depfile_tmp`, then it is moved).
+    Compile {
+        source: String,
+        object: String,
+        argv: Vec<String>,
+        depfile_tmp: Option<String>,
+        depfile: Option<String>,
+    },
+    /// `ar rcs OUT.a IN.o…`: a static library of objects.
+    Archive { argv: Vec<String>, output: String },
+    /// The link of the ELF; `env` are `VAR=value` prefixes of the command.
+    Link {
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        output: String,
+    },
+    /// objcopy and friends: ELF → `.hex`/`.bin`/…
+    Convert {
+        argv: Vec<String>,
+        input: String,
+        output: String,
+    },
+    /// Copy of the firmware to the tree root (QMK's `cpfirmware`).
+    Copy { from: String, to: String },
+}
+
+impl Step {
+    /// The file this step produces.
+    pub fn output(&self) -> &str {
+        match self {
+            Step::Generate { output, .. }
+            | Step::Archive { output, .. }
+            | Step::Link { output, .. }
+            | Step::Convert { output, .. } => output,
+            Step::Compile { object, .. } => object,
+            Step::Copy { to, .. } => to,
+        }
+    }
+}
+
+/// The steps of one target, in make's order, plus facts read from recipes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// The firmware size limit from QMK's size check, when the plan has one.
+    pub max_size: Option<u64>,
+    /// Generator calls make ran while reading the makefiles (`$(shell
+    /// $(QMK_BIN) …)`, e.g. `version.h`); a plan from the cache runs them
+    /// again before compiling, since make does not.
+    #[serde(default)]
+    pub parse_time: Vec<Vec<String>>,
+}
+
+impl Plan {
+    pub fn compiles(&self) -> impl Iterator<Item = &Step> {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s, Step::Compile { .. }))
+    }
+}
+
+/// A recipe we could not understand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("make dry run, line {line}: cannot split the command: {text}")]
+    Unsplittable { line: usize, text: String },
+    #[error("make dry run, line {line}: {what}: {text}")]
+    Unexpected {
+        line: usize,
+        what: String,
+        text: String,
+    },
+    #[error("make dry run printed no compile steps")]
+    Empty,
+}
+
+/// Parses the output of `make -n` of a QMK target into a plan.
+pub fn parse_dry_run(output: &str) -> Result<Plan, PlanError> {
+    let mut plan = Plan::default();
+    let mut status: Option<(String, String)> = None;
+    for (i, line) in output.lines().enumerate() {
+        let lineno = i + 1;
+        if let Some(s) = status_line(line) {
+            status = Some(s);
+            continue;
+        }
+        if let Some(cmd) = build_cmd(line) {
+            let Some(words) = shlex::split(cmd) else {
+                return Err(PlanError::Unsplittable {
+                    line: lineno,
+                    text: cmd.to_string(),
+                });
+            };
+            let (verb, subject) = status.take().unwrap_or_default();
+            plan.steps
+                .push(typed_step(&verb, &subject, words).map_err(|what| {
+                    PlanError::Unexpected {
+                        line: lineno,
+                        what,
+                        text: cmd.to_string(),
+                    }
+                })?);
+            continue;
+        }
+        if let Some((from, to)) = copy_firmware(line) {
+            plan.steps.push(Step::Copy { from, to });
+            continue;
+        }
+        if let Some(max) = size_limit(line) {
+            plan.max_size = Some(max);
+        }
+    }
+    if plan.compiles().next().is_none() {
+        return Err(PlanError::Empty);
+    }
+    Ok(plan)
+}
+
+/// `printf "Compiling: quantum/led.c" | awk …` → ("Compiling", "quantum/led.c").
+fn status_line(line: &str) -> Option<(String, String)> {
+    let start = line.find("printf \"")? + "printf \"".len();
+    let rest = &line[start..];
+    let end = rest.find('"')?;
+    let (verb, subject) = rest[..end].split_once(": ")?;
+    if !line.contains("| awk") && !line.contains("| cat") {
+        return None;
+    }
+    Some((verb.to_string(), subject.trim().to_string()))
+}
+
+/// The command inside `LOG=$(<cmd> 2>&1) ; if [ $? -gt 0 ]`.
+fn build_cmd(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("LOG=$(")?;
+    let end = rest.find(" 2>&1) ; if [ $? -gt 0 ]")?;
+    Some(rest[..end].trim())
+}
+
+/// `cp .build/x.hex x.hex && …` → (from, to).
+fn copy_firmware(line: &str) -> Option<(String, String)> {
+    let rest = line.strip_prefix("cp ")?;
+    let cmd = rest.split(" && ").next()?;
+    let mut parts = cmd.split_whitespace();
+    let (from, to) = (parts.next()?, parts.next()?);
+    (parts.next().is_none() && from.starts_with(".build/"))
+        .then(|| (from.to_string(), to.to_string()))
+}
+
+/// QMK's size check: `if [ 28672 -gt 0 ] && [ … ]` → 28672.
+fn size_limit(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("if [ ")?;
+    let (n, tail) = rest.split_once(' ')?;
+    tail.starts_with("-gt 0 ] && [")
+        .then(|| n.parse().ok())
+        .flatten()
+}
+
+/// Types a command by the status line printed before it.
+fn typed_step(verb: &str, subject: &str, words: Vec<String>) -> Result<Step, String> {
+    // `A && B`: the compile's `mv -f x.td x.d`, or a generator followed by more.
+    let mut parts = words.split(|w| w == "&&");
+    let first = parts.next().unwrap_or_default().to_vec();
+    let rest: Vec<Vec<String>> = parts.map(<[String]>::to_vec).collect();
+    match verb {
+        "Generating" => {
+            let output = flag_value(&first, "--output").ok_or("generator without --output")?;
+            Ok(Step::Generate {
+                argv: first,
+                output,
+            })
+        }
+        "Compiling" | "Assembling" => {
+            let object = flag_value(&first, "-o").ok_or("compile without -o")?;
+            let depfile_tmp = flag_value(&first, "-MF");
+            let depfile = rest
+                .iter()
+                .find(|c| c.len() == 4 && c[0] == "mv" && c[1] == "-f")
+                .map(|c| c[3].clone());
+            Ok(Step::Compile {
+                source: subject.to_string(),
+                object,
+                argv: first,
+                depfile_tmp,
+                depfile,
+            })
+        }
+        "Archiving" => {
+            let output = first.get(2).cloned().ok_or("archive without output")?;
+            Ok(Step::Archive {
+                argv: first,
+                output,
+            })
+        }
+        "Linking" => {
+            let mut env = Vec::new();
+            let mut argv = first;
+            while let Some((k, v)) = argv
+                .first()
+                .and_then(|w| w.split_once('='))
+                .filter(|(k, _)| is_var_name(k))
+            {
+                env.push((k.to_string(), v.to_string()));
+                argv.remove(0);
+            }
+            let output = flag_value(&argv, "--output")
+                .or_else(|| flag_value(&argv, "-o"))
+                .ok_or("link without --output")?;
+            Ok(Step::Link { argv, env, output })
+        }
+        v if v.starts_with("Creating") => {
+            // `objcopy … IN OUT`: the last two words.
+            if first.len() < 3 {
+                return Err("conversion without input and output".into());
+            }
+            let output = first[first.len() - 1].clone();
+            let input = first[first.len() - 2].clone();
+            Ok(Step::Convert {
+                argv: first,
+                input,
+                output,
+            })
+        }
+        other => Err(format!("unknown step kind {other:?}")),
+    }
+}
+
+fn is_var_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The word after `flag` (`-o x`), or the rest of `flag=x`.
+fn flag_value(words: &[String], flag: &str) -> Option<String> {
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        if w == flag {
+            return it.next().cloned();
+        }
+        if let Some(v) = w.strip_prefix(flag).and_then(|r| r.strip_prefix('=')) {
+            return Some(v.to_string());
+        }
+    }
+    None
+}
+
+/// The variables QMK's CLI passes to make for `keyboard:keymap`
+/// (`qmk.build_targets._common_make_args`).
+/// `QMK_BIN` is left to the caller (the plan cache wraps it).
+pub fn make_args(keyboard: &str, keymap: &str, env: &[(String, String)]) -> Vec<String> {
+    let safe = keyboard.replace('/', "_");
+    let mut args = vec![
+        "-r".to_string(),
+        "-R".to_string(),
+        "-f".to_string(),
+        "builddefs/build_keyboard.mk".to_string(),
+        format!("KEYBOARD={keyboard}"),
+        format!("KEYMAP={keymap}"),
+        format!("KEYBOARD_FILESAFE={safe}"),
+        format!("TARGET={safe}_{keymap}"),
+        "VERBOSE=false".to_string(),
+        "COLOR=false".to_string(),
+        "SILENT=false".to_string(),
+    ];
+    args.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    args
+}
+
+/// The makefiles make read, from its `--debug=v` lines
+/// (`Reading makefile 'x' (search path) …`), without duplicates.
+pub fn makefiles_read(output: &str) -> Vec<String> {
+    let mut files: Vec<String> = Vec::new();
+    for line in output.lines() {
+        let Some(rest) = line.strip_prefix("Reading makefile '") else {
+            continue;
+        };
+        let Some(end) = rest.find('\'') else { continue };
+        let name = rest[..end].to_string();
+        if !files.contains(&name) {
+            files.push(name);
+        }
+    }
+    files
+}
+
+/// The make program: `$MAKE`, else `make`.
+pub fn make_program() -> String {
+    std::env::var("MAKE").unwrap_or_else(|_| "make".into())
+}
+
+/// Runs make's dry run of a target in `tree` (with `--debug=v`, so the
+/// output also names the makefiles read, and `-B`, so every step is printed
+/// even when `.build/` holds up-to-date files); returns its stdout, or make's
+/// stderr as the error.
+pub fn dry_run(tree: &Path, args: &[String]) -> Result<String, String> {
+    let out = Command::new(make_program())
+        .arg("-n")
+        .arg("-B")
+        .arg("--debug=v")
+        .args(args)
+        .current_dir(tree)
+        .env_remove("MAKEFLAGS")
+        .output()
+        .map_err(|e| format!("cannot run make: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK_TAIL: &str = " 2>&1) ; if [ $? -gt 0 ]; then exit 1; fi;";
+
+    fn sample() -> String {
+        [
+            "false || printf \"Generating: .build/obj_kb_km/src/info_config.h\" | awk '{ printf \"%-99s\", $0; }'".to_string(),
+            format!("LOG=$(keyfab qmk generate-config-h --quiet --keyboard kb --output .build/obj_kb_km/src/info_config.h{OK_TAIL}"),
+            "mkdir -p .build/obj_kb_km/quantum".to_string(),
+            "false || printf \"Compiling: quantum/led.c\" | awk '{ printf \"%-99s\", $0; }'".to_string(),
+            format!("LOG=$(cc -c -DQMK_KEYBOARD=\\\"kb\\\" -DX=\"(A | B)\" -MMD -MP -MF .build/obj_kb_km/quantum/led.td quantum/led.c -o .build/obj_kb_km/quantum/led.o && mv -f .build/obj_kb_km/quantum/led.td .build/obj_kb_km/quantum/led.d{OK_TAIL}"),
+            "false || printf \"Linking: .build/kb_km.elf\" | awk '{ printf \"%-99s\", $0; }'".to_string(),
+            format!("LOG=$(MAKE=make  cc -Os .build/obj_kb_km/quantum/led.o --output .build/kb_km.elf -lm{OK_TAIL}"),
+            "false || printf \"Creating load file for flashing: .build/kb_km.hex\" | awk '{ printf \"%-99s\", $0; }'".to_string(),
+            format!("LOG=$(objcopy -O ihex -R .eeprom .build/kb_km.elf .build/kb_km.hex{OK_TAIL}"),
+            "false || printf \"Archiving: .build/obj_kb_km/i2c.o\" | awk '{ printf \"%-99s\", $0; }'".to_string(),
+            format!("LOG=$(avr-ar rcs .build/obj_kb_km/i2c.a .build/obj_kb_km/i2c.o{OK_TAIL}"),
+            "cp .build/kb_km.hex kb_km.hex && false || printf \" [OK]\\n\"".to_string(),
+            "if [ 28672 -gt 0 ] && [ 0 -gt 0 ]; then \\".to_string(),
+        ]
+        .join("\n")
+    }
+
+    #[test]
+    fn parses_every_step_kind() {
+        let plan = parse_dry_run(&sample()).unwrap();
+        assert_eq!(plan.steps.len(), 6);
+        assert_eq!(plan.max_size, Some(28672));
+        assert_eq!(
+            plan.steps[0],
+            Step::Generate {
+                argv: "keyfab qmk generate-config-h --quiet --keyboard kb --output .build/obj_kb_km/src/info_config.h"
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+                output: ".build/obj_kb_km/src/info_config.h".into(),
+            }
+        );
+        let Step::Compile {
+            source,
+            object,
+            argv,
+            depfile_tmp,
+            depfile,
+        } = &plan.steps[1]
+        else {
+            panic!("{:?}", plan.steps[1])
+        };
+        assert_eq!(source, "quantum/led.c");
+        assert_eq!(object, ".build/obj_kb_km/quantum/led.o");
+        // shell quoting is undone: the compiler sees the same argv as under sh
+        assert!(
+            argv.contains(&"-DQMK_KEYBOARD=\"kb\"".to_string()),
+            "{argv:?}"
+        );
+        assert!(argv.contains(&"-DX=(A | B)".to_string()), "{argv:?}");
+        assert_eq!(argv.last().unwrap(), ".build/obj_kb_km/quantum/led.o");
+        assert_eq!(
+            depfile_tmp.as_deref(),
+            Some(".build/obj_kb_km/quantum/led.td")
+        );
+        assert_eq!(depfile.as_deref(), Some(".build/obj_kb_km/quantum/led.d"));
+        let Step::Link { argv, env, output } = &plan.steps[2] else {
+            panic!()
+        };
+        assert_eq!(env, &[("MAKE".to_string(), "make".to_string())]);
+        assert_eq!(argv[0], "cc");
+        assert_eq!(output, ".build/kb_km.elf");
+        assert_eq!(
+            plan.steps[3],
+            Step::Convert {
+                argv: "objcopy -O ihex -R .eeprom .build/kb_km.elf .build/kb_km.hex"
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+                input: ".build/kb_km.elf".into(),
+                output: ".build/kb_km.hex".into(),
+            }
+        );
+        assert_eq!(
+            plan.steps[4],
+            Step::Archive {
+                argv: "avr-ar rcs .build/obj_kb_km/i2c.a .build/obj_kb_km/i2c.o"
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+                output: ".build/obj_kb_km/i2c.a".into(),
+            }
+        );
+        assert_eq!(
+            plan.steps[5],
+            Step::Copy {
+                from: ".build/kb_km.hex".into(),
+                to: "kb_km.hex".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_plan_without_compiles_is_an_error() {
+        assert_eq!(parse_dry_run("mkdir -p x\n"), Err(PlanError::Empty));
+    }
+
+    #[test]
+    fn unknown_step_kind_names_the_line() {
+        let text = format!("printf \"Frobbing: x\" | awk 'x'\nLOG=$(frob x{OK_TAIL}\n");
+        let err = parse_dry_run(&text).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(err.to_string().contains("Frobbing"), "{err}");
+    }
+
+    #[test]
+    fn make_args_match_qmk_cli() {
+        let args = make_args(
+            "planck/rev5",
+            "default",
+            &[("SKIP_GIT".into(), "yes".into())],
+        );
+        assert!(args.contains(&"KEYBOARD_FILESAFE=planck_rev5".to_string()));
+        assert!(args.contains(&"TARGET=planck_rev5_default".to_string()));
+        assert_eq!(args.last().unwrap(), "SKIP_GIT=yes");
+    }
+}
+
+#[cfg(test)]
+mod real_plan {
+    /// Parses a real `make -n` log when `KEYFAB_PLAN_LOG` names one.
+    #[test]
+    fn real_dry_run_parses() {
+        let Some(path) = std::env::var_os("KEYFAB_PLAN_LOG") else {
+            return;
+        };
+        let text = std::fs::read_to_string(path).unwrap();
+        let plan = super::parse_dry_run(&text).unwrap();
+        let n = plan.compiles().count();
+        eprintln!(
+            "{n} compiles, {} steps, max size {:?}",
+            plan.steps.len(),
+            plan.max_size
+        );
+        assert!(n > 10);
+    }
+}

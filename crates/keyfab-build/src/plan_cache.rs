@@ -1,0 +1,195 @@
+//! Plans from the cache.
+//!
+//! A plan depends on the makefiles make read, on the files the generators
+//! that make calls at parse time read, and on which files exist where make
+//! looks with `$(wildcard …)`. The cache entry works like a direct-mode
+//! compile: the head key covers the command line, the environment, the tool,
+//! keyfab itself, the tree's `data/` tables and the keyboard and keymap
+//! folders (their file names, and the digest of every file in them but C
+//! sources); its manifest lists the makefiles read with their digests.
+//! Makefiles make generated under `.build/` are left out of the manifest:
+//! they are functions of what the head key covers.
+
+use crate::plan::{self, Plan};
+use keyfab_cas::{
+    CommandKey, CompileKey, Digest, LocalCas, ManifestEntry, NewAction, NewOutput, RunClock,
+};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Why no plan could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanCacheError {
+    #[error("make could not plan the target:\n{0}")]
+    Make(String),
+    #[error(transparent)]
+    Parse(#[from] plan::PlanError),
+    #[error(transparent)]
+    Cache(#[from] keyfab_cas::CasError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A plan and whether it came from the cache.
+pub struct CachedPlan {
+    pub plan: Plan,
+    pub from_cache: bool,
+}
+
+/// What a plan depends on besides the makefiles read.
+pub struct PlanContext<'a> {
+    pub tree: &'a Path,
+    /// make's arguments, without `QMK_BIN`.
+    pub make_args: Vec<String>,
+    /// The generator command (`QMK_BIN`).
+    pub qmk_bin: String,
+    /// A command that logs a generator call to the file named by its
+    /// `--log` argument and then runs it: `<recorder> --log FILE -- <qmk_bin …>`.
+    pub recorder: String,
+    /// Tree-relative folders whose file names and contents the plan depends on
+    /// (the keyboard's folder chain, the keymap folder).
+    pub folders: Vec<PathBuf>,
+    /// Extra files the plan depends on (keyfab's own binary, which generates).
+    pub files: Vec<PathBuf>,
+}
+
+/// The environment variables a plan depends on.
+fn plan_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            k == "PATH"
+                || (k.starts_with("QMK_") || k.starts_with("SKIP_"))
+                || k == "SOURCE_DATE_EPOCH"
+        })
+        .collect()
+}
+
+fn head_key(
+    cas: &LocalCas,
+    clock: &RunClock,
+    ctx: &PlanContext<'_>,
+) -> Result<keyfab_cas::ActionKey, PlanCacheError> {
+    let make = crate::exec::resolve_program(&plan::make_program())
+        .ok_or_else(|| PlanCacheError::Other("make not found on PATH".into()))?;
+    let mut inputs: Vec<(PathBuf, Digest)> = Vec::new();
+    inputs.push((make.clone(), cas.file_digest(&make, clock)?));
+    for f in &ctx.files {
+        inputs.push((f.clone(), cas.file_digest(&ctx.tree.join(f), clock)?));
+    }
+    let mut folders = ctx.folders.clone();
+    folders.push("data/mappings".into());
+    folders.push("data/schemas".into());
+    for folder in &folders {
+        let dir = ctx.tree.join(folder);
+        let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        names.sort();
+        // The listing itself: a new file (a config.h that shadows another) changes the plan.
+        inputs.push((folder.join("."), Digest::of(names.join("\n").as_bytes())));
+        for name in names {
+            let path = dir.join(&name);
+            if name.ends_with(".c") || !path.is_file() {
+                continue;
+            }
+            inputs.push((folder.join(&name), cas.file_digest(&path, clock)?));
+        }
+    }
+    if std::env::var_os("KEYFAB_DEBUG_PLAN_KEY").is_some() {
+        for (p, d) in &inputs {
+            eprintln!("plan input {} {}", p.display(), d.to_hex());
+        }
+    }
+    Ok(CommandKey {
+        kind: "plan-head".into(),
+        tool: Digest::of(make.as_os_str().as_encoded_bytes()),
+        argv: ctx
+            .make_args
+            .iter()
+            .chain(std::iter::once(&ctx.qmk_bin))
+            .map(OsString::from)
+            .collect(),
+        cwd: ctx.tree.to_path_buf(),
+        env: plan_env(),
+        inputs,
+    }
+    .key())
+}
+
+/// The plan of a target: from the cache when nothing it depends on changed,
+/// else from make's dry run (and then stored).
+pub fn plan_target(
+    cas: &LocalCas,
+    clock: &RunClock,
+    ctx: &PlanContext<'_>,
+) -> Result<CachedPlan, PlanCacheError> {
+    let head = head_key(cas, clock, ctx)?;
+    if let Some(manifest) = cas.get_manifest(&head)? {
+        if let Some(key) = manifest.find(|p| cas.file_digest(&ctx.tree.join(p), clock).ok()) {
+            if let Some(result) = cas.get_action(&key)? {
+                if let Some(bytes) = result
+                    .output("plan")
+                    .and_then(|o| cas.get_blob(&o.digest).ok().flatten())
+                {
+                    if let Ok(plan) = serde_json::from_slice::<Plan>(&bytes) {
+                        return Ok(CachedPlan {
+                            plan,
+                            from_cache: true,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let log = tempfile::NamedTempFile::new()
+        .map_err(|e| PlanCacheError::Other(format!("temp file: {e}")))?;
+    let mut args = ctx.make_args.clone();
+    args.push(format!(
+        "QMK_BIN={} --log {} -- {}",
+        ctx.recorder,
+        log.path().display(),
+        ctx.qmk_bin
+    ));
+    let output = plan::dry_run(ctx.tree, &args).map_err(PlanCacheError::Make)?;
+    let mut plan = plan::parse_dry_run(&output)?;
+    let recorded = std::fs::read_to_string(log.path()).unwrap_or_default();
+    plan.parse_time = recorded
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Vec<String>>(l).ok())
+        .collect();
+    let mut makefiles = Vec::new();
+    for f in plan::makefiles_read(&output) {
+        // Generators print absolute paths; keep everything tree-relative.
+        let f = match Path::new(&f).strip_prefix(ctx.tree) {
+            Ok(rel) => rel.to_string_lossy().into_owned(),
+            Err(_) => f,
+        };
+        let path = ctx.tree.join(&f);
+        if f.starts_with(".build/") || !path.is_file() {
+            continue;
+        }
+        makefiles.push((PathBuf::from(&f), cas.file_digest(&path, clock)?));
+        if std::env::var_os("KEYFAB_DEBUG_PLAN_KEY").is_some() {
+            eprintln!("plan makefile {f} {}", makefiles.last().unwrap().1.to_hex());
+        }
+    }
+    let key = CompileKey {
+        direct: head,
+        headers: makefiles,
+    };
+    let json = serde_json::to_vec(&plan).map_err(|e| PlanCacheError::Other(e.to_string()))?;
+    let action = NewAction::success(vec![NewOutput::bytes("plan", &json)]);
+    cas.put_action(&key.key(), &action)?;
+    let mut manifest = cas.get_manifest(&head)?.unwrap_or_default();
+    manifest.add(ManifestEntry::from_compile(&key));
+    cas.put_manifest(&head, &manifest)?;
+    Ok(CachedPlan {
+        plan,
+        from_cache: false,
+    })
+}

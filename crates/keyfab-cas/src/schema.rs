@@ -1,0 +1,85 @@
+//! The index schema, as a list of migrations. `PRAGMA user_version` holds
+//! how many have been applied; opening an index applies the missing ones in
+//! one transaction, and refuses an index newer than this code.
+//!
+//! Never edit a released migration: append a new one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE blobs (
+        digest    BLOB PRIMARY KEY,
+        size      INTEGER NOT NULL,
+        last_used INTEGER NOT NULL          -- unix ms; LRU order for gc
+    ) WITHOUT ROWID;
+    CREATE INDEX blobs_lru ON blobs(last_used);
+
+    CREATE TABLE totals (
+        one   INTEGER PRIMARY KEY CHECK (one = 1),
+        count INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    );
+    INSERT INTO totals VALUES (1, 0, 0);
+    CREATE TRIGGER blobs_count_ins AFTER INSERT ON blobs BEGIN
+        UPDATE totals SET count = count + 1, bytes = bytes + NEW.size;
+    END;
+    CREATE TRIGGER blobs_count_del AFTER DELETE ON blobs BEGIN
+        UPDATE totals SET count = count - 1, bytes = bytes - OLD.size;
+    END;
+
+    CREATE TABLE actions (
+        key         BLOB PRIMARY KEY,
+        record      BLOB NOT NULL,          -- digest of the record blob
+        result      TEXT NOT NULL,          -- the ActionResult, JSON
+        duration_ns INTEGER NOT NULL,
+        created     INTEGER NOT NULL,
+        last_used   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    -- Every blob an action needs (outputs, stdout, stderr, its record).
+    CREATE TABLE action_blobs (
+        key    BLOB NOT NULL,
+        digest BLOB NOT NULL,
+        PRIMARY KEY (key, digest)
+    ) WITHOUT ROWID;
+    CREATE INDEX action_blobs_digest ON action_blobs(digest);
+
+    CREATE TABLE manifests (
+        key       BLOB PRIMARY KEY,         -- the direct key
+        record    BLOB NOT NULL,
+        manifest  TEXT NOT NULL,            -- JSON
+        last_used INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX manifests_record ON manifests(record);
+
+    CREATE TABLE stat_cache (
+        path     BLOB PRIMARY KEY,          -- absolute path, raw bytes
+        dev      INTEGER NOT NULL,
+        ino      INTEGER NOT NULL,
+        size     INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL,
+        digest   BLOB NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY,
+        started_ns  INTEGER NOT NULL,
+        finished_ns INTEGER,
+        command     TEXT NOT NULL,
+        status      TEXT
+    );
+    CREATE TABLE provenance (
+        run    INTEGER NOT NULL,
+        target TEXT NOT NULL,
+        record BLOB NOT NULL,
+        body   TEXT NOT NULL,               -- the Provenance, JSON
+        PRIMARY KEY (run, target)
+    );
+    CREATE INDEX provenance_target ON provenance(target, run);
+    CREATE INDEX provenance_record ON provenance(record);
+    "#,
+];
+
+pub fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}

@@ -1,0 +1,465 @@
+//! The local cache through its public API, in one process, on real folders.
+
+mod common;
+
+use common::{content, key};
+use keyfab_cas::*;
+use std::path::Path;
+use std::time::Duration;
+
+fn open(dir: &Path) -> LocalCas {
+    LocalCas::open_with(
+        dir,
+        OpenOptions {
+            durable: false,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn put(cas: &LocalCas, name: &str, size: usize) -> ActionResult {
+    let bytes = content(name, size);
+    let action = NewAction {
+        stdout: b"out",
+        stderr: b"warning: x",
+        duration: Duration::from_millis(12),
+        ..NewAction::success(vec![NewOutput::bytes("a.o", &bytes)])
+    };
+    cas.put_action(&key(name), &action).unwrap()
+}
+
+#[test]
+fn action_round_trip_replays_outputs_and_captured_text() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = open(t.path());
+    let src = t.path().join("fw.elf");
+    std::fs::write(&src, b"\x7fELF...").unwrap();
+    let action = NewAction {
+        stderr: b"warning: unused",
+        ..NewAction::success(vec![
+            NewOutput::bytes("a.o", b"object"),
+            NewOutput {
+                executable: true,
+                ..NewOutput::file("fw.elf", &src)
+            },
+        ])
+    };
+    let stored = cas.put_action(&key("a"), &action).unwrap();
+    let got = cas.get_action(&key("a")).unwrap().unwrap();
+    assert_eq!(got, stored);
+    assert_eq!(
+        cas.get_blob(&got.output("a.o").unwrap().digest)
+            .unwrap()
+            .unwrap(),
+        b"object"
+    );
+    assert_eq!(
+        cas.get_blob(&got.stderr).unwrap().unwrap(),
+        b"warning: unused"
+    );
+    let dest = t.path().join("out/fw.elf");
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    assert!(cas
+        .materialize(&got.output("fw.elf").unwrap().digest, &dest, true)
+        .unwrap());
+    assert_eq!(std::fs::read(&dest).unwrap(), b"\x7fELF...");
+    assert!(cas.get_action(&key("b")).unwrap().is_none());
+    let batch = cas.get_actions(&[key("b"), key("a")]).unwrap();
+    assert_eq!(batch, vec![None, Some(stored)]);
+}
+
+#[test]
+fn failed_actions_are_never_cached() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = open(t.path());
+    let action = NewAction {
+        exit_code: 1,
+        stderr: b"error: x",
+        ..NewAction::success(vec![])
+    };
+    let err = cas.put_action(&key("f"), &action).unwrap_err();
+    assert!(matches!(err, CasError::FailedAction { exit_code: 1 }));
+    assert!(cas.get_action(&key("f")).unwrap().is_none());
+    assert_eq!(cas.stats().unwrap().counts.blobs, 0, "not even its blobs");
+    let stored = put(&cas, "ok", 10);
+    let failed = ActionResult {
+        exit_code: 2,
+        ..stored
+    };
+    assert!(cas.put_action_result(&key("x"), &failed).is_err());
+    assert!(Storage::store_action(&ReadOnly(&cas), &key("f"), &action).is_err());
+}
+
+#[test]
+fn flipped_byte_is_detected_treated_as_a_miss_and_repaired() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = open(t.path());
+    let r = put(&cas, "obj", 4000);
+    put(&cas, "other", 4000);
+    let blob = t
+        .path()
+        .join("blobs")
+        .join(&r.outputs[0].digest.to_hex()[..2])
+        .join(&r.outputs[0].digest.to_hex()[2..]);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[1234] ^= 0x01;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let report = cas.verify(false).unwrap();
+    assert_eq!(report.corrupt, vec![r.outputs[0].digest]);
+    assert!(!report.is_clean());
+    // A read is a miss, and the entry that needs the blob goes away.
+    assert!(cas.get_blob(&r.outputs[0].digest).unwrap().is_none());
+    assert!(cas.get_action(&key("obj")).unwrap().is_none());
+
+    // Flip again (the read removed the file) and let repair handle it.
+    put(&cas, "obj", 4000);
+    std::fs::write(&blob, &bytes).unwrap();
+    let repaired = cas.verify(true).unwrap();
+    assert_eq!(repaired.repaired.as_ref().unwrap().corrupt_removed, 1);
+    let after = cas.verify(false).unwrap();
+    assert!(after.is_clean(), "{after:?}");
+    assert!(cas.get_action(&key("obj")).unwrap().is_none());
+    assert!(cas.get_action(&key("other")).unwrap().is_some());
+    // Storing it again restores the entry.
+    put(&cas, "obj", 4000);
+    let r2 = cas.get_action(&key("obj")).unwrap().unwrap();
+    assert_eq!(
+        cas.get_blob(&r2.outputs[0].digest).unwrap().unwrap(),
+        content("obj", 4000)
+    );
+}
+
+#[test]
+fn deleted_blob_is_a_miss_and_verify_reports_it() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = open(t.path());
+    let r = put(&cas, "obj", 100);
+    let hex = r.outputs[0].digest.to_hex();
+    std::fs::remove_file(t.path().join("blobs").join(&hex[..2]).join(&hex[2..])).unwrap();
+    assert!(cas.get_action(&key("obj")).unwrap().is_none());
+    let report = cas.verify(false).unwrap();
+    assert_eq!(report.missing, vec![r.outputs[0].digest]);
+    cas.verify(true).unwrap();
+    assert!(cas.verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn index_is_rebuilt_from_blobs_when_lost_or_corrupt() {
+    let t = tempfile::tempdir().unwrap();
+    let run;
+    {
+        let cas = open(t.path());
+        put(&cas, "a", 1000);
+        put(&cas, "b", 2000);
+        let mut m = Manifest::default();
+        m.add(ManifestEntry {
+            headers: vec![("x.h".into(), Digest::of(b"x"))],
+            action: key("a"),
+        });
+        cas.put_manifest(&key("direct-a"), &m).unwrap();
+        run = cas.begin_run("build planck").unwrap();
+        cas.record_provenance(run, "planck/rev6:default", &Provenance::default())
+            .unwrap();
+    }
+    let index = t.path().join("index.sqlite");
+    for damage in ["delete", "garbage"] {
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", index.display()));
+        }
+        if damage == "garbage" {
+            std::fs::write(&index, vec![0xa5; 4096]).unwrap();
+        }
+        let cas = open(t.path());
+        assert!(cas.get_action(&key("a")).unwrap().is_some(), "{damage}");
+        assert!(cas.get_action(&key("b")).unwrap().is_some(), "{damage}");
+        assert!(
+            cas.get_manifest(&key("direct-a")).unwrap().is_some(),
+            "{damage}"
+        );
+        let prov = cas.provenance("planck/rev6:default", 10).unwrap();
+        assert_eq!(prov.len(), 1, "{damage}");
+        assert_eq!(prov[0].0, run);
+        assert!(cas.verify(false).unwrap().is_clean());
+    }
+}
+
+#[test]
+fn gc_evicts_least_recently_used_first() {
+    let t = tempfile::tempdir().unwrap();
+    let opts = OpenOptions {
+        durable: false,
+        touch_after: Duration::ZERO,
+        ..OpenOptions::default()
+    };
+    let cas = LocalCas::open_with(t.path(), opts).unwrap();
+    for name in ["old", "mid", "new"] {
+        put(&cas, name, 100_000);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Using "old" makes it recent.
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(cas.get_action(&key("old")).unwrap().is_some());
+    cas.flush().unwrap();
+    let report = cas.gc(250_000).unwrap();
+    assert!(report.bytes_after <= 250_000, "{report:?}");
+    assert!(
+        cas.get_action(&key("mid")).unwrap().is_none(),
+        "mid was least recently used"
+    );
+    assert!(cas.get_action(&key("old")).unwrap().is_some());
+    assert!(cas.get_action(&key("new")).unwrap().is_some());
+    assert!(cas.verify(false).unwrap().is_clean());
+    cas.gc(0).unwrap();
+    assert_eq!(cas.stats().unwrap().counts.blobs, 0);
+    assert!(cas.verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn size_bound_is_enforced_on_flush() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = LocalCas::open_with(
+        t.path(),
+        OpenOptions {
+            max_size: Some(300_000),
+            durable: false,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    for i in 0..10 {
+        put(&cas, &format!("n{i}"), 100_000);
+    }
+    cas.flush().unwrap();
+    assert!(cas.stats().unwrap().counts.bytes <= 300_000);
+}
+
+#[test]
+fn clear_empties_everything() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = open(t.path());
+    put(&cas, "a", 10);
+    let report = cas.clear().unwrap();
+    assert!(report.blobs_removed >= 3);
+    let s = cas.stats().unwrap();
+    assert_eq!(
+        (s.counts.blobs, s.counts.actions, s.counts.bytes),
+        (0, 0, 0)
+    );
+    assert!(cas.get_action(&key("a")).unwrap().is_none());
+    assert!(cas.verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn stat_cache_hashes_once_and_never_trusts_recent_files() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = open(&t.path().join("cache"));
+    let file = t.path().join("a.h");
+    std::fs::write(&file, b"#define A 1\n").unwrap();
+    // The file was written in this run's second: never trusted.
+    let clock = RunClock::now();
+    assert_eq!(
+        cas.file_digest(&file, &clock).unwrap(),
+        Digest::of(b"#define A 1\n")
+    );
+    cas.flush().unwrap();
+    assert_eq!(cas.stats().unwrap().counts.stat_entries, 0);
+    // A later run trusts it and records it.
+    let later = RunClock {
+        start_ns: clock.start_ns + 2_000_000_000,
+    };
+    cas.file_digest(&file, &later).unwrap();
+    cas.flush().unwrap();
+    assert_eq!(cas.stats().unwrap().counts.stat_entries, 1);
+    // Same size, new content, mtime set back: the ctime still changes, so
+    // the cache does not hand out the old digest.
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::fs::write(&file, b"#define A 2\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let much_later = RunClock {
+        start_ns: later.start_ns + 2_000_000_000,
+    };
+    assert_eq!(
+        cas.file_digest(&file, &much_later).unwrap(),
+        Digest::of(b"#define A 2\n")
+    );
+}
+
+#[test]
+fn manifests_find_the_action_for_current_headers() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = open(&t.path().join("cache"));
+    let header = t.path().join("config.h");
+    std::fs::write(&header, b"#define ROWS 4").unwrap();
+    let clock = RunClock::now();
+    let direct = DirectKey {
+        compiler: Digest::of(b"gcc"),
+        argv: vec!["-c".into(), "a.c".into()],
+        cwd: t.path().into(),
+        env: Default::default(),
+        source: Digest::of(b"#include \"config.h\""),
+    }
+    .key();
+    assert!(cas.get_manifest(&direct).unwrap().is_none());
+    let compile = CompileKey {
+        direct,
+        headers: vec![(header.clone(), cas.file_digest(&header, &clock).unwrap())],
+    };
+    cas.put_action(
+        &compile.key(),
+        &NewAction::success(vec![NewOutput::bytes("a.o", b"obj")]),
+    )
+    .unwrap();
+    let mut m = Manifest::default();
+    m.add(ManifestEntry::from_compile(&compile));
+    cas.put_manifest(&direct, &m).unwrap();
+
+    let m = cas.get_manifest(&direct).unwrap().unwrap();
+    let hit = m.find(|p| cas.file_digest(p, &clock).ok());
+    assert_eq!(hit, Some(compile.key()));
+    std::fs::write(&header, b"#define ROWS 5").unwrap();
+    assert_eq!(m.find(|p| cas.file_digest(p, &clock).ok()), None);
+}
+
+#[test]
+fn runs_and_provenance_are_recorded() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = open(t.path());
+    let r1 = cas.begin_run("keyfab build -kb a").unwrap();
+    let p = Provenance {
+        inputs: vec![("keyboards/a/info.json".into(), Digest::of(b"{}"))],
+        toolchains: vec![("avr-gcc".into(), Digest::of(b"gcc"))],
+        outputs: vec![("a_default.hex".into(), Digest::of(b"hex"))],
+        notes: vec![("status".into(), "ok".into())],
+    };
+    cas.record_provenance(r1, "a:default", &p).unwrap();
+    cas.finish_run(r1, "ok").unwrap();
+    let r2 = cas.begin_run("keyfab build -kb a").unwrap();
+    cas.record_provenance(r2, "a:default", &Provenance::default())
+        .unwrap();
+    let hist = cas.provenance("a:default", 10).unwrap();
+    assert_eq!(
+        hist.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+        vec![r2, r1]
+    );
+    assert_eq!(hist[1].1, p);
+    let runs = cas.runs(10).unwrap();
+    assert_eq!(runs[1].status.as_deref(), Some("ok"));
+    assert_eq!(runs[0].status, None);
+}
+
+#[test]
+fn multi_level_backfills_the_near_level() {
+    let t = tempfile::tempdir().unwrap();
+    let near = open(&t.path().join("near"));
+    let far = open(&t.path().join("far"));
+    put(&far, "shared", 3000);
+    let ml = MultiLevel {
+        levels: vec![Box::new(near), Box::new(far)],
+    };
+    let r = ml.get_action(&key("shared")).unwrap().unwrap();
+    assert_eq!(
+        ml.get_blob(&r.outputs[0].digest).unwrap().unwrap(),
+        content("shared", 3000)
+    );
+    drop(ml);
+    let near = open(&t.path().join("near"));
+    assert!(
+        near.get_action(&key("shared")).unwrap().is_some(),
+        "copied into the near level"
+    );
+    assert!(near.verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn read_only_wrapper_stores_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = open(t.path());
+    let ro = ReadOnly(&cas);
+    let d = ro.put_blob(b"abc").unwrap();
+    assert_eq!(d, Digest::of(b"abc"));
+    assert!(!cas.has_blob(&d));
+    put(&cas, "x", 10);
+    assert!(ro.get_action(&key("x")).unwrap().is_some());
+}
+
+#[test]
+fn folders_that_are_not_caches_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("thesis.tex"), b"precious").unwrap();
+    let err = LocalCas::open(t.path()).err().expect("refused");
+    assert!(matches!(err, CasError::NotACache { .. }), "{err}");
+    assert!(t.path().join("thesis.tex").exists());
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("format"), b"something else 9\n").unwrap();
+    assert!(matches!(
+        LocalCas::open(other.path()),
+        Err(CasError::NotACache { .. })
+    ));
+}
+
+#[test]
+fn threads_share_one_handle() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = std::sync::Arc::new(open(t.path()));
+    let handles: Vec<_> = (0..4)
+        .map(|id| {
+            let cas = cas.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let name = format!("{}", (i * 7 + id) % 60);
+                    match cas.get_action(&key(&name)).unwrap() {
+                        Some(r) => assert_eq!(
+                            cas.get_blob(&r.outputs[0].digest).unwrap().unwrap(),
+                            content(&name, 2000)
+                        ),
+                        None => {
+                            put(&cas, &name, 2000);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(cas.verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn non_utf8_header_path_is_an_error_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let cas = open(t.path());
+    let bad = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"inc/\xff.h"));
+    let mut m = Manifest::default();
+    m.add(ManifestEntry {
+        headers: vec![(bad, Digest::of(b"h"))],
+        action: key("a"),
+    });
+    let err = cas.put_manifest(&key("d"), &m).unwrap_err();
+    assert!(matches!(err, CasError::Invalid { .. }), "{err}");
+    assert!(cas.verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn commits_of_another_handle_become_visible() {
+    let t = tempfile::tempdir().unwrap();
+    let reader = open(t.path());
+    let writer = open(t.path());
+    assert!(reader.get_action(&key("late")).unwrap().is_none());
+    put(&writer, "late", 10);
+    // After a flush at once; without one, within the snapshot's 20 ms.
+    reader.flush().unwrap();
+    assert!(reader.get_action(&key("late")).unwrap().is_some());
+    put(&writer, "later", 10);
+    std::thread::sleep(Duration::from_millis(25));
+    assert!(reader.get_action(&key("later")).unwrap().is_some());
+}

@@ -1,0 +1,279 @@
+//! `keyfab generate KIND -kb KB [-km KM] [-o FILE]`: the files a QMK build
+//! generates, for people; plus the clock and git look-ups the generators'
+//! inputs need (the generators themselves are pure).
+
+use crate::cli::{Context, GenerateArgs};
+use crate::qmk_cmds::{self, Env, Kind, QmkArgs};
+use anyhow::{bail, Context as _};
+use keyfab_gen::VersionInfo;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+
+/// Seconds since the epoch and whether they came from `SOURCE_DATE_EPOCH`.
+fn now() -> (i64, bool) {
+    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+    {
+        return (e, true);
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    (secs, false)
+}
+
+/// Broken-down time: local time like Python's `date.today()`/`strftime`,
+/// or UTC for `SOURCE_DATE_EPOCH` (the reproducible-builds convention).
+fn broken_down(secs: i64, utc: bool) -> libc::tm {
+    // SAFETY: `tm` is plain data; localtime_r/gmtime_r fill it from `t`.
+    unsafe {
+        let t: libc::time_t = secs as libc::time_t;
+        let mut tm: libc::tm = std::mem::zeroed();
+        if utc {
+            libc::gmtime_r(&t, &mut tm);
+        } else {
+            libc::localtime_r(&t, &mut tm);
+        }
+        tm
+    }
+}
+
+/// The year of QMK's copyright lines (`date.today().year`); from
+/// `SOURCE_DATE_EPOCH` when that is set.
+pub fn current_year() -> i32 {
+    let (secs, utc) = now();
+    broken_down(secs, utc).tm_year + 1900
+}
+
+/// `strftime('%Y-%m-%d-%H:%M:%S')`.
+fn build_date() -> String {
+    let (secs, utc) = now();
+    let tm = broken_down(secs, utc);
+    format!(
+        "{:04}-{:02}-{:02}-{:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// Runs git in `dir`; stdout trimmed on success.
+fn git(dir: &Path, args: &[&str]) -> Result<String, (i32, String)> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| (-1, e.to_string()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+/// `git_get_version(repo_dir, check_dir)`.
+fn git_version(repo: &Path, check: Option<&str>) -> Option<String> {
+    let check_dir = match check {
+        Some(c) => repo.join(c),
+        None => repo.to_path_buf(),
+    };
+    if !check_dir.exists() {
+        return None;
+    }
+    let cmd = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
+    match git(repo, &cmd) {
+        Ok(v) => Some(v),
+        Err((code, stderr)) => {
+            eprintln!(
+                "keyfab: warning: \"git {}\" returned error code {code}",
+                cmd.join(" ")
+            );
+            eprintln!("keyfab: warning: {stderr}");
+            None
+        }
+    }
+}
+
+/// What QMK's `generate_version_h` puts into `version.h`.
+pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool) -> VersionInfo {
+    if skip_all {
+        return VersionInfo::skip_all();
+    }
+    let date = build_date();
+    if skip_git {
+        return VersionInfo::skip_git(&date);
+    }
+    let root = ctx.tree.root();
+    let dirty = git(root, &["diff", "--quiet"]).is_err()
+        || git(root, &["diff", "--quiet", "--cached"]).is_err();
+    let version = git_version(root, None).unwrap_or_else(|| date.clone());
+    let hash = git(root, &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|_| "Unknown".into());
+    let bcd = keyfab_gen::triplet_to_bcd(&version);
+    let chibios =
+        git_version(&root.join("lib/chibios"), Some("os")).unwrap_or_else(|| date.clone());
+    let contrib =
+        git_version(&root.join("lib/chibios-contrib"), None).unwrap_or_else(|| date.clone());
+    let userspace = match ctx.tree.userspace() {
+        Some(us) => git_version(&us.root, None).unwrap_or_else(|| date.clone()),
+        None => "None".into(),
+    };
+    VersionInfo {
+        git_version: version,
+        build_date: date,
+        bcd_version: bcd,
+        git_hash: hash,
+        dirty,
+        chibios_version: chibios,
+        chibios_contrib_version: contrib,
+        userspace_version: userspace,
+    }
+}
+
+/// The kinds of `keyfab generate`, what they are, and the QMK generator.
+pub const GENERATE_KINDS: [(&str, Kind, &str); 17] = [
+    (
+        "config-h",
+        Kind::ConfigH,
+        "info_config.h of the keyboard, or config.h of a keymap.json (-km)",
+    ),
+    (
+        "rules-mk",
+        Kind::RulesMk,
+        "info_rules.mk of the keyboard, or rules.mk of a keymap.json (-km)",
+    ),
+    ("keymap-c", Kind::Json2c, "keymap.c of a keymap.json (-km)"),
+    ("keymap-h", Kind::KeymapH, "keymap.h of a keymap.json (-km)"),
+    ("keyboard-c", Kind::KeyboardC, "default_keyboard.c"),
+    ("keyboard-h", Kind::KeyboardH, "default_keyboard.h"),
+    ("version-h", Kind::VersionH, "version.h"),
+    (
+        "make-dependencies",
+        Kind::MakeDependencies,
+        "info_deps.d (needs -km)",
+    ),
+    (
+        "community-rules-mk",
+        Kind::CommunityRulesMk,
+        "community_rules.mk",
+    ),
+    (
+        "community-config-h",
+        Kind::CommunityConfigH,
+        "community_config.h",
+    ),
+    (
+        "community-modules-h",
+        Kind::CommunityModulesH,
+        "community_modules.h",
+    ),
+    (
+        "community-modules-c",
+        Kind::CommunityModulesC,
+        "community_modules.c",
+    ),
+    (
+        "community-introspection-c",
+        Kind::CommunityIntrospectionC,
+        "community_modules_introspection.c",
+    ),
+    (
+        "community-introspection-h",
+        Kind::CommunityIntrospectionH,
+        "community_modules_introspection.h",
+    ),
+    (
+        "led-matrix-inc",
+        Kind::LedMatrixInc,
+        "led_matrix_community_modules.inc",
+    ),
+    (
+        "rgb-matrix-inc",
+        Kind::RgbMatrixInc,
+        "rgb_matrix_community_modules.inc",
+    ),
+    (
+        "split-transaction-id-inc",
+        Kind::SplitTransactionIdInc,
+        "split_transaction_id_community_modules.inc",
+    ),
+];
+
+/// `keyfab generate KIND -kb KB [-km KM] [-o FILE]`: the same bytes as the
+/// build would get, with the arguments make would have passed worked out
+/// (the keymap's keymap.json, the keyboard's own header).
+pub fn generate(ctx: &Context, g: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let Some(&(_, kind, _)) = GENERATE_KINDS.iter().find(|(n, _, _)| *n == g.kind) else {
+        let list: Vec<String> = GENERATE_KINDS
+            .iter()
+            .map(|(n, _, what)| format!("  {n:<27} {what}"))
+            .collect();
+        bail!(
+            "unknown kind {:?}; the kinds are:\n{}",
+            g.kind,
+            list.join("\n")
+        );
+    };
+    let res = ctx.tree.resolve_keyboard(&g.keyboard)?;
+    let kb = res.keyboard;
+    let mut a = QmkArgs {
+        keyboard: Some(kb.clone()),
+        keymap: g.keymap.clone(),
+        output: g.output.clone(),
+        quiet: true,
+        ..QmkArgs::default()
+    };
+    let keymap_only = matches!(kind, Kind::Json2c | Kind::KeymapH);
+    if let Some(km) = &g.keymap {
+        let info = keyfab_info::Engine::new(ctx.tree.clone())
+            .info_json(&kb)
+            .value;
+        let layouts = keyfab_info::community_layouts_of(&info);
+        let loc = ctx.tree.require_keymap(&kb, km, &layouts)?;
+        match (&loc.keymap_json, kind) {
+            (Some(json), _)
+                if kind != Kind::MakeDependencies
+                    && kind != Kind::KeyboardC
+                    && kind != Kind::KeyboardH
+                    && kind != Kind::VersionH =>
+            {
+                a.filename = Some(json.to_string_lossy().into_owned());
+            }
+            (None, _) if keymap_only => {
+                bail!(
+                    "keymap {km} of {kb} has no keymap.json: {} is written by hand",
+                    loc.dir.display()
+                )
+            }
+            _ => {}
+        }
+    } else if keymap_only {
+        bail!("{} needs -km (a keymap with a keymap.json)", g.kind);
+    }
+    if kind == Kind::KeyboardH {
+        // make's FOUND_KEYBOARD_H: the top-most `<folder>/<name>.h` of the chain.
+        let mut found = None;
+        for folder in keyfab_tree::keyboard_chain(&kb) {
+            let name = folder.rsplit('/').next().unwrap_or(&folder).to_string();
+            if ctx
+                .tree
+                .path(&format!("keyboards/{folder}/{name}.h"))
+                .is_file()
+            {
+                found = Some(format!("{name}.h"));
+                break;
+            }
+        }
+        a.include = Some(found);
+    }
+    let mut env = Env::new(ctx).context("cannot set up")?;
+    qmk_cmds::run_kind(&mut env, kind, &a)
+}

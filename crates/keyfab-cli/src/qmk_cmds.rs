@@ -1,0 +1,706 @@
+//! `keyfab qmk <subcommand> …`: a stand-in for QMK's CLI as
+//! `builddefs/build_keyboard.mk` calls it through `$(QMK_BIN)`, so
+//! `make … QMK_BIN="keyfab qmk"` builds with keyfab generating every file.
+//!
+//! Arguments are read the way QMK's argparse reads them (`-kb`, `--keyboard`,
+//! `--keyboard=X`, `-oFILE`, an optional value after `--include`), files are
+//! written as QMK's `dump_lines` writes them (unchanged contents leave the
+//! file alone; a changed file is first kept as `<file>.bak`), but atomically:
+//! the new contents go to a temporary file in the same folder, renamed over
+//! the old one, so a failure never leaves a half-written output.
+
+use crate::cli::Context;
+use anyhow::{anyhow, bail, Context as _};
+use keyfab_gen::{Generated, MapEntry, ModuleApis, ModuleInfo, PerModuleInclude};
+use keyfab_info::Engine;
+use serde_json::Value;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The subcommands, with their QMK names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ConfigH,
+    RulesMk,
+    Json2c,
+    KeymapH,
+    KeyboardC,
+    KeyboardH,
+    VersionH,
+    MakeDependencies,
+    CommunityRulesMk,
+    CommunityConfigH,
+    CommunityModulesH,
+    CommunityModulesC,
+    CommunityIntrospectionC,
+    CommunityIntrospectionH,
+    LedMatrixInc,
+    RgbMatrixInc,
+    SplitTransactionIdInc,
+}
+
+pub const KINDS: [(&str, Kind); 17] = [
+    ("generate-config-h", Kind::ConfigH),
+    ("generate-rules-mk", Kind::RulesMk),
+    ("json2c", Kind::Json2c),
+    ("generate-keymap-h", Kind::KeymapH),
+    ("generate-keyboard-c", Kind::KeyboardC),
+    ("generate-keyboard-h", Kind::KeyboardH),
+    ("generate-version-h", Kind::VersionH),
+    ("generate-make-dependencies", Kind::MakeDependencies),
+    (
+        "generate-community-modules-rules-mk",
+        Kind::CommunityRulesMk,
+    ),
+    ("generate-community-config-h", Kind::CommunityConfigH),
+    ("generate-community-modules-h", Kind::CommunityModulesH),
+    ("generate-community-modules-c", Kind::CommunityModulesC),
+    (
+        "generate-community-modules-introspection-c",
+        Kind::CommunityIntrospectionC,
+    ),
+    (
+        "generate-community-modules-introspection-h",
+        Kind::CommunityIntrospectionH,
+    ),
+    (
+        "generate-led-matrix-community-modules-inc",
+        Kind::LedMatrixInc,
+    ),
+    (
+        "generate-rgb-matrix-community-modules-inc",
+        Kind::RgbMatrixInc,
+    ),
+    (
+        "generate-split-transaction-id-community-modules-inc",
+        Kind::SplitTransactionIdInc,
+    ),
+];
+
+/// The arguments of one call, as QMK's argparse would hold them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct QmkArgs {
+    pub keyboard: Option<String>,
+    pub keymap: Option<String>,
+    pub output: Option<PathBuf>,
+    pub quiet: bool,
+    pub escape: bool,
+    /// `--include` given; its value may be absent (`--include --output …`).
+    pub include: Option<Option<String>>,
+    pub skip_git: bool,
+    pub skip_all: bool,
+    /// The positional keymap.json (configurator export); `-` is stdin.
+    pub filename: Option<String>,
+}
+
+const USAGE: &str = "usage: keyfab qmk SUBCOMMAND [-kb KEYBOARD] [-km KEYMAP] [-o FILE] [-q] [-e] [-i [FILE]] [--skip-git] [--skip-all] [FILE]";
+
+/// Parses `args` (after the subcommand) the way argparse parses QMK's.
+pub fn parse_args(args: &[String]) -> anyhow::Result<QmkArgs> {
+    let mut a = QmkArgs::default();
+    let mut i = 0;
+    let mut only_positional = false;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        if only_positional || arg == "-" || !arg.starts_with('-') {
+            if a.filename.is_some() {
+                bail!("unrecognized arguments: {arg}\n{USAGE}");
+            }
+            a.filename = Some(arg.clone());
+            continue;
+        }
+        if arg == "--" {
+            only_positional = true;
+            continue;
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") || n == "-kb" || n == "-km" => {
+                (n.to_string(), Some(v.to_string()))
+            }
+            _ => (arg.clone(), None),
+        };
+        // `-oFILE`, `-iFILE`: argparse's attached single-letter values.
+        let (name, inline) = match (name.as_str(), inline) {
+            (n, None)
+                if n.len() > 2
+                    && (n.starts_with("-o") || n.starts_with("-i"))
+                    && !n.starts_with("--") =>
+            {
+                (n[..2].to_string(), Some(n[2..].to_string()))
+            }
+            (_, inline) => (name, inline),
+        };
+        let mut value = |what: &str| -> anyhow::Result<String> {
+            if let Some(v) = &inline {
+                return Ok(v.clone());
+            }
+            match args.get(i) {
+                Some(v) if v == "-" || !v.starts_with('-') => {
+                    i += 1;
+                    Ok(v.clone())
+                }
+                _ => bail!("argument {what}: expected one argument\n{USAGE}"),
+            }
+        };
+        match name.as_str() {
+            "-kb" | "--keyboard" => a.keyboard = Some(value("-kb/--keyboard")?),
+            "-km" | "--keymap" => a.keymap = Some(value("-km/--keymap")?),
+            "-o" | "--output" => a.output = Some(PathBuf::from(value("-o/--output")?)),
+            "-q" | "--quiet" => a.quiet = true,
+            "-e" | "--escape" => a.escape = true,
+            "--skip-git" => a.skip_git = true,
+            "--skip-all" => a.skip_all = true,
+            "-i" | "--include" => {
+                a.include = Some(match inline {
+                    Some(v) => Some(v),
+                    None => match args.get(i) {
+                        Some(v) if !v.starts_with('-') => {
+                            i += 1;
+                            Some(v.clone())
+                        }
+                        _ => None,
+                    },
+                })
+            }
+            "-h" | "--help" => bail!("{USAGE}"),
+            _ => bail!("unrecognized arguments: {arg}\n{USAGE}"),
+        }
+    }
+    Ok(a)
+}
+
+/// Everything a generator call needs from outside: the tree, the merged-info
+/// engine (built on first use), the folder the call was made from, the year.
+pub struct Env<'a> {
+    pub ctx: &'a Context,
+    engine: Option<Engine>,
+    pub cwd: PathBuf,
+    pub year: i32,
+}
+
+impl<'a> Env<'a> {
+    pub fn new(ctx: &'a Context) -> anyhow::Result<Env<'a>> {
+        Ok(Env {
+            ctx,
+            engine: None,
+            cwd: std::env::current_dir().context("cannot read the current folder")?,
+            year: crate::gen_cmds::current_year(),
+        })
+    }
+
+    fn engine(&mut self) -> &Engine {
+        let tree = &self.ctx.tree;
+        self.engine.get_or_insert_with(|| Engine::new(tree.clone()))
+    }
+
+    /// QMK's `keyboard_folder`: aliases and `DEFAULT_FOLDER` resolved; the
+    /// result must be a keyboard.
+    fn keyboard(&self, requested: &str) -> anyhow::Result<String> {
+        let res = self.ctx.tree.resolve_keyboard(requested)?;
+        if !self.ctx.tree.is_keyboard(&res.keyboard) {
+            bail!("invalid keyboard_folder value: {requested:?}");
+        }
+        Ok(res.keyboard)
+    }
+
+    /// `info_json(keyboard)`; QMK's own fatal errors stop the command.
+    fn info(&mut self, keyboard: &str) -> anyhow::Result<Value> {
+        let info = self.engine().info_json(keyboard);
+        if info.fatal {
+            let msgs: Vec<String> = info
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == keyfab_info::Severity::Error)
+                .map(|d| d.to_string())
+                .collect();
+            bail!(
+                "the info of keyboard {keyboard} cannot be merged:\n  {}",
+                msgs.join("\n  ")
+            );
+        }
+        Ok(info.value)
+    }
+
+    /// A file argument as QMK's `FileType` finds it: relative to the calling
+    /// folder, else to the tree.
+    fn input_path(&self, name: &str) -> PathBuf {
+        let p = Path::new(name);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        let from_cwd = self.cwd.join(p);
+        if from_cwd.exists() {
+            return from_cwd;
+        }
+        self.ctx.tree.root().join(p)
+    }
+
+    /// `parse_configurator_json`: load (JSON, HJSON tolerated), validate
+    /// against `qmk.keymap.v1`, resolve the keyboard alias.
+    fn keymap_json(&mut self, name: &str) -> anyhow::Result<Value> {
+        let (shown, text) = if name == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("cannot read the keymap from stdin")?;
+            ("<stdin>".to_string(), s)
+        } else {
+            let path = self.input_path(name);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("{}: cannot read", path.display()))?;
+            (path.display().to_string(), text)
+        };
+        let mut km = keyfab_syntax::parse_json(&shown, &text)
+            .map_err(|e| anyhow!("{shown}: invalid JSON: {e}"))?;
+        if let Err(e) = self.engine().validate(&km, "qmk.keymap.v1") {
+            bail!(
+                "Invalid JSON keymap: {shown} : {} (at {})",
+                e.message,
+                e.json_path
+            );
+        }
+        if let Some(kb) = km.get("keyboard").and_then(Value::as_str) {
+            let aliases = self.ctx.tree.aliases()?;
+            let mut kb = kb.to_string();
+            while let Some(next) = aliases.get(&kb) {
+                if *next == kb {
+                    break;
+                }
+                kb = next.clone();
+            }
+            km["keyboard"] = Value::String(kb);
+        }
+        Ok(km)
+    }
+
+    fn map_entries(&mut self, rules: bool) -> Vec<(String, String, String, bool)> {
+        let m = self.engine().mappings();
+        let table = if rules { &m.rules } else { &m.config };
+        table
+            .iter()
+            .map(|e| {
+                (
+                    e.key.clone(),
+                    e.info_key.clone(),
+                    e.value_type_name.clone(),
+                    e.to_c,
+                )
+            })
+            .collect()
+    }
+
+    /// `get_modules` plus `load_module_jsons`.
+    fn modules(&mut self, a: &QmkArgs) -> anyhow::Result<(Vec<String>, Vec<ModuleInfo>)> {
+        let kb = self.keyboard(a.keyboard.as_deref().unwrap_or_default())?;
+        let info = self.info(&kb)?;
+        let km = match &a.filename {
+            Some(f) => Some(self.keymap_json(f)?),
+            None => None,
+        };
+        let names = keyfab_gen::modules_of(&info, km.as_ref()).map_err(|e| anyhow!("{e}"))?;
+        let mut infos = Vec::new();
+        for m in &names {
+            let dir = self
+                .find_module(m)
+                .ok_or_else(|| anyhow!("Module not found: {m}"))?;
+            let file = dir.join("qmk_module.json");
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("{}: cannot read", file.display()))?;
+            let shown = file.display().to_string();
+            let json = keyfab_syntax::parse_json(&shown, &text)
+                .map_err(|e| anyhow!("{shown}: invalid JSON: {e}"))?;
+            if !skip_schema_validation() {
+                if let Err(e) = self.engine().validate(&json, "qmk.community_module.v1") {
+                    bail!("{shown}: {} (at {})", e.message, e.json_path);
+                }
+            }
+            infos.push(ModuleInfo {
+                module: m.clone(),
+                path: dir.to_string_lossy().into_owned(),
+                json,
+            });
+        }
+        Ok((names, infos))
+    }
+
+    /// `find_module_path`: `modules/<name>/qmk_module.json` in the userspace,
+    /// then in the tree.
+    fn find_module(&self, module: &str) -> Option<PathBuf> {
+        let mut roots = Vec::new();
+        if let Some(us) = self.ctx.tree.userspace() {
+            roots.push(absolute(&self.cwd, &us.root));
+        }
+        roots.push(absolute(&self.cwd, self.ctx.tree.root()));
+        for root in roots {
+            let dir = root.join("modules").join(module);
+            if dir.join("qmk_module.json").is_file() {
+                return Some(dir);
+            }
+        }
+        None
+    }
+
+    fn module_apis(&self) -> anyhow::Result<ModuleApis> {
+        let dir = self.ctx.tree.root().join("data/constants/module_hooks");
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".hjson") {
+                continue;
+            }
+            let path = entry.path();
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(&path).with_context(|| shown.clone())?;
+            let v = keyfab_syntax::parse_json(&shown, &text)
+                .map_err(|e| anyhow!("{shown}: invalid JSON: {e}"))?;
+            files.push((name, v));
+        }
+        ModuleApis::from_hook_files(&files).map_err(|e| anyhow!("{}: {e}", dir.display()))
+    }
+
+    /// The output path as QMK's `normpath` makes it.
+    fn output_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.cwd.join(p)
+        }
+    }
+}
+
+/// `dir` made absolute and physical, as QMK's `Path.cwd()` after its
+/// `chdir` to the tree.
+fn absolute(cwd: &Path, dir: &Path) -> PathBuf {
+    let abs = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        cwd.join(dir)
+    };
+    std::fs::canonicalize(&abs).unwrap_or(abs)
+}
+
+fn skip_schema_validation() -> bool {
+    std::env::var("SKIP_SCHEMA_VALIDATION").is_ok_and(|v| {
+        matches!(
+            v.trim().to_lowercase().as_str(),
+            "1" | "true" | "t" | "yes" | "y" | "on"
+        )
+    })
+}
+
+fn need_keyboard(a: &QmkArgs) -> anyhow::Result<&str> {
+    a.keyboard
+        .as_deref()
+        .ok_or_else(|| anyhow!("the following arguments are required: -kb/--keyboard"))
+}
+
+fn need_file(a: &QmkArgs) -> anyhow::Result<&str> {
+    a.filename
+        .as_deref()
+        .ok_or_else(|| anyhow!("the following arguments are required: filename"))
+}
+
+fn gen_err(what: &str) -> impl FnOnce(keyfab_gen::GenError) -> anyhow::Error + '_ {
+    move |e| anyhow!("{what}: {e}")
+}
+
+/// Runs one generator; returns the file's contents (and QMK's non-fatal
+/// error messages).
+pub fn generate(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<Generated> {
+    let year = env.year;
+    Ok(match kind {
+        Kind::ConfigH | Kind::RulesMk => {
+            let rules = kind == Kind::RulesMk;
+            let (info, keymap, converter, what) = match (&a.filename, &a.keyboard) {
+                (Some(f), _) => {
+                    let km = env.keymap_json(f)?;
+                    let cfg = km
+                        .get("config")
+                        .cloned()
+                        .unwrap_or(Value::Object(Default::default()));
+                    (cfg, true, km.get("converter").cloned(), f.clone())
+                }
+                (None, Some(kb)) => {
+                    let kb = env.keyboard(kb)?;
+                    (env.info(&kb)?, false, None, format!("keyboard {kb}"))
+                }
+                (None, None) => bail!("You must supply a configurator export or `--keyboard`."),
+            };
+            let rows = env.map_entries(rules);
+            let maps: Vec<MapEntry> = rows
+                .iter()
+                .map(|(k, i, t, c)| MapEntry {
+                    key: k,
+                    info_key: i,
+                    value_type: t,
+                    to_c: *c,
+                })
+                .collect();
+            if rules {
+                keyfab_gen::rules_mk(&info, &maps, keymap, converter.as_ref(), year)
+            } else {
+                keyfab_gen::config_h(&info, &maps, keymap, year)
+            }
+            .map_err(gen_err(&what))?
+        }
+        Kind::Json2c => {
+            let f = need_file(a)?;
+            let km = env.keymap_json(f)?;
+            keyfab_gen::keymap_c(&km).map_err(gen_err(f))?
+        }
+        Kind::KeymapH => {
+            let f = need_file(a)?;
+            let km = env.keymap_json(f)?;
+            keyfab_gen::keymap_h(&km, year).map_err(gen_err(f))?
+        }
+        Kind::KeyboardC => {
+            let kb = env.keyboard(need_keyboard(a)?)?;
+            let info = env.info(&kb)?;
+            keyfab_gen::keyboard_c(&info, year).map_err(gen_err(&format!("keyboard {kb}")))?
+        }
+        Kind::KeyboardH => {
+            let kb = env.keyboard(need_keyboard(a)?)?;
+            let info = env.info(&kb)?;
+            let include = a.include.clone().flatten();
+            keyfab_gen::keyboard_h(&kb, &info, include.as_deref(), year)
+                .map_err(gen_err(&format!("keyboard {kb}")))?
+        }
+        Kind::VersionH => {
+            let v = crate::gen_cmds::version_info(env.ctx, a.skip_git, a.skip_all);
+            keyfab_gen::version_h(&v, year)
+        }
+        Kind::MakeDependencies => {
+            let kb = env.keyboard(need_keyboard(a)?)?;
+            let keymap = a.keymap.clone();
+            let dir = match &keymap {
+                Some(km) => {
+                    // As QMK: the merged info (for community layouts) only
+                    // when the keyboard folders have no such keymap.
+                    let found = match env.ctx.tree.locate_keymap(&kb, km, &[]) {
+                        Some(loc) => Some(loc),
+                        None => {
+                            let info = env.info(&kb)?;
+                            let layouts = keyfab_info::community_layouts_of(&info);
+                            env.ctx.tree.locate_keymap(&kb, km, &layouts)
+                        }
+                    };
+                    found.map(|loc| match loc.source {
+                        // QMK finds community layouts relative to the tree.
+                        keyfab_tree::KeymapSource::CommunityLayout { .. } => loc
+                            .dir
+                            .strip_prefix(env.ctx.tree.root())
+                            .map(Path::to_path_buf)
+                            .unwrap_or(loc.dir.clone()),
+                        _ => loc.dir.clone(),
+                    })
+                }
+                None => None,
+            };
+            let Some(km) = keymap else {
+                bail!("generate-make-dependencies needs -km (QMK fails without it too)");
+            };
+            let dir = dir.map(|d| d.to_string_lossy().into_owned());
+            keyfab_gen::make_dependencies(&kb, dir.as_deref(), &km)
+        }
+        Kind::CommunityRulesMk => {
+            let (_, mods) = env.modules(a)?;
+            keyfab_gen::community_rules_mk(&mods, year)
+        }
+        Kind::CommunityConfigH => {
+            let (names, _) = env.modules(a)?;
+            keyfab_gen::community_config_h(&names, year)
+        }
+        Kind::CommunityModulesH | Kind::CommunityModulesC => {
+            let apis = env.module_apis()?;
+            let (_, mods) = env.modules(a)?;
+            if kind == Kind::CommunityModulesH {
+                keyfab_gen::community_modules_h(&apis, &mods, year)
+            } else {
+                keyfab_gen::community_modules_c(&apis, &mods, year)
+            }
+        }
+        Kind::CommunityIntrospectionC
+        | Kind::CommunityIntrospectionH
+        | Kind::LedMatrixInc
+        | Kind::RgbMatrixInc => {
+            let which = match kind {
+                Kind::CommunityIntrospectionC => PerModuleInclude::IntrospectionC,
+                Kind::CommunityIntrospectionH => PerModuleInclude::IntrospectionH,
+                Kind::LedMatrixInc => PerModuleInclude::LedMatrix,
+                _ => PerModuleInclude::RgbMatrix,
+            };
+            let (_, mods) = env.modules(a)?;
+            keyfab_gen::include_per_module(which, &mods, year)
+        }
+        Kind::SplitTransactionIdInc => {
+            let (names, _) = env.modules(a)?;
+            keyfab_gen::split_transaction_id_inc(&names, year)
+        }
+    })
+}
+
+/// Writes `contents` to `path` as QMK's `dump_lines` does, atomically.
+/// Returns false when the file already held these bytes (left untouched).
+pub fn write_output(path: &Path, contents: &[u8]) -> anyhow::Result<bool> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+    if let Ok(existing) = std::fs::read(path) {
+        if existing == contents {
+            return Ok(false);
+        }
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = dir.join(format!(".{name}.keyfab-{}.tmp", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.flush()?;
+        drop(f);
+        if path.exists() {
+            // QMK keeps the previous contents as `<file>.bak`.
+            let bak = dir.join(format!("{name}.bak"));
+            let _ = std::fs::remove_file(&bak);
+            if std::fs::hard_link(path, &bak).is_err() {
+                std::fs::copy(path, &bak)?;
+            }
+        }
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow!("{}: cannot write: {e}", path.display()));
+    }
+    Ok(true)
+}
+
+/// Generates, then writes the output (or prints it), with QMK's messages.
+pub fn run_kind(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<ExitCode> {
+    let g = generate(env, kind, a)?;
+    for e in &g.errors {
+        eprintln!("keyfab: error: {e}");
+    }
+    let output = a.output.as_ref().filter(|o| o.as_os_str() != "-");
+    match output {
+        Some(o) => {
+            let path = env.output_path(o);
+            let written = write_output(&path, g.contents().as_bytes())?;
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let prints_path = matches!(kind, Kind::RulesMk | Kind::CommunityRulesMk);
+            if prints_path {
+                if a.quiet {
+                    let shown = path.to_string_lossy();
+                    if a.escape {
+                        println!("{}", shown.replace(' ', "\\ "));
+                    } else {
+                        println!("{shown}");
+                    }
+                } else {
+                    eprintln!("Wrote rules.mk to {}.", path.display());
+                }
+            } else if !a.quiet && !matches!(kind, Kind::MakeDependencies) {
+                if written {
+                    eprintln!("Wrote {name} to {}.", path.display());
+                } else {
+                    eprintln!("No changes to {name}.");
+                }
+            }
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(g.stdout().as_bytes())?;
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keyfab qmk SUBCOMMAND ARGS…`.
+pub fn qmk(ctx: &Context, args: &[OsString]) -> anyhow::Result<ExitCode> {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| {
+            a.to_str()
+                .map(String::from)
+                .ok_or_else(|| anyhow!("argument is not UTF-8: {a:?}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let Some((sub, rest)) = args.split_first() else {
+        let names: Vec<&str> = KINDS.iter().map(|(n, _)| *n).collect();
+        bail!("{USAGE}\nsubcommands: {}", names.join(", "));
+    };
+    let Some(&(_, kind)) = KINDS.iter().find(|(n, _)| n == sub) else {
+        bail!(
+            "keyfab qmk: unknown subcommand {sub:?} (keyfab stands in for QMK's generators only)"
+        );
+    };
+    let a = parse_args(rest)?;
+    let mut env = Env::new(ctx)?;
+    run_kind(&mut env, kind, &a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> QmkArgs {
+        parse_args(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn argparse_forms() {
+        let a = p(&[
+            "--quiet",
+            "--escape",
+            "--keyboard",
+            "planck/rev6",
+            "--output",
+            "x/y.mk",
+        ]);
+        assert_eq!(a.keyboard.as_deref(), Some("planck/rev6"));
+        assert!(a.quiet && a.escape);
+        assert_eq!(a.output, Some(PathBuf::from("x/y.mk")));
+        let a = p(&["-kb", "kb", "--quiet", "--include", "--output", "o.h"]);
+        assert_eq!(a.include, Some(None));
+        let a = p(&["-kb=kb", "--include", "kb.h", "-oout.h", "km.json"]);
+        assert_eq!(a.include, Some(Some("kb.h".into())));
+        assert_eq!(a.output, Some(PathBuf::from("out.h")));
+        assert_eq!(a.filename.as_deref(), Some("km.json"));
+        let a = p(&["--skip-all", "-q", "-o", "v.h"]);
+        assert!(a.skip_all && a.quiet);
+        assert!(parse_args(&["--bogus".into()]).is_err());
+        assert!(parse_args(&["-o".into()]).is_err());
+        assert!(parse_args(&["a".into(), "b".into()]).is_err());
+    }
+
+    #[test]
+    fn atomic_write_keeps_unchanged_files_and_bak() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("sub/out.h");
+        assert!(write_output(&f, b"one\n").unwrap());
+        assert!(!write_output(&f, b"one\n").unwrap());
+        assert!(!dir.path().join("sub/out.h.bak").exists());
+        assert!(write_output(&f, b"two\n").unwrap());
+        assert_eq!(std::fs::read(&f).unwrap(), b"two\n");
+        assert_eq!(
+            std::fs::read(dir.path().join("sub/out.h.bak")).unwrap(),
+            b"one\n"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}

@@ -1,0 +1,475 @@
+//! `keyfab build` end to end on the fixture firmware (host `cc`, `make`,
+//! `objcopy`): cold builds, no-op rebuilds, fresh checkouts, and what
+//! recompiles after each kind of edit.
+
+mod util;
+
+use std::path::Path;
+use util::*;
+
+/// (compiled, from cache, link from cache, plan from cache) from the summary line.
+#[derive(Debug, PartialEq, Eq)]
+struct Counts {
+    compiled: usize,
+    cached: usize,
+    link_cached: bool,
+    plan_cached: bool,
+}
+
+fn counts(line: &str) -> Counts {
+    let num = |marker: &str| -> usize {
+        let before = &line[..line
+            .find(marker)
+            .unwrap_or_else(|| panic!("no {marker:?} in {line}"))];
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    Counts {
+        compiled: num(" compiled"),
+        cached: num(" from cache, link"),
+        link_cached: line.contains("link from cache"),
+        plan_cached: line.contains("plan from cache"),
+    }
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    tree: std::path::PathBuf,
+    cache: std::path::PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let (tmp, tree) = copy_fixture("tree");
+    let cache = tmp.path().join("cache");
+    Fixture {
+        _tmp: tmp,
+        tree,
+        cache,
+    }
+}
+
+impl Fixture {
+    /// Builds with a fixed SOURCE_DATE_EPOCH, so the generated version.h is
+    /// stable (without it, QMK's version.h changes every second).
+    fn build(&self, target: &str) -> Run {
+        run(keyfab(&self.tree)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("--cache")
+            .arg(&self.cache)
+            .args(["build", target]))
+    }
+    fn built(&self, target: &str) -> Counts {
+        let r = self.build(target);
+        let line = r.ok().lines().last().unwrap().to_string();
+        counts(&line)
+    }
+    fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
+        let p = self.tree.join(rel);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, f(text)).unwrap();
+    }
+}
+
+fn firmware_runs(tree: &Path, target: &str) -> String {
+    let out = std::process::Command::new(tree.join(format!(".build/{target}.elf")))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn cold_build_then_noop_then_fresh_checkout() {
+    let fx = fixture();
+    let cold = fx.build("solo:default");
+    let line = cold.ok().lines().last().unwrap().to_string();
+    assert!(
+        line.starts_with("solo:default: .build/solo_default.hex ("),
+        "{line}"
+    );
+    assert_eq!(
+        counts(&line),
+        Counts {
+            compiled: 5,
+            cached: 0,
+            link_cached: false,
+            plan_cached: false
+        }
+    );
+    // QMK's layout: firmware in .build and copied to the tree root
+    let hex = std::fs::read(fx.tree.join(".build/solo_default.hex")).unwrap();
+    assert_eq!(
+        std::fs::read(fx.tree.join("solo_default.hex")).unwrap(),
+        hex
+    );
+    assert!(String::from_utf8_lossy(&hex).starts_with(':'));
+    assert!(firmware_runs(&fx.tree, "solo_default").starts_with("solo:default "));
+
+    // nothing changed: everything from the cache
+    assert_eq!(
+        fx.built("solo:default"),
+        Counts {
+            compiled: 0,
+            cached: 5,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+
+    // a fresh checkout (no .build/) with a warm cache: same bytes, nothing compiled
+    std::fs::remove_dir_all(fx.tree.join(".build")).unwrap();
+    assert_eq!(
+        fx.built("solo:default"),
+        Counts {
+            compiled: 0,
+            cached: 5,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+    assert_eq!(
+        std::fs::read(fx.tree.join(".build/solo_default.hex")).unwrap(),
+        hex
+    );
+}
+
+#[test]
+fn keymap_edit_recompiles_only_the_keymap() {
+    let fx = fixture();
+    fx.built("solo:default");
+    fx.edit("keyboards/solo/keymaps/default/keymap.c", |t| {
+        t.replace("KC_A, KC_A", "KC_B, KC_A")
+    });
+    assert_eq!(
+        fx.built("solo:default"),
+        Counts {
+            compiled: 1,
+            cached: 4,
+            link_cached: false,
+            plan_cached: true
+        }
+    );
+    // and back: the old object is still in the cache
+    fx.edit("keyboards/solo/keymaps/default/keymap.c", |t| {
+        t.replace("KC_B, KC_A", "KC_A, KC_A")
+    });
+    assert_eq!(
+        fx.built("solo:default"),
+        Counts {
+            compiled: 0,
+            cached: 5,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+}
+
+#[test]
+fn keymap_json_edit_regenerates_keymap_c() {
+    let fx = fixture();
+    fx.built("acme/pad:default");
+    fx.edit("keyboards/acme/pad/keymaps/default/keymap.json", |t| {
+        t.replacen("KC_B", "KC_C", 1)
+    });
+    // keymap.json is in the keymap folder the plan depends on: replanned;
+    // only the generated keymap.c recompiles
+    assert_eq!(
+        fx.built("acme/pad:default"),
+        Counts {
+            compiled: 1,
+            cached: 4,
+            link_cached: false,
+            plan_cached: false
+        }
+    );
+}
+
+#[test]
+fn core_source_edit_recompiles_one_object() {
+    let fx = fixture();
+    fx.built("solo:default");
+    fx.edit("quantum/matrix.c", |t| t.replace("] ^= 1;", "] ^= 3;"));
+    assert_eq!(
+        fx.built("solo:default"),
+        Counts {
+            compiled: 1,
+            cached: 4,
+            link_cached: false,
+            plan_cached: true
+        }
+    );
+    // an edit that leaves the object's bytes alone recompiles, but the link
+    // is keyed on the objects' digests and comes from the cache
+    fx.edit("quantum/matrix.c", |t| t.replace("tick++;", "tick += 1;"));
+    assert_eq!(
+        fx.built("solo:default"),
+        Counts {
+            compiled: 1,
+            cached: 4,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+}
+
+#[test]
+fn version_h_changes_every_build_without_source_date_epoch() {
+    // QMK writes the build date into version.h on every build; main.c
+    // includes it, so it recompiles (its object does not change, so the link
+    // still comes from the cache).
+    let fx = fixture();
+    let plain = |fx: &Fixture| {
+        let r = run(keyfab(&fx.tree)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .arg("--cache")
+            .arg(&fx.cache)
+            .args(["build", "solo:default"]));
+        counts(r.ok().lines().last().unwrap())
+    };
+    plain(&fx);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(
+        plain(&fx),
+        Counts {
+            compiled: 1,
+            cached: 4,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+}
+
+#[test]
+fn header_edit_recompiles_its_includers() {
+    let fx = fixture();
+    fx.built("solo:default");
+    // keycodes.h reaches every object through quantum.h
+    fx.edit("quantum/keycodes.h", |t| t + "#define KC_EXTRA KC_Z\n");
+    assert_eq!(
+        fx.built("solo:default"),
+        Counts {
+            compiled: 5,
+            cached: 0,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+    // the objects' code did not change, so the link comes from the cache
+}
+
+#[test]
+fn keyboard_json_edit_regenerates_and_recompiles() {
+    let fx = fixture();
+    fx.built("solo:default");
+    // a new matrix pin changes info_config.h, which every object includes
+    fx.edit("keyboards/solo/keyboard.json", |t| {
+        t.replace("\"D3\"", "\"D7\"")
+    });
+    let c = fx.built("solo:default");
+    assert!(!c.plan_cached, "{c:?}");
+    assert_eq!(c.compiled, 5, "{c:?}");
+}
+
+#[test]
+fn makefile_edit_replans() {
+    let fx = fixture();
+    fx.built("solo:default");
+    fx.edit("builddefs/build_keyboard.mk", |t| {
+        t.replace(
+            "OPT_DEFS += -DQMK_KEYBOARD",
+            "OPT_DEFS += -DFIXTURE_EXTRA -DQMK_KEYBOARD",
+        )
+    });
+    // every argv changed; the objects did not, so the link is reused
+    assert_eq!(
+        fx.built("solo:default"),
+        Counts {
+            compiled: 5,
+            cached: 0,
+            link_cached: true,
+            plan_cached: false
+        }
+    );
+    fx.edit("builddefs/build_keyboard.mk", |t| {
+        t.replace("-std=gnu11 -Os", "-std=gnu11 -O1")
+    });
+    assert_eq!(
+        fx.built("solo:default"),
+        Counts {
+            compiled: 5,
+            cached: 0,
+            link_cached: false,
+            plan_cached: false
+        }
+    );
+}
+
+#[test]
+fn new_keymap_that_shadows_another_is_picked_up() {
+    let fx = fixture();
+    fx.built("acme/board/rev1:default");
+    let dir = fx.tree.join("keyboards/acme/board/rev1/keymaps/default");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("keymap.c"),
+        "#include QMK_KEYBOARD_H\nconst uint16_t PROGMEM keymaps[][MATRIX_ROWS][MATRIX_COLS] = {\n    [0] = LAYOUT(KC_Z, KC_Z, KC_Z, KC_Z, KC_Z, KC_Z)\n};\n",
+    )
+    .unwrap();
+    let c = fx.built("acme/board/rev1:default");
+    assert!(!c.plan_cached, "{c:?}");
+    // the keymap folder is on every object's include path (as in QMK), so all recompile
+    assert_eq!(c.compiled, 5, "{c:?}");
+    assert!(!c.link_cached, "{c:?}");
+    let json = in_tree(
+        &fx.tree,
+        &[
+            "resolve",
+            "-kb",
+            "acme/board/rev1",
+            "-km",
+            "default",
+            "--format",
+            "json",
+        ],
+    )
+    .json();
+    assert_eq!(
+        json["keymap"]["keymap_c"],
+        "keyboards/acme/board/rev1/keymaps/default/keymap.c"
+    );
+}
+
+#[test]
+fn new_config_h_that_shadows_is_picked_up() {
+    let fx = fixture();
+    fx.built("solo:default");
+    std::fs::write(
+        fx.tree.join("keyboards/solo/config.h"),
+        "#pragma once\n#define SOLO_TWEAK 1\n",
+    )
+    .unwrap();
+    let c = fx.built("solo:default");
+    assert!(!c.plan_cached, "{c:?}");
+    assert_eq!(
+        c.compiled, 5,
+        "the new config.h is force-included everywhere: {c:?}"
+    );
+}
+
+#[test]
+fn compile_error_names_the_file_and_is_not_cached() {
+    let fx = fixture();
+    fx.edit("quantum/matrix.c", |t| t.replace("tick++;", "tick++ oops;"));
+    let r = fx.build("solo:default");
+    let err = r.fails();
+    assert!(err.contains("compiling quantum/matrix.c"), "{err}");
+    assert!(
+        err.contains("quantum/matrix.c:"),
+        "the compiler's file:line is shown: {err}"
+    );
+    fx.edit("quantum/matrix.c", |t| t.replace("tick++ oops;", "tick++;"));
+    let c = fx.built("solo:default");
+    assert!(c.compiled >= 1, "{c:?}");
+}
+
+#[test]
+fn other_keymaps_and_targets_share_the_cache() {
+    let fx = fixture();
+    fx.built("solo:default");
+    // same keyboard, other keymap: only the keymap differs
+    assert_eq!(
+        fx.built("solo:jsonmap"),
+        Counts {
+            compiled: 5,
+            cached: 0,
+            link_cached: false,
+            plan_cached: false
+        }
+    );
+    // (QMK_KEYMAP is a define on every object, as in QMK, so all recompile;
+    // the rebuild of the first target is still free)
+    assert_eq!(
+        fx.built("solo:default"),
+        Counts {
+            compiled: 0,
+            cached: 5,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+}
+
+#[test]
+fn dry_run_prints_the_plan() {
+    let fx = fixture();
+    let r = run(keyfab(&fx.tree)
+        .arg("--cache")
+        .arg(&fx.cache)
+        .args(["build", "-kb", "solo", "-km", "default", "-n"]));
+    let steps: Vec<serde_json::Value> = r
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = steps.iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "compile").count(),
+        5,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&"generate") && kinds.contains(&"link") && kinds.contains(&"convert"),
+        "{kinds:?}"
+    );
+    assert!(!fx.tree.join(".build/solo_default.hex").exists());
+}
+
+#[test]
+fn bad_targets_are_clear_errors() {
+    let fx = fixture();
+    assert!(fx
+        .build("solo:nope")
+        .fails()
+        .contains("keymap nope not found for keyboard solo"));
+    assert!(fx
+        .build("nosuch:default")
+        .fails()
+        .contains("invalid keyboard: nosuch"));
+    assert!(fx.build("solo").fails().contains("missing keymap"));
+}
+
+#[test]
+fn compiledb_and_clean() {
+    let fx = fixture();
+    fx.built("solo:default");
+    let r = run(keyfab(&fx.tree)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .arg("--cache")
+        .arg(&fx.cache)
+        .args(["build", "solo:default", "--clean", "--compiledb"]));
+    let line = r.ok().lines().last().unwrap().to_string();
+    // --clean removed the objects; the cache brought them back
+    assert_eq!(
+        counts(&line),
+        Counts {
+            compiled: 0,
+            cached: 5,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+    let db: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fx.tree.join("compile_commands.json")).unwrap(),
+    )
+    .unwrap();
+    let entries = db.as_array().unwrap();
+    assert_eq!(entries.len(), 5);
+    let main = entries
+        .iter()
+        .find(|e| e["file"] == "quantum/main.c")
+        .unwrap();
+    assert_eq!(main["arguments"][0], "cc");
+    assert_eq!(
+        main["directory"],
+        fx.tree.canonicalize().unwrap().to_str().unwrap()
+    );
+}

@@ -1,0 +1,429 @@
+//! `keyfab qmk …` (the QMK_BIN stand-in) and `keyfab generate …`, run as the
+//! real binary on copies of our fixture tree (keyboards/gentest/*, modules/keyfab/*).
+
+mod util;
+
+use std::path::Path;
+use util::{copy_fixture, keyfab, run, Run};
+
+/// 2023-11-14 22:13:20 UTC: every date in the outputs comes from here.
+const EPOCH: &str = "1700000000";
+
+fn qmk(tree: &Path, args: &[&str]) -> Run {
+    run(keyfab(tree)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .arg("qmk")
+        .args(args))
+}
+
+fn read(p: impl AsRef<Path>) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
+
+#[test]
+fn rules_mk_prints_the_escaped_output_path_for_make() {
+    let (_t, tree) = copy_fixture("tree");
+    let out = "my build/obj_gentest_basic/src/info_rules.mk";
+    let r = qmk(
+        &tree,
+        &[
+            "generate-rules-mk",
+            "--quiet",
+            "--escape",
+            "--keyboard",
+            "gentest/basic",
+            "--output",
+            out,
+        ],
+    );
+    let abs = std::fs::canonicalize(&tree).unwrap().join(out);
+    assert_eq!(
+        r.ok(),
+        format!("{}\n", abs.display().to_string().replace(' ', "\\ "))
+    );
+    let text = read(&abs);
+    assert!(text.starts_with("# Copyright 2023 QMK\n# SPDX-License-Identifier: GPL-2.0-or-later\n"));
+    assert!(text.contains("BOOTMAGIC_ENABLE ?= yes\n"), "{text}");
+    assert!(text.contains("RGB_MATRIX_ENABLE ?= yes\n"));
+}
+
+#[test]
+fn keymap_json_rules_and_config_use_plain_assignments() {
+    let (_t, tree) = copy_fixture("tree");
+    let km = "keyboards/gentest/basic/keymaps/default/keymap.json";
+    let r = qmk(
+        &tree,
+        &[
+            "generate-rules-mk",
+            "--quiet",
+            "--escape",
+            "--output",
+            "o/rules.mk",
+            km,
+        ],
+    );
+    r.ok();
+    let rules = read(tree.join("o/rules.mk"));
+    assert!(
+        rules.ends_with("MOUSEKEY_ENABLE = yes\nCONSOLE_ENABLE = no\n"),
+        "{rules}"
+    );
+    qmk(
+        &tree,
+        &["generate-config-h", "--quiet", "--output", "o/config.h", km],
+    )
+    .ok();
+    let cfg = read(tree.join("o/config.h"));
+    assert!(cfg.starts_with("// Copyright 2023 QMK\n"));
+    assert!(cfg.contains("#pragma once"));
+}
+
+#[test]
+fn json2c_file_and_stdout() {
+    let (_t, tree) = copy_fixture("tree");
+    let km = "keyboards/gentest/basic/keymaps/default/keymap.json";
+    qmk(&tree, &["json2c", "--quiet", "--output", "o/keymap.c", km]).ok();
+    let c = read(tree.join("o/keymap.c"));
+    assert!(c.starts_with("#include QMK_KEYBOARD_H\n"));
+    assert!(c.contains("#include \"keymap_german.h\"\n#include \"sendstring_german.h\"\n"));
+    assert!(c.contains("    [0] = LAYOUT_all(KC_A, KC_B, LT(1, KC_C), QK_MACRO_0, MO(1)),\n"));
+    assert!(c.contains(
+        "    [1] = {ENCODER_CCW_CW(KC_TRNS, KC_TRNS), ENCODER_CCW_CW(KC_TRNS, KC_TRNS)}\n"
+    ));
+    assert!(c.contains("SEND_STRING(\"Hello, \\\"world\\\"\\n\"SS_DOWN(X_LCTL)SS_DOWN(X_LSFT)SS_TAP(X_T)SS_UP(X_LSFT)SS_UP(X_LCTL)SS_DELAY(100));"));
+    // Without --output QMK prints the file plus one newline.
+    let r = qmk(&tree, &["json2c", km]);
+    assert_eq!(r.ok(), format!("{c}\n"));
+    // `generate keymap-c` gives the same bytes.
+    let g = run(keyfab(&tree).env("SOURCE_DATE_EPOCH", EPOCH).args([
+        "generate",
+        "keymap-c",
+        "-kb",
+        "gentest/basic",
+        "-km",
+        "default",
+    ]));
+    assert_eq!(g.ok(), format!("{c}\n"));
+}
+
+#[test]
+fn keymap_h_keycodes() {
+    let (_t, tree) = copy_fixture("tree");
+    let km = "keyboards/gentest/basic/keymaps/default/keymap.json";
+    qmk(
+        &tree,
+        &["generate-keymap-h", "--quiet", "--output", "o/keymap.h", km],
+    )
+    .ok();
+    assert!(read(tree.join("o/keymap.h")).ends_with(
+        "#endif\nenum keymap_keycodes {\n  KM_ONE = QK_USER_0,\n  KM_TWO,\n};\n#define K1 KM_ONE\n"
+    ));
+}
+
+#[test]
+fn keyboard_c_and_h() {
+    let (_t, tree) = copy_fixture("tree");
+    qmk(
+        &tree,
+        &[
+            "generate-keyboard-c",
+            "--quiet",
+            "--keyboard",
+            "gentest/basic",
+            "--output",
+            "o/default_keyboard.c",
+        ],
+    )
+    .ok();
+    let c = read(tree.join("o/default_keyboard.c"));
+    assert!(
+        c.contains("  { {0, 0}, {224, 64}, {112.5, 32} },\n  { 4, 4, 2 },\n"),
+        "{c}"
+    );
+    assert!(c.contains("    0b111,\n    0b101,\n"));
+    assert!(c.contains(
+        "    [0] = JOYSTICK_AXIS_IN(F6, 0, 512, 1023),\n    [1] = JOYSTICK_AXIS_VIRTUAL,\n"
+    ));
+    assert!(c.contains("#ifdef CHORDAL_HOLD\n"));
+    // make passes `--include` with nothing after it when there is no <keyboard>.h
+    qmk(
+        &tree,
+        &[
+            "generate-keyboard-h",
+            "--quiet",
+            "--keyboard",
+            "gentest/basic",
+            "--include",
+            "--output",
+            "o/default_keyboard.h",
+        ],
+    )
+    .ok();
+    let h = read(tree.join("o/default_keyboard.h"));
+    assert!(h.contains("#define LAYOUT(k0A, k0B, k0C, k1A, k1C) { \\\n    { k0A, k0B, k0C }, \\\n    { k1A, XXX, k1C } \\\n}\n"), "{h}");
+    assert!(h.contains("#ifndef LAYOUT_all\n#   define LAYOUT_all LAYOUT\n#endif\n"));
+    assert!(h.ends_with(
+        "enum keyboard_keycodes {\n  GT_HELLO = QK_KB_0,\n  GT_BYE,\n};\n#define GT_HI GT_HELLO\n"
+    ));
+    qmk(
+        &tree,
+        &[
+            "generate-keyboard-h",
+            "--quiet",
+            "--keyboard",
+            "gentest/header",
+            "--include",
+            "header.h",
+            "--output",
+            "o/h.h",
+        ],
+    )
+    .ok();
+    // c_macro layouts are skipped, but QMK still writes the layout preamble
+    assert!(read(tree.join("o/h.h")).ends_with(
+        "#include \"quantum.h\"\n\n// Layout content\n\n#define XXX KC_NO\n#include \"header.h\"\n"
+    ));
+    // `generate keyboard-h` finds the header as make does
+    let g = run(keyfab(&tree).env("SOURCE_DATE_EPOCH", EPOCH).args([
+        "generate",
+        "keyboard-h",
+        "-kb",
+        "gentest/header",
+        "-o",
+        "o/g.h",
+    ]));
+    g.ok();
+    assert_eq!(read(tree.join("o/g.h")), read(tree.join("o/h.h")));
+}
+
+#[test]
+fn version_h_skip_all_and_stable_dates() {
+    let (_t, tree) = copy_fixture("tree");
+    qmk(
+        &tree,
+        &[
+            "generate-version-h",
+            "--skip-all",
+            "-q",
+            "-o",
+            "o/version.h",
+        ],
+    )
+    .ok();
+    let v = read(tree.join("o/version.h"));
+    assert!(v.ends_with("#define QMK_BUILDDATE \"1970-01-01-00:00:00\"\n#define QMK_VERSION_BCD 0x00000000\n#define QMK_GIT_HASH  \"NA\"\n#define CHIBIOS_VERSION \"NA\"\n#define CHIBIOS_CONTRIB_VERSION \"NA\"\n#define QMK_USERSPACE_VERSION \"NA\"\n\n"));
+    qmk(
+        &tree,
+        &["generate-version-h", "--skip-git", "-q", "-o", "o/v1.h"],
+    )
+    .ok();
+    assert!(read(tree.join("o/v1.h")).contains("#define QMK_BUILDDATE \"2023-11-14-22:13:20\"\n"));
+    qmk(&tree, &["generate-version-h", "-q", "-o", "o/v2.h"]).ok();
+    qmk(&tree, &["generate-version-h", "-q", "-o", "o/v3.h"]).ok();
+    assert_eq!(read(tree.join("o/v2.h")), read(tree.join("o/v3.h")));
+}
+
+#[test]
+fn unchanged_output_is_not_rewritten_and_changed_output_keeps_a_bak() {
+    let (_t, tree) = copy_fixture("tree");
+    let args = [
+        "generate-config-h",
+        "--quiet",
+        "--keyboard",
+        "gentest/split",
+        "--output",
+        "o/info_config.h",
+    ];
+    qmk(&tree, &args).ok();
+    let f = tree.join("o/info_config.h");
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    qmk(&tree, &args).ok();
+    assert_eq!(std::fs::metadata(&f).unwrap().modified().unwrap(), old);
+    assert!(!tree.join("o/info_config.h.bak").exists());
+    std::fs::write(&f, "stale\n").unwrap();
+    qmk(&tree, &args).ok();
+    assert_eq!(read(tree.join("o/info_config.h.bak")), "stale\n");
+    let text = read(&f);
+    assert!(
+        text.contains("#    define DIRECT_PINS { {B0,B1}, {B2,NO_PIN} }\n"),
+        "{text}"
+    );
+    assert!(text.contains("#    define SPLIT_HAND_MATRIX_GRID D4, C6\n"));
+    assert!(text.contains("#    define USE_I2C\n"));
+    assert!(text.contains("#    define DIRECT_PINS_RIGHT { {F0,F1}, {F4,F5} }\n"));
+    assert!(text.contains("#    define ENCODER_RESOLUTION_RIGHT 4\n"));
+    assert!(text.contains("#    define MATRIX_ROWS 4\n"));
+}
+
+#[test]
+fn community_modules() {
+    let (_t, tree) = copy_fixture("tree");
+    let km = "keyboards/gentest/basic/keymaps/default/keymap.json";
+    let r = qmk(
+        &tree,
+        &[
+            "generate-community-modules-rules-mk",
+            "-kb",
+            "gentest/basic",
+            "--quiet",
+            "--escape",
+            "--output",
+            "o/community_rules.mk",
+            km,
+        ],
+    );
+    r.ok();
+    let root = std::fs::canonicalize(&tree).unwrap();
+    let greeter = root.join("modules/keyfab/greeter").display().to_string();
+    let rules = read(tree.join("o/community_rules.mk"));
+    assert!(rules.contains(&format!("COMMUNITY_MODULES += greeter\nOPT_DEFS += -DCOMMUNITY_MODULE_GREETER_ENABLE=TRUE\nCOMMUNITY_MODULE_PATHS += {greeter}\n")), "{rules}");
+    assert!(rules.contains("COMMUNITY_MODULES += blinker\n"));
+    assert!(rules.ends_with("# Module: Greeter\nDEFERRED_EXEC_ENABLE=yes\n"));
+    for (sub, file) in [
+        ("generate-community-config-h", "community_config.h"),
+        ("generate-community-modules-h", "community_modules.h"),
+        ("generate-community-modules-c", "community_modules.c"),
+        (
+            "generate-community-modules-introspection-c",
+            "community_modules_introspection.c",
+        ),
+        (
+            "generate-community-modules-introspection-h",
+            "community_modules_introspection.h",
+        ),
+        (
+            "generate-led-matrix-community-modules-inc",
+            "led_matrix_community_modules.inc",
+        ),
+        (
+            "generate-rgb-matrix-community-modules-inc",
+            "rgb_matrix_community_modules.inc",
+        ),
+        (
+            "generate-split-transaction-id-community-modules-inc",
+            "split_transaction_id_community_modules.inc",
+        ),
+    ] {
+        let out = format!("o/{file}");
+        qmk(
+            &tree,
+            &[sub, "-kb", "gentest/basic", "--quiet", "--output", &out, km],
+        )
+        .ok();
+    }
+    let h = read(tree.join("o/community_modules.h"));
+    assert!(h.contains("COMMUNITY_MODULES_API_VERSION_BUILDER(0,2,0)"));
+    assert!(h.contains("    // From module: greeter\n    COMMUNITY_MODULE_GREET = QK_COMMUNITY_MODULE,\n    CM_GRT = COMMUNITY_MODULE_GREET,\n"));
+    assert!(h.contains("// From module: keyfab/blinker\n"));
+    // the keyboard's modules come first, then the keymap's new ones
+    let c = read(tree.join("o/community_modules.c"));
+    assert!(c.contains("bool process_record_modules(uint16_t keycode, keyrecord_t *record) {\n    return true\n        && process_record_greeter(keycode, record)\n        && process_record_blinker(keycode, record)\n    ;\n}\n"), "{c}");
+    let inc = read(tree.join("o/community_modules_introspection.h"));
+    assert!(inc.contains(&format!(
+        "#if __has_include(\"{greeter}/introspection.h\")\n"
+    )));
+    let ids = read(tree.join("o/split_transaction_id_community_modules.inc"));
+    assert!(ids.contains("#ifdef SPLIT_TRANSACTION_IDS_MODULE_BLINKER\n    SPLIT_TRANSACTION_IDS_MODULE_BLINKER,\n#endif\n"));
+    // Without a keymap.json: the keyboard's modules only; without any: headers only.
+    qmk(
+        &tree,
+        &[
+            "generate-community-modules-rules-mk",
+            "-kb",
+            "gentest/split",
+            "--quiet",
+            "--escape",
+            "--output",
+            "o/none.mk",
+        ],
+    )
+    .ok();
+    assert!(!read(tree.join("o/none.mk")).contains("COMMUNITY_MODULES"));
+}
+
+#[test]
+fn make_dependencies() {
+    let (_t, tree) = copy_fixture("tree");
+    qmk(
+        &tree,
+        &[
+            "generate-make-dependencies",
+            "-kb",
+            "gentest/basic",
+            "-km",
+            "default",
+            "-o",
+            "o/info_deps.d",
+        ],
+    )
+    .ok();
+    let d = read(tree.join("o/info_deps.d"));
+    assert!(d.starts_with("generated-files: $(wildcard keyboards/gentest/basic/info.json)\n\n"));
+    let km_dir = std::fs::canonicalize(&tree)
+        .unwrap()
+        .join("keyboards/gentest/basic/keymaps/default");
+    assert!(
+        d.contains(&format!(
+            "generated-files: $(wildcard {}/keymap.json)\n",
+            km_dir.display()
+        )),
+        "{d}"
+    );
+    assert!(d.ends_with("generated-files: $(wildcard users/default/post_config.h)\n\n"));
+}
+
+#[test]
+fn bad_input_fails_naming_the_file_and_writes_nothing() {
+    let (_t, tree) = copy_fixture("tree");
+    std::fs::write(
+        tree.join("bad.json"),
+        "{\"layout\": \"LAYOUT\", \"layers\": [[\"KC_A\"],",
+    )
+    .unwrap();
+    let r = qmk(
+        &tree,
+        &["json2c", "--quiet", "--output", "o/keymap.c", "bad.json"],
+    );
+    assert!(r.fails().contains("bad.json"), "{}", r.stderr);
+    assert!(!tree.join("o/keymap.c").exists());
+    // an existing output survives a failed run untouched
+    std::fs::create_dir_all(tree.join("o")).unwrap();
+    std::fs::write(tree.join("o/keymap.c"), "previous\n").unwrap();
+    qmk(
+        &tree,
+        &["json2c", "--quiet", "--output", "o/keymap.c", "bad.json"],
+    )
+    .fails();
+    assert_eq!(read(tree.join("o/keymap.c")), "previous\n");
+    let leftovers = std::fs::read_dir(tree.join("o")).unwrap().count();
+    assert_eq!(leftovers, 1);
+    // a keymap.json that is JSON but not a keymap
+    std::fs::write(tree.join("notkm.json"), "{\"layers\": 5}").unwrap();
+    let r = qmk(
+        &tree,
+        &["json2c", "--quiet", "--output", "o/k2.c", "notkm.json"],
+    );
+    assert!(r.fails().contains("notkm.json"), "{}", r.stderr);
+    assert!(!tree.join("o/k2.c").exists());
+    // unknown keyboard, unknown subcommand
+    qmk(
+        &tree,
+        &[
+            "generate-keyboard-c",
+            "--quiet",
+            "--keyboard",
+            "nope",
+            "--output",
+            "o/x.c",
+        ],
+    )
+    .fails();
+    assert!(!tree.join("o/x.c").exists());
+    qmk(&tree, &["generate-api"]).fails();
+}

@@ -1,0 +1,94 @@
+//! Shared helpers for the integration tests: run the real `keyfab` binary on
+//! fresh copies of our fixture trees.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository's `fixtures/` folder.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// Copies `fixtures/<name>` into a fresh temp dir; returns the dir guard and
+/// the copy's path. Symlinks are copied as symlinks.
+pub fn copy_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join(name.replace('/', "_"));
+    copy_dir(&fixtures().join(name), &dest);
+    (tmp, dest)
+}
+
+pub fn copy_dir(src: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let ft = entry.file_type().unwrap();
+        let to = dest.join(entry.file_name());
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &to).unwrap();
+        } else if ft.is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+}
+
+/// What a run of the binary produced.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts success and returns stdout.
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "expected success; stderr:\n{}", self.stderr);
+        &self.stdout
+    }
+    /// Asserts exit 1 (a failed command, not a crash) and returns stderr.
+    pub fn fails(&self) -> &str {
+        assert_eq!(
+            self.code, 1,
+            "expected exit 1; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        &self.stderr
+    }
+    pub fn lines(&self) -> Vec<&str> {
+        self.ok().lines().collect()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.ok()).expect("stdout is JSON")
+    }
+}
+
+/// A `keyfab` command with a clean environment (no QMK_HOME/QMK_USERSPACE
+/// leaking in from the machine), run from `cwd`.
+pub fn keyfab(cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyfab"));
+    cmd.current_dir(cwd)
+        .env_remove("QMK_HOME")
+        .env_remove("QMK_USERSPACE")
+        .env_remove("KEYFAB_CACHE");
+    cmd
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let out = cmd.output().expect("keyfab runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `keyfab ARGS` inside `tree`.
+pub fn in_tree(tree: &Path, args: &[&str]) -> Run {
+    run(keyfab(tree).args(args))
+}
