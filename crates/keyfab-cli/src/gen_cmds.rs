@@ -62,8 +62,31 @@ fn build_date() -> String {
     )
 }
 
+/// Whether git could find a repository from `dir` (a `.git` in it or a
+/// parent, or `GIT_DIR` set). Without one every git call fails, so QMK's
+/// results are known without spawning git.
+fn in_git_repo(dir: &Path) -> bool {
+    if std::env::var_os("GIT_DIR").is_some() {
+        return true;
+    }
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    abs.ancestors().any(|d| d.join(".git").exists())
+}
+
 /// Runs git in `dir`; stdout trimmed on success.
 fn git(dir: &Path, args: &[&str]) -> Result<String, (i32, String)> {
+    if !in_git_repo(dir) {
+        // What git says outside a repository (`git diff` exits 129 there).
+        let code = if args.first() == Some(&"diff") {
+            129
+        } else {
+            128
+        };
+        return Err((
+            code,
+            "fatal: not a git repository (or any of the parent directories): .git".into(),
+        ));
+    }
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)

@@ -646,7 +646,11 @@ pub fn qmk(ctx: &Context, args: &[OsString]) -> anyhow::Result<ExitCode> {
     };
     let a = parse_args(rest)?;
     let mut env = Env::new(ctx)?;
-    run_kind(&mut env, kind, &a)
+    let code = run_kind(&mut env, kind, &a);
+    // The process ends right after: freeing the engine's parsed schemas and
+    // files would only cost time.
+    std::mem::forget(env);
+    code
 }
 
 #[cfg(test)]
