@@ -221,6 +221,11 @@ impl<'a> Env<'a> {
                 msgs.join("\n  ")
             );
         }
+        // QMK logs these and carries on; so do we (on stderr: make reads
+        // only the stdout of `--escape` calls).
+        for d in &info.diagnostics {
+            eprintln!("keyfab: {d}");
+        }
         Ok(info.value)
     }
 
