@@ -244,7 +244,7 @@ impl<'a> Env<'a> {
     }
 
     /// `parse_configurator_json`: load (JSON, HJSON tolerated), validate
-    /// against `qmk.keymap.v1`, resolve the keyboard alias.
+    /// against `qmk.keymap.v1`.
     fn keymap_json(&mut self, name: &str) -> anyhow::Result<Value> {
         let (shown, text) = if name == "-" {
             let mut s = String::new();
@@ -257,7 +257,7 @@ impl<'a> Env<'a> {
                 .with_context(|| format!("{}: cannot read", path.display()))?;
             (path.display().to_string(), text)
         };
-        let mut km = keyfab_syntax::parse_json(&shown, &text)
+        let km = keyfab_syntax::parse_json(&shown, &text)
             .map_err(|e| anyhow!("{shown}: invalid JSON: {e}"))?;
         if let Err(e) = self.engine().validate(&km, "qmk.keymap.v1") {
             bail!(
@@ -266,17 +266,8 @@ impl<'a> Env<'a> {
                 e.json_path
             );
         }
-        if let Some(kb) = km.get("keyboard").and_then(Value::as_str) {
-            let aliases = self.ctx.tree.aliases()?;
-            let mut kb = kb.to_string();
-            while let Some(next) = aliases.get(&kb) {
-                if *next == kb {
-                    break;
-                }
-                kb = next.clone();
-            }
-            km["keyboard"] = Value::String(kb);
-        }
+        // QMK also resolves the `keyboard` field through the alias table
+        // here; no generator output reads that field, so keyfab skips it.
         Ok(km)
     }
 
