@@ -148,11 +148,11 @@ pub struct QmkCmdArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// What to generate (config-h, rules-mk, keymap-c, keyboard-c, keyboard-h, version-h, …)
+    /// What to generate (config-h, rules-mk, keymap-c, keyboard-c, keyboard-h, version-h, …; `list` lists them)
     pub kind: String,
-    /// Keyboard name or alias (QMK's -kb also works)
+    /// Keyboard name or alias (QMK's -kb also works); not needed for version-h
     #[arg(long)]
-    pub keyboard: String,
+    pub keyboard: Option<String>,
     /// Keymap whose keymap.json to use (QMK's -km also works)
     #[arg(long)]
     pub keymap: Option<String>,
