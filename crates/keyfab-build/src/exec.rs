@@ -406,7 +406,9 @@ impl<'a> Executor<'a> {
         }
         let out_path = self.abs(output);
         let map_path = map.as_deref().map(|m| self.abs(m));
-        let mut outputs = vec![NewOutput::file("output", &out_path)];
+        let mut output = NewOutput::file("output", &out_path);
+        output.executable = is_executable(&out_path);
+        let mut outputs = vec![output];
         if let Some(p) = map_path.as_deref().filter(|p| p.is_file()) {
             outputs.push(NewOutput::file("map", p));
         }
@@ -467,6 +469,12 @@ struct CompileOutcome {
     source: String,
     from_cache: bool,
     log: String,
+}
+
+/// Whether a file has an execute bit (linked ELF files do; restored ones must too).
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
 
 /// `-Wl,-Map=.build/x.map,--cref` → `.build/x.map`.

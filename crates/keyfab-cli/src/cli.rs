@@ -111,7 +111,7 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// `KEYBOARD:KEYMAP`
+    /// `KEYBOARD:KEYMAP`, or a QMK Configurator export FILE.json (`-` reads it from stdin)
     pub target: Option<String>,
     /// Keyboard name or alias (QMK's -kb also works)
     #[arg(long)]
