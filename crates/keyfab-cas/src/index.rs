@@ -507,20 +507,22 @@ impl Index {
             .into_iter()
             .filter(|r| r != "ok")
             .collect();
-        let (count, bytes): (i64, i64) = self
-            .conn
+        // Both counts from one snapshot: other processes publish between
+        // two autocommit reads.
+        let snapshot = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let (count, bytes): (i64, i64) = snapshot
             .query_row("SELECT count, bytes FROM totals", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .map_err(|e| self.err(e))?;
-        let (real_count, real_bytes): (i64, i64) = self
-            .conn
+        let (real_count, real_bytes): (i64, i64) = snapshot
             .query_row(
                 "SELECT count(*), coalesce(sum(size), 0) FROM blobs",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(|e| self.err(e))?;
+        drop(snapshot);
         if (count, bytes) != (real_count, real_bytes) {
             problems.push(format!(
                 "totals say {count} blobs / {bytes} bytes, the blobs table holds {real_count} / {real_bytes}"
