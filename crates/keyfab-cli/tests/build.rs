@@ -547,3 +547,51 @@ fn compiledb_and_clean() {
         fx.tree.canonicalize().unwrap().to_str().unwrap()
     );
 }
+
+/// With avr-gcc installed (CI installs gcc-avr), the same fixture firmware
+/// builds for the keyboard's MCU; switching back and forth is all cache.
+#[test]
+fn fixture_firmware_builds_for_avr_where_avr_gcc_is_installed() {
+    if keyfab_build_has("avr-gcc").is_none() {
+        eprintln!("avr-gcc not installed: skipping the AVR build");
+        return;
+    }
+    let fx = fixture();
+    fx.built("solo:default");
+    let avr = |fx: &Fixture| {
+        let r = run(keyfab(&fx.tree)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("--cache")
+            .arg(&fx.cache)
+            .args(["build", "solo:default", "-e", "PLATFORM=avr"]));
+        counts(r.ok().lines().last().unwrap())
+    };
+    assert_eq!(avr(&fx).compiled, 5);
+    let elf = std::fs::read(fx.tree.join(".build/solo_default.elf")).unwrap();
+    // ELF e_machine 83 is Atmel AVR
+    assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), 83);
+    assert_eq!(
+        fx.built("solo:default"),
+        Counts {
+            compiled: 0,
+            cached: 5,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+    assert_eq!(
+        avr(&fx),
+        Counts {
+            compiled: 0,
+            cached: 5,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+}
+
+fn keyfab_build_has(program: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
