@@ -12,4 +12,5 @@ pub mod exec;
 pub mod plan;
 pub mod plan_cache;
 pub mod probe;
+pub mod provenance;
 pub mod target;
