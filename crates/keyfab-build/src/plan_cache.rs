@@ -165,6 +165,19 @@ pub fn plan_target(
     ));
     let output = plan::dry_run(ctx.tree, &args).map_err(PlanCacheError::Make)?;
     let mut plan = plan::parse_dry_run(&output)?;
+    // Recipes call $(QMK_BIN) too: run their generators directly, not
+    // through the recorder and its (by then deleted) temp log.
+    let prefix_len = shlex::split(&ctx.recorder).map_or(0, |w| w.len()) + 3;
+    for step in &mut plan.steps {
+        if let plan::Step::Generate { argv, .. } = step {
+            let recorded = argv.len() > prefix_len
+                && argv.get(prefix_len - 3).map(String::as_str) == Some("--log")
+                && argv.get(prefix_len - 1).map(String::as_str) == Some("--");
+            if recorded {
+                argv.drain(..prefix_len);
+            }
+        }
+    }
     let recorded = std::fs::read_to_string(log.path()).unwrap_or_default();
     plan.parse_time = recorded
         .lines()

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let tree = &ctx.tree;
+    // First: it may export SOURCE_DATE_EPOCH, before any thread starts.
+    let notes = crate::audit_cmds::reproducible_env(tree.root(), a.reproducible);
     let (kb, km) = match (&a.keyboard, &a.target) {
         (Some(kb), _) => (kb.clone(), a.keymap.clone()),
         (None, Some(t)) => match t.split_once(':') {
@@ -43,7 +45,13 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let exec = Executor::new(tree.root(), &cas, jobs);
+    let command: Vec<String> = std::env::args().collect();
+    let run = cas.begin_run(&command.join(" "))?;
     let result = target::build_target(tree, &cas, &exec, &target, &opts);
+    if result.is_ok() {
+        crate::audit_cmds::record_build(ctx, &cas, run, &exec, &opts, &target.name(), notes)?;
+    }
+    cas.finish_run(run, if result.is_ok() { "ok" } else { "failed" })?;
     cas.flush()?;
     let (report, _) = result?;
     for (file, log) in &report.build.warnings {
