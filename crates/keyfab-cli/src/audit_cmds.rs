@@ -279,15 +279,30 @@ fn explain_records(prev: &Provenance, now: &Provenance) -> (Vec<Change>, Vec<Ste
         .iter()
         .flat_map(|s| s.inputs.iter().map(String::as_str))
         .collect();
+    // Generated files that changed (by a generator step or while make read
+    // the makefiles): consequences of a changed file no step reads.
+    let by_generator: BTreeSet<&str> = steps
+        .iter()
+        .filter(|s| s.kind == "generate")
+        .map(|s| s.output.as_str())
+        .collect();
     let changed_generated: Vec<String> = changed
         .keys()
-        .filter(|k| provenance::is_generated(k) && !produced.contains(k.as_str()))
+        .filter(|k| {
+            provenance::is_generated(k)
+                && (by_generator.contains(k.as_str()) || !produced.contains(k.as_str()))
+        })
         .cloned()
         .collect();
+    let metadata_changed = changed
+        .keys()
+        .any(|k| provenance::input_kind(k) == "file" && !read_by_steps.contains(k.as_str()));
     let mut changes = Vec::new();
     for (input, how) in &changed {
-        // Inputs that are outputs of other steps are consequences, shown under their cause.
-        if produced.contains(input.as_str()) {
+        // Outputs of other steps are consequences, shown under their cause;
+        // so are generated files when a file the generators read changed.
+        let generated = by_generator.contains(input.as_str());
+        if (produced.contains(input.as_str()) && !generated) || (generated && metadata_changed) {
             continue;
         }
         let kind = if input.starts_with("tool:") {
