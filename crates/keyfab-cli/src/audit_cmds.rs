@@ -46,6 +46,29 @@ pub fn reproducible_env(root: &Path, flag: bool) -> Vec<(String, String)> {
     ]
 }
 
+/// In reproducible mode (SOURCE_DATE_EPOCH set, by then), pins `__DATE__`
+/// and `__TIME__` to it through QMK's `EXTRAFLAGS` (appended to every
+/// compile): GCC honours SOURCE_DATE_EPOCH only from version 7 on, and
+/// Debian's avr-gcc is 5.4. Idempotent.
+pub fn pin_date_macros(env: &mut Vec<(String, String)>) {
+    let Some(epoch) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|e| e.trim().parse::<i64>().ok())
+    else {
+        return;
+    };
+    let (date, _) = date_strings(epoch);
+    let secs = epoch.rem_euclid(86_400);
+    let time = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    let pins =
+        format!("-Wno-builtin-macro-redefined -D__DATE__='\"{date}\"' -D__TIME__='\"{time}\"'");
+    match env.iter_mut().find(|(k, _)| k == "EXTRAFLAGS") {
+        Some((_, v)) if v.contains("-D__DATE__=") => {}
+        Some((_, v)) => *v = format!("{v} {pins}"),
+        None => env.push(("EXTRAFLAGS".into(), pins)),
+    }
+}
+
 fn last_commit_time(root: &Path) -> Option<String> {
     target::tree_revision(root)?;
     let out = Command::new("git")
@@ -411,6 +434,9 @@ struct AuditResult {
     first_difference: Option<String>,
     objects_differ: Vec<String>,
     differences: Vec<Difference>,
+    /// Differences with the same inputs that are known compiler
+    /// non-determinism and never reach the firmware (not a failure).
+    noise: Vec<Difference>,
 }
 
 pub fn audit(ctx: &Context, a: AuditArgs) -> anyhow::Result<ExitCode> {
@@ -457,10 +483,28 @@ fn print_audit(r: &AuditResult) {
         println!("  {e}");
         return;
     }
+    let same = r.artifacts_compared - r.differences.len() - r.noise.len();
+    if !r.noise.is_empty() {
+        let objects = r
+            .noise
+            .iter()
+            .filter(|d| d.artifact.ends_with(".o"))
+            .count();
+        let others: Vec<&str> = r
+            .noise
+            .iter()
+            .filter(|d| !d.artifact.ends_with(".o"))
+            .map(|d| d.artifact.as_str())
+            .collect();
+        println!(
+            "  known compiler non-determinism, same inputs (not a failure): {objects} LTO object(s){}{}",
+            if others.is_empty() { "" } else { ", " },
+            others.join(", ")
+        );
+    }
     if r.pass {
         println!(
-            "  {} artifacts byte-identical to the recorded build",
-            r.artifacts_compared
+            "  {same} artifacts byte-identical to the recorded build, the firmware among them"
         );
         return;
     }
@@ -497,6 +541,7 @@ fn audit_one(
         first_difference: None,
         objects_differ: vec![],
         differences: vec![],
+        noise: vec![],
     };
     let Some((run, recorded)) = cas.provenance(name, 1)?.into_iter().next() else {
         result.error = Some(format!(
@@ -721,7 +766,24 @@ fn compare(
                 causes.extend(embedded(cas, rcas, a, b, &tree_paths, dates));
             }
         }
+        let mut difference = Difference {
+            artifact: out.to_string(),
+            step: step.map_or("?".into(), |s| s.kind.clone()),
+            recorded: r.map(Digest::to_hex),
+            rebuilt: n.map(Digest::to_hex),
+            causes: vec![],
+        };
         if causes.is_empty() {
+            // Same inputs: known compiler non-determinism that does not reach
+            // the firmware, or something we cannot name.
+            if let Some(c) = r
+                .zip(n)
+                .and_then(|(a, b)| known_noise(cas, rcas, out, a, b))
+            {
+                difference.causes.push(c);
+                result.noise.push(difference);
+                continue;
+            }
             causes.push(Cause {
                 input: "?".into(),
                 kind: "unknown".into(),
@@ -729,21 +791,61 @@ fn compare(
                 detail: vec![],
             });
         }
+        difference.causes = causes;
         if out.ends_with(".o") {
             result.objects_differ.push(out.to_string());
         }
         if result.first_difference.is_none() {
             result.first_difference = Some(out.to_string());
         }
-        result.differences.push(Difference {
-            artifact: out.to_string(),
-            step: step.map_or("?".into(), |s| s.kind.clone()),
-            recorded: r.map(Digest::to_hex),
-            rebuilt: n.map(Digest::to_hex),
-            causes,
-        });
+        result.differences.push(difference);
     }
     result.pass = result.differences.is_empty() && result.artifacts_compared > 0;
+}
+
+/// Differences with the same inputs that are known and harmless: GCC's LTO
+/// objects (`-flto` without `-frandom-seed` streams a random seed, so two
+/// compiles of the same file differ) and link maps that name LTO's temp
+/// files (`/tmp/ccXXXXXX.ltrans0.ltrans.o`). They never reach the firmware,
+/// which is compared on its own.
+fn known_noise(
+    cas: &LocalCas,
+    rcas: &LocalCas,
+    artifact: &str,
+    a: &Digest,
+    b: &Digest,
+) -> Option<Cause> {
+    let x = cas.get_blob(a).ok().flatten()?;
+    let y = rcas.get_blob(b).ok().flatten()?;
+    let has = |bytes: &[u8], s: &[u8]| bytes.windows(s.len()).any(|w| w == s);
+    if artifact.ends_with(".o") && has(&x, b".gnu.lto_") && has(&y, b".gnu.lto_") {
+        return Some(Cause {
+            input: "gcc -flto".into(),
+            kind: "nondeterministic".into(),
+            what: "an LTO object: GCC streams a random seed into it (no -frandom-seed)".into(),
+            detail: vec![],
+        });
+    }
+    if artifact.ends_with(".map") {
+        let norm = |bytes: &[u8]| -> String {
+            let text = String::from_utf8_lossy(bytes);
+            text.split_inclusive(char::is_whitespace)
+                .map(|w| match w.find("/cc") {
+                    Some(i) if w.contains(".ltrans") => &w[..i],
+                    _ => w,
+                })
+                .collect()
+        };
+        if norm(&x) == norm(&y) {
+            return Some(Cause {
+                input: "gcc -flto".into(),
+                kind: "nondeterministic".into(),
+                what: "the link map names LTO's temp files (/tmp/cc….ltrans….o)".into(),
+                detail: vec![],
+            });
+        }
+    }
+    None
 }
 
 /// The lines of a generated file that differ between the builds, and what
@@ -914,6 +1016,27 @@ fn copy_dir(src: &Path, dest: &Path, top: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn date_macros_pinned_once_after_the_users_extraflags() {
+        // SAFETY of the test: no other test of this binary reads SOURCE_DATE_EPOCH.
+        std::env::set_var("SOURCE_DATE_EPOCH", "1700000000");
+        let mut env = vec![("EXTRAFLAGS".to_string(), "-DFOO".to_string())];
+        pin_date_macros(&mut env);
+        pin_date_macros(&mut env);
+        std::env::remove_var("SOURCE_DATE_EPOCH");
+        assert_eq!(
+            env,
+            [(
+                "EXTRAFLAGS".to_string(),
+                "-DFOO -Wno-builtin-macro-redefined -D__DATE__='\"Nov 14 2023\"' -D__TIME__='\"22:13:20\"'"
+                    .to_string()
+            )]
+        );
+        let mut none = vec![];
+        pin_date_macros(&mut none);
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn dates_as_gcc_and_iso_write_them() {

@@ -25,7 +25,8 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let engine = keyfab_info::Engine::new(tree.clone());
     let (layouts, _) = keyfab_info::community_layouts(&engine, &res.keyboard);
     let target = target::resolve(tree, &res.keyboard, &km, &layouts)?;
-    let opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
+    let mut opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
+    crate::audit_cmds::pin_date_macros(&mut opts.env);
     let cas = LocalCas::open(&opts.cache_dir)
         .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?;
     if a.dry_run || a.compiledb {
