@@ -117,8 +117,11 @@ fn is_artifact(name: &str) -> bool {
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// Targets (`KEYBOARD:KEYMAP`) with a recorded build in the cache
-    #[arg(required = true)]
+    #[arg(required_unless_present = "filter")]
     pub targets: Vec<String>,
+    /// Audit every recorded target whose name matches PATTERN (`*` matches anything: `planck/*`, `*:via`)
+    #[arg(short = 'f', long = "filter", value_name = "PATTERN")]
+    pub filter: Option<String>,
     /// Also write the JSON report to FILE
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -442,10 +445,26 @@ struct AuditResult {
 pub fn audit(ctx: &Context, a: AuditArgs) -> anyhow::Result<ExitCode> {
     let dir = cache_dir(ctx)?;
     let cas = LocalCas::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-    let mut results = Vec::new();
+    let mut names = Vec::new();
     for t in &a.targets {
-        let name = target_name(ctx, t)?;
-        results.push(audit_one(ctx, &cas, &name, &a)?);
+        names.push(target_name(ctx, t)?);
+    }
+    if let Some(pattern) = &a.filter {
+        let matching: Vec<String> = cas
+            .provenance_targets()?
+            .into_iter()
+            .filter(|t| glob_match(pattern, t))
+            .collect();
+        if matching.is_empty() {
+            bail!("no recorded build matches {pattern}");
+        }
+        names.extend(matching);
+    }
+    let mut seen = BTreeSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    let mut results = Vec::new();
+    for name in &names {
+        results.push(audit_one(ctx, &cas, name, &a)?);
     }
     let pass = results.iter().all(|r| r.pass);
     let report = json!({ "pass": pass, "targets": results });
@@ -647,6 +666,26 @@ fn audit_one(
     ];
     compare(&mut result, &recorded, &rebuilt, cas, &rcas, &dates);
     Ok(result)
+}
+
+/// `*` matches any run of characters (slashes included); the rest literally.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &name[first.len()..];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
 }
 
 /// When a run started (unix seconds).
@@ -1036,6 +1075,16 @@ mod tests {
         let mut none = vec![];
         pin_date_macros(&mut none);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob_match("planck/*", "planck/rev5:default"));
+        assert!(glob_match("*:via", "a/b:via"));
+        assert!(!glob_match("*:via", "a/b:default"));
+        assert!(glob_match("solo:default", "solo:default"));
+        assert!(glob_match("s*o:*t", "solo:default"));
+        assert!(!glob_match("ab*ba", "aba"));
     }
 
     #[test]

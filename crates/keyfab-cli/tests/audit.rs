@@ -85,6 +85,25 @@ fn audit_passes_in_reproducible_mode() {
     // the rebuild happened in another folder
     let elsewhere = t["rebuild"]["tree"].as_str().unwrap();
     assert_ne!(std::path::Path::new(elsewhere), fx.tree.as_path());
+
+    // -f: every recorded target whose name matches
+    fx.keyfab(Some("1700000000"), &["build", "solo:jsonmap"])
+        .ok();
+    let report = fx
+        .keyfab(None, &["audit", "-f", "solo:*", "--format", "json"])
+        .json();
+    let names: Vec<&str> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["solo:default", "solo:jsonmap"]);
+    assert_eq!(report["pass"], true, "{report:#}");
+    assert!(fx
+        .keyfab(None, &["audit", "-f", "nope*"])
+        .fails()
+        .contains("no recorded build matches nope*"));
 }
 
 #[test]
