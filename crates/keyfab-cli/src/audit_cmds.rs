@@ -93,6 +93,8 @@ pub fn record_build(
     target_name: &str,
     notes: Vec<(String, String)>,
 ) -> anyhow::Result<()> {
+    let mut notes = notes;
+    notes.push(("qmk_bin".into(), opts.qmk_bin.clone()));
     let p = target::take_provenance(&ctx.tree, exec, opts, notes);
     for (name, _) in &p.inputs {
         if provenance::input_kind(name) == "generated" && !is_artifact(name) {
@@ -428,6 +430,9 @@ struct AuditResult {
     target: String,
     pass: bool,
     recorded_run: Option<i64>,
+    /// `git describe --always --dirty` of the tree when it was built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tree_revision: Option<String>,
     /// Why there was nothing to compare (no record, a changed tree, a failed rebuild).
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -490,7 +495,10 @@ fn print_audit(r: &AuditResult) {
     let verdict = if r.pass { "PASS" } else { "FAIL" };
     println!("{}: {verdict}", r.target);
     if let Some(run) = r.recorded_run {
-        println!("  recorded build: run {run}");
+        match &r.tree_revision {
+            Some(rev) => println!("  recorded build: run {run}, tree {rev}"),
+            None => println!("  recorded build: run {run}"),
+        }
     }
     if let Some(obj) = r.rebuild.as_object() {
         for (k, v) in obj.iter().filter(|(_, v)| !v.is_null()) {
@@ -554,6 +562,7 @@ fn audit_one(
         target: name.to_string(),
         pass: false,
         recorded_run: None,
+        tree_revision: None,
         error: None,
         rebuild: json!({}),
         artifacts_compared: 0,
@@ -569,6 +578,7 @@ fn audit_one(
         return Ok(result);
     };
     result.recorded_run = Some(run.0);
+    result.tree_revision = provenance::note(&recorded, "tree_revision").map(str::to_string);
     // The tree must still be what was built, or the comparison says nothing.
     let root = ctx.tree.root();
     let clock = keyfab_cas::RunClock::now();
@@ -628,6 +638,12 @@ fn audit_one(
     }
     if provenance::note(&recorded, "reproducible") == Some("yes") {
         cmd.arg("--reproducible");
+    }
+    // The generators the recorded build used, unless keyfab's own.
+    if let Some(bin) = provenance::note(&recorded, "qmk_bin") {
+        if bin != format!("{} qmk", exe.display()) {
+            cmd.arg("--qmk-bin").arg(bin);
+        }
     }
     cmd.env_remove("SOURCE_DATE_EPOCH");
     for (k, v) in &recorded.notes {
