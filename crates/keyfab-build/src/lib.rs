@@ -12,5 +12,6 @@ pub mod exec;
 pub mod plan;
 pub mod plan_cache;
 pub mod probe;
+pub mod provenance;
 pub mod target;
 pub mod watch;

@@ -245,6 +245,29 @@ pub fn build_target(
     let clock = RunClock::now();
     let planned = plan_target(tree, cas, &clock, target, opts)?;
     let plan_ms = started.elapsed().as_millis();
+    // Provenance starts afresh for this target: the makefiles make read and
+    // the files of the keyboard and keymap folders (what generators read).
+    drop(exec.take_provenance());
+    let mut files: Vec<(String, keyfab_cas::Digest)> = planned
+        .makefiles
+        .iter()
+        .map(|(p, d)| (p.to_string_lossy().into_owned(), *d))
+        .collect();
+    for folder in &target.folders {
+        let Ok(entries) = std::fs::read_dir(tree.root().join(folder)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                let rel = folder.join(e.file_name());
+                files.push((
+                    rel.to_string_lossy().into_owned(),
+                    cas.file_digest(&e.path(), &clock)?,
+                ));
+            }
+        }
+    }
+    exec.record_inputs(&files);
     let plan = planned.plan;
     let build_err = |source| TargetError::Build {
         target: target.name(),
@@ -271,6 +294,56 @@ pub fn build_target(
         },
         plan,
     ))
+}
+
+/// The provenance record of the target `build_target` just built with
+/// `exec`: what its steps read and wrote (see [`crate::provenance`]), the
+/// environment that matters, the `-e` variables, the tree and its revision,
+/// plus the caller's `notes` (e.g. `reproducible`).
+pub fn take_provenance(
+    tree: &Tree,
+    exec: &Executor<'_>,
+    opts: &Options,
+    notes: Vec<(String, String)>,
+) -> keyfab_cas::Provenance {
+    let mut log = exec.take_provenance();
+    let mut all = vec![("tree".to_string(), tree.root().display().to_string())];
+    if let Some(rev) = tree_revision(tree.root()) {
+        all.push(("tree_revision".into(), rev));
+    }
+    for (k, v) in crate::exec::compiler_env() {
+        log.input(format!("env:{k}"), keyfab_cas::Digest::of(v.as_bytes()));
+        all.push((format!("env:{k}"), v));
+    }
+    for (k, v) in &opts.env {
+        log.input(format!("make:{k}"), keyfab_cas::Digest::of(v.as_bytes()));
+        all.push((format!("make:{k}"), v.clone()));
+    }
+    all.extend(notes);
+    log.into_provenance(all)
+}
+
+/// `git describe --always --dirty` when `root` is the top of a git checkout.
+pub fn tree_revision(root: &Path) -> Option<String> {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    let same = std::fs::canonicalize(&top).ok()? == std::fs::canonicalize(root).ok()?;
+    if !same {
+        return None;
+    }
+    git(&["describe", "--always", "--dirty"])
 }
 
 /// The firmware's size as QMK reports it: data bytes of an Intel HEX file,

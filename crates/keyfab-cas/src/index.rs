@@ -398,6 +398,20 @@ impl Index {
             .map_err(|e| self.err(e))
     }
 
+    /// Every target with a provenance record, sorted.
+    pub fn provenance_targets(&self) -> Result<Vec<String>> {
+        self.end_snapshot();
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT DISTINCT target FROM provenance ORDER BY target")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>());
+        drop(st);
+        rows.map_err(|e| self.err(e))
+    }
+
     pub fn provenance(&self, target: &str, limit: u32) -> Result<Vec<(i64, Provenance)>> {
         self.end_snapshot();
         let mut st = self

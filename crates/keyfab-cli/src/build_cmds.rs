@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let tree = &ctx.tree;
+    // First: it may export SOURCE_DATE_EPOCH, before any thread starts.
+    let notes = crate::audit_cmds::reproducible_env(tree.root(), a.reproducible);
     let engine = keyfab_info::Engine::new(tree.clone());
     let target = match (&a.keyboard, &a.target) {
         (None, Some(t)) if is_configurator_json(t) => configurator_target(tree, &engine, t)?,
@@ -28,7 +30,8 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
             target::resolve(tree, &res.keyboard, &km, &layouts)?
         }
     };
-    let opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
+    let mut opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
+    crate::audit_cmds::pin_date_macros(&mut opts.env);
     let cas = LocalCas::open(&opts.cache_dir)
         .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?;
     if a.dry_run || a.compiledb {
@@ -48,7 +51,13 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let exec = Executor::new(tree.root(), &cas, jobs);
+    let command: Vec<String> = std::env::args().collect();
+    let run = cas.begin_run(&command.join(" "))?;
     let result = target::build_target(tree, &cas, &exec, &target, &opts);
+    if result.is_ok() {
+        crate::audit_cmds::record_build(ctx, &cas, run, &exec, &opts, &target.name(), notes)?;
+    }
+    cas.finish_run(run, if result.is_ok() { "ok" } else { "failed" })?;
     cas.flush()?;
     let (report, _) = result?;
     for (file, log) in &report.build.warnings {

@@ -69,6 +69,10 @@ pub enum Command {
     Qmk(QmkCmdArgs),
     /// Write a file a QMK build generates (info_config.h, keymap.c, …); `keyfab generate list` lists the kinds
     Generate(GenerateArgs),
+    /// Rebuild recorded targets from nothing elsewhere, on another clock, and prove byte-identity
+    Audit(crate::audit_cmds::AuditArgs),
+    /// Which inputs changed since a target's previous build, and which steps re-ran because of each
+    Explain(crate::audit_cmds::ExplainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +141,9 @@ pub struct BuildArgs {
     /// The generator command make calls as $(QMK_BIN) (default: this keyfab's `qmk` entry point, or $KEYFAB_QMK_BIN)
     #[arg(long, value_name = "CMD")]
     pub qmk_bin: Option<String>,
+    /// Stable generated files: SOURCE_DATE_EPOCH from the tree's last commit (or 0) unless set (always on when it is set)
+    #[arg(long)]
+    pub reproducible: bool,
 }
 
 #[derive(Debug, Args)]

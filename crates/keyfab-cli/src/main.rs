@@ -2,6 +2,7 @@
 //! happens in the library crates; this file only turns their results into
 //! output and their errors into messages and exit codes.
 
+mod audit_cmds;
 mod build_cmds;
 mod cache_cmds;
 mod cli;
@@ -56,5 +57,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Info(a) => info_cmds::info(&ctx, a),
         cli::Command::Qmk(a) => qmk_cmds::qmk(&ctx, &a.args),
         cli::Command::Generate(a) => gen_cmds::generate(&ctx, a),
+        cli::Command::Audit(a) => audit_cmds::audit(&ctx, a),
+        cli::Command::Explain(a) => audit_cmds::explain(&ctx, a),
     }
 }
