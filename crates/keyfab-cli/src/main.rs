@@ -24,6 +24,12 @@ use std::process::ExitCode;
 pub(crate) const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
+    // `keyfab list-keyboards | head` must end quietly, like any Unix tool,
+    // rather than panic on the closed pipe.
+    // SAFETY: called first, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = cli::Cli::parse_from(cli::qmk_style_args(std::env::args_os()));
     match run(args) {
         Ok(code) => code,
