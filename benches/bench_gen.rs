@@ -3,6 +3,8 @@
 //! make's arguments), against the goal of 15 ms per call (QMK: 0.8–1.0 s).
 //!
 //! Run: `cargo build --release -p keyfab-cli && KEYFAB_QMK_TREE=/path/to/qmk cargo run --release -p keyfab-benches --bin bench-gen`
+//! Add `BENCH_COMPILE_TREE=/scratch/copy/of/qmk BENCH_QMK=/path/to/qmk` for the no-op
+//! `qmk compile` of planck/rev5 with keyfab as `QMK_BIN` vs stock, as a ratio.
 //! (`BENCH_KEYBOARD`, `BENCH_KEYMAP_JSON` pick the target; the defaults are
 //! planck/rev5 and a keymap.json of the tree, or our fixture tree's gentest/basic.)
 
@@ -186,6 +188,23 @@ fn main() {
             15,
         );
         common::report(name, &t, goal);
+        // CPU time (user + system) of the same call: what the machine's
+        // other load cannot inflate.
+        let before = children_cpu();
+        let n = 10;
+        for _ in 0..n {
+            let status = Command::new(&bin)
+                .current_dir(&tree)
+                .arg("qmk")
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("spawn");
+            assert!(status.success());
+        }
+        let cpu = (children_cpu() - before) / n as f64;
+        println!("    cpu {:.1} ms per call", cpu * 1e3);
         let mut s = t.clone();
         s.sort();
         if s[s.len() / 2] > goal {
@@ -198,10 +217,71 @@ fn main() {
         calls.len()
     );
     let _ = std::fs::remove_dir_all(&out);
+    noop_compile(&bin);
+}
+
+/// The no-op `qmk compile -kb planck/rev5 -km default`, stock vs with
+/// `-e QMK_BIN="keyfab qmk"`, as a ratio. Needs `BENCH_COMPILE_TREE`: a
+/// scratch copy of the QMK tree (a build writes into it; never the real
+/// one), and QMK's CLI as `$BENCH_QMK` (default `qmk`). Each side is built
+/// once first, so what is timed is the no-op.
+fn noop_compile(bin: &std::path::Path) {
+    let Some(tree) = std::env::var_os("BENCH_COMPILE_TREE") else {
+        println!(
+            "no-op qmk compile: skipped (set BENCH_COMPILE_TREE to a scratch copy of the tree)"
+        );
+        return;
+    };
+    let qmk = std::env::var("BENCH_QMK").unwrap_or_else(|_| "qmk".into());
+    let kb = std::env::var("BENCH_COMPILE_KEYBOARD").unwrap_or_else(|_| "planck/rev5".into());
+    let keyfab_bin = format!("QMK_BIN={} qmk", bin.display());
+    let run = |with_keyfab: bool| {
+        let mut c = Command::new(&qmk);
+        c.current_dir(&tree)
+            .env("QMK_HOME", &tree)
+            .args(["compile", "-kb", &kb, "-km", "default"]);
+        if with_keyfab {
+            c.args(["-e", &keyfab_bin]);
+        }
+        c
+    };
+    let mut medians = Vec::new();
+    for with_keyfab in [false, true] {
+        let t = common::time_process(|| run(with_keyfab), 5);
+        let name = if with_keyfab {
+            "keyfab qmk"
+        } else {
+            "stock qmk"
+        };
+        common::report(
+            &format!("no-op qmk compile -kb {kb} -km default, QMK_BIN {name}"),
+            &t,
+            Duration::from_secs(4),
+        );
+        let mut s = t.clone();
+        s.sort();
+        medians.push(s[s.len() / 2]);
+    }
+    println!(
+        "no-op qmk compile ratio keyfab/stock: {:.2}",
+        medians[1].as_secs_f64() / medians[0].as_secs_f64()
+    );
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("keyfab-bench-gen-{}", std::process::id()));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
+}
+
+/// User + system seconds of all waited-for children so far.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
+        ru
+    };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
 }

@@ -7,6 +7,7 @@
 //! inputs. Failed steps are never cached.
 
 use crate::plan::{Plan, Step};
+use crate::provenance::Collector;
 use keyfab_cas::{
     ActionResult, CommandKey, CompileKey, Digest, DirectKey, LocalCas, ManifestEntry, NewAction,
     NewOutput, RunClock, ToolIdentity,
@@ -60,6 +61,8 @@ pub struct Executor<'a> {
     pool: rayon::ThreadPool,
     tools: Mutex<HashMap<String, Digest>>,
     cancel: Option<Arc<AtomicBool>>,
+    /// Provenance of what ran since the last [`Executor::take_provenance`].
+    log: Mutex<Collector>,
 }
 
 impl<'a> Executor<'a> {
@@ -75,6 +78,7 @@ impl<'a> Executor<'a> {
             pool,
             tools: Mutex::new(HashMap::new()),
             cancel: None,
+            log: Mutex::new(Collector::default()),
         }
     }
 
@@ -104,6 +108,25 @@ impl<'a> Executor<'a> {
         self.pool.current_num_threads()
     }
 
+    /// What the steps run since the last call read and wrote (provenance),
+    /// leaving an empty log for the next target.
+    pub fn take_provenance(&self) -> Collector {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+
+    /// Records files a target's build depends on besides its steps' inputs
+    /// (makefiles read, keyboard and keymap files), tree-relative.
+    pub fn record_inputs(&self, files: &[(String, Digest)]) {
+        let mut log = self.log();
+        for (name, d) in files {
+            log.input(name.clone(), *d);
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Collector> {
+        self.log.lock().unwrap()
+    }
+
     fn abs(&self, rel: &str) -> PathBuf {
         self.tree.join(rel)
     }
@@ -124,6 +147,7 @@ impl<'a> Executor<'a> {
     /// computed once per program per run.
     pub fn tool(&self, program: &str) -> Result<Digest, BuildError> {
         if let Some(d) = self.tools.lock().unwrap().get(program) {
+            self.log().tool(program, *d);
             return Ok(*d);
         }
         let path = resolve_program(program).ok_or_else(|| BuildError::Spawn {
@@ -146,6 +170,7 @@ impl<'a> Executor<'a> {
         }
         .digest();
         self.tools.lock().unwrap().insert(program.to_string(), id);
+        self.log().tool(program, id);
         Ok(id)
     }
 
@@ -268,6 +293,17 @@ impl<'a> Executor<'a> {
                 log,
             });
         }
+        // Provenance: the tree files named on its command line, and what it wrote.
+        let mut files = Vec::new();
+        for word in &argv[1..] {
+            let rel = Path::new(word);
+            if word != output && !rel.is_absolute() && self.tree.join(rel).is_file() {
+                files.push((word.clone(), self.digest(rel)?));
+            }
+        }
+        let written = self.digest(Path::new(output)).ok();
+        self.log()
+            .step("generate", argv, &files, output, written, false);
         Ok(())
     }
 
@@ -283,25 +319,46 @@ impl<'a> Executor<'a> {
             unreachable!("compile() takes compile steps")
         };
         let compiler = self.tool(&argv[0])?;
+        let source_digest = self.digest(Path::new(source))?;
         let direct = DirectKey {
             compiler,
             argv: argv[1..].iter().map(OsString::from).collect(),
             cwd: self.tree.clone(),
             env: compiler_env(),
-            source: self.digest(Path::new(source))?,
+            source: source_digest,
         }
         .key();
+        let record = |headers: &[(PathBuf, Digest)], object_digest: Option<Digest>, cached| {
+            let mut files = vec![(source.clone(), source_digest)];
+            files.extend(
+                headers
+                    .iter()
+                    .map(|(p, d)| (p.to_string_lossy().into_owned(), *d)),
+            );
+            self.log()
+                .step("compile", argv, &files, object, object_digest, cached);
+        };
         let obj_path = self.abs(object);
         if let Some(dir) = obj_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
         }
         // Direct-mode hit: every header recorded last time still has its digest.
         if let Some(manifest) = self.cas.get_manifest(&direct)? {
-            let found = manifest.find(|p| self.digest(p).ok());
-            if let Some(key) = found {
-                if let Some(result) = self.cas.get_action(&key)? {
+            // What `Manifest::find` does, keeping the entry (its headers are provenance).
+            let found = manifest.entries.iter().find(|e| {
+                e.headers
+                    .iter()
+                    .all(|(p, d)| self.digest(p).ok().as_ref() == Some(d))
+            });
+            if let Some(entry) = found {
+                if let Some(result) = self.cas.get_action(&entry.action)? {
                     if self.restore(&result, object, depfile.as_deref())? {
                         let log = self.replay(&result)?;
+                        record(
+                            &entry.headers,
+                            result.output("object").map(|o| o.digest),
+                            true,
+                        );
                         return Ok(CompileOutcome {
                             source: source.clone(),
                             from_cache: true,
@@ -353,7 +410,12 @@ impl<'a> Executor<'a> {
             exit_code: 0,
             duration,
         };
-        self.cas.put_action(&key.key(), &action)?;
+        let stored = self.cas.put_action(&key.key(), &action)?;
+        record(
+            &key.headers,
+            stored.output("object").map(|o| o.digest),
+            false,
+        );
         let mut manifest = self.cas.get_manifest(&direct)?.unwrap_or_default();
         manifest.add(ManifestEntry::from_compile(&key));
         self.cas.put_manifest(&direct, &manifest)?;
@@ -429,6 +491,10 @@ impl<'a> Executor<'a> {
         }
         inputs.sort();
         inputs.dedup();
+        let files: Vec<(String, Digest)> = inputs
+            .iter()
+            .map(|(p, d)| (p.to_string_lossy().into_owned(), *d))
+            .collect();
         let key = CommandKey {
             kind: kind.to_string(),
             tool,
@@ -441,6 +507,7 @@ impl<'a> Executor<'a> {
         let map = map_file(argv);
         if let Some(result) = self.cas.get_action(&key)? {
             if self.restore_named(&result, output, map.as_deref())? {
+                self.record_command(kind, argv, &files, output, map.as_deref(), &result, true);
                 return Ok((true, self.replay(&result)?));
             }
         }
@@ -458,7 +525,9 @@ impl<'a> Executor<'a> {
         }
         let out_path = self.abs(output);
         let map_path = map.as_deref().map(|m| self.abs(m));
-        let mut outputs = vec![NewOutput::file("output", &out_path)];
+        let mut primary = NewOutput::file("output", &out_path);
+        primary.executable = is_executable(&out_path);
+        let mut outputs = vec![primary];
         if let Some(p) = map_path.as_deref().filter(|p| p.is_file()) {
             outputs.push(NewOutput::file("map", p));
         }
@@ -469,8 +538,29 @@ impl<'a> Executor<'a> {
             exit_code: 0,
             duration: started.elapsed(),
         };
-        self.cas.put_action(&key, &action)?;
+        let stored = self.cas.put_action(&key, &action)?;
+        self.record_command(kind, argv, &files, output, map.as_deref(), &stored, false);
         Ok((false, log))
+    }
+
+    /// Provenance of a link or conversion (and its map file).
+    #[allow(clippy::too_many_arguments)]
+    fn record_command(
+        &self,
+        kind: &str,
+        argv: &[String],
+        files: &[(String, Digest)],
+        output: &str,
+        map: Option<&str>,
+        result: &ActionResult,
+        cached: bool,
+    ) {
+        let mut log = self.log();
+        let digest = result.output("output").map(|o| o.digest);
+        log.step(kind, argv, files, output, digest, cached);
+        if let (Some(m), Some(rel)) = (result.output("map"), map) {
+            log.outputs.insert(rel.to_string(), m.digest);
+        }
     }
 
     fn restore_named(
@@ -505,7 +595,7 @@ const COMPILER_ENV: &[&str] = &[
 ];
 
 /// The values of [`COMPILER_ENV`] that are set, for compile keys.
-fn compiler_env() -> BTreeMap<String, String> {
+pub fn compiler_env() -> BTreeMap<String, String> {
     COMPILER_ENV
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
@@ -516,6 +606,12 @@ struct CompileOutcome {
     source: String,
     from_cache: bool,
     log: String,
+}
+
+/// Whether a file has an execute bit (linked ELF files do; restored ones must too).
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
 
 /// `-Wl,-Map=.build/x.map,--cref` → `.build/x.map`.

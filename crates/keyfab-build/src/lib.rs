@@ -12,5 +12,7 @@ pub mod exec;
 pub mod plan;
 pub mod plan_cache;
 pub mod probe;
+pub mod provenance;
 pub mod sweep;
 pub mod target;
+pub mod watch;

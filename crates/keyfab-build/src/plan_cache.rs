@@ -35,6 +35,8 @@ pub enum PlanCacheError {
 pub struct CachedPlan {
     pub plan: Plan,
     pub from_cache: bool,
+    /// The makefiles make read (tree-relative) and their digests.
+    pub makefiles: Vec<(PathBuf, Digest)>,
 }
 
 /// What a plan depends on besides the makefiles read.
@@ -130,8 +132,13 @@ pub fn plan_target(
 ) -> Result<CachedPlan, PlanCacheError> {
     let head = head_key(cas, clock, ctx)?;
     if let Some(manifest) = cas.get_manifest(&head)? {
-        if let Some(key) = manifest.find(|p| cas.file_digest(&ctx.tree.join(p), clock).ok()) {
-            if let Some(result) = cas.get_action(&key)? {
+        let found = manifest.entries.iter().find(|e| {
+            e.headers
+                .iter()
+                .all(|(p, d)| cas.file_digest(&ctx.tree.join(p), clock).ok().as_ref() == Some(d))
+        });
+        if let Some(entry) = found {
+            if let Some(result) = cas.get_action(&entry.action)? {
                 if let Some(bytes) = result
                     .output("plan")
                     .and_then(|o| cas.get_blob(&o.digest).ok().flatten())
@@ -140,6 +147,7 @@ pub fn plan_target(
                         return Ok(CachedPlan {
                             plan,
                             from_cache: true,
+                            makefiles: entry.headers.clone(),
                         });
                     }
                 }
@@ -157,7 +165,19 @@ pub fn plan_target(
     ));
     let output = plan::dry_run(ctx.tree, &args).map_err(PlanCacheError::Make)?;
     let mut plan = plan::parse_dry_run(&output)?;
-    strip_recorder(&mut plan, &ctx.recorder);
+    // Recipes call $(QMK_BIN) too: run their generators directly, not
+    // through the recorder and its (by then deleted) temp log.
+    let prefix_len = shlex::split(&ctx.recorder).map_or(0, |w| w.len()) + 3;
+    for step in &mut plan.steps {
+        if let plan::Step::Generate { argv, .. } = step {
+            let recorded = argv.len() > prefix_len
+                && argv.get(prefix_len - 3).map(String::as_str) == Some("--log")
+                && argv.get(prefix_len - 1).map(String::as_str) == Some("--");
+            if recorded {
+                argv.drain(..prefix_len);
+            }
+        }
+    }
     let recorded = std::fs::read_to_string(log.path()).unwrap_or_default();
     plan.parse_time = recorded
         .lines()
@@ -181,7 +201,7 @@ pub fn plan_target(
     }
     let key = CompileKey {
         direct: head,
-        headers: makefiles,
+        headers: makefiles.clone(),
     };
     let json = serde_json::to_vec(&plan).map_err(|e| PlanCacheError::Other(e.to_string()))?;
     let action = NewAction::success(vec![NewOutput::bytes("plan", &json)]);
@@ -192,53 +212,6 @@ pub fn plan_target(
     Ok(CachedPlan {
         plan,
         from_cache: false,
+        makefiles,
     })
-}
-
-/// Build-time generator steps run the generator itself: the recorder wrapper
-/// (and its temp log, gone after planning) belongs to planning only. Left in,
-/// every build would spawn twice the processes and leave a log in the temp folder.
-fn strip_recorder(plan: &mut Plan, recorder: &str) {
-    let words: Vec<&str> = recorder.split_whitespace().collect();
-    for step in &mut plan.steps {
-        if let plan::Step::Generate { argv, .. } = step {
-            if argv.len() > words.len() + 3
-                && argv[..words.len()].iter().zip(&words).all(|(a, w)| a == w)
-                && argv[words.len()] == "--log"
-                && argv[words.len() + 2] == "--"
-            {
-                argv.drain(..words.len() + 3);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod strip_tests {
-    use super::*;
-
-    #[test]
-    fn generate_steps_lose_the_recorder() {
-        let mut plan = Plan::default();
-        plan.steps.push(plan::Step::Generate {
-            argv: [
-                "/k",
-                "record-generator",
-                "--log",
-                "/tmp/x",
-                "--",
-                "/k",
-                "qmk",
-                "gen",
-            ]
-            .map(String::from)
-            .to_vec(),
-            output: "o".into(),
-        });
-        strip_recorder(&mut plan, "/k record-generator");
-        let plan::Step::Generate { argv, .. } = &plan.steps[0] else {
-            unreachable!()
-        };
-        assert_eq!(argv, &["/k", "qmk", "gen"]);
-    }
 }

@@ -52,6 +52,12 @@ pub struct Target {
     pub keymap: String,
     /// Tree-relative: the keyboard's folder chain and the keymap folder.
     pub folders: Vec<PathBuf>,
+    /// Extra make variables (a configurator keymap's `KEYMAP_JSON`, …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub make_vars: Vec<String>,
+    /// Extra files the plan depends on (tree-relative).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<PathBuf>,
 }
 
 impl Target {
@@ -105,7 +111,82 @@ pub fn resolve(
         keyboard: res.keyboard,
         keymap: keymap.to_string(),
         folders,
+        make_vars: Vec::new(),
+        files: Vec::new(),
     })
+}
+
+/// A target from a QMK Configurator export (`qmk compile keymap.json`): the
+/// keymap is written to `.build/obj_<target>/src/keymap.json` (only when its
+/// content changed, so timestamps stay) and make is pointed at it, as QMK's
+/// `JsonKeymapBuildTarget` does. `json` must already name a resolved keyboard.
+pub fn from_configurator_json(
+    tree: &Tree,
+    json: &serde_json::Value,
+) -> Result<Target, TargetError> {
+    let keyboard = json
+        .get("keyboard")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let keymap = json
+        .get("keymap")
+        .and_then(|v| v.as_str())
+        .unwrap_or("default_json")
+        .to_string();
+    let mut target = Target {
+        folders: keyfab_tree::keyboard_chain(&keyboard)
+            .into_iter()
+            .map(|f| Path::new("keyboards").join(f))
+            .collect(),
+        keyboard,
+        keymap,
+        make_vars: Vec::new(),
+        files: Vec::new(),
+    };
+    let intermediate = format!(".build/obj_{}", target.file_stem());
+    let src = format!("{intermediate}/src");
+    let keymap_json = format!("{src}/keymap.json");
+    let io = |path: &str, e: std::io::Error| TargetError::Io {
+        path: path.to_string(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(tree.root().join(&src)).map_err(|e| io(&src, e))?;
+    let new = python_compact_json(json);
+    let path = tree.root().join(&keymap_json);
+    let old = std::fs::read(&path).ok();
+    if old.as_deref() != Some(new.as_bytes()) {
+        let tmp = tree.root().join(format!("{keymap_json}.tmp"));
+        std::fs::write(&tmp, &new).map_err(|e| io(&keymap_json, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io(&keymap_json, e))?;
+    }
+    for n in 1..=5 {
+        target
+            .make_vars
+            .push(format!("MAIN_KEYMAP_PATH_{n}={intermediate}"));
+    }
+    target.make_vars.push(format!("KEYMAP_JSON={keymap_json}"));
+    target.make_vars.push(format!("KEYMAP_PATH={src}"));
+    target.files.push(PathBuf::from(keymap_json));
+    Ok(target)
+}
+
+/// `json.dumps(value, separators=(',', ':'))` as Python writes it: compact,
+/// non-ASCII escaped as `\uXXXX`.
+pub fn python_compact_json(value: &serde_json::Value) -> String {
+    let raw = serde_json::to_string(value).expect("JSON values serialize");
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 /// The plan of a target, from the cache when nothing it depends on changed.
@@ -122,14 +203,17 @@ pub fn plan_target(
         opts.cache_dir.display()
     );
     let mut args = plan::make_args(&target.keyboard, &target.keymap, &opts.env);
+    args.extend(target.make_vars.iter().cloned());
     args.extend(probe::cc_option_overrides(&probe_cmd));
+    let mut files = vec![opts.keyfab_exe.clone()];
+    files.extend(target.files.iter().cloned());
     let ctx = PlanContext {
         tree: tree.root(),
         make_args: args,
         qmk_bin: opts.qmk_bin.clone(),
         recorder: format!("{} record-generator", opts.keyfab_exe.display()),
         folders: target.folders.clone(),
-        files: vec![opts.keyfab_exe.clone()],
+        files,
     };
     plan_cache::plan_target(cas, clock, &ctx).map_err(|source| TargetError::Plan {
         target: target.name(),
@@ -161,6 +245,29 @@ pub fn build_target(
     let clock = RunClock::now();
     let planned = plan_target(tree, cas, &clock, target, opts)?;
     let plan_ms = started.elapsed().as_millis();
+    // Provenance starts afresh for this target: the makefiles make read and
+    // the files of the keyboard and keymap folders (what generators read).
+    drop(exec.take_provenance());
+    let mut files: Vec<(String, keyfab_cas::Digest)> = planned
+        .makefiles
+        .iter()
+        .map(|(p, d)| (p.to_string_lossy().into_owned(), *d))
+        .collect();
+    for folder in &target.folders {
+        let Ok(entries) = std::fs::read_dir(tree.root().join(folder)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                let rel = folder.join(e.file_name());
+                files.push((
+                    rel.to_string_lossy().into_owned(),
+                    cas.file_digest(&e.path(), &clock)?,
+                ));
+            }
+        }
+    }
+    exec.record_inputs(&files);
     let plan = planned.plan;
     let build_err = |source| TargetError::Build {
         target: target.name(),
@@ -189,6 +296,56 @@ pub fn build_target(
     ))
 }
 
+/// The provenance record of the target `build_target` just built with
+/// `exec`: what its steps read and wrote (see [`crate::provenance`]), the
+/// environment that matters, the `-e` variables, the tree and its revision,
+/// plus the caller's `notes` (e.g. `reproducible`).
+pub fn take_provenance(
+    tree: &Tree,
+    exec: &Executor<'_>,
+    opts: &Options,
+    notes: Vec<(String, String)>,
+) -> keyfab_cas::Provenance {
+    let mut log = exec.take_provenance();
+    let mut all = vec![("tree".to_string(), tree.root().display().to_string())];
+    if let Some(rev) = tree_revision(tree.root()) {
+        all.push(("tree_revision".into(), rev));
+    }
+    for (k, v) in crate::exec::compiler_env() {
+        log.input(format!("env:{k}"), keyfab_cas::Digest::of(v.as_bytes()));
+        all.push((format!("env:{k}"), v));
+    }
+    for (k, v) in &opts.env {
+        log.input(format!("make:{k}"), keyfab_cas::Digest::of(v.as_bytes()));
+        all.push((format!("make:{k}"), v.clone()));
+    }
+    all.extend(notes);
+    log.into_provenance(all)
+}
+
+/// `git describe --always --dirty` when `root` is the top of a git checkout.
+pub fn tree_revision(root: &Path) -> Option<String> {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    let same = std::fs::canonicalize(&top).ok()? == std::fs::canonicalize(root).ok()?;
+    if !same {
+        return None;
+    }
+    git(&["describe", "--always", "--dirty"])
+}
+
 /// The firmware's size as QMK reports it: data bytes of an Intel HEX file,
 /// or the length of a binary.
 pub fn firmware_size(path: &Path) -> Option<u64> {
@@ -212,6 +369,15 @@ pub fn firmware_size(path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compact_json_escapes_like_python() {
+        let v = serde_json::json!({"keyboard": "kb", "notes": "Sjögreen 🎹", "layers": [["KC_A"]]});
+        assert_eq!(
+            python_compact_json(&v),
+            r#"{"keyboard":"kb","notes":"Sj\u00f6green \ud83c\udfb9","layers":[["KC_A"]]}"#
+        );
+    }
 
     #[test]
     fn hex_size_counts_data_records_only() {

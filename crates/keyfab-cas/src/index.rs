@@ -398,6 +398,20 @@ impl Index {
             .map_err(|e| self.err(e))
     }
 
+    /// Every target with a provenance record, sorted.
+    pub fn provenance_targets(&self) -> Result<Vec<String>> {
+        self.end_snapshot();
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT DISTINCT target FROM provenance ORDER BY target")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>());
+        drop(st);
+        rows.map_err(|e| self.err(e))
+    }
+
     pub fn provenance(&self, target: &str, limit: u32) -> Result<Vec<(i64, Provenance)>> {
         self.end_snapshot();
         let mut st = self
@@ -507,20 +521,22 @@ impl Index {
             .into_iter()
             .filter(|r| r != "ok")
             .collect();
-        let (count, bytes): (i64, i64) = self
-            .conn
+        // Both counts from one snapshot: other processes publish between
+        // two autocommit reads.
+        let snapshot = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let (count, bytes): (i64, i64) = snapshot
             .query_row("SELECT count, bytes FROM totals", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .map_err(|e| self.err(e))?;
-        let (real_count, real_bytes): (i64, i64) = self
-            .conn
+        let (real_count, real_bytes): (i64, i64) = snapshot
             .query_row(
                 "SELECT count(*), coalesce(sum(size), 0) FROM blobs",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(|e| self.err(e))?;
+        drop(snapshot);
         if (count, bytes) != (real_count, real_bytes) {
             problems.push(format!(
                 "totals say {count} blobs / {bytes} bytes, the blobs table holds {real_count} / {real_bytes}"

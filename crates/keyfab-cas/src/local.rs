@@ -509,6 +509,11 @@ impl LocalCas {
         })
     }
 
+    /// Every target with a provenance record, sorted.
+    pub fn provenance_targets(&self) -> Result<Vec<String>> {
+        self.with_index(|i| i.provenance_targets())
+    }
+
     /// The newest provenance records of a target, newest first.
     pub fn provenance(&self, target: &str, limit: u32) -> Result<Vec<(RunId, Provenance)>> {
         self.with_index(|i| i.provenance(target, limit))

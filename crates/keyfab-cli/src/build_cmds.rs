@@ -8,22 +8,30 @@ use std::process::ExitCode;
 
 pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let tree = &ctx.tree;
-    let (kb, km) = match (&a.keyboard, &a.target) {
-        (Some(kb), _) => (kb.clone(), a.keymap.clone()),
-        (None, Some(t)) => match t.split_once(':') {
-            Some((kb, km)) => (kb.to_string(), Some(km.to_string())),
-            None => (t.clone(), a.keymap.clone()),
-        },
-        (None, None) => bail!("which target? pass -kb KEYBOARD -km KEYMAP, or KEYBOARD:KEYMAP"),
-    };
-    let Some(km) = km else {
-        bail!("missing keymap: pass -km KEYMAP or KEYBOARD:KEYMAP")
-    };
-    let res = tree.resolve_keyboard(&kb)?;
+    // First: it may export SOURCE_DATE_EPOCH, before any thread starts.
+    let notes = crate::audit_cmds::reproducible_env(tree.root(), a.reproducible);
     let engine = keyfab_info::Engine::new(tree.clone());
-    let (layouts, _) = keyfab_info::community_layouts(&engine, &res.keyboard);
-    let target = target::resolve(tree, &res.keyboard, &km, &layouts)?;
-    let opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
+    let target = match (&a.keyboard, &a.target) {
+        (None, Some(t)) if is_configurator_json(t) => configurator_target(tree, &engine, t)?,
+        _ => {
+            let (kb, km) = match (&a.keyboard, &a.target) {
+                (Some(kb), _) => (kb.clone(), a.keymap.clone()),
+                (None, Some(t)) => match t.split_once(':') {
+                    Some((kb, km)) => (kb.to_string(), Some(km.to_string())),
+                    None => (t.clone(), a.keymap.clone()),
+                },
+                (None, None) => bail!("which target? pass -kb KEYBOARD -km KEYMAP, KEYBOARD:KEYMAP, or a configurator FILE.json (- for stdin)"),
+            };
+            let Some(km) = km else {
+                bail!("missing keymap: pass -km KEYMAP or KEYBOARD:KEYMAP")
+            };
+            let res = tree.resolve_keyboard(&kb)?;
+            let (layouts, _) = keyfab_info::community_layouts(&engine, &res.keyboard);
+            target::resolve(tree, &res.keyboard, &km, &layouts)?
+        }
+    };
+    let mut opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
+    crate::audit_cmds::pin_date_macros(&mut opts.env);
     let cas = LocalCas::open(&opts.cache_dir)
         .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?;
     if a.dry_run || a.compiledb {
@@ -43,7 +51,13 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let exec = Executor::new(tree.root(), &cas, jobs);
+    let command: Vec<String> = std::env::args().collect();
+    let run = cas.begin_run(&command.join(" "))?;
     let result = target::build_target(tree, &cas, &exec, &target, &opts);
+    if result.is_ok() {
+        crate::audit_cmds::record_build(ctx, &cas, run, &exec, &opts, &target.name(), notes)?;
+    }
+    cas.finish_run(run, if result.is_ok() { "ok" } else { "failed" })?;
     cas.flush()?;
     let (report, _) = result?;
     for (file, log) in &report.build.warnings {
@@ -51,6 +65,56 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{}", summary_line(&report));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `-`, a `.json` path, or an existing file: a QMK Configurator export.
+fn is_configurator_json(arg: &str) -> bool {
+    arg == "-"
+        || arg.ends_with(".json")
+        || (!arg.contains(':') && std::path::Path::new(arg).is_file())
+}
+
+/// Reads a configurator export (a file, or stdin for `-`), validates it
+/// against the tree's `qmk.keymap.v1` schema, resolves its keyboard, and
+/// writes it where QMK's build expects it.
+fn configurator_target(
+    tree: &keyfab_tree::Tree,
+    engine: &keyfab_info::Engine,
+    arg: &str,
+) -> anyhow::Result<target::Target> {
+    use std::io::Read as _;
+    let (shown, text) = if arg == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the keymap from stdin")?;
+        ("<stdin>".to_string(), text)
+    } else {
+        let text = std::fs::read_to_string(arg).with_context(|| format!("reading {arg}"))?;
+        (arg.to_string(), text)
+    };
+    let mut json = keyfab_syntax::parse_json(&shown, &text)?;
+    if let Err(e) = engine.validate(&json, "qmk.keymap.v1") {
+        let at = if e.json_path.is_empty() {
+            String::new()
+        } else {
+            format!(" (at {})", e.json_path)
+        };
+        bail!("{shown}: not a QMK keymap: {}{at}", e.message);
+    }
+    let Some(kb) = json
+        .get("keyboard")
+        .and_then(|k| k.as_str())
+        .map(str::to_string)
+    else {
+        bail!("{shown}: no \"keyboard\"");
+    };
+    let res = tree.resolve_keyboard(&kb)?;
+    json["keyboard"] = serde_json::Value::String(res.keyboard);
+    if json.get("keymap").is_none() {
+        json["keymap"] = serde_json::Value::String("default_json".into());
+    }
+    Ok(target::from_configurator_json(tree, &json)?)
 }
 
 /// The line people read at the end of a target's build.
@@ -105,7 +169,8 @@ pub fn options(
         env,
         qmk_bin,
         keyfab_exe: exe,
-        cache_dir: cache_dir(ctx)?,
+        // Absolute: make runs probes from the tree's folder.
+        cache_dir: std::path::absolute(cache_dir(ctx)?)?,
         clean,
     })
 }

@@ -52,6 +52,8 @@ pub enum Command {
     UserspaceList(FormatArgs),
     /// Build a target's firmware: plan it with the tree's makefiles, compile from the cache
     Build(BuildArgs),
+    /// Build targets, then rebuild them whenever a file they may depend on changes
+    Watch(WatchArgs),
     /// Build the whole keyboard matrix (or a filtered, sharded part) on one job pool, with a report
     Sweep(crate::sweep_cmds::SweepArgs),
     /// Answer one of QMK's cc-option probes from the cache (make calls this while planning)
@@ -69,6 +71,10 @@ pub enum Command {
     Qmk(QmkCmdArgs),
     /// Write a file a QMK build generates (info_config.h, keymap.c, …); `keyfab generate list` lists the kinds
     Generate(GenerateArgs),
+    /// Rebuild recorded targets from nothing elsewhere, on another clock, and prove byte-identity
+    Audit(crate::audit_cmds::AuditArgs),
+    /// Which inputs changed since a target's previous build, and which steps re-ran because of each
+    Explain(crate::audit_cmds::ExplainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -92,8 +98,26 @@ pub struct ProbeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// `KEYBOARD:KEYMAP`, one or more
+    pub targets: Vec<String>,
+    /// Parallel compile jobs (default: the number of cores)
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
+    /// Set a make variable, like QMK's `-e VAR=VALUE`
+    #[arg(short = 'e', long = "env", value_name = "VAR=VALUE")]
+    pub env: Vec<String>,
+    /// Wait this long after the last change before rebuilding
+    #[arg(long, default_value_t = 40, value_name = "MS")]
+    pub debounce_ms: u64,
+    /// Stop after this many builds (for scripts and tests)
+    #[arg(long, hide = true)]
+    pub max_builds: Option<usize>,
+}
+
+#[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// `KEYBOARD:KEYMAP`
+    /// `KEYBOARD:KEYMAP`, or a QMK Configurator export FILE.json (`-` reads it from stdin)
     pub target: Option<String>,
     /// Keyboard name or alias (QMK's -kb also works)
     #[arg(long)]
@@ -119,6 +143,9 @@ pub struct BuildArgs {
     /// The generator command make calls as $(QMK_BIN) (default: this keyfab's `qmk` entry point, or $KEYFAB_QMK_BIN)
     #[arg(long, value_name = "CMD")]
     pub qmk_bin: Option<String>,
+    /// Stable generated files: SOURCE_DATE_EPOCH from the tree's last commit (or 0) unless set (always on when it is set)
+    #[arg(long)]
+    pub reproducible: bool,
 }
 
 #[derive(Debug, Args)]
@@ -130,11 +157,11 @@ pub struct QmkCmdArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// What to generate (config-h, rules-mk, keymap-c, keyboard-c, keyboard-h, version-h, …)
+    /// What to generate (config-h, rules-mk, keymap-c, keyboard-c, keyboard-h, version-h, …; `list` lists them)
     pub kind: String,
-    /// Keyboard name or alias (QMK's -kb also works)
+    /// Keyboard name or alias (QMK's -kb also works); not needed for version-h
     #[arg(long)]
-    pub keyboard: String,
+    pub keyboard: Option<String>,
     /// Keymap whose keymap.json to use (QMK's -km also works)
     #[arg(long)]
     pub keymap: Option<String>,

@@ -62,8 +62,31 @@ fn build_date() -> String {
     )
 }
 
+/// Whether git could find a repository from `dir` (a `.git` in it or a
+/// parent, or `GIT_DIR` set). Without one every git call fails, so QMK's
+/// results are known without spawning git.
+fn in_git_repo(dir: &Path) -> bool {
+    if std::env::var_os("GIT_DIR").is_some() {
+        return true;
+    }
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    abs.ancestors().any(|d| d.join(".git").exists())
+}
+
 /// Runs git in `dir`; stdout trimmed on success.
 fn git(dir: &Path, args: &[&str]) -> Result<String, (i32, String)> {
+    if !in_git_repo(dir) {
+        // What git says outside a repository (`git diff` exits 129 there).
+        let code = if args.first() == Some(&"diff") {
+            129
+        } else {
+            128
+        };
+        return Err((
+            code,
+            "fatal: not a git repository (or any of the parent directories): .git".into(),
+        ));
+    }
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -211,18 +234,33 @@ pub const GENERATE_KINDS: [(&str, Kind, &str); 17] = [
 /// build would get, with the arguments make would have passed worked out
 /// (the keymap's keymap.json, the keyboard's own header).
 pub fn generate(ctx: &Context, g: GenerateArgs) -> anyhow::Result<ExitCode> {
-    let Some(&(_, kind, _)) = GENERATE_KINDS.iter().find(|(n, _, _)| *n == g.kind) else {
-        let list: Vec<String> = GENERATE_KINDS
+    let list = || -> String {
+        GENERATE_KINDS
             .iter()
             .map(|(n, _, what)| format!("  {n:<27} {what}"))
-            .collect();
-        bail!(
-            "unknown kind {:?}; the kinds are:\n{}",
-            g.kind,
-            list.join("\n")
-        );
+            .collect::<Vec<_>>()
+            .join("\n")
     };
-    let res = ctx.tree.resolve_keyboard(&g.keyboard)?;
+    if g.kind == "list" {
+        println!("{}", list());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(&(_, kind, _)) = GENERATE_KINDS.iter().find(|(n, _, _)| *n == g.kind) else {
+        bail!("unknown kind {:?}; the kinds are:\n{}", g.kind, list());
+    };
+    if kind == Kind::VersionH {
+        let a = QmkArgs {
+            output: g.output.clone(),
+            quiet: true,
+            ..QmkArgs::default()
+        };
+        let mut env = Env::new(ctx).context("cannot set up")?;
+        return qmk_cmds::run_kind(&mut env, kind, &a);
+    }
+    let Some(requested) = g.keyboard.as_deref() else {
+        bail!("{} needs -kb KEYBOARD", g.kind);
+    };
+    let res = ctx.tree.resolve_keyboard(requested)?;
     let kb = res.keyboard;
     let mut a = QmkArgs {
         keyboard: Some(kb.clone()),

@@ -64,7 +64,9 @@ pub fn info(ctx: &Context, a: InfoArgs) -> anyhow::Result<ExitCode> {
         print_diagnostics(&mut err, engine.setup_diagnostics());
     }
     if a.all {
-        return info_all(&engine, &a);
+        let r = info_all(&engine, &a);
+        std::mem::forget(engine);
+        return r;
     }
     let target = a.keyboard.as_deref().unwrap_or_default();
     let (kb, km_from_target) = match target.split_once(':') {
@@ -108,8 +110,12 @@ fn info_all(engine: &Engine, a: &InfoArgs) -> anyhow::Result<ExitCode> {
     let results: Vec<(String, String, bool)> = keyboards
         .par_iter()
         .map(|kb| {
-            let info = engine.info_json(kb);
-            let line = finish(&info, a.api).to_string();
+            let mut info = engine.info_json(kb);
+            if !a.api {
+                keyfab_info::strip_api_content(&mut info.value);
+            }
+            let mut line = String::with_capacity(16 * 1024);
+            keyfab_info::write_sorted_json(&info.value, &mut line);
             let mut diags = String::new();
             if !a.quiet {
                 for d in &info.diagnostics {
@@ -140,5 +146,7 @@ fn info_all(engine: &Engine, a: &InfoArgs) -> anyhow::Result<ExitCode> {
         )?;
     }
     err.flush()?;
+    // Freeing thousands of parsed files one by one only delays the exit.
+    std::mem::forget(results);
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! happens in the library crates; this file only turns their results into
 //! output and their errors into messages and exit codes.
 
+mod audit_cmds;
 mod build_cmds;
 mod cache_cmds;
 mod cli;
@@ -10,14 +11,26 @@ mod info_cmds;
 mod qmk_cmds;
 mod sweep_cmds;
 mod tree_cmds;
+mod watch_cmds;
 
 use clap::Parser;
+
+/// Merging thousands of infos is allocation-heavy; mimalloc is markedly
+/// faster at it than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 /// Exit status when the command itself failed (bad input, unknown keyboard).
 pub(crate) const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
+    // `keyfab list-keyboards | head` must end quietly, like any Unix tool,
+    // rather than panic on the closed pipe.
+    // SAFETY: called first, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = cli::Cli::parse_from(cli::qmk_style_args(std::env::args_os()));
     match run(args) {
         Ok(code) => code,
@@ -44,6 +57,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Resolve(a) => tree_cmds::resolve(&ctx, a),
         cli::Command::UserspaceList(a) => tree_cmds::userspace_list(&ctx, a),
         cli::Command::Build(a) => build_cmds::build(&ctx, a),
+        cli::Command::Watch(a) => watch_cmds::watch(&ctx, a),
         cli::Command::Sweep(a) => sweep_cmds::sweep(&ctx, a),
         cli::Command::ProbeCcOption(a) => build_cmds::probe_cc_option(&ctx, a),
         cli::Command::RecordGenerator(_) => unreachable!("handled above"),
@@ -51,5 +65,7 @@ fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Info(a) => info_cmds::info(&ctx, a),
         cli::Command::Qmk(a) => qmk_cmds::qmk(&ctx, &a.args),
         cli::Command::Generate(a) => gen_cmds::generate(&ctx, a),
+        cli::Command::Audit(a) => audit_cmds::audit(&ctx, a),
+        cli::Command::Explain(a) => audit_cmds::explain(&ctx, a),
     }
 }

@@ -221,6 +221,11 @@ impl<'a> Env<'a> {
                 msgs.join("\n  ")
             );
         }
+        // QMK logs these and carries on; so do we (on stderr: make reads
+        // only the stdout of `--escape` calls).
+        for d in &info.diagnostics {
+            eprintln!("keyfab: {d}");
+        }
         Ok(info.value)
     }
 
@@ -239,7 +244,7 @@ impl<'a> Env<'a> {
     }
 
     /// `parse_configurator_json`: load (JSON, HJSON tolerated), validate
-    /// against `qmk.keymap.v1`, resolve the keyboard alias.
+    /// against `qmk.keymap.v1`.
     fn keymap_json(&mut self, name: &str) -> anyhow::Result<Value> {
         let (shown, text) = if name == "-" {
             let mut s = String::new();
@@ -252,7 +257,7 @@ impl<'a> Env<'a> {
                 .with_context(|| format!("{}: cannot read", path.display()))?;
             (path.display().to_string(), text)
         };
-        let mut km = keyfab_syntax::parse_json(&shown, &text)
+        let km = keyfab_syntax::parse_json(&shown, &text)
             .map_err(|e| anyhow!("{shown}: invalid JSON: {e}"))?;
         if let Err(e) = self.engine().validate(&km, "qmk.keymap.v1") {
             bail!(
@@ -261,17 +266,8 @@ impl<'a> Env<'a> {
                 e.json_path
             );
         }
-        if let Some(kb) = km.get("keyboard").and_then(Value::as_str) {
-            let aliases = self.ctx.tree.aliases()?;
-            let mut kb = kb.to_string();
-            while let Some(next) = aliases.get(&kb) {
-                if *next == kb {
-                    break;
-                }
-                kb = next.clone();
-            }
-            km["keyboard"] = Value::String(kb);
-        }
+        // QMK also resolves the `keyboard` field through the alias table
+        // here; no generator output reads that field, so keyfab skips it.
         Ok(km)
     }
 
@@ -646,7 +642,11 @@ pub fn qmk(ctx: &Context, args: &[OsString]) -> anyhow::Result<ExitCode> {
     };
     let a = parse_args(rest)?;
     let mut env = Env::new(ctx)?;
-    run_kind(&mut env, kind, &a)
+    let code = run_kind(&mut env, kind, &a);
+    // The process ends right after: freeing the engine's parsed schemas and
+    // files would only cost time.
+    std::mem::forget(env);
+    code
 }
 
 #[cfg(test)]

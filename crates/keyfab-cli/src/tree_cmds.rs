@@ -24,14 +24,14 @@ fn print_lines<I: IntoIterator<Item = S>, S: AsRef<str>>(lines: I) -> anyhow::Re
 
 /// The community layouts of a keyboard, from its merged info (as QMK's
 /// `list_keymaps` and `locate_keymap` get them); only the problems with the
-/// community layouts themselves are shown.
+/// community layouts themselves and with the keyboard's JSON files are shown.
 fn community_layouts(tree: &keyfab_tree::Tree, keyboard: &str) -> Vec<String> {
     let engine = keyfab_info::Engine::new(tree.clone());
     let (layouts, diags) = keyfab_info::community_layouts(&engine, keyboard);
-    for d in diags
-        .iter()
-        .filter(|d| d.message.contains("community layout"))
-    {
+    let relevant = |d: &&keyfab_info::Diagnostic| {
+        d.message.contains("community layout") || d.path.ends_with(".json")
+    };
+    for d in diags.iter().filter(relevant) {
         eprintln!("keyfab: {d}");
     }
     layouts

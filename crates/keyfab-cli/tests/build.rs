@@ -130,6 +130,80 @@ fn cold_build_then_noop_then_fresh_checkout() {
         std::fs::read(fx.tree.join(".build/solo_default.hex")).unwrap(),
         hex
     );
+    // the restored ELF is still a program
+    assert!(firmware_runs(&fx.tree, "solo_default").starts_with("solo:default "));
+}
+
+const CONFIGURATOR: &str = r#"{"version": 1, "notes": "exported", "keyboard": "hop1", "keymap": "mine",
+  "layout": "LAYOUT", "layers": [["KC_Q", "KC_W", "KC_E", "KC_R"]]}"#;
+
+#[test]
+fn configurator_export_builds_from_a_file_and_from_stdin() {
+    let fx = fixture();
+    let file = fx._tmp.path().join("export.json");
+    std::fs::write(&file, CONFIGURATOR).unwrap();
+    let r = fx.build(file.to_str().unwrap());
+    let line = r.ok().lines().last().unwrap().to_string();
+    // the alias hop1 resolves to solo; the keymap name comes from the export
+    assert!(
+        line.starts_with("solo:mine: .build/solo_mine.hex"),
+        "{line}"
+    );
+    assert_eq!(counts(&line).compiled, 5);
+    let written =
+        std::fs::read_to_string(fx.tree.join(".build/obj_solo_mine/src/keymap.json")).unwrap();
+    assert!(
+        written.starts_with(r#"{"version":1,"notes":"exported","keyboard":"solo","keymap":"mine""#),
+        "{written}"
+    );
+    assert!(firmware_runs(&fx.tree, "solo_mine").starts_with("solo:mine "));
+
+    // the same export on stdin: everything from the cache
+    let mut child = keyfab(&fx.tree)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .arg("--cache")
+        .arg(&fx.cache)
+        .args(["build", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(CONFIGURATOR.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        counts(line.trim()),
+        Counts {
+            compiled: 0,
+            cached: 5,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+
+    // one key changed: only the generated keymap.c recompiles
+    std::fs::write(&file, CONFIGURATOR.replace("KC_Q", "KC_Z")).unwrap();
+    let c = fx.built(file.to_str().unwrap());
+    assert_eq!((c.compiled, c.cached), (1, 4), "{c:?}");
+}
+
+#[test]
+fn invalid_configurator_export_is_a_clear_error() {
+    let fx = fixture();
+    let file = fx._tmp.path().join("bad.json");
+    std::fs::write(&file, r#"{"keyboard": "solo", "layers": "not a list"}"#).unwrap();
+    let err = fx.build(file.to_str().unwrap()).fails().to_string();
+    assert!(err.contains("bad.json: not a QMK keymap"), "{err}");
+    std::fs::write(&file, "{\"keyboard\": ").unwrap();
+    let err = fx.build(file.to_str().unwrap()).fails().to_string();
+    assert!(err.contains("bad.json:1:"), "{err}");
 }
 
 #[test]
@@ -472,4 +546,52 @@ fn compiledb_and_clean() {
         main["directory"],
         fx.tree.canonicalize().unwrap().to_str().unwrap()
     );
+}
+
+/// With avr-gcc installed (CI installs gcc-avr), the same fixture firmware
+/// builds for the keyboard's MCU; switching back and forth is all cache.
+#[test]
+fn fixture_firmware_builds_for_avr_where_avr_gcc_is_installed() {
+    if keyfab_build_has("avr-gcc").is_none() {
+        eprintln!("avr-gcc not installed: skipping the AVR build");
+        return;
+    }
+    let fx = fixture();
+    fx.built("solo:default");
+    let avr = |fx: &Fixture| {
+        let r = run(keyfab(&fx.tree)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("--cache")
+            .arg(&fx.cache)
+            .args(["build", "solo:default", "-e", "PLATFORM=avr"]));
+        counts(r.ok().lines().last().unwrap())
+    };
+    assert_eq!(avr(&fx).compiled, 5);
+    let elf = std::fs::read(fx.tree.join(".build/solo_default.elf")).unwrap();
+    // ELF e_machine 83 is Atmel AVR
+    assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), 83);
+    assert_eq!(
+        fx.built("solo:default"),
+        Counts {
+            compiled: 0,
+            cached: 5,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+    assert_eq!(
+        avr(&fx),
+        Counts {
+            compiled: 0,
+            cached: 5,
+            link_cached: true,
+            plan_cached: true
+        }
+    );
+}
+
+fn keyfab_build_has(program: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
 }

@@ -427,3 +427,47 @@ fn bad_input_fails_naming_the_file_and_writes_nothing() {
     assert!(!tree.join("o/x.c").exists());
     qmk(&tree, &["generate-api"]).fails();
 }
+
+#[test]
+fn generate_for_people() {
+    let (_t, tree) = copy_fixture("tree");
+    let gen = |args: &[&str]| {
+        run(keyfab(&tree)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .arg("generate")
+            .args(args))
+    };
+    assert!(gen(&["list"]).ok().contains("keyboard-c "));
+    assert!(gen(&["version-h"])
+        .ok()
+        .contains("#define QMK_BUILDDATE \"2023-11-14-22:13:20\"\n"));
+    // with -km and a keymap.json: the keymap's files; the keyboard's otherwise
+    assert!(gen(&["rules-mk", "-kb", "gentest/basic", "-km", "default"])
+        .ok()
+        .contains("\nMOUSEKEY_ENABLE = yes\n"));
+    assert!(gen(&["rules-mk", "-kb", "gentest/basic"])
+        .ok()
+        .contains("\nBOOTMAGIC_ENABLE ?= yes\n"));
+    // the same bytes as the make-style call
+    qmk(
+        &tree,
+        &[
+            "generate-keyboard-c",
+            "--quiet",
+            "--keyboard",
+            "gentest/split",
+            "--output",
+            "o/c.c",
+        ],
+    )
+    .ok();
+    gen(&["keyboard-c", "-kb", "gentest/split", "-o", "o/g.c"]).ok();
+    assert_eq!(read(tree.join("o/c.c")), read(tree.join("o/g.c")));
+    assert!(gen(&["keymap-c", "-kb", "gentest/basic", "-km", "cside"])
+        .fails()
+        .contains("no keymap.json"));
+    assert!(gen(&["nonsense", "-kb", "gentest/basic"])
+        .fails()
+        .contains("keyboard-h"));
+    assert!(gen(&["keyboard-c"]).fails().contains("-kb"));
+}

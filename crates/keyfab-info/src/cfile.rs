@@ -388,7 +388,7 @@ pub fn led_layout(raw: &RawLedConfig, cols: &Value, rows: &Value) -> Result<Valu
     if !indexes.iter().all(|t| matches!(t, LedToken::Int(_))) {
         return Err("matrix indexes are not all ints".into());
     }
-    if raw.position.len() % 2 != 0 {
+    if raw.position.len() & 1 == 1 {
         return Err("Malformed g_led_config position data".into());
     }
     let mut leds: Vec<Map<String, Value>> = positions

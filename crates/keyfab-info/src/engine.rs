@@ -57,6 +57,9 @@ pub struct Engine {
     headers: Memo<String, Option<HeaderLayouts>>,
     led: Memo<String, Option<Result<Option<RawLedConfig>, String>>>,
     exists: Memo<String, bool>,
+    /// `SKIP_SCHEMA_VALIDATION` was set (truthy) when the engine was made:
+    /// QMK then validates neither the files nor the merged info.
+    pub(crate) skip_schema_validation: bool,
 }
 
 impl Engine {
@@ -140,6 +143,10 @@ impl Engine {
             headers: Memo::default(),
             led: Memo::default(),
             exists: Memo::default(),
+            skip_schema_validation: std::env::var("SKIP_SCHEMA_VALIDATION").is_ok_and(|v| {
+                let v = v.trim().to_lowercase();
+                ["1", "true", "t", "yes", "y", "on"].contains(&v.as_str())
+            }),
         }
     }
 
@@ -175,22 +182,29 @@ impl Engine {
     }
 
     pub(crate) fn json_file(&self, rel: &str) -> Arc<JsonFile> {
-        self.json
-            .get(&rel.to_string(), || match read_text(&self.tree, rel) {
-                Ok(None) => JsonFile::Missing,
-                Err(e) => JsonFile::Unreadable(e),
-                Ok(Some(text)) => match keyfab_syntax::parse_json(rel, &text) {
-                    Ok(value) => JsonFile::Parsed {
-                        value,
-                        keyboard_schema: OnceLock::new(),
-                    },
-                    Err(e) => JsonFile::Invalid(e),
+        self.json.get(&rel.to_string(), || self.load_json(rel))
+    }
+
+    /// Reads and parses a JSON/HJSON file, uncached.
+    pub(crate) fn load_json(&self, rel: &str) -> JsonFile {
+        match read_text(&self.tree, rel) {
+            Ok(None) => JsonFile::Missing,
+            Err(e) => JsonFile::Unreadable(e),
+            Ok(Some(text)) => match keyfab_syntax::parse_json(rel, &text) {
+                Ok(value) => JsonFile::Parsed {
+                    value,
+                    keyboard_schema: OnceLock::new(),
                 },
-            })
+                Err(e) => JsonFile::Invalid(e),
+            },
+        }
     }
 
     /// Whether the file validates against `qmk.keyboard.v1` (cached).
     pub(crate) fn keyboard_schema_ok(&self, file: &JsonFile) -> Result<(), SchemaError> {
+        if self.skip_schema_validation {
+            return Ok(());
+        }
         match file {
             JsonFile::Parsed {
                 value,

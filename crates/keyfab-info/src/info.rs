@@ -322,7 +322,7 @@ impl Engine {
         {
             let diags = keyfab_syntax::parse_config_h(&config_rel, &text, &mut config.values);
             for d in diags {
-                m.log(Severity::Error, &d.path, d.line, d.message);
+                m.log(Severity::Error, &d.path, d.line + 1, d.message);
             }
             for k in config.values.keys() {
                 config.origin.insert(k.clone(), config_rel.clone());
@@ -420,47 +420,35 @@ impl Merge<'_> {
 
     /// QMK's `merge_info_jsons`.
     fn merge_info_jsons(&mut self) {
+        let own_folder = format!("keyboards/{}/", self.keyboard);
         for rel in find_info_json(self.engine, &self.keyboard) {
-            let file = self.engine.json_file(&rel);
-            let new = match file.as_ref() {
-                JsonFile::Missing => continue,
-                JsonFile::Unreadable(e) => {
-                    self.fatal = true;
-                    self.log(Severity::Error, &rel, 0, e.clone());
+            // The keyboard's own files are read by this keyboard alone: parse
+            // them here and own the value; parents' files are shared.
+            let own = rel
+                .strip_prefix(&own_folder)
+                .is_some_and(|r| !r.contains('/'));
+            let new: Value = if own {
+                let f = self.engine.load_json(&rel);
+                if !self.check_json(&rel, &f) {
                     continue;
                 }
-                JsonFile::Invalid(e) => {
-                    // QMK: "Invalid JSON encountered attempting to load", exit 1.
-                    self.fatal = true;
-                    self.log(
-                        Severity::Error,
-                        &rel,
-                        e.line,
-                        format!("Invalid JSON encountered: {}", e.message),
-                    );
+                match f {
+                    JsonFile::Parsed { value, .. } => value,
+                    _ => continue,
+                }
+            } else {
+                let f = self.engine.json_file(&rel);
+                if !self.check_json(&rel, &f) {
                     continue;
                 }
-                JsonFile::Parsed { value, .. } => value,
+                match f.as_ref() {
+                    JsonFile::Parsed { value, .. } => value.clone(),
+                    _ => continue,
+                }
             };
-            let Value::Object(new) = new else {
-                self.error_at(
-                    &rel,
-                    0,
-                    format!("Invalid file {rel}, root object should be a dictionary."),
-                );
+            let Value::Object(mut new) = new else {
                 continue;
             };
-            if let Err(e) = self.engine.keyboard_schema_ok(&file) {
-                self.diags.push(Diagnostic {
-                    severity: Severity::Error,
-                    path: rel.clone(),
-                    line: json_line(self.engine, &rel, &e.json_path),
-                    json_path: Some(e.json_path.clone()),
-                    message: format!("Not including data from file: {}", e.message),
-                });
-                continue;
-            }
-            let mut new = new.clone();
             if let Some(aliases) = new.remove("layout_aliases") {
                 let info = self.info_map();
                 let mut merged = match info.remove("layout_aliases") {
@@ -481,6 +469,49 @@ impl Merge<'_> {
             }
             deep_update(self.info_map(), new);
         }
+    }
+
+    /// Whether a loaded info file can be merged; reports why not.
+    fn check_json(&mut self, rel: &str, file: &JsonFile) -> bool {
+        match file {
+            JsonFile::Missing => return false,
+            JsonFile::Unreadable(e) => {
+                self.fatal = true;
+                self.log(Severity::Error, rel, 0, e.clone());
+                return false;
+            }
+            JsonFile::Invalid(e) => {
+                // QMK: "Invalid JSON encountered attempting to load", exit 1.
+                self.fatal = true;
+                self.log(
+                    Severity::Error,
+                    rel,
+                    e.line,
+                    format!("Invalid JSON encountered: {}", e.message),
+                );
+                return false;
+            }
+            JsonFile::Parsed { value, .. } if !value.is_object() => {
+                self.error_at(
+                    rel,
+                    0,
+                    format!("Invalid file {rel}, root object should be a dictionary."),
+                );
+                return false;
+            }
+            JsonFile::Parsed { .. } => {}
+        }
+        if let Err(e) = self.engine.keyboard_schema_ok(file) {
+            self.diags.push(Diagnostic {
+                severity: Severity::Error,
+                path: rel.to_string(),
+                line: json_line(self.engine, rel, &e.json_path),
+                json_path: Some(e.json_path.clone()),
+                message: format!("Not including data from file: {}", e.message),
+            });
+            return false;
+        }
+        true
     }
 
     fn merge_layout(&mut self, rel: &str, mut name: String, mut layout: Value) {
@@ -609,7 +640,7 @@ impl Merge<'_> {
             let file = self.engine.config_file(&rel);
             let Some(f) = file.as_ref() else { continue };
             for d in &f.diags {
-                self.log(Severity::Error, &d.path, d.line, d.message.clone());
+                self.log(Severity::Error, &d.path, d.line + 1, d.message.clone());
             }
             for (k, v) in &f.config {
                 config.values.insert(k.clone(), v.clone());
@@ -698,8 +729,8 @@ impl Merge<'_> {
                 info.insert(k.into(), json!("unknown"));
             }
         }
-        let mappings = self.engine.mappings().rules.clone();
-        self.apply_mappings(&mappings, MappingSource::RulesMk, |key| {
+        let engine = self.engine;
+        self.apply_mappings(&engine.mappings().rules, MappingSource::RulesMk, |key| {
             rules.values.get(key).map(|v| {
                 (
                     ConfigValue::Text(v.clone()),
@@ -816,8 +847,8 @@ impl Merge<'_> {
 
     /// QMK's `_extract_config_h`.
     fn extract_config_h(&mut self, config: &Config) {
-        let mappings = self.engine.mappings().config.clone();
-        self.apply_mappings(&mappings, MappingSource::ConfigH, |key| {
+        let engine = self.engine;
+        self.apply_mappings(&engine.mappings().config, MappingSource::ConfigH, |key| {
             config.values.get(key).map(|v| {
                 (
                     v.clone(),
@@ -1252,13 +1283,7 @@ impl Merge<'_> {
 
     /// QMK's `_validate`: the API schema, then the non-schema checks.
     fn validate(&mut self) {
-        if std::env::var("SKIP_SCHEMA_VALIDATION")
-            .map(|v| {
-                let v = v.trim().to_lowercase();
-                ["1", "true", "t", "yes", "y", "on"].contains(&v.as_str())
-            })
-            .unwrap_or(false)
-        {
+        if self.engine.skip_schema_validation {
             return;
         }
         if let Err(e) = self
@@ -1325,18 +1350,25 @@ impl Merge<'_> {
     }
 
     fn validate_layouts(&mut self) -> Result<(), String> {
+        // Borrowed out of the info for the checks, put back after.
+        let layouts = match self.info_map().get_mut("layouts") {
+            Some(Value::Object(l)) => std::mem::take(l),
+            _ => Map::new(),
+        };
+        let r = self.check_layouts(&layouts);
+        if let Some(Value::Object(l)) = self.info_map().get_mut("layouts") {
+            *l = layouts;
+        }
+        r
+    }
+
+    fn check_layouts(&mut self, layouts: &Map<String, Value>) -> Result<(), String> {
         let col_num = get(&self.info, &["matrix_size", "cols"])
             .cloned()
             .unwrap_or(json!(0));
         let row_num = get(&self.info, &["matrix_size", "rows"])
             .cloned()
             .unwrap_or(json!(0));
-        let layouts = self
-            .info
-            .get("layouts")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
         let aliases = self
             .info
             .get("layout_aliases")
@@ -1354,7 +1386,7 @@ impl Merge<'_> {
         {
             self.error("No LAYOUTs defined! Need at least one layout defined in info.json.".into());
         }
-        for (name, l) in &layouts {
+        for (name, l) in layouts {
             if l.get("c_macro").is_some_and(truthy) {
                 self.error(format!(
                     "{name}: Layout macro should not be defined within \".h\" files."
@@ -1365,13 +1397,7 @@ impl Merge<'_> {
             col_num.as_f64().unwrap_or(0.0),
             row_num.as_f64().unwrap_or(0.0),
         );
-        let keys_of = |l: &Value| {
-            l.get("layout")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        };
-        for (name, l) in &layouts {
+        for (name, l) in layouts {
             for (index, key) in keys_of(l).iter().enumerate() {
                 let (row, col) = matrix_of(key)
                     .ok_or_else(|| format!("{name}: key {index} has no valid matrix"))?;
@@ -1380,11 +1406,14 @@ impl Merge<'_> {
                     let i = if i < 0 { i + len } else { i };
                     (0..len).contains(&i).then(|| set[i as usize] as char)
                 };
-                let default_name = match (letter(ROW_LETTERS, row), letter(COL_LETTERS, col)) {
-                    (Some(r), Some(c)) => format!("k{r}{c}"),
-                    _ => return Err("IndexError: string index out of range".into()),
+                let (Some(r), Some(c)) = (letter(ROW_LETTERS, row), letter(COL_LETTERS, col))
+                else {
+                    return Err("IndexError: string index out of range".into());
                 };
-                let key_name = key.get("label").map_or(default_name, str_of);
+                if (row as f64) < rows && (col as f64) < cols {
+                    continue;
+                }
+                let key_name = key.get("label").map_or_else(|| format!("k{r}{c}"), str_of);
                 if row as f64 >= rows {
                     self.error(format!("{name}: Matrix row for key {index} ({key_name}) is {row} but must be less than {}", py_num(&row_num)));
                 }
@@ -1393,27 +1422,30 @@ impl Merge<'_> {
                 }
             }
         }
-        for (name, l) in &layouts {
-            let mut seen: Vec<String> = Vec::new();
+        for (name, l) in layouts {
+            let mut seen = std::collections::HashSet::new();
             for (index, key) in keys_of(l).iter().enumerate() {
-                let m = repr(key.get("matrix").unwrap_or(&Value::Null));
-                if seen.contains(&m) {
+                // Python compares the matrix's repr; two ints compare the same way.
+                let m = match matrix_of(key) {
+                    Some(rc) => Ok(rc),
+                    None => Err(repr(key.get("matrix").unwrap_or(&Value::Null))),
+                };
+                if !seen.insert(m) {
                     self.error(format!(
                         "{name}: Matrix location for key {index} is not unique {}",
                         repr(key)
                     ));
                 }
-                seen.push(m);
             }
         }
-        for (name, l) in &layouts {
+        for (name, l) in layouts {
             let keys = keys_of(l);
             if keys.is_empty() {
                 return Err("min() arg is an empty sequence".into());
             }
             let mut min_x: Option<Value> = None;
             let mut min_y: Option<Value> = None;
-            for k in &keys {
+            for k in keys {
                 let x = k.get("x").cloned().ok_or("KeyError: 'x'")?;
                 let y = k.get("y").cloned().ok_or("KeyError: 'y'")?;
                 let h2 = k.get("h").map_or(1.0, |v| v.as_f64().unwrap_or(f64::NAN)) == 2.0;
@@ -1516,20 +1548,19 @@ impl Merge<'_> {
                 None => len(left),
             };
         }
+        let mut errors = Vec::new();
+        let no_layouts = Map::new();
         let layouts = self
             .info
             .get("layouts")
             .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
+            .unwrap_or(&no_layouts);
         for (name, l) in layouts {
             let mut found: Vec<f64> = Vec::new();
-            for key in l
-                .get("layout")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-            {
+            let Some(keys) = l.get("layout").and_then(Value::as_array) else {
+                continue;
+            };
+            for key in keys {
                 let Some(enc) = key.get("encoder") else {
                     continue;
                 };
@@ -1544,7 +1575,7 @@ impl Merge<'_> {
                     None
                 };
                 if let Some(reason) = reason {
-                    self.error(format!(
+                    errors.push(format!(
                         "Layout \"{name}\" contains {reason} encoder index {}.",
                         py_num(enc)
                     ));
@@ -1552,21 +1583,44 @@ impl Merge<'_> {
                 found.push(e);
             }
         }
+        for e in errors {
+            self.error(e);
+        }
     }
 
     fn validate_bootmagic(&mut self) {
         let num = |v: Option<&Value>| v.and_then(Value::as_i64).unwrap_or(0);
         let rows = num(get(&self.info, &["matrix_size", "rows"]));
         let cols = num(get(&self.info, &["matrix_size", "cols"]));
-        let pair = |v: Option<&Value>, d: (i64, i64)| match v.and_then(Value::as_array) {
-            Some(a) if a.len() == 2 => (a[0].as_i64().unwrap_or(0), a[1].as_i64().unwrap_or(0)),
-            _ => d,
+        // Python compares whatever is there: a null or a string raises.
+        let pair = |v: Option<&Value>, d: (i64, i64)| -> Result<(i64, i64), String> {
+            let Some(v) = v else { return Ok(d) };
+            let a = v
+                .as_array()
+                .filter(|a| a.len() == 2)
+                .ok_or("cannot unpack bootmagic.matrix")?;
+            let n = |x: &Value| {
+                x.as_f64()
+                    .map(|f| f as i64)
+                    .ok_or_else(|| format!("'>=' not supported for {}", repr(x)))
+            };
+            Ok((n(&a[0])?, n(&a[1])?))
         };
-        let (brow, bcol) = pair(get(&self.info, &["bootmagic", "matrix"]), (0, 0));
-        let (rrow, rcol) = pair(
-            get(&self.info, &["split", "bootmagic", "matrix"]),
-            (rows.div_euclid(2), cols - 1),
-        );
+        let checked = pair(get(&self.info, &["bootmagic", "matrix"]), (0, 0)).and_then(|b| {
+            pair(
+                get(&self.info, &["split", "bootmagic", "matrix"]),
+                (rows.div_euclid(2), cols - 1),
+            )
+            .map(|r| (b, r))
+        });
+        let ((brow, bcol), (rrow, rcol)) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                let p = self.kb_path();
+                self.crash(&p, e);
+                return;
+            }
+        };
         let half = rows.div_euclid(2);
         if !get(&self.info, &["split", "enabled"]).is_some_and(truthy) {
             if brow >= rows {
@@ -1643,6 +1697,12 @@ impl Merge<'_> {
             ));
         }
     }
+}
+
+fn keys_of(l: &Value) -> &[Value] {
+    l.get("layout")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 fn matrix_of(key: &Value) -> Option<(i64, i64)> {

@@ -29,7 +29,7 @@ pub use info::{community_layouts_of, deep_update};
 pub use mapping::{
     config_to_json, parse_mappings, rules_to_json, Mapping, MappingSource, ValueType,
 };
-pub use render::{render_dotted, render_friendly, to_sorted_json};
+pub use render::{render_dotted, render_friendly, to_sorted_json, write_sorted_json};
 pub use schema::{SchemaError, SchemaStore};
 
 use serde::Serialize;

@@ -23,6 +23,49 @@ pub fn to_sorted_json(v: &Value) -> Value {
     }
 }
 
+/// Compact JSON of `v` with every object's keys sorted, written without
+/// building a sorted copy (for printing thousands of infos fast).
+pub fn write_sorted_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(o) => {
+            let mut keys: Vec<&String> = o.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_str(k, out);
+                out.push(':');
+                write_sorted_json(&o[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_sorted_json(x, out);
+            }
+            out.push(']');
+        }
+        Value::String(st) => push_json_str(st, out),
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn push_json_str(s: &str, out: &mut String) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(s).to_string());
+    }
+}
+
 fn py_str(v: &Value) -> String {
     match v {
         Value::Number(n) if n.is_f64() => repr_float(n.as_f64().unwrap_or_default()),
@@ -148,7 +191,12 @@ mod tests {
 
     #[test]
     fn sorted_json_sorts_nested_keys() {
-        let v = to_sorted_json(&json!({"b": {"d": 1, "c": 2}, "a": [{"z": 1, "y": 2}]}));
-        assert_eq!(v.to_string(), r#"{"a":[{"y":2,"z":1}],"b":{"c":2,"d":1}}"#);
+        let input = json!({"b": {"d": 1, "c": "x\"y"}, "a": [{"z": 1.5, "y": null}]});
+        let v = to_sorted_json(&input);
+        let expected = r#"{"a":[{"y":null,"z":1.5}],"b":{"c":"x\"y","d":1}}"#;
+        assert_eq!(v.to_string(), expected);
+        let mut s = String::new();
+        write_sorted_json(&input, &mut s);
+        assert_eq!(s, expected);
     }
 }

@@ -4,9 +4,10 @@
 //! (`./definitions.jsonschema#/…`); both are resolved here. Validators are
 //! compiled once per schema and shared.
 
+use crate::memo::Memo;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 
 const BASE: &str = "keyfab-schema:///";
 
@@ -24,7 +25,7 @@ pub struct SchemaStore {
     files: HashMap<String, Value>,
     /// `$id` → file name.
     ids: HashMap<String, String>,
-    compiled: Mutex<HashMap<String, Arc<OnceLock<Result<jsonschema::Validator, String>>>>>,
+    compiled: Memo<String, Result<jsonschema::Validator, String>>,
     /// Problems loading the schema files.
     pub load_errors: Vec<(String, String)>,
     problems: Mutex<Vec<String>>,
@@ -58,7 +59,7 @@ impl SchemaStore {
         SchemaStore {
             files,
             ids,
-            compiled: Mutex::new(HashMap::new()),
+            compiled: Memo::default(),
             load_errors,
             problems: Mutex::new(Vec::new()),
         }
@@ -83,11 +84,6 @@ impl SchemaStore {
             return Some(f.clone());
         }
         self.files.contains_key(schema).then(|| schema.to_string())
-    }
-
-    fn validator(&self, schema: &str) -> Arc<OnceLock<Result<jsonschema::Validator, String>>> {
-        let mut map = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(schema.to_string()).or_default().clone()
     }
 
     fn compile(&self, schema: &str) -> Result<jsonschema::Validator, String> {
@@ -201,9 +197,10 @@ impl SchemaStore {
     /// Validates `data` against the schema named by `$id` (or file name);
     /// `Err` carries the first failure, as Python's `validate` raises it.
     pub fn validate(&self, data: &Value, schema: &str) -> Result<(), SchemaError> {
-        let cell = self.validator(schema);
-        let validator = cell.get_or_init(|| self.compile(schema));
-        let validator = match validator {
+        let compiled = self
+            .compiled
+            .get(&schema.to_string(), || self.compile(schema));
+        let validator = match compiled.as_ref() {
             Ok(v) => v,
             Err(e) => {
                 // Our problem, not the data's: report it once, validate nothing.

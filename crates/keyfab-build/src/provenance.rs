@@ -1,0 +1,176 @@
+//! Provenance of one target's build: what the executor read, ran and wrote,
+//! collected while it runs and turned into a [`keyfab_cas::Provenance`]
+//! record (for `keyfab audit` and `keyfab explain`).
+//!
+//! Naming of the record's `inputs` (all `(name, digest)`):
+//! - a tree-relative path: a file (source, header from a depfile, makefile,
+//!   keyboard/keymap file, generated file under `.build/`, object read by
+//!   the link);
+//! - `argv:<output>`: the command line of the step that writes `<output>`;
+//! - `env:<NAME>`: an environment variable that changes what the compiler or
+//!   the generators produce (its value is also a note `env:<NAME>`);
+//! - `make:<VAR>`: a `-e VAR=VALUE` of the build (value in the note too).
+//!
+//! `notes` hold the facts that are not digests: `tree` (absolute path),
+//! `tree_revision`, `reproducible`, `env:*`/`make:*` values, and one
+//! `step` note per step (JSON of [`StepRecord`]): its kind, output, the
+//! names of its inputs and whether it came from the cache.
+//!
+//! Architecture invariant: pure bookkeeping; no IO here.
+
+use keyfab_cas::{Digest, Provenance};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One step of a build as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// `compile`, `link`, `convert`, `archive`, `generate`.
+    pub kind: String,
+    pub output: String,
+    /// Names of its inputs (keys of the record's `inputs`).
+    pub inputs: Vec<String>,
+    /// Its output came from the cache (it did not run).
+    pub cached: bool,
+}
+
+/// What the executor saw while building one target.
+#[derive(Debug, Default, Clone)]
+pub struct Collector {
+    pub inputs: BTreeMap<String, Digest>,
+    pub toolchains: BTreeMap<String, Digest>,
+    pub outputs: BTreeMap<String, Digest>,
+    pub steps: Vec<StepRecord>,
+}
+
+/// The digest that stands for a command line (words NUL-separated).
+pub fn argv_digest(argv: &[String]) -> Digest {
+    Digest::of(argv.join("\0").as_bytes())
+}
+
+impl Collector {
+    pub fn input(&mut self, name: impl Into<String>, digest: Digest) {
+        self.inputs.insert(name.into(), digest);
+    }
+
+    pub fn tool(&mut self, name: &str, digest: Digest) {
+        self.toolchains.insert(name.to_string(), digest);
+    }
+
+    /// A step: its argv (recorded as `argv:<output>`), its file inputs and
+    /// its output digest.
+    pub fn step(
+        &mut self,
+        kind: &str,
+        argv: &[String],
+        files: &[(String, Digest)],
+        output: &str,
+        output_digest: Option<Digest>,
+        cached: bool,
+    ) {
+        let argv_name = format!("argv:{output}");
+        self.input(argv_name.clone(), argv_digest(argv));
+        let mut inputs = vec![argv_name];
+        for (name, d) in files {
+            self.input(name.clone(), *d);
+            if !inputs.contains(name) {
+                inputs.push(name.clone());
+            }
+        }
+        if let Some(d) = output_digest {
+            self.outputs.insert(output.to_string(), d);
+        }
+        self.steps.retain(|s| s.output != output);
+        self.steps.push(StepRecord {
+            kind: kind.to_string(),
+            output: output.to_string(),
+            inputs,
+            cached,
+        });
+    }
+
+    /// The record: inputs, toolchains and outputs sorted by name; `notes`
+    /// first, then one `step` note per step in the order they ran.
+    pub fn into_provenance(self, notes: Vec<(String, String)>) -> Provenance {
+        let mut notes = notes;
+        for s in &self.steps {
+            notes.push((
+                "step".into(),
+                serde_json::to_string(s).expect("a step record is JSON"),
+            ));
+        }
+        Provenance {
+            inputs: self.inputs.into_iter().collect(),
+            toolchains: self.toolchains.into_iter().collect(),
+            outputs: self.outputs.into_iter().collect(),
+            notes,
+        }
+    }
+}
+
+/// The steps of a record (its `step` notes).
+pub fn steps(p: &Provenance) -> Vec<StepRecord> {
+    p.notes
+        .iter()
+        .filter(|(k, _)| k == "step")
+        .filter_map(|(_, v)| serde_json::from_str(v).ok())
+        .collect()
+}
+
+/// The first note called `name`.
+pub fn note<'a>(p: &'a Provenance, name: &str) -> Option<&'a str> {
+    p.notes
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A file the build generated (under `.build/`), as opposed to a tree file.
+pub fn is_generated(name: &str) -> bool {
+    name.starts_with(".build/")
+}
+
+/// What kind of input a name is: `file`, `generated`, `argv`, `env`, `make`.
+pub fn input_kind(name: &str) -> &'static str {
+    if name.starts_with("argv:") {
+        "argv"
+    } else if name.starts_with("env:") {
+        "env"
+    } else if name.starts_with("make:") {
+        "make"
+    } else if is_generated(name) {
+        "generated"
+    } else {
+        "file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_round_trip_through_notes() {
+        let mut c = Collector::default();
+        let d = Digest::of(b"x");
+        c.step(
+            "compile",
+            &["cc".into(), "-c".into()],
+            &[("a.c".into(), d), ("a.h".into(), d)],
+            "a.o",
+            Some(d),
+            false,
+        );
+        c.tool("cc", d);
+        let p = c.into_provenance(vec![("tree".into(), "/t".into())]);
+        assert_eq!(note(&p, "tree"), Some("/t"));
+        let s = steps(&p);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].inputs, ["argv:a.o", "a.c", "a.h"]);
+        assert_eq!(p.outputs, vec![("a.o".to_string(), d)]);
+        assert_eq!(p.inputs.len(), 3);
+        assert_eq!(input_kind("argv:a.o"), "argv");
+        assert_eq!(input_kind(".build/obj_x/src/version.h"), "generated");
+        assert_eq!(input_kind("quantum/main.c"), "file");
+    }
+}

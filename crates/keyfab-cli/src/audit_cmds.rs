@@ -1,0 +1,1128 @@
+//! Provenance front-ends: recording what `keyfab build` built, the
+//! reproducible mode, `keyfab audit` (rebuild from nothing elsewhere, on
+//! another clock, and compare) and `keyfab explain` (what changed since the
+//! previous build of a target, and what re-ran because of it).
+
+use crate::cli::{Context, Format};
+use anyhow::{bail, Context as _};
+use clap::Args;
+use keyfab_build::provenance::{self, StepRecord};
+use keyfab_build::{exec::Executor, target};
+use keyfab_cas::{Digest, LocalCas, Provenance, RunId};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+// ---------------------------------------------------------------- build side
+
+/// Reproducible mode (`--reproducible`, or whenever `SOURCE_DATE_EPOCH` is
+/// set): generated files such as `version.h` take their date from
+/// `SOURCE_DATE_EPOCH` (and GCC's `__DATE__`/`__TIME__` follow it). Without
+/// one set, `--reproducible` sets it to the time of the tree's last commit
+/// (the tree is a git checkout) or 0. Call before anything is spawned: the
+/// value is exported to make, the generators and the compilers.
+/// Returns the notes that go into the provenance record.
+pub fn reproducible_env(root: &Path, flag: bool) -> Vec<(String, String)> {
+    if std::env::var_os("SOURCE_DATE_EPOCH").is_some() {
+        return vec![
+            ("reproducible".into(), "yes".into()),
+            ("source_date_epoch_from".into(), "environment".into()),
+        ];
+    }
+    if !flag {
+        return vec![("reproducible".into(), "no".into())];
+    }
+    let (epoch, from) = match last_commit_time(root) {
+        Some(t) => (t, "last commit"),
+        None => ("0".to_string(), "constant"),
+    };
+    // Edition 2021, and no thread has been started yet.
+    std::env::set_var("SOURCE_DATE_EPOCH", &epoch);
+    vec![
+        ("reproducible".into(), "yes".into()),
+        ("source_date_epoch_from".into(), from.into()),
+    ]
+}
+
+/// In reproducible mode (SOURCE_DATE_EPOCH set, by then), pins `__DATE__`
+/// and `__TIME__` to it through QMK's `EXTRAFLAGS` (appended to every
+/// compile): GCC honours SOURCE_DATE_EPOCH only from version 7 on, and
+/// Debian's avr-gcc is 5.4. Idempotent.
+pub fn pin_date_macros(env: &mut Vec<(String, String)>) {
+    let Some(epoch) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|e| e.trim().parse::<i64>().ok())
+    else {
+        return;
+    };
+    let (date, _) = date_strings(epoch);
+    let secs = epoch.rem_euclid(86_400);
+    let time = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    let pins =
+        format!("-Wno-builtin-macro-redefined -D__DATE__='\"{date}\"' -D__TIME__='\"{time}\"'");
+    match env.iter_mut().find(|(k, _)| k == "EXTRAFLAGS") {
+        Some((_, v)) if v.contains("-D__DATE__=") => {}
+        Some((_, v)) => *v = format!("{v} {pins}"),
+        None => env.push(("EXTRAFLAGS".into(), pins)),
+    }
+}
+
+fn last_commit_time(root: &Path) -> Option<String> {
+    target::tree_revision(root)?;
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["log", "-1", "--format=%ct"])
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .output()
+        .ok()?;
+    let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !t.is_empty()).then_some(t)
+}
+
+/// Records a finished build of `target` in the index: its provenance, and
+/// the bytes of the generated files it read (small; `audit` diffs them).
+pub fn record_build(
+    ctx: &Context,
+    cas: &LocalCas,
+    run: RunId,
+    exec: &Executor<'_>,
+    opts: &target::Options,
+    target_name: &str,
+    notes: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let mut notes = notes;
+    notes.push(("qmk_bin".into(), opts.qmk_bin.clone()));
+    let p = target::take_provenance(&ctx.tree, exec, opts, notes);
+    for (name, _) in &p.inputs {
+        if provenance::input_kind(name) == "generated" && !is_artifact(name) {
+            let path = ctx.tree.root().join(name);
+            if path.is_file() {
+                cas.put_file(&path)?;
+            }
+        }
+    }
+    cas.record_provenance(run, target_name, &p)?;
+    Ok(())
+}
+
+fn is_artifact(name: &str) -> bool {
+    [".o", ".a", ".elf", ".hex", ".bin", ".uf2", ".map"]
+        .iter()
+        .any(|e| name.ends_with(e))
+}
+
+// ---------------------------------------------------------------- arguments
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Targets (`KEYBOARD:KEYMAP`) with a recorded build in the cache
+    #[arg(required_unless_present = "filter")]
+    pub targets: Vec<String>,
+    /// Audit every recorded target whose name matches PATTERN (`*` matches anything: `planck/*`, `*:via`)
+    #[arg(short = 'f', long = "filter", value_name = "PATTERN")]
+    pub filter: Option<String>,
+    /// Also write the JSON report to FILE
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Keep the rebuild's tree copy and cache (their paths are in the report)
+    #[arg(long)]
+    pub keep: bool,
+    /// How far to move the clock of the rebuild with faketime (when installed)
+    #[arg(long, default_value = "+3d", value_name = "OFFSET")]
+    pub clock_offset: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The target (`KEYBOARD:KEYMAP`)
+    pub target: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+fn cache_dir(ctx: &Context) -> anyhow::Result<PathBuf> {
+    keyfab_cas::cache_dir(ctx.cache.as_deref(), |k| std::env::var(k).ok())
+        .ok_or_else(|| anyhow::anyhow!("no cache folder: pass --cache DIR or set KEYFAB_CACHE"))
+}
+
+/// `kb:km` as builds record it (aliases and DEFAULT_FOLDER resolved).
+fn target_name(ctx: &Context, t: &str) -> anyhow::Result<String> {
+    let Some((kb, km)) = t.split_once(':') else {
+        bail!("{t}: expected KEYBOARD:KEYMAP")
+    };
+    let res = ctx.tree.resolve_keyboard(kb)?;
+    Ok(format!("{}:{km}", res.keyboard))
+}
+
+// ---------------------------------------------------------------- explain
+
+#[derive(Debug, Serialize)]
+struct Change {
+    input: String,
+    kind: &'static str,
+    /// added, removed, changed
+    how: &'static str,
+    /// Steps that re-ran because of it, directly or through what they wrote.
+    steps: Vec<String>,
+    /// For a file no step reads (keyboard.json, rules.mk, a makefile): the
+    /// generated files that changed with it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    regenerated: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct StepWhy {
+    step: String,
+    kind: String,
+    ran: bool,
+    /// Its inputs that changed since the previous build.
+    because: Vec<String>,
+}
+
+pub fn explain(ctx: &Context, a: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let name = target_name(ctx, &a.target)?;
+    let dir = cache_dir(ctx)?;
+    let cas = LocalCas::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+    let recs = cas.provenance(&name, 2)?;
+    let Some((run, now)) = recs.first() else {
+        bail!("no recorded build of {name} in {}", dir.display())
+    };
+    let empty = Provenance::default();
+    let (prev_run, prev) = match recs.get(1) {
+        Some((r, p)) => (Some(r.0), p),
+        None => (None, &empty),
+    };
+    let (changes, steps) = explain_records(prev, now);
+    let ran: Vec<&StepWhy> = steps.iter().filter(|s| s.ran).collect();
+    if a.format == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "target": name,
+                "run": run.0,
+                "previous_run": prev_run,
+                "changed": changes,
+                "steps": steps,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match prev_run {
+        Some(p) => println!("{name}: build {} compared with build {p}", run.0),
+        None => println!("{name}: build {} is the first recorded build", run.0),
+    }
+    if changes.is_empty() {
+        println!("no input changed");
+    } else {
+        println!("changed inputs:");
+    }
+    for c in &changes {
+        println!("  {} ({}, {})", c.input, c.kind, c.how);
+        for g in &c.regenerated {
+            println!("    regenerated {g}");
+        }
+        for s in &c.steps {
+            println!("    re-ran {s}");
+        }
+    }
+    let cached = steps.iter().filter(|s| !s.ran).count();
+    println!("{} step(s) re-ran, {} from the cache", ran.len(), cached);
+    for s in ran {
+        if s.because.is_empty() {
+            println!(
+                "  {} {}: no input changed (not in the cache)",
+                s.kind, s.step
+            );
+        } else {
+            println!(
+                "  {} {}: because of {}",
+                s.kind,
+                s.step,
+                s.because.join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What changed from `prev` to `now`, and why each step of `now` ran.
+fn explain_records(prev: &Provenance, now: &Provenance) -> (Vec<Change>, Vec<StepWhy>) {
+    let old: BTreeMap<&str, Digest> = prev.inputs.iter().map(|(k, d)| (k.as_str(), *d)).collect();
+    let new: BTreeMap<&str, Digest> = now.inputs.iter().map(|(k, d)| (k.as_str(), *d)).collect();
+    let mut changed: BTreeMap<String, &'static str> = BTreeMap::new();
+    for (k, d) in &new {
+        match old.get(k) {
+            None if !prev.inputs.is_empty() => {
+                changed.insert(k.to_string(), "added");
+            }
+            Some(o) if o != d => {
+                changed.insert(k.to_string(), "changed");
+            }
+            _ => {}
+        }
+    }
+    for k in old.keys() {
+        if !new.contains_key(k) {
+            changed.insert(k.to_string(), "removed");
+        }
+    }
+    let old_tools: BTreeMap<_, _> = prev.toolchains.iter().cloned().collect();
+    for (t, d) in &now.toolchains {
+        if old_tools.get(t).is_some_and(|o| o != d) {
+            changed.insert(format!("tool:{t}"), "changed");
+        }
+    }
+    let steps = provenance::steps(now);
+    // Changes every compile, link and conversion depends on.
+    let global: Vec<String> = changed
+        .keys()
+        .filter(|k| k.starts_with("env:") || k.starts_with("make:") || k.starts_with("tool:"))
+        .cloned()
+        .collect();
+    // Steps' outputs that are other steps' inputs (objects, generated keymap.c).
+    let produced: BTreeSet<&str> = steps.iter().map(|s| s.output.as_str()).collect();
+    let why: Vec<StepWhy> = steps
+        .iter()
+        .map(|s| StepWhy {
+            step: s.output.clone(),
+            kind: s.kind.clone(),
+            ran: !s.cached && s.kind != "generate",
+            because: s
+                .inputs
+                .iter()
+                .filter(|i| changed.contains_key(*i))
+                .cloned()
+                .chain(global.iter().filter(|_| s.kind != "generate").cloned())
+                .collect(),
+        })
+        .collect();
+    let read_by_steps: BTreeSet<&str> = steps
+        .iter()
+        .flat_map(|s| s.inputs.iter().map(String::as_str))
+        .collect();
+    // Generated files that changed (by a generator step or while make read
+    // the makefiles): consequences of a changed file no step reads.
+    let by_generator: BTreeSet<&str> = steps
+        .iter()
+        .filter(|s| s.kind == "generate")
+        .map(|s| s.output.as_str())
+        .collect();
+    let changed_generated: Vec<String> = changed
+        .keys()
+        .filter(|k| {
+            provenance::is_generated(k)
+                && (by_generator.contains(k.as_str()) || !produced.contains(k.as_str()))
+        })
+        .cloned()
+        .collect();
+    let metadata_changed = changed
+        .keys()
+        .any(|k| provenance::input_kind(k) == "file" && !read_by_steps.contains(k.as_str()));
+    let mut changes = Vec::new();
+    for (input, how) in &changed {
+        // Outputs of other steps are consequences, shown under their cause;
+        // so are generated files when a file the generators read changed.
+        let generated = by_generator.contains(input.as_str());
+        if (produced.contains(input.as_str()) && !generated) || (generated && metadata_changed) {
+            continue;
+        }
+        let kind = if input.starts_with("tool:") {
+            "toolchain"
+        } else {
+            provenance::input_kind(input)
+        };
+        let regenerated = if kind == "file" && !read_by_steps.contains(input.as_str()) {
+            changed_generated.clone()
+        } else {
+            Vec::new()
+        };
+        let mut roots: Vec<&str> = vec![input.as_str()];
+        roots.extend(regenerated.iter().map(String::as_str));
+        if kind == "env" || kind == "make" || kind == "toolchain" {
+            // Every step that ran depends on these.
+            roots.clear();
+        }
+        let mut reran = downstream(&steps, &roots, &changed);
+        if roots.is_empty() {
+            reran = why
+                .iter()
+                .filter(|s| s.ran)
+                .map(|s| format!("{} {}", s.kind, s.step))
+                .collect();
+        }
+        changes.push(Change {
+            input: input.clone(),
+            kind,
+            how,
+            steps: reran,
+            regenerated,
+        });
+    }
+    (changes, why)
+}
+
+/// Steps (by output) reached from `roots` through steps that read them and
+/// whose outputs changed in turn; generate steps are passed through.
+fn downstream(
+    steps: &[StepRecord],
+    roots: &[&str],
+    changed: &BTreeMap<String, &'static str>,
+) -> Vec<String> {
+    let mut frontier: Vec<String> = roots.iter().map(|s| s.to_string()).collect();
+    let mut seen: BTreeSet<String> = frontier.iter().cloned().collect();
+    let mut out = Vec::new();
+    while let Some(name) = frontier.pop() {
+        for s in steps.iter().filter(|s| s.inputs.contains(&name)) {
+            if seen.insert(s.output.clone()) {
+                if !s.cached && s.kind != "generate" {
+                    out.push(format!("{} {}", s.kind, s.output));
+                }
+                if changed.contains_key(&s.output) || s.kind == "generate" || !s.cached {
+                    frontier.push(s.output.clone());
+                }
+            }
+        }
+    }
+    // In build order.
+    let order: BTreeMap<String, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("{} {}", s.kind, s.output), i))
+        .collect();
+    out.sort_by_key(|s| order.get(s).copied().unwrap_or(usize::MAX));
+    out
+}
+
+// ---------------------------------------------------------------- audit
+
+#[derive(Debug, Serialize)]
+struct Cause {
+    /// The input (or `embedded:…`) that explains the difference.
+    input: String,
+    /// `generated`, `file`, `argv`, `env`, `make`, `toolchain`, `artifact`,
+    /// `embedded`.
+    kind: String,
+    /// A date, a path, a version string, …
+    what: String,
+    /// The lines that differ (`-` recorded, `+` rebuilt), or the strings found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    detail: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Difference {
+    artifact: String,
+    step: String,
+    recorded: Option<String>,
+    rebuilt: Option<String>,
+    causes: Vec<Cause>,
+}
+
+#[derive(Debug, Serialize)]
+struct AuditResult {
+    target: String,
+    pass: bool,
+    recorded_run: Option<i64>,
+    /// `git describe --always --dirty` of the tree when it was built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tree_revision: Option<String>,
+    /// Why there was nothing to compare (no record, a changed tree, a failed rebuild).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    rebuild: serde_json::Value,
+    artifacts_compared: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_difference: Option<String>,
+    objects_differ: Vec<String>,
+    differences: Vec<Difference>,
+    /// Differences with the same inputs that are known compiler
+    /// non-determinism and never reach the firmware (not a failure).
+    noise: Vec<Difference>,
+}
+
+pub fn audit(ctx: &Context, a: AuditArgs) -> anyhow::Result<ExitCode> {
+    let dir = cache_dir(ctx)?;
+    let cas = LocalCas::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+    let mut names = Vec::new();
+    for t in &a.targets {
+        names.push(target_name(ctx, t)?);
+    }
+    if let Some(pattern) = &a.filter {
+        let matching: Vec<String> = cas
+            .provenance_targets()?
+            .into_iter()
+            .filter(|t| glob_match(pattern, t))
+            .collect();
+        if matching.is_empty() {
+            bail!("no recorded build matches {pattern}");
+        }
+        names.extend(matching);
+    }
+    let mut seen = BTreeSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    let mut results = Vec::new();
+    for name in &names {
+        results.push(audit_one(ctx, &cas, name, &a)?);
+    }
+    let pass = results.iter().all(|r| r.pass);
+    let report = json!({ "pass": pass, "targets": results });
+    if let Some(f) = &a.report {
+        std::fs::write(f, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    if a.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for r in &results {
+            print_audit(r);
+        }
+    }
+    Ok(if pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::EXIT_FAILURE)
+    })
+}
+
+fn print_audit(r: &AuditResult) {
+    let verdict = if r.pass { "PASS" } else { "FAIL" };
+    println!("{}: {verdict}", r.target);
+    if let Some(run) = r.recorded_run {
+        match &r.tree_revision {
+            Some(rev) => println!("  recorded build: run {run}, tree {rev}"),
+            None => println!("  recorded build: run {run}"),
+        }
+    }
+    if let Some(obj) = r.rebuild.as_object() {
+        for (k, v) in obj.iter().filter(|(_, v)| !v.is_null()) {
+            let v = v.as_str().map(str::to_string).unwrap_or(v.to_string());
+            println!("  rebuild {k}: {v}");
+        }
+    }
+    if let Some(e) = &r.error {
+        println!("  {e}");
+        return;
+    }
+    let same = r.artifacts_compared - r.differences.len() - r.noise.len();
+    if !r.noise.is_empty() {
+        let objects = r
+            .noise
+            .iter()
+            .filter(|d| d.artifact.ends_with(".o"))
+            .count();
+        let others: Vec<&str> = r
+            .noise
+            .iter()
+            .filter(|d| !d.artifact.ends_with(".o"))
+            .map(|d| d.artifact.as_str())
+            .collect();
+        println!(
+            "  known compiler non-determinism, same inputs (not a failure): {objects} LTO object(s){}{}",
+            if others.is_empty() { "" } else { ", " },
+            others.join(", ")
+        );
+    }
+    if r.pass {
+        println!(
+            "  {same} artifacts byte-identical to the recorded build, the firmware among them"
+        );
+        return;
+    }
+    if let Some(first) = &r.first_difference {
+        println!("  first differing artifact: {first}");
+    }
+    if !r.objects_differ.is_empty() {
+        println!("  objects that differ: {}", r.objects_differ.join(", "));
+    }
+    for d in &r.differences {
+        println!("  {} ({}) differs", d.artifact, d.step);
+        for c in &d.causes {
+            println!("    because of {} [{}]: {}", c.input, c.kind, c.what);
+            for l in &c.detail {
+                println!("      {l}");
+            }
+        }
+    }
+}
+
+fn audit_one(
+    ctx: &Context,
+    cas: &LocalCas,
+    name: &str,
+    a: &AuditArgs,
+) -> anyhow::Result<AuditResult> {
+    let mut result = AuditResult {
+        target: name.to_string(),
+        pass: false,
+        recorded_run: None,
+        tree_revision: None,
+        error: None,
+        rebuild: json!({}),
+        artifacts_compared: 0,
+        first_difference: None,
+        objects_differ: vec![],
+        differences: vec![],
+        noise: vec![],
+    };
+    let Some((run, recorded)) = cas.provenance(name, 1)?.into_iter().next() else {
+        result.error = Some(format!(
+            "no recorded build of {name} in this cache: run `keyfab build {name}` first"
+        ));
+        return Ok(result);
+    };
+    result.recorded_run = Some(run.0);
+    result.tree_revision = provenance::note(&recorded, "tree_revision").map(str::to_string);
+    // The tree must still be what was built, or the comparison says nothing.
+    let root = ctx.tree.root();
+    let clock = keyfab_cas::RunClock::now();
+    let mut stale = Vec::new();
+    for (input, d) in &recorded.inputs {
+        if provenance::input_kind(input) == "file" {
+            let path = root.join(input);
+            match cas.file_digest(&path, &clock) {
+                Ok(now) if now == *d => {}
+                _ => stale.push(input.clone()),
+            }
+        }
+    }
+    if !stale.is_empty() {
+        result.error = Some(format!(
+            "the tree changed since the recorded build (run {}): {}; build it again, then audit",
+            run.0,
+            stale.join(", ")
+        ));
+        return Ok(result);
+    }
+
+    // Another place, an empty cache, another clock.
+    let tmp = tempfile::Builder::new().prefix("keyfab-audit-").tempdir()?;
+    let base = if a.keep {
+        tmp.keep()
+    } else {
+        tmp.path().to_path_buf()
+    };
+    let tree_name = root.file_name().map_or("tree".into(), |n| n.to_os_string());
+    let copy = base.join("elsewhere").join(tree_name);
+    copy_tree(root, &copy)?;
+    let rcache = base.join("cache");
+    let faketime = keyfab_build::exec::resolve_program("faketime");
+    let exe = std::env::current_exe()?;
+    let mut cmd = match &faketime {
+        Some(f) => {
+            let mut c = Command::new(f);
+            c.args(["-f", &a.clock_offset]).arg(&exe);
+            c
+        }
+        None => {
+            // No faketime: at least make sure the wall clock's second differs.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            Command::new(&exe)
+        }
+    };
+    cmd.arg("--tree")
+        .arg(&copy)
+        .arg("--cache")
+        .arg(&rcache)
+        .args(["build", name, "-j", "2"]);
+    for (k, v) in &recorded.notes {
+        if let Some(var) = k.strip_prefix("make:") {
+            cmd.arg("-e").arg(format!("{var}={v}"));
+        }
+    }
+    if provenance::note(&recorded, "reproducible") == Some("yes") {
+        cmd.arg("--reproducible");
+    }
+    // The generators the recorded build used, unless keyfab's own.
+    if let Some(bin) = provenance::note(&recorded, "qmk_bin") {
+        if bin != format!("{} qmk", exe.display()) {
+            cmd.arg("--qmk-bin").arg(bin);
+        }
+    }
+    cmd.env_remove("SOURCE_DATE_EPOCH");
+    for (k, v) in &recorded.notes {
+        if let Some(var) = k.strip_prefix("env:") {
+            cmd.env(var, v);
+        }
+    }
+    cmd.current_dir(&copy).env("GIT_OPTIONAL_LOCKS", "0");
+    result.rebuild = json!({
+        "tree": copy.display().to_string(),
+        "cache": rcache.display().to_string(),
+        "clock": match &faketime {
+            Some(_) => format!("faketime {}", a.clock_offset),
+            None => "real clock, a second later (faketime not installed)".to_string(),
+        },
+        "source_date_epoch": provenance::note(&recorded, "env:SOURCE_DATE_EPOCH"),
+        "kept": a.keep,
+    });
+    let out = cmd.output().context("running the rebuild")?;
+    if !out.status.success() {
+        result.error = Some(format!(
+            "the rebuild failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        return Ok(result);
+    }
+    let rcas = LocalCas::open(&rcache)?;
+    let Some((rrun, rebuilt)) = rcas.provenance(name, 1)?.into_iter().next() else {
+        result.error = Some("the rebuild recorded no provenance".into());
+        return Ok(result);
+    };
+    let dates = [
+        run_date(cas, run.0).map(|t| ("recorded", t)),
+        run_date(&rcas, rrun.0).map(|t| ("rebuilt", t)),
+    ];
+    compare(&mut result, &recorded, &rebuilt, cas, &rcas, &dates);
+    Ok(result)
+}
+
+/// `*` matches any run of characters (slashes included); the rest literally.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &name[first.len()..];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
+/// When a run started (unix seconds).
+fn run_date(cas: &LocalCas, run: i64) -> Option<i64> {
+    cas.runs(10_000)
+        .ok()?
+        .into_iter()
+        .find(|r| r.id == run)
+        .map(|r| r.started_ns / 1_000_000_000)
+}
+
+fn compare(
+    result: &mut AuditResult,
+    recorded: &Provenance,
+    rebuilt: &Provenance,
+    cas: &LocalCas,
+    rcas: &LocalCas,
+    dates: &[Option<(&str, i64)>],
+) {
+    let rec_out: BTreeMap<&str, Digest> = recorded
+        .outputs
+        .iter()
+        .map(|(k, d)| (k.as_str(), *d))
+        .collect();
+    let new_out: BTreeMap<&str, Digest> = rebuilt
+        .outputs
+        .iter()
+        .map(|(k, d)| (k.as_str(), *d))
+        .collect();
+    let steps = provenance::steps(rebuilt);
+    let rec_steps = provenance::steps(recorded);
+    // Build order: the steps' outputs as they ran, then anything else (map files).
+    let mut order: Vec<&str> = steps.iter().map(|s| s.output.as_str()).collect();
+    for k in rec_out.keys().chain(new_out.keys()) {
+        if !order.contains(k) {
+            order.push(k);
+        }
+    }
+    let rec_in: BTreeMap<&str, Digest> = recorded
+        .inputs
+        .iter()
+        .map(|(k, d)| (k.as_str(), *d))
+        .collect();
+    let new_in: BTreeMap<&str, Digest> = rebuilt
+        .inputs
+        .iter()
+        .map(|(k, d)| (k.as_str(), *d))
+        .collect();
+    let tree_paths: Vec<String> = [recorded, rebuilt]
+        .iter()
+        .filter_map(|p| provenance::note(p, "tree").map(str::to_string))
+        .collect();
+    for out in order {
+        let (r, n) = (rec_out.get(out), new_out.get(out));
+        if r.is_none() && n.is_none() {
+            continue;
+        }
+        result.artifacts_compared += 1;
+        if r == n {
+            continue;
+        }
+        let step = steps
+            .iter()
+            .chain(rec_steps.iter())
+            .find(|s| s.output == out);
+        let mut causes = Vec::new();
+        if let Some(s) = step {
+            for input in &s.inputs {
+                let (ri, ni) = (rec_in.get(input.as_str()), new_in.get(input.as_str()));
+                if ri == ni {
+                    continue;
+                }
+                let kind = if rec_out.contains_key(input.as_str()) {
+                    "artifact"
+                } else {
+                    provenance::input_kind(input)
+                };
+                let (what, detail) = match (kind, ri, ni) {
+                    ("generated", Some(a), Some(b)) => diff_generated(cas, rcas, a, b, &tree_paths),
+                    ("artifact", ..) => (format!("{input} differs (see above)"), vec![]),
+                    _ => (format!("its {kind} differs"), vec![]),
+                };
+                causes.push(Cause {
+                    input: input.clone(),
+                    kind: kind.to_string(),
+                    what,
+                    detail,
+                });
+            }
+        }
+        // Global inputs: env, make variables, toolchains.
+        for (k, d) in &rec_in {
+            let kind = provenance::input_kind(k);
+            if (kind == "env" || kind == "make") && new_in.get(k) != Some(d) {
+                causes.push(Cause {
+                    input: k.to_string(),
+                    kind: kind.into(),
+                    what: "differs between the builds".into(),
+                    detail: vec![],
+                });
+            }
+        }
+        for (t, d) in &recorded.toolchains {
+            if rebuilt.toolchains.iter().any(|(t2, d2)| t2 == t && d2 != d) {
+                causes.push(Cause {
+                    input: t.clone(),
+                    kind: "toolchain".into(),
+                    what: "another compiler identity".into(),
+                    detail: vec![],
+                });
+            }
+        }
+        // What the bytes themselves carry: the tree's path, the build date.
+        // (Not for an artifact built from differing artifacts: those carry it.)
+        if let (Some(a), Some(b)) = (r, n) {
+            if !causes.iter().any(|c| c.kind == "artifact") {
+                causes.extend(embedded(cas, rcas, a, b, &tree_paths, dates));
+            }
+        }
+        let mut difference = Difference {
+            artifact: out.to_string(),
+            step: step.map_or("?".into(), |s| s.kind.clone()),
+            recorded: r.map(Digest::to_hex),
+            rebuilt: n.map(Digest::to_hex),
+            causes: vec![],
+        };
+        if causes.is_empty() {
+            // Same inputs: known compiler non-determinism that does not reach
+            // the firmware, or something we cannot name.
+            if let Some(c) = r
+                .zip(n)
+                .and_then(|(a, b)| known_noise(cas, rcas, out, a, b))
+            {
+                difference.causes.push(c);
+                result.noise.push(difference);
+                continue;
+            }
+            causes.push(Cause {
+                input: "?".into(),
+                kind: "unknown".into(),
+                what: "same inputs, different bytes: a non-deterministic step".into(),
+                detail: vec![],
+            });
+        }
+        difference.causes = causes;
+        if out.ends_with(".o") {
+            result.objects_differ.push(out.to_string());
+        }
+        if result.first_difference.is_none() {
+            result.first_difference = Some(out.to_string());
+        }
+        result.differences.push(difference);
+    }
+    result.pass = result.differences.is_empty() && result.artifacts_compared > 0;
+}
+
+/// Differences with the same inputs that are known and harmless: GCC's LTO
+/// objects (`-flto` without `-frandom-seed` streams a random seed, so two
+/// compiles of the same file differ) and link maps that name LTO's temp
+/// files (`/tmp/ccXXXXXX.ltrans0.ltrans.o`). They never reach the firmware,
+/// which is compared on its own.
+fn known_noise(
+    cas: &LocalCas,
+    rcas: &LocalCas,
+    artifact: &str,
+    a: &Digest,
+    b: &Digest,
+) -> Option<Cause> {
+    let x = cas.get_blob(a).ok().flatten()?;
+    let y = rcas.get_blob(b).ok().flatten()?;
+    let has = |bytes: &[u8], s: &[u8]| bytes.windows(s.len()).any(|w| w == s);
+    if artifact.ends_with(".o") && has(&x, b".gnu.lto_") && has(&y, b".gnu.lto_") {
+        return Some(Cause {
+            input: "gcc -flto".into(),
+            kind: "nondeterministic".into(),
+            what: "an LTO object: GCC streams a random seed into it (no -frandom-seed)".into(),
+            detail: vec![],
+        });
+    }
+    if artifact.ends_with(".map") {
+        let norm = |bytes: &[u8]| -> String {
+            let text = String::from_utf8_lossy(bytes);
+            text.split_inclusive(char::is_whitespace)
+                .map(|w| match w.find("/cc") {
+                    Some(i) if w.contains(".ltrans") => &w[..i],
+                    _ => w,
+                })
+                .collect()
+        };
+        if norm(&x) == norm(&y) {
+            return Some(Cause {
+                input: "gcc -flto".into(),
+                kind: "nondeterministic".into(),
+                what: "the link map names LTO's temp files (/tmp/cc….ltrans….o)".into(),
+                detail: vec![],
+            });
+        }
+    }
+    None
+}
+
+/// The lines of a generated file that differ between the builds, and what
+/// they are (the build date, a path, a version string).
+fn diff_generated(
+    cas: &LocalCas,
+    rcas: &LocalCas,
+    a: &Digest,
+    b: &Digest,
+    tree_paths: &[String],
+) -> (String, Vec<String>) {
+    let (Some(x), Some(y)) = (
+        cas.get_blob(a).ok().flatten(),
+        rcas.get_blob(b).ok().flatten(),
+    ) else {
+        return ("its contents differ".into(), vec![]);
+    };
+    let (x, y) = (String::from_utf8_lossy(&x), String::from_utf8_lossy(&y));
+    let xs: BTreeSet<&str> = x.lines().collect();
+    let ys: BTreeSet<&str> = y.lines().collect();
+    let mut detail = Vec::new();
+    let mut what = BTreeSet::new();
+    for l in x.lines().filter(|l| !ys.contains(l)) {
+        detail.push(format!("- {l}"));
+        what.insert(classify(l, tree_paths));
+    }
+    for l in y.lines().filter(|l| !xs.contains(l)) {
+        detail.push(format!("+ {l}"));
+        what.insert(classify(l, tree_paths));
+    }
+    detail.truncate(12);
+    let what: Vec<&str> = what.into_iter().collect();
+    (what.join(", "), detail)
+}
+
+fn classify(line: &str, tree_paths: &[String]) -> &'static str {
+    if tree_paths.iter().any(|p| line.contains(p.as_str())) {
+        "a path"
+    } else if line.contains("BUILDDATE") || has_date(line) {
+        "the build date"
+    } else if line.contains("VERSION") || line.contains("GIT_HASH") {
+        "a version string"
+    } else {
+        "its contents"
+    }
+}
+
+/// `YYYY-MM-DD` somewhere in the text.
+fn has_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.windows(10).any(|w| {
+        w[..4].iter().all(u8::is_ascii_digit)
+            && w[4] == b'-'
+            && w[5..7].iter().all(u8::is_ascii_digit)
+            && w[7] == b'-'
+            && w[8..].iter().all(u8::is_ascii_digit)
+    })
+}
+
+/// Strings one artifact carries and the other does not: a tree path, the
+/// date of its build in `__DATE__` (`Nov 22 2026`) or ISO form.
+fn embedded(
+    cas: &LocalCas,
+    rcas: &LocalCas,
+    a: &Digest,
+    b: &Digest,
+    tree_paths: &[String],
+    dates: &[Option<(&str, i64)>],
+) -> Vec<Cause> {
+    let (Some(x), Some(y)) = (
+        cas.get_blob(a).ok().flatten(),
+        rcas.get_blob(b).ok().flatten(),
+    ) else {
+        return vec![];
+    };
+    let has =
+        |bytes: &[u8], s: &str| !s.is_empty() && bytes.windows(s.len()).any(|w| w == s.as_bytes());
+    let mut causes = Vec::new();
+    for p in tree_paths {
+        if has(&x, p) != has(&y, p) {
+            causes.push(Cause {
+                input: "embedded:path".into(),
+                kind: "embedded".into(),
+                what: "a path: the tree's absolute path is in the bytes".into(),
+                detail: vec![p.clone()],
+            });
+            break;
+        }
+    }
+    let mut found = Vec::new();
+    for (_, t) in dates.iter().flatten() {
+        let (gcc, iso) = date_strings(*t);
+        for s in [gcc, iso] {
+            if has(&x, &s) != has(&y, &s) && !found.contains(&s) {
+                found.push(s);
+            }
+        }
+    }
+    if !found.is_empty() {
+        causes.push(Cause {
+            input: "embedded:date".into(),
+            kind: "embedded".into(),
+            what: "the build date (__DATE__ or QMK_BUILDDATE) is in the bytes".into(),
+            detail: found,
+        });
+    }
+    causes
+}
+
+/// `__DATE__` (`Nov  2 2026`) and ISO (`2026-11-02`) forms of a UTC time.
+fn date_strings(unix: i64) -> (String, String) {
+    let days = unix.div_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    (
+        format!("{} {:>2} {y}", MONTHS[(m - 1) as usize], d),
+        format!("{y}-{m:02}-{d:02}"),
+    )
+}
+
+/// Copies a tree for the rebuild: everything but build output (`.build`) and
+/// git's folder, which the copy points at instead (so `git describe` says the
+/// same; `GIT_OPTIONAL_LOCKS=0` keeps git from writing to it).
+fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
+    copy_dir(src, dest, true)?;
+    let git = src.join(".git");
+    if git.is_dir() {
+        std::fs::write(dest.join(".git"), format!("gitdir: {}\n", git.display()))?;
+    } else if git.is_file() {
+        std::fs::copy(&git, dest.join(".git"))?;
+    }
+    Ok(())
+}
+
+fn copy_dir(src: &Path, dest: &Path, top: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    for entry in std::fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if top && (name == ".build" || name == ".git") {
+            continue;
+        }
+        let ft = entry.file_type()?;
+        let to = dest.join(&name);
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &to)?;
+        } else if ft.is_dir() {
+            copy_dir(&entry.path(), &to, false)?;
+        } else {
+            std::fs::copy(entry.path(), &to)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_macros_pinned_once_after_the_users_extraflags() {
+        // SAFETY of the test: no other test of this binary reads SOURCE_DATE_EPOCH.
+        std::env::set_var("SOURCE_DATE_EPOCH", "1700000000");
+        let mut env = vec![("EXTRAFLAGS".to_string(), "-DFOO".to_string())];
+        pin_date_macros(&mut env);
+        pin_date_macros(&mut env);
+        std::env::remove_var("SOURCE_DATE_EPOCH");
+        assert_eq!(
+            env,
+            [(
+                "EXTRAFLAGS".to_string(),
+                "-DFOO -Wno-builtin-macro-redefined -D__DATE__='\"Nov 14 2023\"' -D__TIME__='\"22:13:20\"'"
+                    .to_string()
+            )]
+        );
+        let mut none = vec![];
+        pin_date_macros(&mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob_match("planck/*", "planck/rev5:default"));
+        assert!(glob_match("*:via", "a/b:via"));
+        assert!(!glob_match("*:via", "a/b:default"));
+        assert!(glob_match("solo:default", "solo:default"));
+        assert!(glob_match("s*o:*t", "solo:default"));
+        assert!(!glob_match("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn dates_as_gcc_and_iso_write_them() {
+        assert_eq!(
+            date_strings(1_700_000_000),
+            ("Nov 14 2023".to_string(), "2023-11-14".to_string())
+        );
+        assert_eq!(date_strings(0).0, "Jan  1 1970");
+    }
+
+    #[test]
+    fn classifies_version_h_lines() {
+        assert_eq!(
+            classify("#define QMK_BUILDDATE \"2026-11-22-23:01:02\"", &[]),
+            "the build date"
+        );
+        assert_eq!(
+            classify("#define X \"/tmp/a/tree/x\"", &["/tmp/a/tree".into()]),
+            "a path"
+        );
+        assert!(has_date("x 2026-11-22"));
+        assert!(!has_date("x 2026-11-2"));
+    }
+}

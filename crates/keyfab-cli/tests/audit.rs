@@ -1,0 +1,321 @@
+//! `keyfab audit` and `keyfab explain` end to end on the fixture firmware:
+//! provenance recorded by `keyfab build`, a rebuild from nothing in another
+//! folder on another clock, and what re-ran after each kind of edit.
+//!
+//! The fixture's `quantum/command.c` (built with `-e COMMAND_ENABLE=yes`)
+//! prints `QMK_BUILDDATE` from version.h and `__DATE__`, like QMK's
+//! command.c: the firmware embeds its build date unless the build is
+//! reproducible.
+
+mod util;
+
+use serde_json::Value;
+use util::*;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    tree: std::path::PathBuf,
+    cache: std::path::PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let (tmp, tree) = copy_fixture("tree");
+    let cache = tmp.path().join("cache");
+    Fixture {
+        _tmp: tmp,
+        tree,
+        cache,
+    }
+}
+
+impl Fixture {
+    /// `keyfab --cache C ARGS` in the tree, without SOURCE_DATE_EPOCH
+    /// unless `epoch` is given.
+    fn keyfab(&self, epoch: Option<&str>, args: &[&str]) -> Run {
+        let mut cmd = keyfab(&self.tree);
+        cmd.env_remove("SOURCE_DATE_EPOCH");
+        if let Some(e) = epoch {
+            cmd.env("SOURCE_DATE_EPOCH", e);
+        }
+        run(cmd.arg("--cache").arg(&self.cache).args(args))
+    }
+    fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
+        let p = self.tree.join(rel);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, f(text)).unwrap();
+    }
+}
+
+const COMMAND: [&str; 2] = ["-e", "COMMAND_ENABLE=yes"];
+
+#[test]
+fn audit_passes_in_reproducible_mode() {
+    let fx = fixture();
+    fx.keyfab(
+        None,
+        &[
+            "build",
+            "solo:default",
+            COMMAND[0],
+            COMMAND[1],
+            "--reproducible",
+        ],
+    )
+    .ok();
+    let out = fx.keyfab(None, &["audit", "solo:default"]);
+    let text = out.ok();
+    assert!(text.starts_with("solo:default: PASS"), "{text}");
+    assert!(text.contains("artifacts byte-identical"), "{text}");
+
+    // SOURCE_DATE_EPOCH set: reproducible too, and the report says so in JSON.
+    fx.keyfab(
+        Some("1700000000"),
+        &["build", "solo:default", COMMAND[0], COMMAND[1]],
+    )
+    .ok();
+    let report = fx
+        .keyfab(None, &["audit", "solo:default", "--format", "json"])
+        .json();
+    assert_eq!(report["pass"], true, "{report:#}");
+    let t = &report["targets"][0];
+    assert_eq!(t["target"], "solo:default");
+    assert_eq!(t["rebuild"]["source_date_epoch"], "1700000000");
+    // objects (6), elf, map, hex: all compared
+    assert!(t["artifacts_compared"].as_u64().unwrap() >= 9, "{t:#}");
+    // the rebuild happened in another folder
+    let elsewhere = t["rebuild"]["tree"].as_str().unwrap();
+    assert_ne!(std::path::Path::new(elsewhere), fx.tree.as_path());
+
+    // -f: every recorded target whose name matches
+    fx.keyfab(Some("1700000000"), &["build", "solo:jsonmap"])
+        .ok();
+    let report = fx
+        .keyfab(None, &["audit", "-f", "solo:*", "--format", "json"])
+        .json();
+    let names: Vec<&str> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["solo:default", "solo:jsonmap"]);
+    assert_eq!(report["pass"], true, "{report:#}");
+    assert!(fx
+        .keyfab(None, &["audit", "-f", "nope*"])
+        .fails()
+        .contains("no recorded build matches nope*"));
+}
+
+#[test]
+fn audit_fails_when_the_build_date_leaks() {
+    let fx = fixture();
+    fx.keyfab(None, &["build", "solo:default", COMMAND[0], COMMAND[1]])
+        .ok();
+    let report_file = fx.tree.join("audit.json");
+    let out = fx.keyfab(
+        None,
+        &[
+            "audit",
+            "solo:default",
+            "--report",
+            report_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let text = &out.stdout;
+    assert!(text.starts_with("solo:default: FAIL"), "{text}");
+    assert!(
+        text.contains("first differing artifact: .build/obj_solo_default/quantum/command.o"),
+        "{text}"
+    );
+    assert!(
+        text.contains("src/version.h [generated]: the build date"),
+        "{text}"
+    );
+    assert!(text.contains("QMK_BUILDDATE"), "{text}");
+
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_file).unwrap()).unwrap();
+    assert_eq!(report["pass"], false);
+    let t = &report["targets"][0];
+    // main.c includes version.h too, but does not use the date: only command.o differs.
+    assert_eq!(
+        t["objects_differ"],
+        serde_json::json!([".build/obj_solo_default/quantum/command.o"])
+    );
+    let first = &t["differences"][0];
+    assert_eq!(
+        first["artifact"],
+        ".build/obj_solo_default/quantum/command.o"
+    );
+    let cause = first["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["input"] == ".build/obj_solo_default/src/version.h")
+        .unwrap_or_else(|| panic!("version.h named: {first:#}"));
+    assert_eq!(cause["what"], "the build date");
+    // the firmware differs as a consequence
+    let artifacts: Vec<&str> = t["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["artifact"].as_str().unwrap())
+        .collect();
+    assert!(
+        artifacts.contains(&".build/solo_default.hex"),
+        "{artifacts:?}"
+    );
+}
+
+#[test]
+fn audit_needs_a_recorded_build_of_the_tree_as_it_is() {
+    let fx = fixture();
+    let out = fx.keyfab(None, &["audit", "solo:default"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("no recorded build of solo:default"),
+        "{}",
+        out.stdout
+    );
+
+    fx.keyfab(Some("1700000000"), &["build", "solo:default"])
+        .ok();
+    fx.edit("keyboards/solo/keymaps/default/keymap.c", |t| {
+        t.replacen("KC_A", "KC_B", 1)
+    });
+    let out = fx.keyfab(None, &["audit", "solo:default"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout
+            .contains("the tree changed since the recorded build")
+            && out
+                .stdout
+                .contains("keyboards/solo/keymaps/default/keymap.c"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// `keyfab explain --format json`: (changed inputs → steps re-run), and the
+/// steps that ran.
+/// (input, steps re-run because of it, generated files it changed)
+type Changed = (String, Vec<String>, Vec<String>);
+
+fn explain(fx: &Fixture) -> (Vec<Changed>, Vec<String>) {
+    let j = fx
+        .keyfab(None, &["explain", "solo:default", "--format", "json"])
+        .json();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let changed = j["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["input"].as_str().unwrap().to_string(),
+                strings(&c["steps"]),
+                strings(&c["regenerated"]),
+            )
+        })
+        .collect();
+    let ran = j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["ran"] == true)
+        .map(|s| s["step"].as_str().unwrap().to_string())
+        .collect();
+    (changed, ran)
+}
+
+#[test]
+fn explain_after_each_kind_of_edit() {
+    let fx = fixture();
+    let epoch = Some("1700000000");
+    let build = || {
+        fx.keyfab(epoch, &["build", "solo:default"])
+            .ok()
+            .to_string()
+    };
+    build();
+    build();
+    let (changed, ran) = explain(&fx);
+    assert!(changed.is_empty(), "{changed:?}");
+    assert!(ran.is_empty(), "{ran:?}");
+    let text = fx.keyfab(None, &["explain", "solo:default"]);
+    assert!(text.ok().contains("no input changed"), "{}", text.stdout);
+
+    // a keymap edit: its object, the link, the hex
+    fx.edit("keyboards/solo/keymaps/default/keymap.c", |t| {
+        t.replacen("KC_A", "KC_B", 1)
+    });
+    build();
+    let (changed, ran) = explain(&fx);
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0].0, "keyboards/solo/keymaps/default/keymap.c");
+    assert_eq!(
+        changed[0].1,
+        [
+            "compile .build/obj_solo_default/keyboards/solo/keymaps/default/keymap.o",
+            "link .build/solo_default.elf",
+            "convert .build/solo_default.hex"
+        ]
+    );
+    assert_eq!(ran.len(), 3, "{ran:?}");
+
+    // a header edit: every object that includes it
+    fx.edit("quantum/quantum.h", |t| {
+        t + "static inline int quantum_edit(void) { return 1; }\n"
+    });
+    build();
+    let (changed, ran) = explain(&fx);
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0].0, "quantum/quantum.h");
+    let compiles: Vec<&String> = changed[0]
+        .1
+        .iter()
+        .filter(|s| s.starts_with("compile "))
+        .collect();
+    // main, matrix, keymap_common, keymap, default_keyboard include quantum.h
+    assert_eq!(compiles.len(), 5, "{changed:?}");
+    // the objects come out the same (an unused inline function): no link
+    assert_eq!(ran.len(), 5, "{ran:?}");
+
+    // keyboard.json: no step reads it; the generated headers change, and
+    // every compile that includes them re-runs
+    fx.edit("keyboards/solo/keyboard.json", |t| {
+        t.replace("\"pid\": \"0x1311\"", "\"pid\": \"0x1312\"")
+    });
+    let out = build();
+    assert!(out.contains("plan made"), "{out}");
+    let (changed, ran) = explain(&fx);
+    let kj = changed
+        .iter()
+        .find(|c| c.0 == "keyboards/solo/keyboard.json")
+        .unwrap_or_else(|| panic!("{changed:?}"));
+    assert!(
+        kj.2.iter().any(|g| g.ends_with("src/info_config.h")),
+        "{changed:?}"
+    );
+    assert!(
+        kj.1.iter().filter(|s| s.starts_with("compile ")).count() >= 5,
+        "{changed:?}"
+    );
+    assert!(!ran.is_empty());
+    // the human form names the file and what it regenerated
+    let text = fx.keyfab(None, &["explain", "solo:default"]);
+    let text = text.ok();
+    assert!(
+        text.contains("keyboards/solo/keyboard.json (file, changed)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("regenerated .build/obj_solo_default/src/info_config.h"),
+        "{text}"
+    );
+}

@@ -1,0 +1,199 @@
+//! `keyfab watch` driven by real file edits in a temp copy of the fixture
+//! tree, in the ways editors and people make them.
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use util::*;
+
+struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pending: std::cell::RefCell<Option<String>>,
+}
+
+impl Watch {
+    fn start(
+        tree: &std::path::Path,
+        cache: &std::path::Path,
+        targets: &[&str],
+        max_builds: usize,
+    ) -> Watch {
+        let mut child = keyfab(tree)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("--cache")
+            .arg(cache)
+            .arg("watch")
+            .args(targets)
+            .args(["--max-builds", &max_builds.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch {
+            child,
+            lines: rx,
+            pending: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// The next rebuild line, waiting up to a minute; the indented detail
+    /// lines of an error are joined onto it.
+    fn next(&self) -> String {
+        let mut line = match self.pending.take() {
+            Some(l) => l,
+            None => self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("a rebuild line"),
+        };
+        while let Ok(more) = self.lines.recv_timeout(Duration::from_millis(300)) {
+            if more.starts_with(' ') {
+                line.push('\n');
+                line.push_str(&more);
+            } else {
+                // Not a detail line: hand it back by re-queuing is not possible
+                // with mpsc, so keep it for the next call.
+                self.pending.replace(Some(more));
+                break;
+            }
+        }
+        line
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes like an editor that saves atomically: a temp file, then rename.
+fn atomic_save(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("kfsave.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn settle() {
+    // Let the watcher see the first build's own writes go by.
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn rebuilds_on_atomic_save_and_ignores_swap_files() {
+    let (t, tree) = copy_fixture("tree");
+    let cache = t.path().join("cache");
+    let w = Watch::start(&tree, &cache, &["solo:default"], 3);
+    let first = w.next();
+    assert!(
+        first.starts_with("build → solo:default: .build/solo_default.hex"),
+        "{first}"
+    );
+    assert!(first.contains("5 compiled"), "{first}");
+    settle();
+
+    // a swap file alone does not rebuild; the atomic save that follows does
+    let km = tree.join("keyboards/solo/keymaps/default");
+    std::fs::write(km.join(".keymap.c.swp"), "swap").unwrap();
+    std::fs::write(km.join("keymap.c~"), "backup").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let text = std::fs::read_to_string(km.join("keymap.c")).unwrap();
+    atomic_save(
+        &km.join("keymap.c"),
+        &text.replace("KC_A, KC_A", "KC_C, KC_A"),
+    );
+    let second = w.next();
+    assert!(
+        second.starts_with("changed keyboards/solo/keymaps/default/keymap.c → solo:default"),
+        "{second}"
+    );
+    assert!(second.contains("1 compiled, 4 from cache"), "{second}");
+    settle();
+
+    // a new config.h that applies to the keyboard: replan, everything recompiles
+    std::fs::write(
+        tree.join("keyboards/solo/config.h"),
+        "#pragma once\n#define SOLO_EXTRA 1\n",
+    )
+    .unwrap();
+    let third = w.next();
+    assert!(third.contains("changed keyboards/solo/config.h"), "{third}");
+    assert!(
+        third.contains("5 compiled") && third.contains("plan made"),
+        "{third}"
+    );
+}
+
+#[test]
+fn half_written_json_is_reported_and_watching_goes_on() {
+    let (t, tree) = copy_fixture("tree");
+    let cache = t.path().join("cache");
+    let w = Watch::start(&tree, &cache, &["acme/pad:default"], 3);
+    assert!(w
+        .next()
+        .contains("acme/pad:default: .build/acme_pad_default.hex"));
+    settle();
+    let path = tree.join("keyboards/acme/pad/keymaps/default/keymap.json");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, &good[..good.len() / 2]).unwrap();
+    let broken = w.next();
+    assert!(broken.contains("acme/pad:default: error:"), "{broken}");
+    assert!(
+        broken.contains("keymap.json"),
+        "the error names the file: {broken}"
+    );
+    settle();
+    std::fs::write(&path, good.replacen("KC_B", "KC_D", 1)).unwrap();
+    let fixed = w.next();
+    assert!(
+        fixed.contains("acme/pad:default: .build/acme_pad_default.hex"),
+        "{fixed}"
+    );
+}
+
+#[test]
+fn many_files_at_once_are_one_rebuild_of_every_target() {
+    let (t, tree) = copy_fixture("tree");
+    let cache = t.path().join("cache");
+    let w = Watch::start(&tree, &cache, &["solo:default", "numpad:default"], 2);
+    let first = w.next();
+    assert!(
+        first.contains("solo:default") && w.next().contains("numpad:default"),
+        "{first}"
+    );
+    settle();
+    // like a branch switch: several files change within a few milliseconds
+    for f in [
+        "quantum/matrix.c",
+        "quantum/keymap_common.c",
+        "quantum/main.c",
+    ] {
+        let p = tree.join(f);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, text + "\n// switched\n").unwrap();
+    }
+    let a = w.next();
+    let b = w.next();
+    assert!(
+        a.starts_with("changed quantum/keymap_common.c, quantum/main.c and 1 more → solo:default"),
+        "{a}"
+    );
+    assert!(
+        b.contains("→ numpad:default") && b.contains("3 compiled"),
+        "{b}"
+    );
+}
