@@ -442,8 +442,10 @@ pub fn html(report: &Report) -> String {
         .max()
         .unwrap_or(1)
         .max(1);
+    // Failure logs start open unless there are many of them.
+    let open = c.failed <= 10;
     for t in rows {
-        target_row(&mut x, t, biggest);
+        target_row(&mut x, t, biggest, open);
     }
     x.push_str("</tbody>\n</table>\n</main>\n");
     let _ = write!(x, "<script>{JS}</script>\n</body>\n</html>\n");
@@ -523,7 +525,7 @@ fn changes_section(x: &mut String, cmp: &Comparison) {
     x.push_str("</section>\n");
 }
 
-fn target_row(x: &mut String, t: &TargetResult, biggest: u64) {
+fn target_row(x: &mut String, t: &TargetResult, biggest: u64, open_failures: bool) {
     let status = match t.status {
         Status::Ok => "ok",
         Status::Failed => "failed",
@@ -552,7 +554,7 @@ fn target_row(x: &mut String, t: &TargetResult, biggest: u64) {
         let _ = write!(
             x,
             "<details{}><summary>{} error</summary><pre>{}</pre></details>",
-            if t.status == Status::Failed {
+            if t.status == Status::Failed && open_failures {
                 " open"
             } else {
                 ""
