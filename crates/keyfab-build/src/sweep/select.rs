@@ -82,11 +82,13 @@ pub fn select(
     named: &[String],
     filters: &[Filter],
 ) -> Result<Selection, SelectError> {
+    /// A selected target with the merged info its filters were checked on.
+    type TargetWithInfo = (Target, Option<keyfab_info::Info>);
     let tree = engine.tree();
     let cands = candidates(engine, keymap, named)?;
     let explicit = !named.is_empty();
     // Per keyboard: its community layouts (from its info), then the keymaps.
-    let per_kb: Vec<Result<Vec<(Target, Option<keyfab_info::Info>)>, SelectError>> = cands
+    let per_kb: Vec<Result<Vec<TargetWithInfo>, SelectError>> = cands
         .par_iter()
         .map(|(kb, km)| {
             let info = engine.info_json(kb);
