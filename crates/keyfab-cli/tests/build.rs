@@ -595,3 +595,32 @@ fn keyfab_build_has(program: &str) -> Option<std::path::PathBuf> {
         .map(|d| d.join(program))
         .find(|p| p.is_file())
 }
+
+#[test]
+fn community_layout_keymaps_build() {
+    let fx = fixture();
+    // layouts/default/ortho_2x2/default_ortho, found through the keyboard's LAYOUTS
+    let line = fx
+        .build("ortho/two:default_ortho")
+        .ok()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(
+        line.starts_with("ortho/two:default_ortho: .build/ortho_two_default_ortho.hex"),
+        "{line}"
+    );
+    // ortho/wide has no keymaps of its own: its default comes from the layouts too
+    let line = fx
+        .build("ortho/wide:default")
+        .ok()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(
+        line.starts_with("ortho/wide:default: .build/ortho_wide_default.hex"),
+        "{line}"
+    );
+}
