@@ -17,12 +17,12 @@ use std::time::Instant;
 pub enum TargetError {
     #[error(transparent)]
     Tree(#[from] keyfab_tree::TreeError),
-    #[error("planning {target}: {source}")]
+    #[error("planning {target}")]
     Plan {
         target: String,
         source: PlanCacheError,
     },
-    #[error("{target}: {source}")]
+    #[error("building {target}")]
     Build { target: String, source: BuildError },
     #[error(transparent)]
     Cache(#[from] keyfab_cas::CasError),
