@@ -86,17 +86,22 @@ pub struct TargetReport {
     pub build: BuildReport,
 }
 
-/// Resolves `keyboard` (aliases, DEFAULT_FOLDER) and locates `keymap` the
-/// way QMK's make does; `community_layouts` are the keyboard's.
+/// Locates `keymap` for a keyboard folder the way QMK's make does;
+/// `community_layouts` are the keyboard's. `keyboard` is already resolved
+/// (`Tree::resolve_keyboard`): every caller has done that, and doing it again
+/// would re-read the alias table once per target of a sweep.
 pub fn resolve(
     tree: &Tree,
     keyboard: &str,
     keymap: &str,
     community_layouts: &[String],
 ) -> Result<Target, TargetError> {
-    let res = tree.resolve_keyboard(keyboard)?;
-    let location = tree.require_keymap(&res.keyboard, keymap, community_layouts)?;
-    let mut folders: Vec<PathBuf> = keyfab_tree::keyboard_chain(&res.keyboard)
+    if !tree.is_keyboard(keyboard) {
+        // Not a folder name: let resolution explain (alias, cycle, closest names).
+        tree.resolve_keyboard(keyboard)?;
+    }
+    let location = tree.require_keymap(keyboard, keymap, community_layouts)?;
+    let mut folders: Vec<PathBuf> = keyfab_tree::keyboard_chain(keyboard)
         .into_iter()
         .map(|f| Path::new("keyboards").join(f))
         .collect();
@@ -108,7 +113,7 @@ pub fn resolve(
             .to_path_buf(),
     );
     Ok(Target {
-        keyboard: res.keyboard,
+        keyboard: keyboard.to_string(),
         keymap: keymap.to_string(),
         folders,
         make_vars: Vec::new(),
