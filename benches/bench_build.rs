@@ -54,7 +54,7 @@ fn main() {
     let scratch = tempfile::tempdir().unwrap();
     let (tree, makefile): (PathBuf, PathBuf) = if what == "fixture tree" {
         let t = scratch.path().join("tree");
-        copy_dir(&src_tree, &t);
+        common::copy_dir(&src_tree, &t);
         let mk = t.join("builddefs/build_keyboard.mk");
         (t, mk)
     } else {
@@ -118,23 +118,4 @@ fn report(name: &str, ms: f64, goal: f64) {
         "{name}: median {ms:.1} ms; goal {goal:.0} ms; ratio {ratio:.2} {}",
         if ratio <= 1.0 { "ok" } else { "OVER GOAL" }
     );
-}
-
-fn copy_dir(src: &Path, dest: &Path) {
-    std::fs::create_dir_all(dest).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let ft = entry.file_type().unwrap();
-        let to = dest.join(entry.file_name());
-        if entry.file_name() == ".build" {
-            continue;
-        }
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &to).unwrap();
-        } else if ft.is_dir() {
-            copy_dir(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), &to).unwrap();
-        }
-    }
 }

@@ -17,7 +17,7 @@ fn main() {
     let scratch = tempfile::tempdir().unwrap();
     let tree = scratch.path().join("tree");
     let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tree");
-    copy(&src, &tree);
+    common::copy_dir(&src, &tree);
     let samples = 8;
     let mut child = Command::new(&bin)
         .arg("--tree")
@@ -68,23 +68,5 @@ fn main() {
         "latency beyond the build (debounce 40 ms + events): median {median:.0} ms; the build itself includes planning from cache, generators, 1 compile and the link"
     );
     let _ = child.kill();
-}
-
-fn copy(src: &std::path::Path, dest: &std::path::Path) {
-    std::fs::create_dir_all(dest).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        if e.file_name() == ".build" {
-            continue;
-        }
-        let to = dest.join(e.file_name());
-        let ft = e.file_type().unwrap();
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &to).unwrap();
-        } else if ft.is_dir() {
-            copy(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
+    let _ = child.wait();
 }

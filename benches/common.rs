@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -71,4 +71,29 @@ pub fn report(name: &str, times: &[Duration], goal: Duration) {
         goal.as_secs_f64() * 1e3,
         ratio
     );
+}
+
+/// Copies a tree (or a file) for a scratch run: symlinks stay symlinks, and
+/// build output (`.build/`) is left behind.
+pub fn copy_dir(src: &Path, dest: &Path) {
+    if src.is_file() {
+        std::fs::copy(src, dest).unwrap();
+        return;
+    }
+    std::fs::create_dir_all(dest).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == ".build" {
+            continue;
+        }
+        let ft = entry.file_type().unwrap();
+        let to = dest.join(entry.file_name());
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &to).unwrap();
+        } else if ft.is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
 }

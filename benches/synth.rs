@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+use crate::common::copy_dir;
 use std::path::Path;
 
 /// Copies `src` (the fixture tree) without its keyboards, build output or
@@ -71,24 +72,4 @@ pub fn generate(src: &Path, dest: &Path, n: usize, k: usize) {
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
-}
-
-pub fn copy_dir(src: &Path, dest: &Path) {
-    if src.is_file() {
-        std::fs::copy(src, dest).unwrap();
-        return;
-    }
-    std::fs::create_dir_all(dest).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let ft = entry.file_type().unwrap();
-        let to = dest.join(entry.file_name());
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &to).unwrap();
-        } else if ft.is_dir() {
-            copy_dir(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), &to).unwrap();
-        }
-    }
 }

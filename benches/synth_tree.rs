@@ -1,6 +1,7 @@
 //! `synth-tree DEST N [K]`: writes a synthetic tree of N keyboards × K keymaps
 //! (see synth.rs) for trying `keyfab sweep` by hand.
 
+mod common;
 mod synth;
 
 use std::path::PathBuf;

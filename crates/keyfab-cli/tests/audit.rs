@@ -12,37 +12,20 @@ mod util;
 use serde_json::Value;
 use util::*;
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    tree: std::path::PathBuf,
-    cache: std::path::PathBuf,
-}
-
 fn fixture() -> Fixture {
-    let (tmp, tree) = copy_fixture("tree");
-    let cache = tmp.path().join("cache");
-    Fixture {
-        _tmp: tmp,
-        tree,
-        cache,
-    }
+    Fixture::new()
 }
 
 impl Fixture {
     /// `keyfab --cache C ARGS` in the tree, without SOURCE_DATE_EPOCH
     /// unless `epoch` is given.
-    fn keyfab(&self, epoch: Option<&str>, args: &[&str]) -> Run {
-        let mut cmd = keyfab(&self.tree);
+    fn run_with(&self, epoch: Option<&str>, args: &[&str]) -> Run {
+        let mut cmd = self.keyfab();
         cmd.env_remove("SOURCE_DATE_EPOCH");
         if let Some(e) = epoch {
             cmd.env("SOURCE_DATE_EPOCH", e);
         }
-        run(cmd.arg("--cache").arg(&self.cache).args(args))
-    }
-    fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
-        let p = self.tree.join(rel);
-        let text = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(&p, f(text)).unwrap();
+        run(cmd.args(args))
     }
 }
 
@@ -51,7 +34,7 @@ const COMMAND: [&str; 2] = ["-e", "COMMAND_ENABLE=yes"];
 #[test]
 fn audit_passes_in_reproducible_mode() {
     let fx = fixture();
-    fx.keyfab(
+    fx.run_with(
         None,
         &[
             "build",
@@ -62,19 +45,19 @@ fn audit_passes_in_reproducible_mode() {
         ],
     )
     .ok();
-    let out = fx.keyfab(None, &["audit", "solo:default"]);
+    let out = fx.run_with(None, &["audit", "solo:default"]);
     let text = out.ok();
     assert!(text.starts_with("solo:default: PASS"), "{text}");
     assert!(text.contains("artifacts byte-identical"), "{text}");
 
     // SOURCE_DATE_EPOCH set: reproducible too, and the report says so in JSON.
-    fx.keyfab(
+    fx.run_with(
         Some("1700000000"),
         &["build", "solo:default", COMMAND[0], COMMAND[1]],
     )
     .ok();
     let report = fx
-        .keyfab(None, &["audit", "solo:default", "--format", "json"])
+        .run_with(None, &["audit", "solo:default", "--format", "json"])
         .json();
     assert_eq!(report["pass"], true, "{report:#}");
     let t = &report["targets"][0];
@@ -87,10 +70,10 @@ fn audit_passes_in_reproducible_mode() {
     assert_ne!(std::path::Path::new(elsewhere), fx.tree.as_path());
 
     // -f: every recorded target whose name matches
-    fx.keyfab(Some("1700000000"), &["build", "solo:jsonmap"])
+    fx.run_with(Some("1700000000"), &["build", "solo:jsonmap"])
         .ok();
     let report = fx
-        .keyfab(None, &["audit", "-f", "solo:*", "--format", "json"])
+        .run_with(None, &["audit", "-f", "solo:*", "--format", "json"])
         .json();
     let names: Vec<&str> = report["targets"]
         .as_array()
@@ -101,7 +84,7 @@ fn audit_passes_in_reproducible_mode() {
     assert_eq!(names, ["solo:default", "solo:jsonmap"]);
     assert_eq!(report["pass"], true, "{report:#}");
     assert!(fx
-        .keyfab(None, &["audit", "-f", "nope*"])
+        .run_with(None, &["audit", "-f", "nope*"])
         .fails()
         .contains("no recorded build matches nope*"));
 }
@@ -109,10 +92,10 @@ fn audit_passes_in_reproducible_mode() {
 #[test]
 fn audit_fails_when_the_build_date_leaks() {
     let fx = fixture();
-    fx.keyfab(None, &["build", "solo:default", COMMAND[0], COMMAND[1]])
+    fx.run_with(None, &["build", "solo:default", COMMAND[0], COMMAND[1]])
         .ok();
     let report_file = fx.tree.join("audit.json");
-    let out = fx.keyfab(
+    let out = fx.run_with(
         None,
         &[
             "audit",
@@ -171,7 +154,7 @@ fn audit_fails_when_the_build_date_leaks() {
 #[test]
 fn audit_needs_a_recorded_build_of_the_tree_as_it_is() {
     let fx = fixture();
-    let out = fx.keyfab(None, &["audit", "solo:default"]);
+    let out = fx.run_with(None, &["audit", "solo:default"]);
     assert_eq!(out.code, 1);
     assert!(
         out.stdout.contains("no recorded build of solo:default"),
@@ -179,12 +162,12 @@ fn audit_needs_a_recorded_build_of_the_tree_as_it_is() {
         out.stdout
     );
 
-    fx.keyfab(Some("1700000000"), &["build", "solo:default"])
+    fx.run_with(Some("1700000000"), &["build", "solo:default"])
         .ok();
     fx.edit("keyboards/solo/keymaps/default/keymap.c", |t| {
         t.replacen("KC_A", "KC_B", 1)
     });
-    let out = fx.keyfab(None, &["audit", "solo:default"]);
+    let out = fx.run_with(None, &["audit", "solo:default"]);
     assert_eq!(out.code, 1);
     assert!(
         out.stdout
@@ -204,7 +187,7 @@ type Changed = (String, Vec<String>, Vec<String>);
 
 fn explain(fx: &Fixture) -> (Vec<Changed>, Vec<String>) {
     let j = fx
-        .keyfab(None, &["explain", "solo:default", "--format", "json"])
+        .run_with(None, &["explain", "solo:default", "--format", "json"])
         .json();
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
@@ -238,7 +221,7 @@ fn explain_after_each_kind_of_edit() {
     let fx = fixture();
     let epoch = Some("1700000000");
     let build = || {
-        fx.keyfab(epoch, &["build", "solo:default"])
+        fx.run_with(epoch, &["build", "solo:default"])
             .ok()
             .to_string()
     };
@@ -247,7 +230,7 @@ fn explain_after_each_kind_of_edit() {
     let (changed, ran) = explain(&fx);
     assert!(changed.is_empty(), "{changed:?}");
     assert!(ran.is_empty(), "{ran:?}");
-    let text = fx.keyfab(None, &["explain", "solo:default"]);
+    let text = fx.run_with(None, &["explain", "solo:default"]);
     assert!(text.ok().contains("no input changed"), "{}", text.stdout);
 
     // a keymap edit: its object, the link, the hex
@@ -308,7 +291,7 @@ fn explain_after_each_kind_of_edit() {
     );
     assert!(!ran.is_empty());
     // the human form names the file and what it regenerated
-    let text = fx.keyfab(None, &["explain", "solo:default"]);
+    let text = fx.run_with(None, &["explain", "solo:default"]);
     let text = text.ok();
     assert!(
         text.contains("keyboards/solo/keyboard.json (file, changed)"),

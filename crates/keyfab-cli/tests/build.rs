@@ -31,41 +31,27 @@ fn counts(line: &str) -> Counts {
     }
 }
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    tree: std::path::PathBuf,
-    cache: std::path::PathBuf,
-}
-
 fn fixture() -> Fixture {
-    let (tmp, tree) = copy_fixture("tree");
-    let cache = tmp.path().join("cache");
-    Fixture {
-        _tmp: tmp,
-        tree,
-        cache,
-    }
+    Fixture::new()
 }
 
 impl Fixture {
-    /// Builds with a fixed SOURCE_DATE_EPOCH, so the generated version.h is
-    /// stable (without it, QMK's version.h changes every second).
+    /// `keyfab build` with a fixed SOURCE_DATE_EPOCH, so the generated
+    /// version.h is stable (without it, QMK's version.h changes every second).
+    fn build_cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.keyfab();
+        cmd.env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("build")
+            .args(args);
+        cmd
+    }
     fn build(&self, target: &str) -> Run {
-        run(keyfab(&self.tree)
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .arg("--cache")
-            .arg(&self.cache)
-            .args(["build", target]))
+        run(&mut self.build_cmd(&[target]))
     }
     fn built(&self, target: &str) -> Counts {
         let r = self.build(target);
         let line = r.ok().lines().last().unwrap().to_string();
         counts(&line)
-    }
-    fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
-        let p = self.tree.join(rel);
-        let text = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(&p, f(text)).unwrap();
     }
 }
 
@@ -140,7 +126,7 @@ const CONFIGURATOR: &str = r#"{"version": 1, "notes": "exported", "keyboard": "h
 #[test]
 fn configurator_export_builds_from_a_file_and_from_stdin() {
     let fx = fixture();
-    let file = fx._tmp.path().join("export.json");
+    let file = fx.tmp.path().join("export.json");
     std::fs::write(&file, CONFIGURATOR).unwrap();
     let r = fx.build(file.to_str().unwrap());
     let line = r.ok().lines().last().unwrap().to_string();
@@ -159,11 +145,8 @@ fn configurator_export_builds_from_a_file_and_from_stdin() {
     assert!(firmware_runs(&fx.tree, "solo_mine").starts_with("solo:mine "));
 
     // the same export on stdin: everything from the cache
-    let mut child = keyfab(&fx.tree)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .arg("--cache")
-        .arg(&fx.cache)
-        .args(["build", "-"])
+    let mut child = fx
+        .build_cmd(&["-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -197,7 +180,7 @@ fn configurator_export_builds_from_a_file_and_from_stdin() {
 #[test]
 fn invalid_configurator_export_is_a_clear_error() {
     let fx = fixture();
-    let file = fx._tmp.path().join("bad.json");
+    let file = fx.tmp.path().join("bad.json");
     std::fs::write(&file, r#"{"keyboard": "solo", "layers": "not a list"}"#).unwrap();
     let err = fx.build(file.to_str().unwrap()).fails().to_string();
     assert!(err.contains("bad.json: not a QMK keymap"), "{err}");
@@ -292,10 +275,9 @@ fn version_h_changes_every_build_without_source_date_epoch() {
     // still comes from the cache).
     let fx = fixture();
     let plain = |fx: &Fixture| {
-        let r = run(keyfab(&fx.tree)
+        let r = run(fx
+            .keyfab()
             .env_remove("SOURCE_DATE_EPOCH")
-            .arg("--cache")
-            .arg(&fx.cache)
             .args(["build", "solo:default"]));
         counts(r.ok().lines().last().unwrap())
     };
@@ -475,10 +457,7 @@ fn other_keymaps_and_targets_share_the_cache() {
 #[test]
 fn dry_run_prints_the_plan() {
     let fx = fixture();
-    let r = run(keyfab(&fx.tree)
-        .arg("--cache")
-        .arg(&fx.cache)
-        .args(["build", "-kb", "solo", "-km", "default", "-n"]));
+    let r = run(&mut fx.build_cmd(&["-kb", "solo", "-km", "default", "-n"]));
     let steps: Vec<serde_json::Value> = r
         .ok()
         .lines()
@@ -515,11 +494,7 @@ fn bad_targets_are_clear_errors() {
 fn compiledb_and_clean() {
     let fx = fixture();
     fx.built("solo:default");
-    let r = run(keyfab(&fx.tree)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .arg("--cache")
-        .arg(&fx.cache)
-        .args(["build", "solo:default", "--clean", "--compiledb"]));
+    let r = run(&mut fx.build_cmd(&["solo:default", "--clean", "--compiledb"]));
     let line = r.ok().lines().last().unwrap().to_string();
     // --clean removed the objects; the cache brought them back
     assert_eq!(
@@ -559,11 +534,7 @@ fn fixture_firmware_builds_for_avr_where_avr_gcc_is_installed() {
     let fx = fixture();
     fx.built("solo:default");
     let avr = |fx: &Fixture| {
-        let r = run(keyfab(&fx.tree)
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .arg("--cache")
-            .arg(&fx.cache)
-            .args(["build", "solo:default", "-e", "PLATFORM=avr"]));
+        let r = run(&mut fx.build_cmd(&["solo:default", "-e", "PLATFORM=avr"]));
         counts(r.ok().lines().last().unwrap())
     };
     assert_eq!(avr(&fx).compiled, 5);

@@ -13,54 +13,33 @@ use util::*;
 /// looks in keyboard folders only).
 const UNBUILDABLE: &[&str] = &["gentest", "ortho/big", "ortho/wide"];
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    tree: PathBuf,
-    cache: PathBuf,
-    report: PathBuf,
-}
-
 fn fixture() -> Fixture {
-    let (tmp, tree) = copy_fixture("tree");
+    let fx = Fixture::new();
     for kb in UNBUILDABLE {
-        std::fs::remove_dir_all(tree.join("keyboards").join(kb)).unwrap();
+        std::fs::remove_dir_all(fx.tree.join("keyboards").join(kb)).unwrap();
     }
-    let cache = tmp.path().join("cache");
-    let report = tmp.path().join("report");
-    Fixture {
-        _tmp: tmp,
-        tree,
-        cache,
-        report,
-    }
+    fx
 }
 
 impl Fixture {
+    fn report(&self) -> PathBuf {
+        self.tmp.path().join("report")
+    }
     fn sweep(&self, args: &[&str]) -> Run {
-        run(keyfab(&self.tree)
+        run(self
+            .keyfab()
             .env("SOURCE_DATE_EPOCH", "1700000000")
-            .arg("--cache")
-            .arg(&self.cache)
             .arg("sweep")
             .arg("--report")
-            .arg(&self.report)
+            .arg(self.report())
             .args(args))
     }
     fn list(&self, args: &[&str]) -> Vec<String> {
-        let r = run(keyfab(&self.tree)
-            .arg("--cache")
-            .arg(&self.cache)
-            .args(["sweep", "--list"])
-            .args(args));
+        let r = run(self.keyfab().args(["sweep", "--list"]).args(args));
         r.ok().lines().map(str::to_string).collect()
     }
     fn json(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.report.join("sweep.json")).unwrap()).unwrap()
-    }
-    fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
-        let p = self.tree.join(rel);
-        let text = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(&p, f(text)).unwrap();
+        serde_json::from_slice(&std::fs::read(self.report().join("sweep.json")).unwrap()).unwrap()
     }
 }
 
@@ -154,13 +133,13 @@ fn whole_matrix_then_noop_then_fresh_checkout() {
     let sha = solo["sha256"].clone();
 
     // JUnit: well-formed, one testcase per target, no failures
-    let (attrs, cases, failures) = junit(&fx.report);
+    let (attrs, cases, failures) = junit(&fx.report());
     assert_eq!(attr(&attrs, "tests"), all.len().to_string());
     assert_eq!(attr(&attrs, "failures"), "0");
     assert_eq!(cases.len(), all.len());
     assert_eq!(failures, 0);
     // HTML: a row per target
-    let html = std::fs::read_to_string(fx.report.join("index.html")).unwrap();
+    let html = std::fs::read_to_string(fx.report().join("index.html")).unwrap();
     for t in &all {
         assert!(html.contains(&format!("data-name=\"{t}\"")), "{t}");
     }
@@ -217,10 +196,10 @@ fn a_broken_keyboard_fails_alone_and_the_report_says_why() {
         j["compare"]["new_failures"],
         serde_json::json!(["solo:default"])
     );
-    let (attrs, _, failures) = junit(&fx.report);
+    let (attrs, _, failures) = junit(&fx.report());
     assert_eq!(attr(&attrs, "failures"), "1");
     assert_eq!(failures, 1);
-    let html = std::fs::read_to_string(fx.report.join("index.html")).unwrap();
+    let html = std::fs::read_to_string(fx.report().join("index.html")).unwrap();
     // failures first
     let first_row = html.find("<tr class=").unwrap();
     assert!(html[first_row..].starts_with("<tr class=\"failed\""));
@@ -369,7 +348,7 @@ fn html_report_renders_in_headless_chromium() {
         t + "\nbroken(\n"
     });
     assert_eq!(fx.sweep(&["solo", "numpad"]).code, 1);
-    let page = fx.report.join("index.html");
+    let page = fx.report().join("index.html");
     let out = std::process::Command::new(&chromium)
         .args([
             "--headless",
@@ -413,7 +392,7 @@ fn interrupt_stops_promptly_and_leaves_the_cache_consistent() {
             "plain",
             "--report",
         ])
-        .arg(&fx.report)
+        .arg(fx.report())
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -96,3 +96,32 @@ pub fn run(cmd: &mut Command) -> Run {
 pub fn in_tree(tree: &Path, args: &[&str]) -> Run {
     run(keyfab(tree).args(args))
 }
+
+/// A temp copy of `fixtures/tree` with its own cache folder beside it.
+pub struct Fixture {
+    pub tmp: tempfile::TempDir,
+    pub tree: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let (tmp, tree) = copy_fixture("tree");
+        let cache = tmp.path().join("cache");
+        Fixture { tmp, tree, cache }
+    }
+
+    /// `keyfab --cache <cache>`, run in the tree.
+    pub fn keyfab(&self) -> Command {
+        let mut cmd = keyfab(&self.tree);
+        cmd.arg("--cache").arg(&self.cache);
+        cmd
+    }
+
+    /// Rewrites a tree file through `f`.
+    pub fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
+        let p = self.tree.join(rel);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, f(text)).unwrap();
+    }
+}
