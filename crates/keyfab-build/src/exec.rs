@@ -180,24 +180,34 @@ impl<'a> Executor<'a> {
         // Independent of each other: run them side by side.
         self.pool.install(|| {
             plan.parse_time.par_iter().try_for_each(|argv| {
-                let out = argv
-                    .iter()
-                    .position(|a| a == "--output" || a == "-o")
-                    .and_then(|i| argv.get(i + 1));
-                if let Some(dir) = out.and_then(|o| self.abs(o).parent().map(Path::to_path_buf)) {
-                    std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
-                }
-                let (code, log) = run(&self.tree, argv, &[])?;
-                if code != 0 {
-                    return Err(BuildError::StepFailed {
-                        step: format!("generator {}", argv.join(" ")),
-                        code,
-                        log,
-                    });
-                }
-                Ok(())
+                let out = crate::plan::flag_value(argv, "--output")
+                    .or_else(|| crate::plan::flag_value(argv, "-o"));
+                self.run_generator(argv, out.as_deref(), || {
+                    format!("generator {}", argv.join(" "))
+                })
             })
         })
+    }
+
+    /// Runs a generator in the tree, creating its output's folder first.
+    fn run_generator(
+        &self,
+        argv: &[String],
+        output: Option<&str>,
+        step: impl FnOnce() -> String,
+    ) -> Result<(), BuildError> {
+        if let Some(dir) = output.and_then(|o| self.abs(o).parent().map(Path::to_path_buf)) {
+            std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+        }
+        let (code, log) = run(&self.tree, argv, &[])?;
+        if code != 0 {
+            return Err(BuildError::StepFailed {
+                step: step(),
+                code,
+                log,
+            });
+        }
+        Ok(())
     }
 
     /// Runs every step of `plan`: generators, compiles in parallel, link,
@@ -282,17 +292,7 @@ impl<'a> Executor<'a> {
 
     /// Runs a generator; generators decide themselves whether to rewrite.
     fn generate(&self, argv: &[String], output: &str) -> Result<(), BuildError> {
-        if let Some(dir) = self.abs(output).parent() {
-            std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
-        }
-        let (code, log) = run(&self.tree, argv, &[])?;
-        if code != 0 {
-            return Err(BuildError::StepFailed {
-                step: format!("generating {output}"),
-                code,
-                log,
-            });
-        }
+        self.run_generator(argv, Some(output), || format!("generating {output}"))?;
         // Provenance: the tree files named on its command line, and what it wrote.
         let mut files = Vec::new();
         for word in &argv[1..] {

@@ -247,7 +247,7 @@ fn is_var_name(s: &str) -> bool {
 }
 
 /// The word after `flag` (`-o x`), or the rest of `flag=x`.
-fn flag_value(words: &[String], flag: &str) -> Option<String> {
+pub(crate) fn flag_value(words: &[String], flag: &str) -> Option<String> {
     let mut it = words.iter();
     while let Some(w) = it.next() {
         if w == flag {
