@@ -184,49 +184,7 @@ fn generated_files_equal_qmk() {
         let who = format!("{kb}:{km}");
         let text = std::fs::read_to_string(tree.join(path)).unwrap();
         let km_json = keyfab_syntax::parse_json(path, &text).unwrap();
-        let cfg = km_json
-            .get("config")
-            .cloned()
-            .unwrap_or(Value::Object(Default::default()));
-        let want = read(dir.join("keymap.c"));
-        tally.check(
-            "keymap.c",
-            &who,
-            want,
-            keyfab_gen::keymap_c(&km_json)
-                .map(|g| g.contents())
-                .map_err(|e| e.0),
-        );
-        let want = read(dir.join("config.h"));
-        let y = want.as_deref().map(year_of).unwrap_or(0);
-        tally.check(
-            "keymap config.h",
-            &who,
-            want,
-            keyfab_gen::config_h(&cfg, &config_maps, true, y)
-                .map(|g| g.contents())
-                .map_err(|e| e.0),
-        );
-        let want = read(dir.join("rules.mk"));
-        let y = want.as_deref().map(year_of).unwrap_or(0);
-        tally.check(
-            "keymap rules.mk",
-            &who,
-            want,
-            keyfab_gen::rules_mk(&cfg, &rules_maps, true, km_json.get("converter"), y)
-                .map(|g| g.contents())
-                .map_err(|e| e.0),
-        );
-        let want = read(dir.join("keymap.h"));
-        let y = want.as_deref().map(year_of).unwrap_or(0);
-        tally.check(
-            "keymap.h",
-            &who,
-            want,
-            keyfab_gen::keymap_h(&km_json, y)
-                .map(|g| g.contents())
-                .map_err(|e| e.0),
-        );
+        check_keymap_files(&mut tally, &who, &dir, &km_json, &config_maps, &rules_maps);
     }
 
     // Our own references (made with QMK's real CLI by `$REF/yours/make_km_refs.py`): one
@@ -245,49 +203,8 @@ fn generated_files_equal_qmk() {
         }
         let text = std::fs::read_to_string(tree.join(path)).unwrap();
         let km_json = keyfab_syntax::parse_json(path, &text).unwrap();
-        let cfg = km_json
-            .get("config")
-            .cloned()
-            .unwrap_or(Value::Object(Default::default()));
         let who = path.to_string();
-        tally.check(
-            "keymap.c",
-            &who,
-            read(dir.join("keymap.c")),
-            keyfab_gen::keymap_c(&km_json)
-                .map(|g| g.contents())
-                .map_err(|e| e.0),
-        );
-        let want = read(dir.join("config.h"));
-        let y = want.as_deref().map(year_of).unwrap_or(0);
-        tally.check(
-            "keymap config.h",
-            &who,
-            want,
-            keyfab_gen::config_h(&cfg, &config_maps, true, y)
-                .map(|g| g.contents())
-                .map_err(|e| e.0),
-        );
-        let want = read(dir.join("rules.mk"));
-        let y = want.as_deref().map(year_of).unwrap_or(0);
-        tally.check(
-            "keymap rules.mk",
-            &who,
-            want,
-            keyfab_gen::rules_mk(&cfg, &rules_maps, true, km_json.get("converter"), y)
-                .map(|g| g.contents())
-                .map_err(|e| e.0),
-        );
-        let want = read(dir.join("keymap.h"));
-        let y = want.as_deref().map(year_of).unwrap_or(0);
-        tally.check(
-            "keymap.h",
-            &who,
-            want,
-            keyfab_gen::keymap_h(&km_json, y)
-                .map(|g| g.contents())
-                .map_err(|e| e.0),
-        );
+        check_keymap_files(&mut tally, &who, &dir, &km_json, &config_maps, &rules_maps);
     }
     community_modules(&tree, &refdir, &index, &engine, &mut tally);
 
@@ -424,6 +341,62 @@ fn community_modules(
             tally.check(file, &who, r(file), Ok(g.contents()));
         }
     }
+}
+
+/// Compares keyfab's keymap.c, keymap config.h, rules.mk and keymap.h for
+/// one keymap.json with the reference files in `dir`.
+fn check_keymap_files(
+    tally: &mut Tally,
+    who: &str,
+    dir: &Path,
+    km_json: &Value,
+    config_maps: &[keyfab_gen::MapEntry],
+    rules_maps: &[keyfab_gen::MapEntry],
+) {
+    let read = |p: PathBuf| std::fs::read_to_string(p).ok();
+    let cfg = km_json
+        .get("config")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    let want = read(dir.join("keymap.c"));
+    tally.check(
+        "keymap.c",
+        who,
+        want,
+        keyfab_gen::keymap_c(km_json)
+            .map(|g| g.contents())
+            .map_err(|e| e.0),
+    );
+    let want = read(dir.join("config.h"));
+    let y = want.as_deref().map(year_of).unwrap_or(0);
+    tally.check(
+        "keymap config.h",
+        who,
+        want,
+        keyfab_gen::config_h(&cfg, config_maps, true, y)
+            .map(|g| g.contents())
+            .map_err(|e| e.0),
+    );
+    let want = read(dir.join("rules.mk"));
+    let y = want.as_deref().map(year_of).unwrap_or(0);
+    tally.check(
+        "keymap rules.mk",
+        who,
+        want,
+        keyfab_gen::rules_mk(&cfg, rules_maps, true, km_json.get("converter"), y)
+            .map(|g| g.contents())
+            .map_err(|e| e.0),
+    );
+    let want = read(dir.join("keymap.h"));
+    let y = want.as_deref().map(year_of).unwrap_or(0);
+    tally.check(
+        "keymap.h",
+        who,
+        want,
+        keyfab_gen::keymap_h(km_json, y)
+            .map(|g| g.contents())
+            .map_err(|e| e.0),
+    );
 }
 
 fn read_year(p: &Path) -> i32 {
