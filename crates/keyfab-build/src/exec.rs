@@ -262,10 +262,11 @@ impl<'a> Executor<'a> {
                     if out.exists() {
                         std::fs::remove_file(&out).map_err(|e| self.io(&out, e))?;
                     }
-                    self.command("archive", argv, &[], output, &[])?;
+                    self.command("archive", argv, &[], output, &[], &[])?;
                 }
                 Step::Link { argv, env, output } => {
-                    let (hit, log) = self.command("link", argv, env, output, &[])?;
+                    let scripts = crate::ldscript::script_inputs(&self.tree, argv);
+                    let (hit, log) = self.command("link", argv, env, output, &scripts, &[])?;
                     report.linked_from_cache = hit;
                     if !log.is_empty() {
                         report.warnings.push((output.clone(), log));
@@ -275,8 +276,10 @@ impl<'a> Executor<'a> {
                     argv,
                     input,
                     output,
+                    then,
                 } => {
-                    self.command("convert", argv, &[], output, std::slice::from_ref(input))?;
+                    let input = std::slice::from_ref(input);
+                    self.command("convert", argv, &[], output, input, then)?;
                     report.firmware.push(output.clone());
                 }
                 Step::Copy { from, to } => {
@@ -471,8 +474,9 @@ impl<'a> Executor<'a> {
         Ok(String::from_utf8_lossy(&err).into_owned())
     }
 
-    /// A link or conversion, keyed by its tool, argv and input digests.
-    /// Returns (from cache, log).
+    /// A link or conversion, keyed by its tool, argv and input digests;
+    /// `then` are commands run after it on what it wrote (their programs'
+    /// identities join the key). Returns (from cache, log).
     fn command(
         &self,
         kind: &str,
@@ -480,12 +484,22 @@ impl<'a> Executor<'a> {
         env: &[(String, String)],
         output: &str,
         extra_inputs: &[String],
+        then: &[Vec<String>],
     ) -> Result<(bool, String), BuildError> {
         let tool = self.tool(&argv[0])?;
+        // What the chain writes is never its input (`objcopy … X.tmp` then
+        // `uf2conv.py X.tmp --output X.uf2`; `dfu-suffix -a X.bin` in place).
+        let mut written = vec![output];
+        if !then.is_empty() {
+            written.extend(argv.last().map(String::as_str));
+        }
         let mut inputs = Vec::new();
         for word in argv[1..].iter().chain(extra_inputs) {
             let rel = Path::new(word);
-            if word != output && !rel.is_absolute() && self.tree.join(rel).is_file() {
+            if !written.contains(&word.as_str())
+                && !rel.is_absolute()
+                && self.tree.join(rel).is_file()
+            {
                 inputs.push((rel.to_path_buf(), self.digest(rel)?));
             }
         }
@@ -495,10 +509,20 @@ impl<'a> Executor<'a> {
             .iter()
             .map(|(p, d)| (p.to_string_lossy().into_owned(), *d))
             .collect();
+        // The key covers the whole chain: its argv and its programs.
+        let mut chain: Vec<String> = argv.to_vec();
+        for cmd in then {
+            inputs.push((
+                PathBuf::from(format!("tool:{}", cmd[0])),
+                self.tool(&cmd[0])?,
+            ));
+            chain.push("&&".into());
+            chain.extend(cmd.iter().cloned());
+        }
         let key = CommandKey {
             kind: kind.to_string(),
             tool,
-            argv: argv[1..].iter().map(OsString::from).collect(),
+            argv: chain[1..].iter().map(OsString::from).collect(),
             cwd: self.tree.clone(),
             env: env.iter().cloned().chain(compiler_env()).collect(),
             inputs,
@@ -507,7 +531,7 @@ impl<'a> Executor<'a> {
         let map = map_file(argv);
         if let Some(result) = self.cas.get_action(&key)? {
             if self.restore_named(&result, output, map.as_deref())? {
-                self.record_command(kind, argv, &files, output, map.as_deref(), &result, true);
+                self.record_command(kind, &chain, &files, output, map.as_deref(), &result, true);
                 return Ok((true, self.replay(&result)?));
             }
         }
@@ -522,6 +546,18 @@ impl<'a> Executor<'a> {
                 code,
                 log,
             });
+        }
+        for cmd in then {
+            // Their output was sent to /dev/null by the recipe: shown only on failure.
+            let (code, log) = run(&self.tree, cmd, &[])?;
+            if code != 0 {
+                self.check_cancel()?;
+                return Err(BuildError::StepFailed {
+                    step: format!("{kind} {output}: {}", cmd.join(" ")),
+                    code,
+                    log,
+                });
+            }
         }
         let out_path = self.abs(output);
         let map_path = map.as_deref().map(|m| self.abs(m));
@@ -539,7 +575,7 @@ impl<'a> Executor<'a> {
             duration: started.elapsed(),
         };
         let stored = self.cas.put_action(&key, &action)?;
-        self.record_command(kind, argv, &files, output, map.as_deref(), &stored, false);
+        self.record_command(kind, &chain, &files, output, map.as_deref(), &stored, false);
         Ok((false, log))
     }
 

@@ -9,6 +9,7 @@
 //! output; only [`plan::dry_run`] and the executor touch processes.
 
 pub mod exec;
+pub mod ldscript;
 pub mod plan;
 pub mod plan_cache;
 pub mod probe;

@@ -282,9 +282,13 @@ pub fn build_target(
         exec.run_parse_time(&plan).map_err(build_err)?;
     }
     let build = exec.run(&plan).map_err(build_err)?;
+    // QMK's size: of the .hex when there is one (`size --target=ihex`; an
+    // ARM .bin carries a 16-byte DFU suffix), else of the firmware.
     let size = build
         .firmware
-        .first()
+        .iter()
+        .find(|f| f.ends_with(".hex"))
+        .or(build.firmware.first())
         .and_then(|f| firmware_size(&tree.root().join(f)));
     Ok((
         TargetReport {
