@@ -1,6 +1,6 @@
 //! Firmware byte-identity against QMK's own build. Runs only when
 //! `KEYFAB_QMK_TREE` names a real QMK tree (with its submodules and the AVR
-//! toolchain) and `KEYFAB_QMK_FW_REF` a folder of `.hex`/`.bin` files that
+//! toolchain) and `KEYFAB_QMK_FW_REF` a folder of `.hex`/`.bin`/`.uf2` files that
 //! `qmk compile -kb X -km default` produced there (named as QMK names them,
 //! `<keyboard with / as _>_default.hex`). Each such file is rebuilt with
 //! `keyfab build` (generators: keyfab's own) and compared byte for byte.
@@ -46,7 +46,7 @@ fn arm_firmware_equals_qmk_compile() {
     check_firmware(Path::new(&tree), &reference);
 }
 
-/// Rebuilds every `<kb>_default.hex`/`.bin` of `reference` in `tree` and
+/// Rebuilds every `<kb>_default.hex`/`.bin`/`.uf2` of `reference` in `tree` and
 /// compares; on the reference's frozen clock when it names one.
 fn check_firmware(tree: &Path, reference: &Path) {
     let frozen = std::fs::read_to_string(reference.join("FAKETIME"))
@@ -66,6 +66,7 @@ fn check_firmware(tree: &Path, reference: &Path) {
         let Some(stem) = name
             .strip_suffix("_default.hex")
             .or_else(|| name.strip_suffix("_default.bin"))
+            .or_else(|| name.strip_suffix("_default.uf2"))
         else {
             continue;
         };
