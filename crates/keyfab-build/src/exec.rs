@@ -6,6 +6,7 @@
 //! from the cache. Link and conversions are keyed by the digests of their
 //! inputs. Failed steps are never cached.
 
+use crate::db::ObjectKey;
 use crate::plan::{Plan, Step};
 use crate::provenance::Collector;
 use keyfab_cas::{
@@ -150,25 +151,7 @@ impl<'a> Executor<'a> {
             self.log().tool(program, *d);
             return Ok(*d);
         }
-        let path = resolve_program(program).ok_or_else(|| BuildError::Spawn {
-            program: program.to_string(),
-            message: "not found on PATH".into(),
-        })?;
-        let version =
-            Command::new(&path)
-                .arg("--version")
-                .output()
-                .map_err(|e| BuildError::Spawn {
-                    program: program.to_string(),
-                    message: e.to_string(),
-                })?;
-        let binary = self.cas.file_digest(&path, &self.clock)?;
-        let id = ToolIdentity {
-            path: path.clone(),
-            version_output: version.stdout,
-            binary,
-        }
-        .digest();
+        let id = identify_tool(program, |p| Ok(self.cas.file_digest(p, &self.clock)?))?;
         self.tools.lock().unwrap().insert(program.to_string(), id);
         self.log().tool(program, id);
         Ok(id)
@@ -213,6 +196,16 @@ impl<'a> Executor<'a> {
     /// Runs every step of `plan`: generators, compiles in parallel, link,
     /// conversions, copies.
     pub fn run(&self, plan: &Plan) -> Result<BuildReport, BuildError> {
+        self.run_with_keys(plan, &BTreeMap::new())
+    }
+
+    /// [`Executor::run`] with the objects' direct-mode keys already known
+    /// (from the database, [`crate::db::object_keys`]).
+    pub fn run_with_keys(
+        &self,
+        plan: &Plan,
+        keys: &BTreeMap<String, ObjectKey>,
+    ) -> Result<BuildReport, BuildError> {
         self.check_cancel()?;
         let start = Instant::now();
         let mut report = BuildReport::default();
@@ -232,7 +225,7 @@ impl<'a> Executor<'a> {
         let compiles: Vec<&Step> = plan.compiles().collect();
         let results: Vec<Result<CompileOutcome, BuildError>> = self
             .pool
-            .install(|| compiles.par_iter().map(|s| self.compile(s)).collect());
+            .install(|| compiles.par_iter().map(|s| self.compile(s, keys)).collect());
         let mut first_error = None;
         for r in results {
             match r {
@@ -307,7 +300,11 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn compile(&self, step: &Step) -> Result<CompileOutcome, BuildError> {
+    fn compile(
+        &self,
+        step: &Step,
+        keys: &BTreeMap<String, ObjectKey>,
+    ) -> Result<CompileOutcome, BuildError> {
         let Step::Compile {
             source,
             object,
@@ -320,14 +317,18 @@ impl<'a> Executor<'a> {
         };
         let compiler = self.tool(&argv[0])?;
         let source_digest = self.digest(Path::new(source))?;
-        let direct = DirectKey {
-            compiler,
-            argv: argv[1..].iter().map(OsString::from).collect(),
-            cwd: self.tree.clone(),
-            env: compiler_env(),
-            source: source_digest,
-        }
-        .key();
+        // The database's key holds only while the source is what it hashed.
+        let direct = match keys.get(object) {
+            Some(k) if k.source == source_digest => k.key,
+            _ => DirectKey {
+                compiler,
+                argv: argv[1..].iter().map(OsString::from).collect(),
+                cwd: self.tree.clone(),
+                env: compiler_env(),
+                source: source_digest,
+            }
+            .key(),
+        };
         let record = |headers: &[(PathBuf, Digest)], object_digest: Option<Digest>, cached| {
             let mut files = vec![(source.clone(), source_digest)];
             files.extend(
@@ -580,6 +581,44 @@ impl<'a> Executor<'a> {
         }
         Ok(true)
     }
+}
+
+/// A program's identity: resolved path + `--version` output + the digest
+/// of its binary (computed by `binary_digest`).
+pub fn identify_tool(
+    program: &str,
+    binary_digest: impl FnOnce(&Path) -> Result<Digest, BuildError>,
+) -> Result<Digest, BuildError> {
+    let path = resolve_program(program).ok_or_else(|| BuildError::Spawn {
+        program: program.to_string(),
+        message: "not found on PATH".into(),
+    })?;
+    let version = Command::new(&path)
+        .arg("--version")
+        .output()
+        .map_err(|e| BuildError::Spawn {
+            program: program.to_string(),
+            message: e.to_string(),
+        })?;
+    let binary = binary_digest(&path)?;
+    Ok(ToolIdentity {
+        path,
+        version_output: version.stdout,
+        binary,
+    }
+    .digest())
+}
+
+/// [`identify_tool`] hashing the binary directly (no cache at hand).
+pub fn tool_identity(program: &str) -> Result<Digest, BuildError> {
+    identify_tool(program, |p| {
+        std::fs::read(p)
+            .map(|b| Digest::of(&b))
+            .map_err(|e| BuildError::Io {
+                path: p.display().to_string(),
+                message: e.to_string(),
+            })
+    })
 }
 
 /// Environment variables that change what GCC produces (`__DATE__` follows

@@ -8,6 +8,7 @@
 //! Architecture invariant: parsing a plan is a pure function of make's
 //! output; only [`plan::dry_run`] and the executor touch processes.
 
+pub mod db;
 pub mod exec;
 pub mod plan;
 pub mod plan_cache;

@@ -4,6 +4,7 @@
 
 use crate::exec::{BuildError, BuildReport, Executor};
 use crate::plan::{self, Plan};
+use crate::db::{self, BuildDb, PlanRecord, TargetInput};
 use crate::plan_cache::{self, PlanCacheError, PlanContext};
 use crate::probe;
 use keyfab_cas::{LocalCas, RunClock};
@@ -194,14 +195,37 @@ pub fn python_compact_json(value: &serde_json::Value) -> String {
     out
 }
 
-/// The plan of a target, from the cache when nothing it depends on changed.
+/// The plan of a target: the one on record in `db` while [`db::plan_fresh`]
+/// holds, else from the plan cache, else from make's dry run.
 pub fn plan_target(
     tree: &Tree,
     cas: &LocalCas,
     clock: &RunClock,
+    db: &mut BuildDb,
     target: &Target,
     opts: &Options,
-) -> Result<plan_cache::CachedPlan, TargetError> {
+) -> Result<(plan_cache::CachedPlan, TargetInput), TargetError> {
+    let plan_err = |source| TargetError::Plan {
+        target: target.name(),
+        source,
+    };
+    let make = crate::exec::resolve_program(&plan::make_program())
+        .ok_or_else(|| plan_err(PlanCacheError::Other("make not found on PATH".into())))?;
+    let mut files = vec![make, opts.keyfab_exe.clone()];
+    files.extend(target.files.iter().cloned());
+    let input = db.target(&target.name(), target.folders.clone(), files);
+    if db::plan_fresh(db, input) {
+        if let Some(record) = input.planned(db) {
+            return Ok((
+                plan_cache::CachedPlan {
+                    plan: record.plan.clone(),
+                    from_cache: true,
+                    makefiles: record.makefiles.clone(),
+                },
+                input,
+            ));
+        }
+    }
     let probe_cmd = format!(
         "{} --cache {} probe-cc-option",
         opts.keyfab_exe.display(),
@@ -210,24 +234,40 @@ pub fn plan_target(
     let mut args = plan::make_args(&target.keyboard, &target.keymap, &opts.env);
     args.extend(target.make_vars.iter().cloned());
     args.extend(probe::cc_option_overrides(&probe_cmd));
-    let mut files = vec![opts.keyfab_exe.clone()];
-    files.extend(target.files.iter().cloned());
     let ctx = PlanContext {
         tree: tree.root(),
         make_args: args,
         qmk_bin: opts.qmk_bin.clone(),
         recorder: format!("{} record-generator", opts.keyfab_exe.display()),
-        folders: target.folders.clone(),
-        files,
     };
-    plan_cache::plan_target(cas, clock, &ctx).map_err(|source| TargetError::Plan {
-        target: target.name(),
-        source,
-    })
+    let inputs = db::plan_inputs(db, input).clone();
+    let planned = plan_cache::plan_target(cas, clock, &ctx, &inputs).map_err(plan_err)?;
+    db.set_plan(
+        input,
+        PlanRecord {
+            plan: planned.plan.clone(),
+            inputs,
+            makefiles: planned.makefiles.clone(),
+        },
+    );
+    Ok((planned, input))
+}
+
+/// Builds a target with a database of its own (one-shot builds, sweeps).
+pub fn build_target(
+    tree: &Tree,
+    cas: &LocalCas,
+    exec: &Executor<'_>,
+    target: &Target,
+    opts: &Options,
+) -> Result<(TargetReport, Plan), TargetError> {
+    build_target_in(&mut BuildDb::new(tree.root()), tree, cas, exec, target, opts)
 }
 
 /// Builds a target: plan, then every step from the cache where it can.
-pub fn build_target(
+/// `db` carries what is known from earlier builds in this process (watch).
+pub fn build_target_in(
+    db: &mut BuildDb,
     tree: &Tree,
     cas: &LocalCas,
     exec: &Executor<'_>,
@@ -248,7 +288,7 @@ pub fn build_target(
         }
     }
     let clock = RunClock::now();
-    let planned = plan_target(tree, cas, &clock, target, opts)?;
+    let (planned, input) = plan_target(tree, cas, &clock, db, target, opts)?;
     let plan_ms = started.elapsed().as_millis();
     // Provenance starts afresh for this target: the makefiles make read and
     // the files of the keyboard and keymap folders (what generators read).
@@ -281,7 +321,8 @@ pub fn build_target(
     if planned.from_cache {
         exec.run_parse_time(&plan).map_err(build_err)?;
     }
-    let build = exec.run(&plan).map_err(build_err)?;
+    let keys = db::object_keys(db, input);
+    let build = exec.run_with_keys(&plan, keys).map_err(build_err)?;
     let size = build
         .firmware
         .first()

@@ -2,7 +2,7 @@
 
 use crate::cli::{BuildArgs, Context};
 use anyhow::{bail, Context as _};
-use keyfab_build::{exec::Executor, plan, probe, target};
+use keyfab_build::{db::BuildDb, exec::Executor, plan, probe, target};
 use keyfab_cas::{CommandKey, Digest, LocalCas, NewAction, RunClock};
 use std::process::ExitCode;
 
@@ -34,8 +34,10 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     crate::audit_cmds::pin_date_macros(&mut opts.env);
     let cas = LocalCas::open(&opts.cache_dir)
         .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?;
+    let mut db = BuildDb::new(tree.root());
     if a.dry_run || a.compiledb {
-        let planned = target::plan_target(tree, &cas, &RunClock::now(), &target, &opts)?;
+        let (planned, _) =
+            target::plan_target(tree, &cas, &RunClock::now(), &mut db, &target, &opts)?;
         cas.flush()?;
         if a.compiledb {
             write_compiledb(tree.root(), &planned.plan)?;
@@ -53,7 +55,8 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let exec = Executor::new(tree.root(), &cas, jobs);
     let command: Vec<String> = std::env::args().collect();
     let run = cas.begin_run(&command.join(" "))?;
-    let result = target::build_target(tree, &cas, &exec, &target, &opts);
+    // The database knows the plan when --compiledb made it above.
+    let result = target::build_target_in(&mut db, tree, &cas, &exec, &target, &opts);
     if result.is_ok() {
         crate::audit_cmds::record_build(ctx, &cas, run, &exec, &opts, &target.name(), notes)?;
     }
