@@ -2,9 +2,9 @@
 //! (from the cache or make), run it, and report. The CLI's `build`, and the
 //! sweep, watch and audit front-ends, all go through here.
 
+use crate::db::{self, BuildDb, PlanRecord, TargetInput};
 use crate::exec::{BuildError, BuildReport, Executor};
 use crate::plan::{self, Plan};
-use crate::db::{self, BuildDb, PlanRecord, TargetInput};
 use crate::plan_cache::{self, PlanCacheError, PlanContext};
 use crate::probe;
 use keyfab_cas::{LocalCas, RunClock};
@@ -250,6 +250,9 @@ pub fn plan_target(
             makefiles: planned.makefiles.clone(),
         },
     );
+    // Settle the check now, in this revision: the next no-op build then
+    // re-executes nothing at all.
+    db::plan_fresh(db, input);
     Ok((planned, input))
 }
 
@@ -261,7 +264,14 @@ pub fn build_target(
     target: &Target,
     opts: &Options,
 ) -> Result<(TargetReport, Plan), TargetError> {
-    build_target_in(&mut BuildDb::new(tree.root()), tree, cas, exec, target, opts)
+    build_target_in(
+        &mut BuildDb::new(tree.root()),
+        tree,
+        cas,
+        exec,
+        target,
+        opts,
+    )
 }
 
 /// Builds a target: plan, then every step from the cache where it can.

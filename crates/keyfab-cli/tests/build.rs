@@ -244,7 +244,9 @@ fn keymap_json_edit_regenerates_keymap_c() {
 fn core_source_edit_recompiles_one_object() {
     let fx = fixture();
     fx.built("solo:default");
-    fx.edit("quantum/matrix.c", |t| t.replace("] ^= 1;", "] ^= 3;"));
+    fx.edit("quantum/matrix.c", |t| {
+        t.replace("] ^= MATRIX_SCAN_TOGGLE;", "] ^= 3;")
+    });
     assert_eq!(
         fx.built("solo:default"),
         Counts {

@@ -223,7 +223,9 @@ fn a_core_change_recompiles_only_its_objects_everywhere() {
     let fx = fixture();
     let all = fx.list(&[]);
     fx.sweep(&[]).ok();
-    fx.edit("quantum/matrix.c", |t| t.replace("] ^= 1;", "] ^= 3;"));
+    fx.edit("quantum/matrix.c", |t| {
+        t.replace("] ^= MATRIX_SCAN_TOGGLE;", "] ^= 3;")
+    });
     fx.sweep(&[]).ok();
     let j = fx.json();
     assert_eq!(
