@@ -281,6 +281,22 @@ impl BuildDb {
         set
     }
 
+    /// The program identities found so far.
+    pub fn tool_identities(&self) -> Vec<(String, Digest)> {
+        let tools: Vec<Toolchain> = self
+            .inputs
+            .lock()
+            .unwrap()
+            .tools
+            .values()
+            .copied()
+            .collect();
+        tools
+            .into_iter()
+            .filter_map(|t| Some((t.program(self).clone(), t.identity(self)?)))
+            .collect()
+    }
+
     /// Re-reads every input known (after events may have been missed).
     pub fn refresh_all(&mut self) -> usize {
         let paths: Vec<PathBuf> = {

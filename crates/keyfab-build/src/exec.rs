@@ -54,6 +54,14 @@ pub struct BuildReport {
     pub duration_ms: u128,
 }
 
+/// Runs generator calls inside this process instead of spawning them (the
+/// binary implements it for `keyfab qmk …` calls: its own generators).
+pub trait GeneratorHost: Send + Sync {
+    /// `None` when `argv` is not a call this host runs; then it is spawned.
+    /// `Err` carries the generator's message.
+    fn generate(&self, argv: &[String]) -> Option<Result<(), String>>;
+}
+
 /// Runs plans in one tree, with one cache.
 pub struct Executor<'a> {
     tree: PathBuf,
@@ -64,6 +72,7 @@ pub struct Executor<'a> {
     cancel: Option<Arc<AtomicBool>>,
     /// Provenance of what ran since the last [`Executor::take_provenance`].
     log: Mutex<Collector>,
+    host: Mutex<Option<Arc<dyn GeneratorHost>>>,
 }
 
 impl<'a> Executor<'a> {
@@ -80,7 +89,23 @@ impl<'a> Executor<'a> {
             tools: Mutex::new(HashMap::new()),
             cancel: None,
             log: Mutex::new(Collector::default()),
+            host: Mutex::new(None),
         }
+    }
+
+    /// Program identities already known (from the database): no second
+    /// `--version` run for them.
+    pub fn know_tools(&self, known: &[(String, Digest)]) {
+        let mut tools = self.tools.lock().unwrap();
+        for (program, id) in known {
+            tools.entry(program.clone()).or_insert(*id);
+        }
+    }
+
+    /// Runs the generator calls `host` knows in this process from now on
+    /// (watch sets a fresh host per rebuild: hosts may keep parsed files).
+    pub fn set_generator_host(&self, host: Option<Arc<dyn GeneratorHost>>) {
+        *self.host.lock().unwrap() = host;
     }
 
     /// Stops starting new steps once `flag` is set (steps then fail with
@@ -181,6 +206,14 @@ impl<'a> Executor<'a> {
     ) -> Result<(), BuildError> {
         if let Some(dir) = output.and_then(|o| self.abs(o).parent().map(Path::to_path_buf)) {
             std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+        }
+        let host = self.host.lock().unwrap().clone();
+        if let Some(result) = host.and_then(|h| h.generate(argv)) {
+            return result.map_err(|log| BuildError::StepFailed {
+                step: step(),
+                code: 1,
+                log,
+            });
         }
         let (code, log) = run(&self.tree, argv, &[])?;
         if code != 0 {

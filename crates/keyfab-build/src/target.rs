@@ -332,6 +332,7 @@ pub fn build_target_in(
         exec.run_parse_time(&plan).map_err(build_err)?;
     }
     let keys = db::object_keys(db, input);
+    exec.know_tools(&db.tool_identities());
     let build = exec.run_with_keys(&plan, keys).map_err(build_err)?;
     let size = build
         .firmware

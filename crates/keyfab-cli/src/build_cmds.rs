@@ -53,6 +53,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let exec = Executor::new(tree.root(), &cas, jobs);
+    exec.set_generator_host(crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe));
     let command: Vec<String> = std::env::args().collect();
     let run = cas.begin_run(&command.join(" "))?;
     // The database knows the plan when --compiledb made it above.

@@ -114,6 +114,8 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let cancel = cancel_flag();
     let exec = Executor::new(tree.root(), &cas, jobs).with_cancel(cancel.clone());
+    // One engine for the whole sweep: the tree does not change under it.
+    exec.set_generator_host(crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe));
 
     // Select (info in parallel on the sweep's pool), then shard.
     let engine = keyfab_info::Engine::new(tree.clone());

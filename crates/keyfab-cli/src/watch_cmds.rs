@@ -113,6 +113,8 @@ fn build_all(
 ) -> String {
     let tree = &ctx.tree;
     let engine = keyfab_info::Engine::new(tree.clone());
+    // Fresh generators per rebuild: they keep the files they parsed.
+    exec.set_generator_host(crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe));
     let prefix = if changes.is_empty() {
         "build".to_string()
     } else {

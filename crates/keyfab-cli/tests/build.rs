@@ -597,3 +597,30 @@ fn community_layout_keymaps_build() {
         "{line}"
     );
 }
+
+#[test]
+fn in_process_generators_write_what_spawned_ones_write() {
+    // Same tree contents at two paths; one build spawns `keyfab qmk` for
+    // every generator call (as make would), the other runs them in-process.
+    let spawned = fixture();
+    let mut cmd = spawned.build_cmd(&["acme/pad:default"]);
+    run(cmd.env("KEYFAB_SPAWN_GENERATORS", "1")).ok();
+    let inproc = fixture();
+    inproc.build("acme/pad:default").ok();
+    let gen = ".build/obj_acme_pad_default/src";
+    let mut names: Vec<String> = std::fs::read_dir(spawned.tree.join(gen))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.iter().any(|n| n == "keymap.c"), "{names:?}");
+    for name in &names {
+        let a = std::fs::read(spawned.tree.join(gen).join(name)).unwrap();
+        let b = std::fs::read(inproc.tree.join(gen).join(name))
+            .unwrap_or_else(|e| panic!("{name} not generated in-process: {e}"));
+        assert_eq!(a, b, "{name} differs");
+    }
+    let fw = |fx: &Fixture| std::fs::read(fx.tree.join("acme_pad_default.hex")).ok();
+    assert!(fw(&inproc).is_some(), "no firmware copied to the tree root");
+    assert_eq!(fw(&spawned), fw(&inproc));
+}
