@@ -107,9 +107,6 @@ struct Inputs {
     listings: HashMap<PathBuf, Listing>,
     tools: HashMap<String, Toolchain>,
     targets: HashMap<String, TargetInput>,
-    /// What each file digest was computed from, so an unchanged file is not
-    /// hashed again on refresh.
-    stats: HashMap<PathBuf, (FileStamp, Option<Digest>)>,
 }
 
 /// What we compare to decide a file may have changed.
@@ -119,6 +116,35 @@ struct FileStamp {
     mtime_ns: i128,
     ctime_ns: i128,
     ino: u64,
+}
+
+/// What each file's digest was computed from, by absolute path, shared by
+/// every database of the process (a sweep's targets share core files), so
+/// an unchanged file is hashed once.
+static DIGESTS: std::sync::LazyLock<Mutex<DigestMemo>> = std::sync::LazyLock::new(Mutex::default);
+type DigestMemo = HashMap<PathBuf, (FileStamp, Option<Digest>)>;
+
+/// A file's digest (`None`: absent, a folder, unreadable), hashed only when
+/// its stamp changed or is too recent to trust.
+fn file_digest(abs: &Path) -> Option<Digest> {
+    let now = stamp(abs);
+    if let Some((old, digest)) = DIGESTS.lock().unwrap().get(abs) {
+        // A stamp from the last two seconds may hide a second write with
+        // the same size in the same timestamp tick: hash those again.
+        if Some(*old) == now && !recent(old) {
+            return *digest;
+        }
+    }
+    let digest = now
+        .filter(|_| abs.is_file())
+        .and_then(|_| std::fs::read(abs).ok())
+        .map(|b| Digest::of(&b));
+    let mut memo = DIGESTS.lock().unwrap();
+    match now {
+        Some(s) => memo.insert(abs.to_path_buf(), (s, digest)),
+        None => memo.remove(abs),
+    };
+    digest
 }
 
 fn recent(stamp: &FileStamp) -> bool {
@@ -204,28 +230,6 @@ impl BuildDb {
         }
     }
 
-    fn read_digest(&self, path: &Path, inputs: &mut Inputs) -> Option<Digest> {
-        let abs = self.abs(path);
-        let now = stamp(&abs);
-        if let Some((old, digest)) = inputs.stats.get(path) {
-            // A stamp from the last two seconds may hide a second write with
-            // the same size in the same timestamp tick: hash those again.
-            if Some(*old) == now && !recent(old) {
-                return *digest;
-            }
-        }
-        let digest = now
-            .filter(|_| abs.is_file())
-            .and_then(|_| std::fs::read(&abs).ok())
-            .map(|b| Digest::of(&b));
-        if let Some(s) = now {
-            inputs.stats.insert(path.to_path_buf(), (s, digest));
-        } else {
-            inputs.stats.remove(path);
-        }
-        digest
-    }
-
     fn read_listing(&self, path: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.abs(path))
             .map(|rd| {
@@ -249,10 +253,7 @@ impl BuildDb {
             let rel = path.strip_prefix(&self.root).unwrap_or(path).to_path_buf();
             let file = self.inputs.lock().unwrap().files.get(&rel).copied();
             if let Some(file) = file {
-                let digest = {
-                    let mut inputs = self.inputs.lock().unwrap();
-                    self.read_digest(&rel, &mut inputs)
-                };
+                let digest = file_digest(&self.abs(&rel));
                 if file.digest(self) != digest {
                     file.set_digest(self)
                         .with_durability(Self::durability(&rel))
@@ -349,11 +350,14 @@ impl BuildDb {
 #[salsa::db]
 impl Db for BuildDb {
     fn file(&self, path: &Path) -> SourceFile {
+        if let Some(f) = self.inputs.lock().unwrap().files.get(path) {
+            return *f;
+        }
+        let digest = file_digest(&self.abs(path));
         let mut inputs = self.inputs.lock().unwrap();
         if let Some(f) = inputs.files.get(path) {
             return *f;
         }
-        let digest = self.read_digest(path, &mut inputs);
         let f = SourceFile::builder(path.to_path_buf(), digest)
             .digest_durability(Self::durability(path))
             .new(self);

@@ -477,7 +477,7 @@ pub fn generate(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<Genera
                 .map_err(gen_err(&format!("keyboard {kb}")))?
         }
         Kind::VersionH => {
-            let v = crate::gen_cmds::version_info(env.ctx, a.skip_git, a.skip_all);
+            let v = crate::gen_cmds::version_info(env.ctx, a.skip_git, a.skip_all, env.quiet);
             keyfab_gen::version_h(&v, year)
         }
         Kind::MakeDependencies => {
