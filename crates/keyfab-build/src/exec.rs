@@ -7,7 +7,7 @@
 //! inputs. Failed steps are never cached.
 
 use crate::plan::{Plan, Step};
-use crate::provenance::Collector;
+use crate::provenance::Log;
 use keyfab_cas::{
     ActionResult, CommandKey, CompileKey, Digest, DirectKey, LocalCas, ManifestEntry, NewAction,
     NewOutput, RunClock, ToolIdentity,
@@ -61,8 +61,6 @@ pub struct Executor<'a> {
     pool: rayon::ThreadPool,
     tools: Mutex<HashMap<String, Digest>>,
     cancel: Option<Arc<AtomicBool>>,
-    /// Provenance of what ran since the last [`Executor::take_provenance`].
-    log: Mutex<Collector>,
 }
 
 impl<'a> Executor<'a> {
@@ -78,7 +76,6 @@ impl<'a> Executor<'a> {
             pool,
             tools: Mutex::new(HashMap::new()),
             cancel: None,
-            log: Mutex::new(Collector::default()),
         }
     }
 
@@ -90,10 +87,17 @@ impl<'a> Executor<'a> {
     }
 
     fn check_cancel(&self) -> Result<(), BuildError> {
-        match &self.cancel {
-            Some(f) if f.load(Ordering::Relaxed) => Err(BuildError::Cancelled),
-            _ => Ok(()),
+        if self.cancelled() {
+            return Err(BuildError::Cancelled);
         }
+        Ok(())
+    }
+
+    /// Whether the cancel flag (see [`Executor::with_cancel`]) is set.
+    pub fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     /// Runs `f` in this executor's pool: the parallel work `f` starts (other
@@ -106,25 +110,6 @@ impl<'a> Executor<'a> {
     /// The number of threads of the pool.
     pub fn jobs(&self) -> usize {
         self.pool.current_num_threads()
-    }
-
-    /// What the steps run since the last call read and wrote (provenance),
-    /// leaving an empty log for the next target.
-    pub fn take_provenance(&self) -> Collector {
-        std::mem::take(&mut *self.log.lock().unwrap())
-    }
-
-    /// Records files a target's build depends on besides its steps' inputs
-    /// (makefiles read, keyboard and keymap files), tree-relative.
-    pub fn record_inputs(&self, files: &[(String, Digest)]) {
-        let mut log = self.log();
-        for (name, d) in files {
-            log.input(name.clone(), *d);
-        }
-    }
-
-    fn log(&self) -> std::sync::MutexGuard<'_, Collector> {
-        self.log.lock().unwrap()
     }
 
     fn abs(&self, rel: &str) -> PathBuf {
@@ -144,10 +129,10 @@ impl<'a> Executor<'a> {
     }
 
     /// Compiler identity: resolved path + `--version` output + binary digest,
-    /// computed once per program per run.
-    pub fn tool(&self, program: &str) -> Result<Digest, BuildError> {
+    /// computed once per program per run; recorded in `prov`.
+    pub fn tool(&self, program: &str, prov: &Log) -> Result<Digest, BuildError> {
         if let Some(d) = self.tools.lock().unwrap().get(program) {
-            self.log().tool(program, *d);
+            prov.with(|l| l.tool(program, *d));
             return Ok(*d);
         }
         let path = resolve_program(program).ok_or_else(|| BuildError::Spawn {
@@ -170,7 +155,7 @@ impl<'a> Executor<'a> {
         }
         .digest();
         self.tools.lock().unwrap().insert(program.to_string(), id);
-        self.log().tool(program, id);
+        prov.with(|l| l.tool(program, id));
         Ok(id)
     }
 
@@ -211,8 +196,9 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs every step of `plan`: generators, compiles in parallel, link,
-    /// conversions, copies.
-    pub fn run(&self, plan: &Plan) -> Result<BuildReport, BuildError> {
+    /// conversions, copies. What each step read and wrote goes to `prov` (the
+    /// steps that finished, also when a later one fails).
+    pub fn run(&self, plan: &Plan, prov: &Log) -> Result<BuildReport, BuildError> {
         self.check_cancel()?;
         let start = Instant::now();
         let mut report = BuildReport::default();
@@ -227,12 +213,12 @@ impl<'a> Executor<'a> {
         self.pool.install(|| {
             generates
                 .par_iter()
-                .try_for_each(|(argv, output)| self.generate(argv, output))
+                .try_for_each(|(argv, output)| self.generate(argv, output, prov))
         })?;
         let compiles: Vec<&Step> = plan.compiles().collect();
         let results: Vec<Result<CompileOutcome, BuildError>> = self
             .pool
-            .install(|| compiles.par_iter().map(|s| self.compile(s)).collect());
+            .install(|| compiles.par_iter().map(|s| self.compile(s, prov)).collect());
         let mut first_error = None;
         for r in results {
             match r {
@@ -262,10 +248,10 @@ impl<'a> Executor<'a> {
                     if out.exists() {
                         std::fs::remove_file(&out).map_err(|e| self.io(&out, e))?;
                     }
-                    self.command("archive", argv, &[], output, &[])?;
+                    self.command("archive", argv, &[], output, &[], prov)?;
                 }
                 Step::Link { argv, env, output } => {
-                    let (hit, log) = self.command("link", argv, env, output, &[])?;
+                    let (hit, log) = self.command("link", argv, env, output, &[], prov)?;
                     report.linked_from_cache = hit;
                     if !log.is_empty() {
                         report.warnings.push((output.clone(), log));
@@ -276,7 +262,14 @@ impl<'a> Executor<'a> {
                     input,
                     output,
                 } => {
-                    self.command("convert", argv, &[], output, std::slice::from_ref(input))?;
+                    self.command(
+                        "convert",
+                        argv,
+                        &[],
+                        output,
+                        std::slice::from_ref(input),
+                        prov,
+                    )?;
                     report.firmware.push(output.clone());
                 }
                 Step::Copy { from, to } => {
@@ -291,7 +284,7 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs a generator; generators decide themselves whether to rewrite.
-    fn generate(&self, argv: &[String], output: &str) -> Result<(), BuildError> {
+    fn generate(&self, argv: &[String], output: &str, prov: &Log) -> Result<(), BuildError> {
         self.run_generator(argv, Some(output), || format!("generating {output}"))?;
         // Provenance: the tree files named on its command line, and what it wrote.
         let mut files = Vec::new();
@@ -302,12 +295,11 @@ impl<'a> Executor<'a> {
             }
         }
         let written = self.digest(Path::new(output)).ok();
-        self.log()
-            .step("generate", argv, &files, output, written, false);
+        prov.with(|l| l.step("generate", argv, &files, output, written, false));
         Ok(())
     }
 
-    fn compile(&self, step: &Step) -> Result<CompileOutcome, BuildError> {
+    fn compile(&self, step: &Step, prov: &Log) -> Result<CompileOutcome, BuildError> {
         let Step::Compile {
             source,
             object,
@@ -318,7 +310,7 @@ impl<'a> Executor<'a> {
         else {
             unreachable!("compile() takes compile steps")
         };
-        let compiler = self.tool(&argv[0])?;
+        let compiler = self.tool(&argv[0], prov)?;
         let source_digest = self.digest(Path::new(source))?;
         let direct = DirectKey {
             compiler,
@@ -335,8 +327,7 @@ impl<'a> Executor<'a> {
                     .iter()
                     .map(|(p, d)| (p.to_string_lossy().into_owned(), *d)),
             );
-            self.log()
-                .step("compile", argv, &files, object, object_digest, cached);
+            prov.with(|l| l.step("compile", argv, &files, object, object_digest, cached));
         };
         let obj_path = self.abs(object);
         if let Some(dir) = obj_path.parent() {
@@ -480,8 +471,9 @@ impl<'a> Executor<'a> {
         env: &[(String, String)],
         output: &str,
         extra_inputs: &[String],
+        prov: &Log,
     ) -> Result<(bool, String), BuildError> {
-        let tool = self.tool(&argv[0])?;
+        let tool = self.tool(&argv[0], prov)?;
         let mut inputs = Vec::new();
         for word in argv[1..].iter().chain(extra_inputs) {
             let rel = Path::new(word);
@@ -507,7 +499,16 @@ impl<'a> Executor<'a> {
         let map = map_file(argv);
         if let Some(result) = self.cas.get_action(&key)? {
             if self.restore_named(&result, output, map.as_deref())? {
-                self.record_command(kind, argv, &files, output, map.as_deref(), &result, true);
+                self.record_command(
+                    kind,
+                    argv,
+                    &files,
+                    output,
+                    map.as_deref(),
+                    &result,
+                    true,
+                    prov,
+                );
                 return Ok((true, self.replay(&result)?));
             }
         }
@@ -539,7 +540,16 @@ impl<'a> Executor<'a> {
             duration: started.elapsed(),
         };
         let stored = self.cas.put_action(&key, &action)?;
-        self.record_command(kind, argv, &files, output, map.as_deref(), &stored, false);
+        self.record_command(
+            kind,
+            argv,
+            &files,
+            output,
+            map.as_deref(),
+            &stored,
+            false,
+            prov,
+        );
         Ok((false, log))
     }
 
@@ -554,13 +564,15 @@ impl<'a> Executor<'a> {
         map: Option<&str>,
         result: &ActionResult,
         cached: bool,
+        prov: &Log,
     ) {
-        let mut log = self.log();
         let digest = result.output("output").map(|o| o.digest);
-        log.step(kind, argv, files, output, digest, cached);
-        if let (Some(m), Some(rel)) = (result.output("map"), map) {
-            log.outputs.insert(rel.to_string(), m.digest);
-        }
+        prov.with(|l| {
+            l.step(kind, argv, files, output, digest, cached);
+            if let (Some(m), Some(rel)) = (result.output("map"), map) {
+                l.outputs.insert(rel.to_string(), m.digest);
+            }
+        });
     }
 
     fn restore_named(

@@ -7,7 +7,7 @@ use crate::cli::{Context, Format};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use keyfab_build::provenance::{self, StepRecord};
-use keyfab_build::{exec::Executor, target};
+use keyfab_build::target;
 use keyfab_cas::{Digest, LocalCas, Provenance, RunId};
 use serde::Serialize;
 use serde_json::json;
@@ -80,38 +80,6 @@ fn last_commit_time(root: &Path) -> Option<String> {
         .ok()?;
     let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
     (out.status.success() && !t.is_empty()).then_some(t)
-}
-
-/// Records a finished build of `target` in the index: its provenance, and
-/// the bytes of the generated files it read (small; `audit` diffs them).
-pub fn record_build(
-    ctx: &Context,
-    cas: &LocalCas,
-    run: RunId,
-    exec: &Executor<'_>,
-    opts: &target::Options,
-    target_name: &str,
-    notes: Vec<(String, String)>,
-) -> anyhow::Result<()> {
-    let mut notes = notes;
-    notes.push(("qmk_bin".into(), opts.qmk_bin.clone()));
-    let p = target::take_provenance(&ctx.tree, exec, opts, notes);
-    for (name, _) in &p.inputs {
-        if provenance::input_kind(name) == "generated" && !is_artifact(name) {
-            let path = ctx.tree.root().join(name);
-            if path.is_file() {
-                cas.put_file(&path)?;
-            }
-        }
-    }
-    cas.record_provenance(run, target_name, &p)?;
-    Ok(())
-}
-
-fn is_artifact(name: &str) -> bool {
-    [".o", ".a", ".elf", ".hex", ".bin", ".uf2", ".map"]
-        .iter()
-        .any(|e| name.ends_with(e))
 }
 
 // ---------------------------------------------------------------- arguments
@@ -190,33 +158,68 @@ pub fn explain(ctx: &Context, a: ExplainArgs) -> anyhow::Result<ExitCode> {
     let name = target_name(ctx, &a.target)?;
     let dir = cache_dir(ctx)?;
     let cas = LocalCas::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-    let recs = cas.provenance(&name, 2)?;
-    let Some((run, now)) = recs.first() else {
+    // The newest build (it may have failed) against the newest successful
+    // one before it; failed builds in between are named, not compared.
+    let recs = history(&cas, &name, |v| {
+        v.len() >= 2 && v[1..].iter().any(|(_, p)| provenance::is_ok(p))
+    })?;
+    let Some(((run, now), older)) = recs.split_first() else {
         bail!("no recorded build of {name} in {}", dir.display())
     };
+    let prev_at = older.iter().position(|(_, p)| provenance::is_ok(p));
+    let failed_between: Vec<i64> = older[..prev_at.unwrap_or(older.len())]
+        .iter()
+        .map(|(r, _)| r.0)
+        .collect();
     let empty = Provenance::default();
-    let (prev_run, prev) = match recs.get(1) {
-        Some((r, p)) => (Some(r.0), p),
+    let (prev_run, prev) = match prev_at {
+        Some(i) => (Some(older[i].0 .0), &older[i].1),
         None => (None, &empty),
     };
-    let (changes, steps) = explain_records(prev, now);
+    let failed = !provenance::is_ok(now);
+    let (changes, steps) = explain_records(prev, now, failed);
     let ran: Vec<&StepWhy> = steps.iter().filter(|s| s.ran).collect();
+    let status = provenance::note(now, "status").unwrap_or("ok");
     if a.format == Format::Json {
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "target": name,
                 "run": run.0,
+                "status": status,
+                "stage": provenance::note(now, "stage"),
+                "error": provenance::note(now, "error"),
                 "previous_run": prev_run,
+                "failed_between": failed_between,
                 "changed": changes,
                 "steps": steps,
             }))?
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let what = if failed {
+        format!(
+            "failed build {} ({})",
+            run.0,
+            provenance::note(now, "stage").unwrap_or("build")
+        )
+    } else {
+        format!("build {}", run.0)
+    };
     match prev_run {
-        Some(p) => println!("{name}: build {} compared with build {p}", run.0),
-        None => println!("{name}: build {} is the first recorded build", run.0),
+        Some(p) => println!("{name}: {what} compared with build {p}"),
+        None if failed_between.is_empty() => println!("{name}: {what} is the first recorded build"),
+        None => println!("{name}: {what}; no successful build recorded before it"),
+    }
+    if !failed_between.is_empty() {
+        let runs: Vec<String> = failed_between.iter().map(i64::to_string).collect();
+        println!("  failed builds in between: {}", runs.join(", "));
+    }
+    if let Some(e) = provenance::note(now, "error") {
+        for l in e.lines().take(6) {
+            println!("  error: {l}");
+        }
+        println!("  (the inputs known when it stopped; the failing step is not among its steps)");
     }
     if changes.is_empty() {
         println!("no input changed");
@@ -252,8 +255,31 @@ pub fn explain(ctx: &Context, a: ExplainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The newest records of `name`, newest first: pages of growing size until
+/// `enough` holds for what was fetched or there are no more.
+fn history(
+    cas: &LocalCas,
+    name: &str,
+    enough: impl Fn(&[(RunId, Provenance)]) -> bool,
+) -> anyhow::Result<Vec<(RunId, Provenance)>> {
+    let mut limit = 4;
+    loop {
+        let recs = cas.provenance(name, limit)?;
+        if recs.len() < limit as usize || enough(&recs) || limit == u32::MAX {
+            return Ok(recs);
+        }
+        limit = limit.saturating_mul(16);
+    }
+}
+
 /// What changed from `prev` to `now`, and why each step of `now` ran.
-fn explain_records(prev: &Provenance, now: &Provenance) -> (Vec<Change>, Vec<StepWhy>) {
+/// `now_partial`: `now` is a failed build, whose record holds only the
+/// inputs known when it stopped (nothing it lacks was removed).
+fn explain_records(
+    prev: &Provenance,
+    now: &Provenance,
+    now_partial: bool,
+) -> (Vec<Change>, Vec<StepWhy>) {
     let old: BTreeMap<&str, Digest> = prev.inputs.iter().map(|(k, d)| (k.as_str(), *d)).collect();
     let new: BTreeMap<&str, Digest> = now.inputs.iter().map(|(k, d)| (k.as_str(), *d)).collect();
     let mut changed: BTreeMap<String, &'static str> = BTreeMap::new();
@@ -269,7 +295,7 @@ fn explain_records(prev: &Provenance, now: &Provenance) -> (Vec<Change>, Vec<Ste
         }
     }
     for k in old.keys() {
-        if !new.contains_key(k) {
+        if !new.contains_key(k) && !now_partial {
             changed.insert(k.to_string(), "removed");
         }
     }
@@ -571,10 +597,14 @@ fn audit_one(
         differences: vec![],
         noise: vec![],
     };
-    let Some((run, recorded)) = cas.provenance(name, 1)?.into_iter().next() else {
-        result.error = Some(format!(
-            "no recorded build of {name} in this cache: run `keyfab build {name}` first"
-        ));
+    let recs = history(cas, name, |v| v.iter().any(|(_, p)| provenance::is_ok(p)))?;
+    let any = !recs.is_empty();
+    let Some((run, recorded)) = recs.into_iter().find(|(_, p)| provenance::is_ok(p)) else {
+        result.error = Some(if any {
+            format!("no successful recorded build of {name} in this cache (its builds failed): build it, then audit")
+        } else {
+            format!("no recorded build of {name} in this cache: run `keyfab build {name}` first")
+        });
         return Ok(result);
     };
     result.recorded_run = Some(run.0);
@@ -672,7 +702,12 @@ fn audit_one(
         return Ok(result);
     }
     let rcas = LocalCas::open(&rcache)?;
-    let Some((rrun, rebuilt)) = rcas.provenance(name, 1)?.into_iter().next() else {
+    let Some((rrun, rebuilt)) = rcas
+        .provenance(name, 1)?
+        .into_iter()
+        .next()
+        .filter(|(_, p)| provenance::is_ok(p))
+    else {
         result.error = Some("the rebuild recorded no provenance".into());
         return Ok(result);
     };

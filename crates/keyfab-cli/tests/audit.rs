@@ -162,6 +162,21 @@ fn audit_needs_a_recorded_build_of_the_tree_as_it_is() {
         out.stdout
     );
 
+    // only a failed build recorded: nothing to compare with
+    let keymap = "keyboards/solo/keymaps/default/keymap.c";
+    fx.edit(keymap, |t| t + "\nthis is not C;\n");
+    fx.run_with(Some("1700000000"), &["build", "solo:default"])
+        .fails();
+    let out = fx.run_with(None, &["audit", "solo:default"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout
+            .contains("no successful recorded build of solo:default"),
+        "{}",
+        out.stdout
+    );
+    fx.edit(keymap, |t| t.replace("\nthis is not C;\n", ""));
+
     fx.run_with(Some("1700000000"), &["build", "solo:default"])
         .ok();
     fx.edit("keyboards/solo/keymaps/default/keymap.c", |t| {
