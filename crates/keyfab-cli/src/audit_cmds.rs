@@ -7,6 +7,7 @@ use crate::cli::{Context, Format};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use keyfab_build::provenance::{self, StepRecord};
+use keyfab_build::sweep::filter::Filter;
 use keyfab_build::target;
 use keyfab_cas::{Digest, LocalCas, Provenance, RunId};
 use serde::Serialize;
@@ -85,13 +86,20 @@ fn last_commit_time(root: &Path) -> Option<String> {
 // ---------------------------------------------------------------- arguments
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Filters (all must match; values of == and != are case-insensitive globs), as keyfab sweep -f:\n  \
+key==value  key!=value  key<N  key>N  key<=N  key>=N\n  \
+exists(key)  absent(key)  length(key, N)  contains(key, value)\n\n\
+Examples:\n  keyfab audit planck/rev5:default\n  keyfab audit 'planck/*' '*:via'\n  \
+keyfab audit -f processor==atmega32u4 -f 'exists(features.command)'"
+)]
 pub struct AuditArgs {
-    /// Targets (`KEYBOARD:KEYMAP`) with a recorded build in the cache
-    #[arg(required_unless_present = "filter")]
+    /// Targets (`KEYBOARD:KEYMAP`) with a recorded build in the cache; with `*`, every recorded target whose name matches (`planck/*`, `*:via`)
+    #[arg(required_unless_present = "filters", value_name = "TARGET")]
     pub targets: Vec<String>,
-    /// Audit every recorded target whose name matches PATTERN (`*` matches anything: `planck/*`, `*:via`)
-    #[arg(short = 'f', long = "filter", value_name = "PATTERN")]
-    pub filter: Option<String>,
+    /// Of the targets (default: every recorded target), audit those whose merged info matches (like `qmk find -f`); repeatable
+    #[arg(short = 'f', long = "filter", value_name = "FILTER", value_parser = crate::sweep_cmds::parse_filter)]
+    pub filters: Vec<Filter>,
     /// Also write the JSON report to FILE
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -476,23 +484,7 @@ struct AuditResult {
 pub fn audit(ctx: &Context, a: AuditArgs) -> anyhow::Result<ExitCode> {
     let dir = cache_dir(ctx)?;
     let cas = LocalCas::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-    let mut names = Vec::new();
-    for t in &a.targets {
-        names.push(target_name(ctx, t)?);
-    }
-    if let Some(pattern) = &a.filter {
-        let matching: Vec<String> = cas
-            .provenance_targets()?
-            .into_iter()
-            .filter(|t| glob_match(pattern, t))
-            .collect();
-        if matching.is_empty() {
-            bail!("no recorded build matches {pattern}");
-        }
-        names.extend(matching);
-    }
-    let mut seen = BTreeSet::new();
-    names.retain(|n| seen.insert(n.clone()));
+    let names = audit_targets(ctx, &cas, &a)?;
     let mut results = Vec::new();
     for name in &names {
         results.push(audit_one(ctx, &cas, name, &a)?);
@@ -576,6 +568,58 @@ fn print_audit(r: &AuditResult) {
             }
         }
     }
+}
+
+/// The targets to audit, resolved, each once: the targets given (one with
+/// `*` stands for the recorded targets whose names match it; none given,
+/// every recorded target), then those whose merged info matches the filters.
+fn audit_targets(ctx: &Context, cas: &LocalCas, a: &AuditArgs) -> anyhow::Result<Vec<String>> {
+    let recorded = if a.targets.is_empty() || a.targets.iter().any(|t| t.contains('*')) {
+        cas.provenance_targets()?
+    } else {
+        Vec::new()
+    };
+    let mut names = Vec::new();
+    for t in &a.targets {
+        if t.contains('*') {
+            let matching: Vec<String> = recorded
+                .iter()
+                .filter(|n| glob_match(t, n))
+                .cloned()
+                .collect();
+            if matching.is_empty() {
+                bail!("no recorded build matches {t}");
+            }
+            names.extend(matching);
+        } else {
+            names.push(target_name(ctx, t)?);
+        }
+    }
+    if a.targets.is_empty() {
+        names = recorded;
+    }
+    let mut seen = BTreeSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    if !a.filters.is_empty() {
+        let engine = keyfab_info::Engine::new(ctx.tree.clone());
+        let (kept, skipped) =
+            keyfab_build::sweep::select::filter_named(&engine, &names, &a.filters);
+        for (t, why) in &skipped {
+            eprintln!("keyfab: warning: {t} left out: {why}");
+        }
+        if kept.is_empty() {
+            let filters: Vec<&str> = a.filters.iter().map(|f| f.text.as_str()).collect();
+            bail!(
+                "no recorded build matches the filters {}",
+                filters.join(" ")
+            );
+        }
+        names = kept;
+    }
+    if names.is_empty() {
+        bail!("no recorded build in this cache: build targets first");
+    }
+    Ok(names)
 }
 
 fn audit_one(

@@ -67,7 +67,7 @@ pub enum Progress {
     None,
 }
 
-fn parse_filter(s: &str) -> Result<Filter, String> {
+pub fn parse_filter(s: &str) -> Result<Filter, String> {
     Filter::parse(s).map_err(|e| e.message)
 }
 

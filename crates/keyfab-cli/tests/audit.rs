@@ -69,11 +69,11 @@ fn audit_passes_in_reproducible_mode() {
     let elsewhere = t["rebuild"]["tree"].as_str().unwrap();
     assert_ne!(std::path::Path::new(elsewhere), fx.tree.as_path());
 
-    // -f: every recorded target whose name matches
+    // a pattern: every recorded target whose name matches
     fx.run_with(Some("1700000000"), &["build", "solo:jsonmap"])
         .ok();
     let report = fx
-        .run_with(None, &["audit", "-f", "solo:*", "--format", "json"])
+        .run_with(None, &["audit", "solo:*", "--format", "json"])
         .json();
     let names: Vec<&str> = report["targets"]
         .as_array()
@@ -84,7 +84,7 @@ fn audit_passes_in_reproducible_mode() {
     assert_eq!(names, ["solo:default", "solo:jsonmap"]);
     assert_eq!(report["pass"], true, "{report:#}");
     assert!(fx
-        .run_with(None, &["audit", "-f", "nope*"])
+        .run_with(None, &["audit", "nope*"])
         .fails()
         .contains("no recorded build matches nope*"));
 }
@@ -316,4 +316,79 @@ fn explain_after_each_kind_of_edit() {
         text.contains("regenerated .build/obj_solo_default/src/info_config.h"),
         "{text}"
     );
+}
+
+/// The `target` names of an audit's JSON report.
+fn audited(report: &Value) -> Vec<&str> {
+    report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn audit_filters_recorded_targets_like_sweep() {
+    let fx = fixture();
+    let swept = ["solo", "ortho/two", "acme/pad", "numpad", "split/half"];
+    let mut args = vec!["sweep", "--progress", "none"];
+    args.extend(swept);
+    fx.run_with(Some("1700000000"), &args).ok();
+
+    // -f: QMK's filters on the recorded targets' merged info, the same
+    // selection as `keyfab sweep -f`
+    let filter = "matrix_size.cols<3";
+    let mut list = vec!["sweep", "--list", "-f", filter];
+    list.extend(swept);
+    let selected: Vec<String> = fx
+        .run_with(None, &list)
+        .ok()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(selected, ["acme/pad:default", "ortho/two:default"]);
+    let report = fx
+        .run_with(None, &["audit", "-f", filter, "--format", "json"])
+        .json();
+    assert_eq!(audited(&report), selected);
+    assert_eq!(report["pass"], true, "{report:#}");
+    // patterns name recorded targets; filters narrow them; all filters must match
+    let report = fx
+        .run_with(
+            None,
+            &[
+                "audit",
+                "a*",
+                "o*",
+                "-f",
+                "contains(community_layouts, ortho_2x2)",
+                "-f",
+                "exists(features.mousekey)",
+                "--format",
+                "json",
+            ],
+        )
+        .json();
+    assert_eq!(audited(&report), ["ortho/two:default"]);
+    // no filter: the whole pattern
+    let report = fx
+        .run_with(None, &["audit", "s*", "--format", "json"])
+        .json();
+    assert_eq!(audited(&report), ["solo:default", "split/half:default"]);
+    assert_eq!(report["pass"], true, "{report:#}");
+
+    // nothing matches: a failed command; a filter that is not one: a usage error
+    let r = fx.run_with(None, &["audit", "-f", "processor==stm32*"]);
+    assert!(
+        r.fails()
+            .contains("no recorded build matches the filters processor==stm32*"),
+        "{}",
+        r.stderr
+    );
+    for bad in ["processor=atmega32u4", "solo:*", "frob(processor)"] {
+        let r = fx.run_with(None, &["audit", "-f", bad]);
+        assert_eq!(r.code, 2, "{bad}: {}", r.stderr);
+        assert!(r.stderr.contains(bad), "{}", r.stderr);
+    }
 }
