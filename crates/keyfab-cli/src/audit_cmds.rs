@@ -100,6 +100,9 @@ pub struct AuditArgs {
     /// Of the targets (default: every recorded target), audit those whose merged info matches (like `qmk find -f`); repeatable
     #[arg(short = 'f', long = "filter", value_name = "FILTER", value_parser = crate::sweep_cmds::parse_filter)]
     pub filters: Vec<Filter>,
+    /// Parallel jobs for the rebuild of all the targets together (default: the number of cores)
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
     /// Also write the JSON report to FILE
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -485,10 +488,22 @@ pub fn audit(ctx: &Context, a: AuditArgs) -> anyhow::Result<ExitCode> {
     let dir = cache_dir(ctx)?;
     let cas = LocalCas::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let names = audit_targets(ctx, &cas, &a)?;
-    let mut results = Vec::new();
-    for name in &names {
-        results.push(audit_one(ctx, &cas, name, &a)?);
+    let engine = keyfab_info::Engine::new(ctx.tree.clone());
+    let mut results: Vec<Option<AuditResult>> = Vec::new();
+    let mut pending = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match precheck(ctx, &cas, &engine, name)? {
+            Ok(p) => {
+                pending.push((i, p));
+                results.push(None);
+            }
+            Err(r) => results.push(Some(r)),
+        }
     }
+    for (i, r) in rebuild_and_compare(ctx, &cas, pending, &a)? {
+        results[i] = Some(r);
+    }
+    let results: Vec<AuditResult> = results.into_iter().flatten().collect();
     let pass = results.iter().all(|r| r.pass);
     let report = json!({ "pass": pass, "targets": results });
     if let Some(f) = &a.report {
@@ -570,6 +585,24 @@ fn print_audit(r: &AuditResult) {
     }
 }
 
+impl AuditResult {
+    fn new(target: &str) -> AuditResult {
+        AuditResult {
+            target: target.to_string(),
+            pass: false,
+            recorded_run: None,
+            tree_revision: None,
+            error: None,
+            rebuild: json!({}),
+            artifacts_compared: 0,
+            first_difference: None,
+            objects_differ: vec![],
+            differences: vec![],
+            noise: vec![],
+        }
+    }
+}
+
 /// The targets to audit, resolved, each once: the targets given (one with
 /// `*` stands for the recorded targets whose names match it; none given,
 /// every recorded target), then those whose merged info matches the filters.
@@ -622,25 +655,24 @@ fn audit_targets(ctx: &Context, cas: &LocalCas, a: &AuditArgs) -> anyhow::Result
     Ok(names)
 }
 
-fn audit_one(
+/// A target whose recorded build can be rebuilt and compared.
+struct Recorded {
+    /// Its result so far (the recorded run, the tree's revision).
+    result: AuditResult,
+    run: RunId,
+    provenance: Provenance,
+}
+
+/// The newest successful recorded build of `name`, when the tree still is
+/// what it built and the target can be rebuilt from it; else the result
+/// that says why not.
+fn precheck(
     ctx: &Context,
     cas: &LocalCas,
+    engine: &keyfab_info::Engine,
     name: &str,
-    a: &AuditArgs,
-) -> anyhow::Result<AuditResult> {
-    let mut result = AuditResult {
-        target: name.to_string(),
-        pass: false,
-        recorded_run: None,
-        tree_revision: None,
-        error: None,
-        rebuild: json!({}),
-        artifacts_compared: 0,
-        first_difference: None,
-        objects_differ: vec![],
-        differences: vec![],
-        noise: vec![],
-    };
+) -> anyhow::Result<Result<Recorded, AuditResult>> {
+    let mut result = AuditResult::new(name);
     let recs = history(cas, name, |v| v.iter().any(|(_, p)| provenance::is_ok(p)))?;
     let any = !recs.is_empty();
     let Some((run, recorded)) = recs.into_iter().find(|(_, p)| provenance::is_ok(p)) else {
@@ -649,7 +681,7 @@ fn audit_one(
         } else {
             format!("no recorded build of {name} in this cache: run `keyfab build {name}` first")
         });
-        return Ok(result);
+        return Ok(Err(result));
     };
     result.recorded_run = Some(run.0);
     result.tree_revision = provenance::note(&recorded, "tree_revision").map(str::to_string);
@@ -672,10 +704,75 @@ fn audit_one(
             run.0,
             stale.join(", ")
         ));
-        return Ok(result);
+        return Ok(Err(result));
     }
+    // The rebuild finds the keymap in the tree (not a configurator export).
+    if let Some((kb, km)) = name.split_once(':') {
+        let info = engine.info_json(kb);
+        let layouts = keyfab_info::community_layouts_of(&info.value);
+        if let Err(e) = ctx.tree.require_keymap(kb, km, &layouts) {
+            result.error = Some(format!("cannot rebuild {name} from the tree: {e}"));
+            return Ok(Err(result));
+        }
+    }
+    Ok(Ok(Recorded {
+        result,
+        run,
+        provenance: recorded,
+    }))
+}
 
-    // Another place, an empty cache, another clock.
+/// What a rebuild takes from a recorded build; targets with the same
+/// settings are rebuilt together.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Settings {
+    /// `-e VAR=VALUE`
+    make: Vec<String>,
+    /// The environment that matters (`SOURCE_DATE_EPOCH`, compiler paths).
+    env: Vec<(String, String)>,
+    reproducible: bool,
+    /// The generators, unless keyfab's own.
+    qmk_bin: Option<String>,
+}
+
+impl Settings {
+    fn of(recorded: &Provenance, exe: &Path) -> Settings {
+        let mut make = Vec::new();
+        let mut env = Vec::new();
+        for (k, v) in &recorded.notes {
+            if let Some(var) = k.strip_prefix("make:") {
+                make.push(format!("{var}={v}"));
+            } else if let Some(var) = k.strip_prefix("env:") {
+                env.push((var.to_string(), v.clone()));
+            }
+        }
+        Settings {
+            make,
+            env,
+            reproducible: provenance::note(recorded, "reproducible") == Some("yes"),
+            qmk_bin: provenance::note(recorded, "qmk_bin")
+                .filter(|bin| *bin != format!("{} qmk", exe.display()))
+                .map(str::to_string),
+        }
+    }
+}
+
+/// Rebuilds the targets from nothing (one copy of the tree at another
+/// absolute path, an empty cache, the clock moved) and compares each with
+/// its recorded build. Targets recorded with the same settings are rebuilt
+/// by one `keyfab sweep` on one job pool (usually all of them; otherwise one
+/// sweep, with a cache of its own, per set of settings). Returns
+/// (the target's index in `pending`'s order, its result).
+fn rebuild_and_compare(
+    ctx: &Context,
+    cas: &LocalCas,
+    pending: Vec<(usize, Recorded)>,
+    a: &AuditArgs,
+) -> anyhow::Result<Vec<(usize, AuditResult)>> {
+    if pending.is_empty() {
+        return Ok(Vec::new());
+    }
+    let root = ctx.tree.root();
     let tmp = tempfile::Builder::new().prefix("keyfab-audit-").tempdir()?;
     let base = if a.keep {
         tmp.keep()
@@ -685,82 +782,138 @@ fn audit_one(
     let tree_name = root.file_name().map_or("tree".into(), |n| n.to_os_string());
     let copy = base.join("elsewhere").join(tree_name);
     copy_tree(root, &copy)?;
-    let rcache = base.join("cache");
     let faketime = keyfab_build::exec::resolve_program("faketime");
     let exe = std::env::current_exe()?;
-    let mut cmd = match &faketime {
-        Some(f) => {
-            let mut c = Command::new(f);
-            c.args(["-f", &a.clock_offset]).arg(&exe);
-            c
-        }
-        None => {
-            // No faketime: at least make sure the wall clock's second differs.
-            std::thread::sleep(std::time::Duration::from_millis(1100));
-            Command::new(&exe)
-        }
-    };
-    cmd.arg("--tree")
-        .arg(&copy)
-        .arg("--cache")
-        .arg(&rcache)
-        .args(["build", name, "-j", "2"]);
-    for (k, v) in &recorded.notes {
-        if let Some(var) = k.strip_prefix("make:") {
-            cmd.arg("-e").arg(format!("{var}={v}"));
-        }
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut groups: BTreeMap<Settings, Vec<(usize, Recorded)>> = BTreeMap::new();
+    for (i, r) in pending {
+        groups
+            .entry(Settings::of(&r.provenance, &exe))
+            .or_default()
+            .push((i, r));
     }
-    if provenance::note(&recorded, "reproducible") == Some("yes") {
-        cmd.arg("--reproducible");
-    }
-    // The generators the recorded build used, unless keyfab's own.
-    if let Some(bin) = provenance::note(&recorded, "qmk_bin") {
-        if bin != format!("{} qmk", exe.display()) {
+    let several = groups.len() > 1;
+    let mut out = Vec::new();
+    for (g, (settings, members)) in groups.into_iter().enumerate() {
+        let suffix = if several {
+            format!("-{}", g + 1)
+        } else {
+            String::new()
+        };
+        let rcache = base.join(format!("cache{suffix}"));
+        let report_dir = base.join(format!("report{suffix}"));
+        let mut cmd = match &faketime {
+            Some(f) => {
+                let mut c = Command::new(f);
+                c.args(["-f", &a.clock_offset]).arg(&exe);
+                c
+            }
+            None => {
+                // No faketime: at least make sure the wall clock's second differs.
+                std::thread::sleep(std::time::Duration::from_millis(1100));
+                Command::new(&exe)
+            }
+        };
+        cmd.arg("--tree")
+            .arg(&copy)
+            .arg("--cache")
+            .arg(&rcache)
+            .args(["sweep", "--progress", "none", "-j", &jobs.to_string()])
+            .arg("--report")
+            .arg(&report_dir);
+        for m in &settings.make {
+            cmd.arg("-e").arg(m);
+        }
+        if settings.reproducible {
+            cmd.arg("--reproducible");
+        }
+        if let Some(bin) = &settings.qmk_bin {
             cmd.arg("--qmk-bin").arg(bin);
         }
-    }
-    cmd.env_remove("SOURCE_DATE_EPOCH");
-    for (k, v) in &recorded.notes {
-        if let Some(var) = k.strip_prefix("env:") {
-            cmd.env(var, v);
+        cmd.args(members.iter().map(|(_, r)| r.result.target.as_str()));
+        cmd.env_remove("SOURCE_DATE_EPOCH");
+        for (k, v) in &settings.env {
+            cmd.env(k, v);
+        }
+        cmd.current_dir(&copy).env("GIT_OPTIONAL_LOCKS", "0");
+        let rebuild = json!({
+            "tree": copy.display().to_string(),
+            "cache": rcache.display().to_string(),
+            "clock": match &faketime {
+                Some(_) => format!("faketime {}", a.clock_offset),
+                None => "real clock, a second later (faketime not installed)".to_string(),
+            },
+            "source_date_epoch": settings.env.iter().find(|(k, _)| k == "SOURCE_DATE_EPOCH").map(|(_, v)| v),
+            "targets_rebuilt_together": members.len(),
+            "jobs": jobs,
+            "kept": a.keep,
+        });
+        let ran = cmd.output().context("running the rebuild")?;
+        let report: Option<serde_json::Value> = std::fs::read(report_dir.join("sweep.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let rcas = match &report {
+            Some(_) => Some(LocalCas::open(&rcache)?),
+            None => None,
+        };
+        for (i, rec) in members {
+            let Recorded {
+                mut result,
+                run,
+                provenance: recorded,
+            } = rec;
+            result.rebuild = rebuild.clone();
+            let row = report.as_ref().and_then(|r| {
+                r["targets"]
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["target"] == result.target.as_str())
+                    .cloned()
+            });
+            match (row, &rcas) {
+                (Some(row), Some(rcas)) if row["status"] == "ok" => {
+                    let rebuilt = rcas
+                        .provenance(&result.target, 1)?
+                        .into_iter()
+                        .next()
+                        .filter(|(_, p)| provenance::is_ok(p));
+                    match rebuilt {
+                        Some((rrun, rebuilt)) => {
+                            let dates = [
+                                run_date(cas, run.0).map(|t| ("recorded", t)),
+                                run_date(rcas, rrun.0).map(|t| ("rebuilt", t)),
+                            ];
+                            compare(&mut result, &recorded, &rebuilt, cas, rcas, &dates);
+                        }
+                        None => result.error = Some("the rebuild recorded no provenance".into()),
+                    }
+                }
+                (Some(row), _) => {
+                    result.error = Some(format!(
+                        "the rebuild {} ({}):\n{}",
+                        if row["status"] == "skipped" {
+                            "was interrupted"
+                        } else {
+                            "failed"
+                        },
+                        row["stage"].as_str().unwrap_or("build"),
+                        row["error"].as_str().unwrap_or("")
+                    ));
+                }
+                (None, _) => {
+                    result.error = Some(format!(
+                        "the rebuild failed:\n{}{}",
+                        String::from_utf8_lossy(&ran.stdout),
+                        String::from_utf8_lossy(&ran.stderr)
+                    ));
+                }
+            }
+            out.push((i, result));
         }
     }
-    cmd.current_dir(&copy).env("GIT_OPTIONAL_LOCKS", "0");
-    result.rebuild = json!({
-        "tree": copy.display().to_string(),
-        "cache": rcache.display().to_string(),
-        "clock": match &faketime {
-            Some(_) => format!("faketime {}", a.clock_offset),
-            None => "real clock, a second later (faketime not installed)".to_string(),
-        },
-        "source_date_epoch": provenance::note(&recorded, "env:SOURCE_DATE_EPOCH"),
-        "kept": a.keep,
-    });
-    let out = cmd.output().context("running the rebuild")?;
-    if !out.status.success() {
-        result.error = Some(format!(
-            "the rebuild failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-        return Ok(result);
-    }
-    let rcas = LocalCas::open(&rcache)?;
-    let Some((rrun, rebuilt)) = rcas
-        .provenance(name, 1)?
-        .into_iter()
-        .next()
-        .filter(|(_, p)| provenance::is_ok(p))
-    else {
-        result.error = Some("the rebuild recorded no provenance".into());
-        return Ok(result);
-    };
-    let dates = [
-        run_date(cas, run.0).map(|t| ("recorded", t)),
-        run_date(&rcas, rrun.0).map(|t| ("rebuilt", t)),
-    ];
-    compare(&mut result, &recorded, &rebuilt, cas, &rcas, &dates);
-    Ok(result)
+    Ok(out)
 }
 
 /// `*` matches any run of characters (slashes included); the rest literally.

@@ -83,6 +83,14 @@ fn audit_passes_in_reproducible_mode() {
         .collect();
     assert_eq!(names, ["solo:default", "solo:jsonmap"]);
     assert_eq!(report["pass"], true, "{report:#}");
+    // built with other settings (no COMMAND_ENABLE): rebuilt by a sweep of its own
+    let rebuilt_in: Vec<&str> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["rebuild"]["cache"].as_str().unwrap())
+        .collect();
+    assert_ne!(rebuilt_in[0], rebuilt_in[1], "{report:#}");
     assert!(fx
         .run_with(None, &["audit", "nope*"])
         .fails()
@@ -329,7 +337,7 @@ fn audited(report: &Value) -> Vec<&str> {
 }
 
 #[test]
-fn audit_filters_recorded_targets_like_sweep() {
+fn audit_filters_recorded_targets_like_sweep_and_rebuilds_them_together() {
     let fx = fixture();
     let swept = ["solo", "ortho/two", "acme/pad", "numpad", "split/half"];
     let mut args = vec!["sweep", "--progress", "none"];
@@ -349,10 +357,22 @@ fn audit_filters_recorded_targets_like_sweep() {
         .collect();
     assert_eq!(selected, ["acme/pad:default", "ortho/two:default"]);
     let report = fx
-        .run_with(None, &["audit", "-f", filter, "--format", "json"])
+        .run_with(
+            None,
+            &["audit", "-f", filter, "-j", "2", "--format", "json"],
+        )
         .json();
     assert_eq!(audited(&report), selected);
     assert_eq!(report["pass"], true, "{report:#}");
+    // rebuilt together: one sweep into one cache, on one pool of -j jobs
+    let targets = report["targets"].as_array().unwrap();
+    for t in targets {
+        assert_eq!(t["rebuild"]["targets_rebuilt_together"], 2, "{t:#}");
+        assert_eq!(t["rebuild"]["jobs"], 2);
+        assert_eq!(t["rebuild"]["cache"], targets[0]["rebuild"]["cache"]);
+        assert!(t["artifacts_compared"].as_u64().unwrap() >= 9, "{t:#}");
+    }
+
     // patterns name recorded targets; filters narrow them; all filters must match
     let report = fx
         .run_with(
