@@ -8,7 +8,7 @@
 
 use crate::db::ObjectKey;
 use crate::plan::{Plan, Step};
-use crate::provenance::Collector;
+use crate::provenance::Log;
 use keyfab_cas::{
     ActionResult, CommandKey, CompileKey, Digest, DirectKey, LocalCas, ManifestEntry, NewAction,
     NewOutput, RunClock, ToolIdentity,
@@ -70,8 +70,6 @@ pub struct Executor<'a> {
     pool: rayon::ThreadPool,
     tools: Mutex<HashMap<String, Digest>>,
     cancel: Option<Arc<AtomicBool>>,
-    /// Provenance of what ran since the last [`Executor::take_provenance`].
-    log: Mutex<Collector>,
     host: Mutex<Option<Arc<dyn GeneratorHost>>>,
 }
 
@@ -88,7 +86,6 @@ impl<'a> Executor<'a> {
             pool,
             tools: Mutex::new(HashMap::new()),
             cancel: None,
-            log: Mutex::new(Collector::default()),
             host: Mutex::new(None),
         }
     }
@@ -116,10 +113,17 @@ impl<'a> Executor<'a> {
     }
 
     fn check_cancel(&self) -> Result<(), BuildError> {
-        match &self.cancel {
-            Some(f) if f.load(Ordering::Relaxed) => Err(BuildError::Cancelled),
-            _ => Ok(()),
+        if self.cancelled() {
+            return Err(BuildError::Cancelled);
         }
+        Ok(())
+    }
+
+    /// Whether the cancel flag (see [`Executor::with_cancel`]) is set.
+    pub fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     /// Runs `f` in this executor's pool: the parallel work `f` starts (other
@@ -132,25 +136,6 @@ impl<'a> Executor<'a> {
     /// The number of threads of the pool.
     pub fn jobs(&self) -> usize {
         self.pool.current_num_threads()
-    }
-
-    /// What the steps run since the last call read and wrote (provenance),
-    /// leaving an empty log for the next target.
-    pub fn take_provenance(&self) -> Collector {
-        std::mem::take(&mut *self.log.lock().unwrap())
-    }
-
-    /// Records files a target's build depends on besides its steps' inputs
-    /// (makefiles read, keyboard and keymap files), tree-relative.
-    pub fn record_inputs(&self, files: &[(String, Digest)]) {
-        let mut log = self.log();
-        for (name, d) in files {
-            log.input(name.clone(), *d);
-        }
-    }
-
-    fn log(&self) -> std::sync::MutexGuard<'_, Collector> {
-        self.log.lock().unwrap()
     }
 
     fn abs(&self, rel: &str) -> PathBuf {
@@ -170,15 +155,15 @@ impl<'a> Executor<'a> {
     }
 
     /// Compiler identity: resolved path + `--version` output + binary digest,
-    /// computed once per program per run.
-    pub fn tool(&self, program: &str) -> Result<Digest, BuildError> {
+    /// computed once per program per run; recorded in `prov`.
+    pub fn tool(&self, program: &str, prov: &Log) -> Result<Digest, BuildError> {
         if let Some(d) = self.tools.lock().unwrap().get(program) {
-            self.log().tool(program, *d);
+            prov.with(|l| l.tool(program, *d));
             return Ok(*d);
         }
         let id = identify_tool(program, |p| Ok(self.cas.file_digest(p, &self.clock)?))?;
         self.tools.lock().unwrap().insert(program.to_string(), id);
-        self.log().tool(program, id);
+        prov.with(|l| l.tool(program, id));
         Ok(id)
     }
 
@@ -227,9 +212,10 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs every step of `plan`: generators, compiles in parallel, link,
-    /// conversions, copies.
-    pub fn run(&self, plan: &Plan) -> Result<BuildReport, BuildError> {
-        self.run_with_keys(plan, &BTreeMap::new())
+    /// conversions, copies. What each step read and wrote goes to `prov` (the
+    /// steps that finished, also when a later one fails).
+    pub fn run(&self, plan: &Plan, prov: &Log) -> Result<BuildReport, BuildError> {
+        self.run_with_keys(plan, &BTreeMap::new(), prov)
     }
 
     /// [`Executor::run`] with the objects' direct-mode keys already known
@@ -238,6 +224,7 @@ impl<'a> Executor<'a> {
         &self,
         plan: &Plan,
         keys: &BTreeMap<String, ObjectKey>,
+        prov: &Log,
     ) -> Result<BuildReport, BuildError> {
         self.check_cancel()?;
         let start = Instant::now();
@@ -253,12 +240,15 @@ impl<'a> Executor<'a> {
         self.pool.install(|| {
             generates
                 .par_iter()
-                .try_for_each(|(argv, output)| self.generate(argv, output))
+                .try_for_each(|(argv, output)| self.generate(argv, output, prov))
         })?;
         let compiles: Vec<&Step> = plan.compiles().collect();
-        let results: Vec<Result<CompileOutcome, BuildError>> = self
-            .pool
-            .install(|| compiles.par_iter().map(|s| self.compile(s, keys)).collect());
+        let results: Vec<Result<CompileOutcome, BuildError>> = self.pool.install(|| {
+            compiles
+                .par_iter()
+                .map(|s| self.compile(s, keys, prov))
+                .collect()
+        });
         let mut first_error = None;
         for r in results {
             match r {
@@ -288,10 +278,10 @@ impl<'a> Executor<'a> {
                     if out.exists() {
                         std::fs::remove_file(&out).map_err(|e| self.io(&out, e))?;
                     }
-                    self.command("archive", argv, &[], output, &[])?;
+                    self.command("archive", argv, &[], output, &[], prov)?;
                 }
                 Step::Link { argv, env, output } => {
-                    let (hit, log) = self.command("link", argv, env, output, &[])?;
+                    let (hit, log) = self.command("link", argv, env, output, &[], prov)?;
                     report.linked_from_cache = hit;
                     if !log.is_empty() {
                         report.warnings.push((output.clone(), log));
@@ -302,7 +292,14 @@ impl<'a> Executor<'a> {
                     input,
                     output,
                 } => {
-                    self.command("convert", argv, &[], output, std::slice::from_ref(input))?;
+                    self.command(
+                        "convert",
+                        argv,
+                        &[],
+                        output,
+                        std::slice::from_ref(input),
+                        prov,
+                    )?;
                     report.firmware.push(output.clone());
                 }
                 Step::Copy { from, to } => {
@@ -317,7 +314,7 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs a generator; generators decide themselves whether to rewrite.
-    fn generate(&self, argv: &[String], output: &str) -> Result<(), BuildError> {
+    fn generate(&self, argv: &[String], output: &str, prov: &Log) -> Result<(), BuildError> {
         self.run_generator(argv, Some(output), || format!("generating {output}"))?;
         // Provenance: the tree files named on its command line, and what it wrote.
         let mut files = Vec::new();
@@ -328,8 +325,7 @@ impl<'a> Executor<'a> {
             }
         }
         let written = self.digest(Path::new(output)).ok();
-        self.log()
-            .step("generate", argv, &files, output, written, false);
+        prov.with(|l| l.step("generate", argv, &files, output, written, false));
         Ok(())
     }
 
@@ -337,6 +333,7 @@ impl<'a> Executor<'a> {
         &self,
         step: &Step,
         keys: &BTreeMap<String, ObjectKey>,
+        prov: &Log,
     ) -> Result<CompileOutcome, BuildError> {
         let Step::Compile {
             source,
@@ -348,7 +345,7 @@ impl<'a> Executor<'a> {
         else {
             unreachable!("compile() takes compile steps")
         };
-        let compiler = self.tool(&argv[0])?;
+        let compiler = self.tool(&argv[0], prov)?;
         let source_digest = self.digest(Path::new(source))?;
         // The database's key holds only while the source is what it hashed.
         let direct = match keys.get(object) {
@@ -369,8 +366,7 @@ impl<'a> Executor<'a> {
                     .iter()
                     .map(|(p, d)| (p.to_string_lossy().into_owned(), *d)),
             );
-            self.log()
-                .step("compile", argv, &files, object, object_digest, cached);
+            prov.with(|l| l.step("compile", argv, &files, object, object_digest, cached));
         };
         let obj_path = self.abs(object);
         if let Some(dir) = obj_path.parent() {
@@ -514,8 +510,9 @@ impl<'a> Executor<'a> {
         env: &[(String, String)],
         output: &str,
         extra_inputs: &[String],
+        prov: &Log,
     ) -> Result<(bool, String), BuildError> {
-        let tool = self.tool(&argv[0])?;
+        let tool = self.tool(&argv[0], prov)?;
         let mut inputs = Vec::new();
         for word in argv[1..].iter().chain(extra_inputs) {
             let rel = Path::new(word);
@@ -541,7 +538,16 @@ impl<'a> Executor<'a> {
         let map = map_file(argv);
         if let Some(result) = self.cas.get_action(&key)? {
             if self.restore_named(&result, output, map.as_deref())? {
-                self.record_command(kind, argv, &files, output, map.as_deref(), &result, true);
+                self.record_command(
+                    kind,
+                    argv,
+                    &files,
+                    output,
+                    map.as_deref(),
+                    &result,
+                    true,
+                    prov,
+                );
                 return Ok((true, self.replay(&result)?));
             }
         }
@@ -573,7 +579,16 @@ impl<'a> Executor<'a> {
             duration: started.elapsed(),
         };
         let stored = self.cas.put_action(&key, &action)?;
-        self.record_command(kind, argv, &files, output, map.as_deref(), &stored, false);
+        self.record_command(
+            kind,
+            argv,
+            &files,
+            output,
+            map.as_deref(),
+            &stored,
+            false,
+            prov,
+        );
         Ok((false, log))
     }
 
@@ -588,13 +603,15 @@ impl<'a> Executor<'a> {
         map: Option<&str>,
         result: &ActionResult,
         cached: bool,
+        prov: &Log,
     ) {
-        let mut log = self.log();
         let digest = result.output("output").map(|o| o.digest);
-        log.step(kind, argv, files, output, digest, cached);
-        if let (Some(m), Some(rel)) = (result.output("map"), map) {
-            log.outputs.insert(rel.to_string(), m.digest);
-        }
+        prov.with(|l| {
+            l.step(kind, argv, files, output, digest, cached);
+            if let (Some(m), Some(rel)) = (result.output("map"), map) {
+                l.outputs.insert(rel.to_string(), m.digest);
+            }
+        });
     }
 
     fn restore_named(

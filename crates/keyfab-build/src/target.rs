@@ -7,7 +7,8 @@ use crate::exec::{BuildError, BuildReport, Executor};
 use crate::plan::{self, Plan};
 use crate::plan_cache::{self, PlanCacheError, PlanContext};
 use crate::probe;
-use keyfab_cas::{LocalCas, RunClock};
+use crate::provenance::{self, Collector, Log};
+use keyfab_cas::{Digest, LocalCas, Provenance, RunClock, RunId};
 use keyfab_tree::Tree;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,37 @@ pub enum TargetError {
     Cache(#[from] keyfab_cas::CasError),
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+}
+
+impl TargetError {
+    /// Where the build stopped: `plan`, `build`, or `setup` (before either).
+    pub fn stage(&self) -> &'static str {
+        match self {
+            TargetError::Plan { .. } => "plan",
+            TargetError::Build { .. } => "build",
+            _ => "setup",
+        }
+    }
+
+    /// What went wrong, without the target's name.
+    pub fn cause(&self) -> String {
+        match self {
+            TargetError::Build { source, .. } => source.to_string(),
+            TargetError::Plan { source, .. } => source.to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The build was interrupted (not a failure of the target).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self,
+            TargetError::Build {
+                source: BuildError::Cancelled,
+                ..
+            }
+        )
+    }
 }
 
 /// How to build: the same for every target of a run.
@@ -263,6 +295,7 @@ pub fn build_target(
     exec: &Executor<'_>,
     target: &Target,
     opts: &Options,
+    log: &Log,
 ) -> Result<(TargetReport, Plan), TargetError> {
     build_target_in(
         &mut BuildDb::new(tree.root()),
@@ -271,11 +304,15 @@ pub fn build_target(
         exec,
         target,
         opts,
+        log,
     )
 }
 
 /// Builds a target: plan, then every step from the cache where it can.
 /// `db` carries what is known from earlier builds in this process (watch).
+/// What the build read, ran and wrote goes to `log` (its provenance, see
+/// [`provenance_record`]), also when it fails: then `log` holds what was
+/// known when it stopped.
 pub fn build_target_in(
     db: &mut BuildDb,
     tree: &Tree,
@@ -283,6 +320,7 @@ pub fn build_target_in(
     exec: &Executor<'_>,
     target: &Target,
     opts: &Options,
+    log: &Log,
 ) -> Result<(TargetReport, Plan), TargetError> {
     let started = Instant::now();
     if opts.clean {
@@ -298,16 +336,9 @@ pub fn build_target_in(
         }
     }
     let clock = RunClock::now();
-    let (planned, input) = plan_target(tree, cas, &clock, db, target, opts)?;
-    let plan_ms = started.elapsed().as_millis();
-    // Provenance starts afresh for this target: the makefiles make read and
-    // the files of the keyboard and keymap folders (what generators read).
-    drop(exec.take_provenance());
-    let mut files: Vec<(String, keyfab_cas::Digest)> = planned
-        .makefiles
-        .iter()
-        .map(|(p, d)| (p.to_string_lossy().into_owned(), *d))
-        .collect();
+    // Provenance besides the steps' inputs: the files of the keyboard and
+    // keymap folders (what the generators read), then the makefiles make read.
+    let mut files: Vec<(String, Digest)> = Vec::new();
     for folder in &target.folders {
         let Ok(entries) = std::fs::read_dir(tree.root().join(folder)) else {
             continue;
@@ -322,7 +353,14 @@ pub fn build_target_in(
             }
         }
     }
-    exec.record_inputs(&files);
+    log.with(|l| files.into_iter().for_each(|(name, d)| l.input(name, d)));
+    let (planned, input) = plan_target(tree, cas, &clock, db, target, opts)?;
+    let plan_ms = started.elapsed().as_millis();
+    log.with(|l| {
+        for (p, d) in &planned.makefiles {
+            l.input(p.to_string_lossy().into_owned(), *d);
+        }
+    });
     let plan = planned.plan;
     let build_err = |source| TargetError::Build {
         target: target.name(),
@@ -333,7 +371,7 @@ pub fn build_target_in(
     }
     let keys = db::object_keys(db, input);
     exec.know_tools(&db.tool_identities());
-    let build = exec.run_with_keys(&plan, keys).map_err(build_err)?;
+    let build = exec.run_with_keys(&plan, keys, log).map_err(build_err)?;
     let size = build
         .firmware
         .first()
@@ -353,31 +391,103 @@ pub fn build_target_in(
     ))
 }
 
-/// The provenance record of the target `build_target` just built with
-/// `exec`: what its steps read and wrote (see [`crate::provenance`]), the
-/// environment that matters, the `-e` variables, the tree and its revision,
-/// plus the caller's `notes` (e.g. `reproducible`).
-pub fn take_provenance(
-    tree: &Tree,
-    exec: &Executor<'_>,
-    opts: &Options,
-    notes: Vec<(String, String)>,
-) -> keyfab_cas::Provenance {
-    let mut log = exec.take_provenance();
-    let mut all = vec![("tree".to_string(), tree.root().display().to_string())];
-    if let Some(rev) = tree_revision(tree.root()) {
-        all.push(("tree_revision".into(), rev));
+/// What every provenance record of a run carries: the run, the tree and its
+/// revision (found once per run, not once per target), and the caller's
+/// notes (e.g. `reproducible`).
+#[derive(Debug, Clone)]
+pub struct Recording {
+    pub run: RunId,
+    pub notes: Vec<(String, String)>,
+}
+
+impl Recording {
+    pub fn new(tree: &Tree, run: RunId, notes: Vec<(String, String)>) -> Recording {
+        let mut all = vec![("tree".to_string(), tree.root().display().to_string())];
+        if let Some(rev) = tree_revision(tree.root()) {
+            all.push(("tree_revision".into(), rev));
+        }
+        all.extend(notes);
+        Recording { run, notes: all }
     }
+}
+
+/// The longest `error` note a record keeps (a compiler's log can be long).
+const MAX_ERROR_NOTE: usize = 4096;
+
+/// The provenance record of a target's build from what `build_target`
+/// collected in its [`Log`] (see [`crate::provenance`]): plus the environment
+/// that matters, the `-e` variables, the generators (`qmk_bin`), the run's
+/// notes, and the outcome (`status`; for a failure its `stage` and `error`).
+pub fn provenance_record(
+    log: Collector,
+    opts: &Options,
+    rec: &Recording,
+    outcome: Result<(), &TargetError>,
+) -> Provenance {
+    let mut log = log;
+    let mut notes = rec.notes.clone();
     for (k, v) in crate::exec::compiler_env() {
-        log.input(format!("env:{k}"), keyfab_cas::Digest::of(v.as_bytes()));
-        all.push((format!("env:{k}"), v));
+        log.input(format!("env:{k}"), Digest::of(v.as_bytes()));
+        notes.push((format!("env:{k}"), v));
     }
     for (k, v) in &opts.env {
-        log.input(format!("make:{k}"), keyfab_cas::Digest::of(v.as_bytes()));
-        all.push((format!("make:{k}"), v.clone()));
+        log.input(format!("make:{k}"), Digest::of(v.as_bytes()));
+        notes.push((format!("make:{k}"), v.clone()));
     }
-    all.extend(notes);
-    log.into_provenance(all)
+    notes.push(("qmk_bin".into(), opts.qmk_bin.clone()));
+    match outcome {
+        Ok(()) => notes.push(("status".into(), "ok".into())),
+        Err(e) => {
+            notes.push(("status".into(), "failed".into()));
+            notes.push(("stage".into(), e.stage().into()));
+            let mut error = e.cause();
+            if error.len() > MAX_ERROR_NOTE {
+                let mut end = MAX_ERROR_NOTE;
+                while !error.is_char_boundary(end) {
+                    end -= 1;
+                }
+                error.truncate(end);
+                error.push_str("\n…");
+            }
+            notes.push(("error".into(), error));
+        }
+    }
+    log.into_provenance(notes)
+}
+
+/// Stores the provenance record of a target's build (see
+/// [`provenance_record`]) in the index as part of `rec.run`, with the bytes
+/// of the generated files it read (small; `audit` diffs them). An
+/// interrupted build is not recorded.
+pub fn record(
+    tree: &Tree,
+    cas: &LocalCas,
+    rec: &Recording,
+    target: &str,
+    log: Log,
+    opts: &Options,
+    outcome: Result<(), &TargetError>,
+) -> Result<(), keyfab_cas::CasError> {
+    if outcome.is_err_and(TargetError::is_cancelled) {
+        return Ok(());
+    }
+    let p = provenance_record(log.into_collector(), opts, rec, outcome);
+    for (name, _) in &p.inputs {
+        if provenance::input_kind(name) == "generated" && !is_artifact(name) {
+            let path = tree.root().join(name);
+            if path.is_file() {
+                cas.put_file(&path)?;
+            }
+        }
+    }
+    cas.record_provenance(rec.run, target, &p)
+}
+
+/// Build products (objects, archives, firmware, maps) among generated files.
+fn is_artifact(name: &str) -> bool {
+    [".o", ".a", ".elf", ".hex", ".bin", ".uf2", ".map"]
+        .iter()
+        .any(|e| name.ends_with(e))
 }
 
 /// `git describe --always --dirty` when `root` is the top of a git checkout

@@ -2,7 +2,7 @@
 
 use crate::cli::{BuildArgs, Context};
 use anyhow::{bail, Context as _};
-use keyfab_build::{db::BuildDb, exec::Executor, plan, probe, target};
+use keyfab_build::{db::BuildDb, exec::Executor, plan, probe, provenance::Log, target};
 use keyfab_cas::{CommandKey, Digest, LocalCas, NewAction, RunClock};
 use std::process::ExitCode;
 
@@ -56,10 +56,16 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     exec.set_generator_host(crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe));
     let command: Vec<String> = std::env::args().collect();
     let run = cas.begin_run(&command.join(" "))?;
+    let log = Log::default();
     // The database knows the plan when --compiledb made it above.
-    let result = target::build_target_in(&mut db, tree, &cas, &exec, &target, &opts);
-    if result.is_ok() {
-        crate::audit_cmds::record_build(ctx, &cas, run, &exec, &opts, &target.name(), notes)?;
+    let result = target::build_target_in(&mut db, tree, &cas, &exec, &target, &opts, &log);
+    // Provenance of the build, failed ones too (what was known when it stopped).
+    let rec = target::Recording::new(tree, run, notes);
+    let outcome = result.as_ref().map(drop);
+    match target::record(tree, &cas, &rec, &target.name(), log, &opts, outcome) {
+        Err(e) if result.is_ok() => return Err(e).context("recording the build's provenance"),
+        Err(e) => eprintln!("keyfab: warning: recording the failed build's provenance: {e}"),
+        Ok(()) => {}
     }
     cas.finish_run(run, if result.is_ok() { "ok" } else { "failed" })?;
     cas.flush()?;

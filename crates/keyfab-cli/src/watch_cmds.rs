@@ -3,7 +3,7 @@
 use crate::build_cmds::{options, summary_line};
 use crate::cli::{Context, WatchArgs};
 use anyhow::{bail, Context as _};
-use keyfab_build::{db::BuildDb, exec::Executor, target, watch};
+use keyfab_build::{db::BuildDb, exec::Executor, provenance::Log, target, watch};
 use keyfab_cas::LocalCas;
 use notify::{RecursiveMode, Watcher};
 use std::io::Write;
@@ -129,7 +129,9 @@ fn build_all(
             let res = tree.resolve_keyboard(kb)?;
             let (layouts, _) = keyfab_info::community_layouts(&engine, &res.keyboard);
             let target = target::resolve(tree, &res.keyboard, km, &layouts)?;
-            let (report, _) = target::build_target_in(db, tree, cas, exec, &target, opts)?;
+            // Not recorded as provenance (yet): see ARCHITECTURE.md.
+            let log = Log::default();
+            let (report, _) = target::build_target_in(db, tree, cas, exec, &target, opts, &log)?;
             Ok(summary_line(&report))
         })();
         lines.push(match result {

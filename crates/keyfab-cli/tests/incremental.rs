@@ -7,6 +7,7 @@ mod util;
 
 use keyfab_build::db::BuildDb;
 use keyfab_build::exec::Executor;
+use keyfab_build::provenance::Log;
 use keyfab_build::target::{self, Options, TargetReport};
 use keyfab_cas::LocalCas;
 use keyfab_tree::Tree;
@@ -83,9 +84,16 @@ impl Session {
     fn build(&mut self) -> TargetReport {
         let exec = Executor::new(self.tree.root(), &self.cas, 2);
         let t = target::resolve(&self.tree, "solo", "default", &[]).unwrap();
-        let (report, _) =
-            target::build_target_in(&mut self.db, &self.tree, &self.cas, &exec, &t, &self.opts)
-                .unwrap_or_else(|e| panic!("build failed: {e:?}"));
+        let (report, _) = target::build_target_in(
+            &mut self.db,
+            &self.tree,
+            &self.cas,
+            &exec,
+            &t,
+            &self.opts,
+            &Log::default(),
+        )
+        .unwrap_or_else(|e| panic!("build failed: {e:?}"));
         report
     }
 
