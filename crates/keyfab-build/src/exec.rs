@@ -278,10 +278,12 @@ impl<'a> Executor<'a> {
                     if out.exists() {
                         std::fs::remove_file(&out).map_err(|e| self.io(&out, e))?;
                     }
-                    self.command("archive", argv, &[], output, &[], prov)?;
+                    self.command("archive", argv, &[], output, &[], &[], prov)?;
                 }
                 Step::Link { argv, env, output } => {
-                    let (hit, log) = self.command("link", argv, env, output, &[], prov)?;
+                    let scripts = crate::ldscript::script_inputs(&self.tree, argv);
+                    let (hit, log) =
+                        self.command("link", argv, env, output, &scripts, &[], prov)?;
                     report.linked_from_cache = hit;
                     if !log.is_empty() {
                         report.warnings.push((output.clone(), log));
@@ -291,15 +293,10 @@ impl<'a> Executor<'a> {
                     argv,
                     input,
                     output,
+                    then,
                 } => {
-                    self.command(
-                        "convert",
-                        argv,
-                        &[],
-                        output,
-                        std::slice::from_ref(input),
-                        prov,
-                    )?;
+                    let input = std::slice::from_ref(input);
+                    self.command("convert", argv, &[], output, input, then, prov)?;
                     report.firmware.push(output.clone());
                 }
                 Step::Copy { from, to } => {
@@ -501,8 +498,10 @@ impl<'a> Executor<'a> {
         Ok(String::from_utf8_lossy(&err).into_owned())
     }
 
-    /// A link or conversion, keyed by its tool, argv and input digests.
-    /// Returns (from cache, log).
+    /// A link or conversion, keyed by its tool, argv and input digests;
+    /// `then` are commands run after it on what it wrote (their programs'
+    /// identities join the key). Returns (from cache, log).
+    #[allow(clippy::too_many_arguments)]
     fn command(
         &self,
         kind: &str,
@@ -510,13 +509,23 @@ impl<'a> Executor<'a> {
         env: &[(String, String)],
         output: &str,
         extra_inputs: &[String],
+        then: &[Vec<String>],
         prov: &Log,
     ) -> Result<(bool, String), BuildError> {
         let tool = self.tool(&argv[0], prov)?;
+        // What the chain writes is never its input (`objcopy … X.tmp` then
+        // `uf2conv.py X.tmp --output X.uf2`; `dfu-suffix -a X.bin` in place).
+        let mut written = vec![output];
+        if !then.is_empty() {
+            written.extend(argv.last().map(String::as_str));
+        }
         let mut inputs = Vec::new();
         for word in argv[1..].iter().chain(extra_inputs) {
             let rel = Path::new(word);
-            if word != output && !rel.is_absolute() && self.tree.join(rel).is_file() {
+            if !written.contains(&word.as_str())
+                && !rel.is_absolute()
+                && self.tree.join(rel).is_file()
+            {
                 inputs.push((rel.to_path_buf(), self.digest(rel)?));
             }
         }
@@ -526,10 +535,20 @@ impl<'a> Executor<'a> {
             .iter()
             .map(|(p, d)| (p.to_string_lossy().into_owned(), *d))
             .collect();
+        // The key covers the whole chain: its argv and its programs.
+        let mut chain: Vec<String> = argv.to_vec();
+        for cmd in then {
+            inputs.push((
+                PathBuf::from(format!("tool:{}", cmd[0])),
+                self.tool(&cmd[0], prov)?,
+            ));
+            chain.push("&&".into());
+            chain.extend(cmd.iter().cloned());
+        }
         let key = CommandKey {
             kind: kind.to_string(),
             tool,
-            argv: argv[1..].iter().map(OsString::from).collect(),
+            argv: chain[1..].iter().map(OsString::from).collect(),
             cwd: self.tree.clone(),
             env: env.iter().cloned().chain(compiler_env()).collect(),
             inputs,
@@ -540,7 +559,7 @@ impl<'a> Executor<'a> {
             if self.restore_named(&result, output, map.as_deref())? {
                 self.record_command(
                     kind,
-                    argv,
+                    &chain,
                     &files,
                     output,
                     map.as_deref(),
@@ -563,6 +582,18 @@ impl<'a> Executor<'a> {
                 log,
             });
         }
+        for cmd in then {
+            // Their output was sent to /dev/null by the recipe: shown only on failure.
+            let (code, log) = run(&self.tree, cmd, &[])?;
+            if code != 0 {
+                self.check_cancel()?;
+                return Err(BuildError::StepFailed {
+                    step: format!("{kind} {output}: {}", cmd.join(" ")),
+                    code,
+                    log,
+                });
+            }
+        }
         let out_path = self.abs(output);
         let map_path = map.as_deref().map(|m| self.abs(m));
         let mut primary = NewOutput::file("output", &out_path);
@@ -581,7 +612,7 @@ impl<'a> Executor<'a> {
         let stored = self.cas.put_action(&key, &action)?;
         self.record_command(
             kind,
-            argv,
+            &chain,
             &files,
             output,
             map.as_deref(),

@@ -33,11 +33,16 @@ pub enum Step {
         env: Vec<(String, String)>,
         output: String,
     },
-    /// objcopy and friends: ELF → `.hex`/`.bin`/…
+    /// objcopy and friends: ELF → `.hex`/`.bin`/…; `then` are commands
+    /// run after it on what it wrote, in order (the `.uf2` recipe's
+    /// `uf2conv.py TMP --output X.uf2`, `dfu-suffix … -a X.bin` in place);
+    /// `output` is the file the whole chain produces.
     Convert {
         argv: Vec<String>,
         input: String,
         output: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        then: Vec<Vec<String>>,
     },
     /// Copy of the firmware to the tree root (QMK's `cpfirmware`).
     Copy { from: String, to: String },
@@ -97,8 +102,27 @@ pub enum PlanError {
 pub fn parse_dry_run(output: &str) -> Result<Plan, PlanError> {
     let mut plan = Plan::default();
     let mut status: Option<(String, String)> = None;
+    // Inside `if [ ! -z "ARGS" ]; then \` … `fi`: whether the shell would
+    // run the commands (ARGS not empty).
+    let mut shell_if: Option<bool> = None;
     for (i, line) in output.lines().enumerate() {
         let lineno = i + 1;
+        if let Some(run) = shell_if {
+            if line.trim() == "fi" {
+                shell_if = None;
+            } else if run {
+                in_place_command(&mut plan, line).map_err(|what| PlanError::Unexpected {
+                    line: lineno,
+                    what,
+                    text: line.to_string(),
+                })?;
+            }
+            continue;
+        }
+        if let Some(run) = if_not_empty(line) {
+            shell_if = Some(run);
+            continue;
+        }
         if let Some(s) = status_line(line) {
             status = Some(s);
             continue;
@@ -122,7 +146,11 @@ pub fn parse_dry_run(output: &str) -> Result<Plan, PlanError> {
             continue;
         }
         if let Some((from, to)) = copy_firmware(line) {
-            plan.steps.push(Step::Copy { from, to });
+            // QMK's ARM recipes copy the same firmware up to three times.
+            let copy = Step::Copy { from, to };
+            if !plan.steps.contains(&copy) {
+                plan.steps.push(copy);
+            }
             continue;
         }
         if let Some(max) = size_limit(line) {
@@ -154,10 +182,60 @@ fn build_cmd(line: &str) -> Option<&str> {
     Some(rest[..end].trim())
 }
 
-/// `cp .build/x.hex x.hex && …` → (from, to).
+/// `if [ ! -z "ARGS" ]; then \` (QMK's `DFU_SUFFIX_ARGS` test) → whether
+/// ARGS is not empty.
+fn if_not_empty(line: &str) -> Option<bool> {
+    let rest = line.trim().strip_prefix("if [ ! -z \"")?;
+    let (args, tail) = rest.split_once('"')?;
+    (tail.trim() == "]; then \\").then(|| !args.trim().is_empty())
+}
+
+/// A command inside such an `if` (`dfu-suffix -v V -p P -a X.bin 1>/dev/null ;\`):
+/// it rewrites a file an earlier conversion wrote, so it joins that step's
+/// `then`.
+fn in_place_command(plan: &mut Plan, line: &str) -> Result<(), String> {
+    let text = line.trim().trim_end_matches('\\').trim_end();
+    let text = text.trim_end_matches(';').trim_end();
+    let words = shlex::split(text).ok_or("cannot split the command")?;
+    let words = without_redirections(words);
+    if words.is_empty() {
+        return Ok(());
+    }
+    let step = plan
+        .steps
+        .iter_mut()
+        .rev()
+        .find(|s| matches!(s, Step::Convert { output, .. } if words[1..].contains(output)));
+    match step {
+        Some(Step::Convert { then, .. }) => {
+            then.push(words);
+            Ok(())
+        }
+        _ => Err("a command on no file an earlier step wrote".into()),
+    }
+}
+
+/// The words of a command without its output redirections (`>/dev/null`,
+/// `1>/dev/null`, `2>&1`): the executor keeps a chained command's output
+/// only to show when it fails.
+fn without_redirections(words: Vec<String>) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let op = w.trim_start_matches(|c: char| c.is_ascii_digit() || c == '&');
+        if !op.starts_with('>') {
+            kept.push(w);
+        } else if op == ">" || op == ">>" {
+            it.next(); // `> FILE`: the file is the next word
+        }
+    }
+    kept
+}
+
+/// `cp .build/x.hex x.hex && …` (or `…;`) → (from, to).
 fn copy_firmware(line: &str) -> Option<(String, String)> {
     let rest = line.strip_prefix("cp ")?;
-    let cmd = rest.split(" && ").next()?;
+    let cmd = rest.split(" && ").next()?.trim_end().trim_end_matches(';');
     let mut parts = cmd.split_whitespace();
     let (from, to) = (parts.next()?, parts.next()?);
     (parts.next().is_none() && from.starts_with(".build/"))
@@ -175,7 +253,15 @@ fn size_limit(line: &str) -> Option<u64> {
 
 /// Types a command by the status line printed before it.
 fn typed_step(verb: &str, subject: &str, words: Vec<String>) -> Result<Step, String> {
-    // `A && B`: the compile's `mv -f x.td x.d`, or a generator followed by more.
+    // `A || exit 0` (QMK's `.bin`/`.eep` recipes): the command's failure is
+    // ignored by make; we run `A` and treat a failure as one.
+    let words = match words.iter().position(|w| w == "||") {
+        Some(i) if words[i + 1..] == ["exit", "0"] => words[..i].to_vec(),
+        Some(_) => return Err("a command with `||`".into()),
+        None => words,
+    };
+    // `A && B`: the compile's `mv -f x.td x.d`, a generator followed by
+    // more, the `.uf2` recipe's `objcopy … X.tmp && uf2conv.py X.tmp --output X.uf2`.
     let mut parts = words.split(|w| w == "&&");
     let first = parts.next().unwrap_or_default().to_vec();
     let rest: Vec<Vec<String>> = parts.map(<[String]>::to_vec).collect();
@@ -230,12 +316,19 @@ fn typed_step(verb: &str, subject: &str, words: Vec<String>) -> Result<Step, Str
             if first.len() < 3 {
                 return Err("conversion without input and output".into());
             }
-            let output = first[first.len() - 1].clone();
             let input = first[first.len() - 2].clone();
+            let then: Vec<Vec<String>> = rest.into_iter().map(without_redirections).collect();
+            // The chain's product: the last `--output` of a chained command, else objcopy's.
+            let output = then
+                .iter()
+                .rev()
+                .find_map(|c| flag_value(c, "--output"))
+                .unwrap_or_else(|| first[first.len() - 1].clone());
             Ok(Step::Convert {
                 argv: first,
                 input,
                 output,
+                then,
             })
         }
         other => Err(format!("unknown step kind {other:?}")),
@@ -403,6 +496,7 @@ mod tests {
                     .collect(),
                 input: ".build/kb_km.elf".into(),
                 output: ".build/kb_km.hex".into(),
+                then: vec![],
             }
         );
         assert_eq!(
@@ -421,6 +515,99 @@ mod tests {
                 from: ".build/kb_km.hex".into(),
                 to: "kb_km.hex".into()
             }
+        );
+    }
+
+    /// An ARM-style tail: `.bin` by objcopy with `|| exit 0`, a DFU suffix
+    /// added in place inside a shell `if`, the same copy printed thrice, and a
+    /// `.uf2` made through a temporary file.
+    fn arm_sample(suffix_args: &str) -> String {
+        [
+            "printf \"Compiling: main.c\" | awk '{ print }'".to_string(),
+            format!("LOG=$(xcc -c main.c -o .build/o/main.o{OK_TAIL}"),
+            "printf \"Creating binary load file for flashing: .build/fw.bin\" | awk '{ print }'".to_string(),
+            format!("LOG=$(xobjcopy -O binary .build/fw.elf .build/fw.bin || exit 0{OK_TAIL}"),
+            format!("if [ ! -z \"{suffix_args}\" ]; then \\"),
+            format!("\tsuffixer {suffix_args} -a .build/fw.bin 1>/dev/null ;\\"),
+            "fi".to_string(),
+            "#false || printf \"Executing: 'suffixer':\\n\" ;\\".to_string(),
+            "cp .build/fw.bin fw.bin;".to_string(),
+            "printf \"Creating UF2 file for deployment: .build/fw.uf2\" | awk '{ print }'".to_string(),
+            format!("LOG=$(xobjcopy -O ihex .build/fw.elf .build/fw.tmp && ./tools/touf2 .build/fw.tmp --output .build/fw.uf2 --family X >/dev/null 2>&1{OK_TAIL}"),
+            "cp .build/fw.bin fw.bin;".to_string(),
+            "cp .build/fw.bin fw.bin && false || printf \" [OK]\\n\"".to_string(),
+        ]
+        .join("\n")
+    }
+
+    fn split(s: &str) -> Vec<String> {
+        s.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn arm_tail_with_dfu_suffix_and_uf2() {
+        let plan = parse_dry_run(&arm_sample("-v 1234 -p 5678")).unwrap();
+        assert_eq!(plan.steps.len(), 4, "{:#?}", plan.steps);
+        assert_eq!(
+            plan.steps[1],
+            Step::Convert {
+                argv: split("xobjcopy -O binary .build/fw.elf .build/fw.bin"),
+                input: ".build/fw.elf".into(),
+                output: ".build/fw.bin".into(),
+                then: vec![split("suffixer -v 1234 -p 5678 -a .build/fw.bin")],
+            }
+        );
+        assert_eq!(
+            plan.steps[2],
+            Step::Copy {
+                from: ".build/fw.bin".into(),
+                to: "fw.bin".into()
+            }
+        );
+        assert_eq!(
+            plan.steps[3],
+            Step::Convert {
+                argv: split("xobjcopy -O ihex .build/fw.elf .build/fw.tmp"),
+                input: ".build/fw.elf".into(),
+                output: ".build/fw.uf2".into(),
+                then: vec![split(
+                    "./tools/touf2 .build/fw.tmp --output .build/fw.uf2 --family X"
+                )],
+            }
+        );
+    }
+
+    #[test]
+    fn empty_suffix_args_run_nothing() {
+        let plan = parse_dry_run(&arm_sample("")).unwrap();
+        let Step::Convert { then, .. } = &plan.steps[1] else {
+            panic!("{:?}", plan.steps[1])
+        };
+        assert!(then.is_empty(), "{then:?}");
+    }
+
+    #[test]
+    fn in_place_command_needs_an_earlier_output() {
+        let text = format!(
+            "printf \"Compiling: a.c\" | awk 'x'\nLOG=$(xcc -c a.c -o a.o{OK_TAIL}\nif [ ! -z \"-x\" ]; then \\\n\tsuffixer -x -a other.bin ;\\\nfi\n"
+        );
+        let err = parse_dry_run(&text).unwrap_err();
+        assert!(err.to_string().contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn or_other_than_exit_0_is_an_error() {
+        let text =
+            format!("printf \"Creating x: b\" | awk 'x'\nLOG=$(xobjcopy a b || rm b{OK_TAIL}\n");
+        let err = parse_dry_run(&text).unwrap_err();
+        assert!(err.to_string().contains("||"), "{err}");
+    }
+
+    #[test]
+    fn redirections_are_dropped() {
+        assert_eq!(
+            without_redirections(split("t a >/dev/null 2>&1 1>/dev/null > f b")),
+            split("t a b")
         );
     }
 

@@ -372,9 +372,13 @@ pub fn build_target_in(
     let keys = db::object_keys(db, input);
     exec.know_tools(&db.tool_identities());
     let build = exec.run_with_keys(&plan, keys, log).map_err(build_err)?;
+    // QMK's size: of the .hex when there is one (`size --target=ihex`; an
+    // ARM .bin carries a 16-byte DFU suffix), else of the firmware.
     let size = build
         .firmware
-        .first()
+        .iter()
+        .find(|f| f.ends_with(".hex"))
+        .or(build.firmware.first())
         .and_then(|f| firmware_size(&tree.root().join(f)));
     Ok((
         TargetReport {

@@ -5,14 +5,20 @@
 //! - planck/rev5:default passes in plain mode (its LTO objects differ from
 //!   build to build, GCC's random seed; the firmware does not).
 //! - An AVR board with COMMAND_ENABLE (`KEYFAB_QMK_COMMAND_TARGET`, default
-//!   weirdo/tiger910:default; planck/rev6 is ARM and needs ChibiOS) fails in
-//!   plain mode, naming version.h's build date and command.o, and passes in
-//!   reproducible mode on a clock moved by three days (when `faketime` is
-//!   installed; else a second later).
+//!   weirdo/tiger910:default) fails in plain mode, naming version.h's build
+//!   date and command.o, and passes in reproducible mode on a clock moved by
+//!   three days (when `faketime` is installed; else a second later).
+//!
+//! With `KEYFAB_QMK_ARM_TREE` (a tree whose ChibiOS submodules build, see
+//! DESIGN.md), the same for planck/rev6:default (ARM, COMMAND_ENABLE): plain
+//! fails on command.o and version.h's build date; `--reproducible` passes, and
+//! so does a build with `SOURCE_DATE_EPOCH` set audited on another day (the
+//! audit itself under `faketime -f +1d`, its rebuild three days on).
 
 mod util;
 
 use serde_json::Value;
+use std::path::{Path, PathBuf};
 use util::*;
 
 #[test]
@@ -23,16 +29,7 @@ fn audit_on_the_real_tree() {
     let command_target = std::env::var("KEYFAB_QMK_COMMAND_TARGET")
         .unwrap_or_else(|_| "weirdo/tiger910:default".into());
     let tmp = tempfile::tempdir().unwrap();
-    let tree = tmp.path().join("qmk");
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&src)
-        .arg(&tree)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let _ = std::fs::remove_dir_all(tree.join(".build"));
+    let tree = copy_tree(Path::new(&src), tmp.path());
     let cache = tmp.path().join("cache");
     let keyfab = |args: &[&str]| -> Run {
         run(keyfab(&tree)
@@ -56,6 +53,102 @@ fn audit_on_the_real_tree() {
     keyfab(&["build", &command_target]).ok();
     let (code, t) = audit(&command_target);
     assert_eq!(code, 1, "{t:#}");
+    assert_date_in_command_o(&t);
+
+    keyfab(&["build", &command_target, "--reproducible"]).ok();
+    let (code, t) = audit(&command_target);
+    assert_eq!(code, 0, "{t:#}");
+}
+
+#[test]
+fn arm_audit_on_the_real_tree() {
+    let Some(src) = std::env::var_os("KEYFAB_QMK_ARM_TREE") else {
+        return;
+    };
+    let target = "planck/rev6:default";
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = copy_tree(Path::new(&src), tmp.path());
+    let cache = tmp.path().join("cache");
+    let keyfab_cmd = |args: &[&str]| {
+        let mut c = keyfab(&tree);
+        c.env_remove("SOURCE_DATE_EPOCH")
+            .arg("--cache")
+            .arg(&cache)
+            .args(args);
+        c
+    };
+    let audit = |mut cmd: std::process::Command| -> (i32, Value) {
+        let r = run(cmd.args(["audit", target, "--format", "json"]));
+        let json: Value = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|_| panic!("{}\n{}", r.stdout, r.stderr));
+        (r.code, json["targets"][0].clone())
+    };
+
+    run(&mut keyfab_cmd(&["build", target])).ok();
+    let (code, t) = audit(keyfab_cmd(&[]));
+    assert_eq!(code, 1, "{t:#}");
+    assert_date_in_command_o(&t);
+    // The plain report names them too.
+    let text = run(&mut keyfab_cmd(&["audit", target]));
+    assert_eq!(text.code, 1);
+    assert!(text.stdout.contains("FAIL"), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("first differing artifact: .build/obj_planck_rev6_default/quantum/command.o"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("src/version.h [generated]: the build date"),
+        "{}",
+        text.stdout
+    );
+
+    run(&mut keyfab_cmd(&["build", target, "--reproducible"])).ok();
+    let (code, t) = audit(keyfab_cmd(&[]));
+    assert_eq!(code, 0, "{t:#}");
+    assert_eq!(t["pass"], true);
+
+    let mut build = keyfab_cmd(&["build", target]);
+    run(build.env("SOURCE_DATE_EPOCH", "1790000000")).ok();
+    let mut cmd = keyfab_cmd(&[]);
+    if keyfab_build::exec::resolve_program("faketime").is_some() {
+        // The audit itself on another day.
+        let mut c = std::process::Command::new("faketime");
+        c.args(["-f", "+1d"])
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .current_dir(&tree)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("QMK_HOME")
+            .env_remove("QMK_USERSPACE")
+            .env_remove("KEYFAB_CACHE");
+        cmd = c;
+    }
+    let (code, t) = audit(cmd);
+    assert_eq!(code, 0, "{t:#}");
+    assert_eq!(t["rebuild"]["source_date_epoch"], "1790000000", "{t:#}");
+}
+
+/// A copy of a real tree in `dir`, without its build output.
+fn copy_tree(src: &Path, dir: &Path) -> PathBuf {
+    let tree = dir.join("qmk");
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(&tree)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let _ = std::fs::remove_dir_all(tree.join(".build"));
+    tree
+}
+
+/// A failed audit's report: command.o differs first, because of version.h's
+/// build date.
+fn assert_date_in_command_o(t: &Value) {
     let first = t["first_difference"].as_str().unwrap();
     assert!(first.ends_with("/quantum/command.o"), "{t:#}");
     let causes = t["differences"][0]["causes"].as_array().unwrap();
@@ -66,8 +159,4 @@ fn audit_on_the_real_tree() {
                 && c["what"].as_str().unwrap().contains("the build date")),
         "{t:#}"
     );
-
-    keyfab(&["build", &command_target, "--reproducible"]).ok();
-    let (code, t) = audit(&command_target);
-    assert_eq!(code, 0, "{t:#}");
 }
