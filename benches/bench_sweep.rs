@@ -154,7 +154,7 @@ fn main() {
     println!("  expected: 1 compiled; got {}", km.compiled);
 
     edit(&tree.join("quantum/matrix.c"), |t| {
-        t.replace("] ^= 1;", "] ^= 3;")
+        t.replace("] ^= MATRIX_SCAN_TOGGLE;", "] ^= 3;")
     });
     let core = sweep(&bin, &tree, &cache, &report, jobs);
     line("one core .c changed", &core, None);

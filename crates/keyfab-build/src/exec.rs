@@ -6,8 +6,9 @@
 //! from the cache. Link and conversions are keyed by the digests of their
 //! inputs. Failed steps are never cached.
 
+use crate::db::ObjectKey;
 use crate::plan::{Plan, Step};
-use crate::provenance::Collector;
+use crate::provenance::Log;
 use keyfab_cas::{
     ActionResult, CommandKey, CompileKey, Digest, DirectKey, LocalCas, ManifestEntry, NewAction,
     NewOutput, RunClock, ToolIdentity,
@@ -53,6 +54,14 @@ pub struct BuildReport {
     pub duration_ms: u128,
 }
 
+/// Runs generator calls inside this process instead of spawning them (the
+/// binary implements it for `keyfab qmk …` calls: its own generators).
+pub trait GeneratorHost: Send + Sync {
+    /// `None` when `argv` is not a call this host runs; then it is spawned.
+    /// `Err` carries the generator's message.
+    fn generate(&self, argv: &[String]) -> Option<Result<(), String>>;
+}
+
 /// Runs plans in one tree, with one cache.
 pub struct Executor<'a> {
     tree: PathBuf,
@@ -61,8 +70,7 @@ pub struct Executor<'a> {
     pool: rayon::ThreadPool,
     tools: Mutex<HashMap<String, Digest>>,
     cancel: Option<Arc<AtomicBool>>,
-    /// Provenance of what ran since the last [`Executor::take_provenance`].
-    log: Mutex<Collector>,
+    host: Mutex<Option<Arc<dyn GeneratorHost>>>,
 }
 
 impl<'a> Executor<'a> {
@@ -78,8 +86,23 @@ impl<'a> Executor<'a> {
             pool,
             tools: Mutex::new(HashMap::new()),
             cancel: None,
-            log: Mutex::new(Collector::default()),
+            host: Mutex::new(None),
         }
+    }
+
+    /// Program identities already known (from the database): no second
+    /// `--version` run for them.
+    pub fn know_tools(&self, known: &[(String, Digest)]) {
+        let mut tools = self.tools.lock().unwrap();
+        for (program, id) in known {
+            tools.entry(program.clone()).or_insert(*id);
+        }
+    }
+
+    /// Runs the generator calls `host` knows in this process from now on
+    /// (watch sets a fresh host per rebuild: hosts may keep parsed files).
+    pub fn set_generator_host(&self, host: Option<Arc<dyn GeneratorHost>>) {
+        *self.host.lock().unwrap() = host;
     }
 
     /// Stops starting new steps once `flag` is set (steps then fail with
@@ -90,10 +113,17 @@ impl<'a> Executor<'a> {
     }
 
     fn check_cancel(&self) -> Result<(), BuildError> {
-        match &self.cancel {
-            Some(f) if f.load(Ordering::Relaxed) => Err(BuildError::Cancelled),
-            _ => Ok(()),
+        if self.cancelled() {
+            return Err(BuildError::Cancelled);
         }
+        Ok(())
+    }
+
+    /// Whether the cancel flag (see [`Executor::with_cancel`]) is set.
+    pub fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     /// Runs `f` in this executor's pool: the parallel work `f` starts (other
@@ -106,25 +136,6 @@ impl<'a> Executor<'a> {
     /// The number of threads of the pool.
     pub fn jobs(&self) -> usize {
         self.pool.current_num_threads()
-    }
-
-    /// What the steps run since the last call read and wrote (provenance),
-    /// leaving an empty log for the next target.
-    pub fn take_provenance(&self) -> Collector {
-        std::mem::take(&mut *self.log.lock().unwrap())
-    }
-
-    /// Records files a target's build depends on besides its steps' inputs
-    /// (makefiles read, keyboard and keymap files), tree-relative.
-    pub fn record_inputs(&self, files: &[(String, Digest)]) {
-        let mut log = self.log();
-        for (name, d) in files {
-            log.input(name.clone(), *d);
-        }
-    }
-
-    fn log(&self) -> std::sync::MutexGuard<'_, Collector> {
-        self.log.lock().unwrap()
     }
 
     fn abs(&self, rel: &str) -> PathBuf {
@@ -144,33 +155,15 @@ impl<'a> Executor<'a> {
     }
 
     /// Compiler identity: resolved path + `--version` output + binary digest,
-    /// computed once per program per run.
-    pub fn tool(&self, program: &str) -> Result<Digest, BuildError> {
+    /// computed once per program per run; recorded in `prov`.
+    pub fn tool(&self, program: &str, prov: &Log) -> Result<Digest, BuildError> {
         if let Some(d) = self.tools.lock().unwrap().get(program) {
-            self.log().tool(program, *d);
+            prov.with(|l| l.tool(program, *d));
             return Ok(*d);
         }
-        let path = resolve_program(program).ok_or_else(|| BuildError::Spawn {
-            program: program.to_string(),
-            message: "not found on PATH".into(),
-        })?;
-        let version =
-            Command::new(&path)
-                .arg("--version")
-                .output()
-                .map_err(|e| BuildError::Spawn {
-                    program: program.to_string(),
-                    message: e.to_string(),
-                })?;
-        let binary = self.cas.file_digest(&path, &self.clock)?;
-        let id = ToolIdentity {
-            path: path.clone(),
-            version_output: version.stdout,
-            binary,
-        }
-        .digest();
+        let id = identify_tool(program, |p| Ok(self.cas.file_digest(p, &self.clock)?))?;
         self.tools.lock().unwrap().insert(program.to_string(), id);
-        self.log().tool(program, id);
+        prov.with(|l| l.tool(program, id));
         Ok(id)
     }
 
@@ -199,6 +192,14 @@ impl<'a> Executor<'a> {
         if let Some(dir) = output.and_then(|o| self.abs(o).parent().map(Path::to_path_buf)) {
             std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
         }
+        let host = self.host.lock().unwrap().clone();
+        if let Some(result) = host.and_then(|h| h.generate(argv)) {
+            return result.map_err(|log| BuildError::StepFailed {
+                step: step(),
+                code: 1,
+                log,
+            });
+        }
         let (code, log) = run(&self.tree, argv, &[])?;
         if code != 0 {
             return Err(BuildError::StepFailed {
@@ -211,8 +212,20 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs every step of `plan`: generators, compiles in parallel, link,
-    /// conversions, copies.
-    pub fn run(&self, plan: &Plan) -> Result<BuildReport, BuildError> {
+    /// conversions, copies. What each step read and wrote goes to `prov` (the
+    /// steps that finished, also when a later one fails).
+    pub fn run(&self, plan: &Plan, prov: &Log) -> Result<BuildReport, BuildError> {
+        self.run_with_keys(plan, &BTreeMap::new(), prov)
+    }
+
+    /// [`Executor::run`] with the objects' direct-mode keys already known
+    /// (from the database, [`crate::db::object_keys`]).
+    pub fn run_with_keys(
+        &self,
+        plan: &Plan,
+        keys: &BTreeMap<String, ObjectKey>,
+        prov: &Log,
+    ) -> Result<BuildReport, BuildError> {
         self.check_cancel()?;
         let start = Instant::now();
         let mut report = BuildReport::default();
@@ -227,12 +240,15 @@ impl<'a> Executor<'a> {
         self.pool.install(|| {
             generates
                 .par_iter()
-                .try_for_each(|(argv, output)| self.generate(argv, output))
+                .try_for_each(|(argv, output)| self.generate(argv, output, prov))
         })?;
         let compiles: Vec<&Step> = plan.compiles().collect();
-        let results: Vec<Result<CompileOutcome, BuildError>> = self
-            .pool
-            .install(|| compiles.par_iter().map(|s| self.compile(s)).collect());
+        let results: Vec<Result<CompileOutcome, BuildError>> = self.pool.install(|| {
+            compiles
+                .par_iter()
+                .map(|s| self.compile(s, keys, prov))
+                .collect()
+        });
         let mut first_error = None;
         for r in results {
             match r {
@@ -262,11 +278,12 @@ impl<'a> Executor<'a> {
                     if out.exists() {
                         std::fs::remove_file(&out).map_err(|e| self.io(&out, e))?;
                     }
-                    self.command("archive", argv, &[], output, &[], &[])?;
+                    self.command("archive", argv, &[], output, &[], &[], prov)?;
                 }
                 Step::Link { argv, env, output } => {
                     let scripts = crate::ldscript::script_inputs(&self.tree, argv);
-                    let (hit, log) = self.command("link", argv, env, output, &scripts, &[])?;
+                    let (hit, log) =
+                        self.command("link", argv, env, output, &scripts, &[], prov)?;
                     report.linked_from_cache = hit;
                     if !log.is_empty() {
                         report.warnings.push((output.clone(), log));
@@ -279,7 +296,7 @@ impl<'a> Executor<'a> {
                     then,
                 } => {
                     let input = std::slice::from_ref(input);
-                    self.command("convert", argv, &[], output, input, then)?;
+                    self.command("convert", argv, &[], output, input, then, prov)?;
                     report.firmware.push(output.clone());
                 }
                 Step::Copy { from, to } => {
@@ -294,7 +311,7 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs a generator; generators decide themselves whether to rewrite.
-    fn generate(&self, argv: &[String], output: &str) -> Result<(), BuildError> {
+    fn generate(&self, argv: &[String], output: &str, prov: &Log) -> Result<(), BuildError> {
         self.run_generator(argv, Some(output), || format!("generating {output}"))?;
         // Provenance: the tree files named on its command line, and what it wrote.
         let mut files = Vec::new();
@@ -305,12 +322,16 @@ impl<'a> Executor<'a> {
             }
         }
         let written = self.digest(Path::new(output)).ok();
-        self.log()
-            .step("generate", argv, &files, output, written, false);
+        prov.with(|l| l.step("generate", argv, &files, output, written, false));
         Ok(())
     }
 
-    fn compile(&self, step: &Step) -> Result<CompileOutcome, BuildError> {
+    fn compile(
+        &self,
+        step: &Step,
+        keys: &BTreeMap<String, ObjectKey>,
+        prov: &Log,
+    ) -> Result<CompileOutcome, BuildError> {
         let Step::Compile {
             source,
             object,
@@ -321,16 +342,20 @@ impl<'a> Executor<'a> {
         else {
             unreachable!("compile() takes compile steps")
         };
-        let compiler = self.tool(&argv[0])?;
+        let compiler = self.tool(&argv[0], prov)?;
         let source_digest = self.digest(Path::new(source))?;
-        let direct = DirectKey {
-            compiler,
-            argv: argv[1..].iter().map(OsString::from).collect(),
-            cwd: self.tree.clone(),
-            env: compiler_env(),
-            source: source_digest,
-        }
-        .key();
+        // The database's key holds only while the source is what it hashed.
+        let direct = match keys.get(object) {
+            Some(k) if k.source == source_digest => k.key,
+            _ => DirectKey {
+                compiler,
+                argv: argv[1..].iter().map(OsString::from).collect(),
+                cwd: self.tree.clone(),
+                env: compiler_env(),
+                source: source_digest,
+            }
+            .key(),
+        };
         let record = |headers: &[(PathBuf, Digest)], object_digest: Option<Digest>, cached| {
             let mut files = vec![(source.clone(), source_digest)];
             files.extend(
@@ -338,8 +363,7 @@ impl<'a> Executor<'a> {
                     .iter()
                     .map(|(p, d)| (p.to_string_lossy().into_owned(), *d)),
             );
-            self.log()
-                .step("compile", argv, &files, object, object_digest, cached);
+            prov.with(|l| l.step("compile", argv, &files, object, object_digest, cached));
         };
         let obj_path = self.abs(object);
         if let Some(dir) = obj_path.parent() {
@@ -477,6 +501,7 @@ impl<'a> Executor<'a> {
     /// A link or conversion, keyed by its tool, argv and input digests;
     /// `then` are commands run after it on what it wrote (their programs'
     /// identities join the key). Returns (from cache, log).
+    #[allow(clippy::too_many_arguments)]
     fn command(
         &self,
         kind: &str,
@@ -485,8 +510,9 @@ impl<'a> Executor<'a> {
         output: &str,
         extra_inputs: &[String],
         then: &[Vec<String>],
+        prov: &Log,
     ) -> Result<(bool, String), BuildError> {
-        let tool = self.tool(&argv[0])?;
+        let tool = self.tool(&argv[0], prov)?;
         // What the chain writes is never its input (`objcopy … X.tmp` then
         // `uf2conv.py X.tmp --output X.uf2`; `dfu-suffix -a X.bin` in place).
         let mut written = vec![output];
@@ -514,7 +540,7 @@ impl<'a> Executor<'a> {
         for cmd in then {
             inputs.push((
                 PathBuf::from(format!("tool:{}", cmd[0])),
-                self.tool(&cmd[0])?,
+                self.tool(&cmd[0], prov)?,
             ));
             chain.push("&&".into());
             chain.extend(cmd.iter().cloned());
@@ -531,7 +557,16 @@ impl<'a> Executor<'a> {
         let map = map_file(argv);
         if let Some(result) = self.cas.get_action(&key)? {
             if self.restore_named(&result, output, map.as_deref())? {
-                self.record_command(kind, &chain, &files, output, map.as_deref(), &result, true);
+                self.record_command(
+                    kind,
+                    &chain,
+                    &files,
+                    output,
+                    map.as_deref(),
+                    &result,
+                    true,
+                    prov,
+                );
                 return Ok((true, self.replay(&result)?));
             }
         }
@@ -575,7 +610,16 @@ impl<'a> Executor<'a> {
             duration: started.elapsed(),
         };
         let stored = self.cas.put_action(&key, &action)?;
-        self.record_command(kind, &chain, &files, output, map.as_deref(), &stored, false);
+        self.record_command(
+            kind,
+            &chain,
+            &files,
+            output,
+            map.as_deref(),
+            &stored,
+            false,
+            prov,
+        );
         Ok((false, log))
     }
 
@@ -590,13 +634,15 @@ impl<'a> Executor<'a> {
         map: Option<&str>,
         result: &ActionResult,
         cached: bool,
+        prov: &Log,
     ) {
-        let mut log = self.log();
         let digest = result.output("output").map(|o| o.digest);
-        log.step(kind, argv, files, output, digest, cached);
-        if let (Some(m), Some(rel)) = (result.output("map"), map) {
-            log.outputs.insert(rel.to_string(), m.digest);
-        }
+        prov.with(|l| {
+            l.step(kind, argv, files, output, digest, cached);
+            if let (Some(m), Some(rel)) = (result.output("map"), map) {
+                l.outputs.insert(rel.to_string(), m.digest);
+            }
+        });
     }
 
     fn restore_named(
@@ -616,6 +662,44 @@ impl<'a> Executor<'a> {
         }
         Ok(true)
     }
+}
+
+/// A program's identity: resolved path + `--version` output + the digest
+/// of its binary (computed by `binary_digest`).
+pub fn identify_tool(
+    program: &str,
+    binary_digest: impl FnOnce(&Path) -> Result<Digest, BuildError>,
+) -> Result<Digest, BuildError> {
+    let path = resolve_program(program).ok_or_else(|| BuildError::Spawn {
+        program: program.to_string(),
+        message: "not found on PATH".into(),
+    })?;
+    let version = Command::new(&path)
+        .arg("--version")
+        .output()
+        .map_err(|e| BuildError::Spawn {
+            program: program.to_string(),
+            message: e.to_string(),
+        })?;
+    let binary = binary_digest(&path)?;
+    Ok(ToolIdentity {
+        path,
+        version_output: version.stdout,
+        binary,
+    }
+    .digest())
+}
+
+/// [`identify_tool`] hashing the binary directly (no cache at hand).
+pub fn tool_identity(program: &str) -> Result<Digest, BuildError> {
+    identify_tool(program, |p| {
+        std::fs::read(p)
+            .map(|b| Digest::of(&b))
+            .map_err(|e| BuildError::Io {
+                path: p.display().to_string(),
+                message: e.to_string(),
+            })
+    })
 }
 
 /// Environment variables that change what GCC produces (`__DATE__` follows

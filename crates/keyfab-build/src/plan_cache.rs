@@ -49,11 +49,6 @@ pub struct PlanContext<'a> {
     /// A command that logs a generator call to the file named by its
     /// `--log` argument and then runs it: `<recorder> --log FILE -- <qmk_bin …>`.
     pub recorder: String,
-    /// Tree-relative folders whose file names and contents the plan depends on
-    /// (the keyboard's folder chain, the keymap folder).
-    pub folders: Vec<PathBuf>,
-    /// Extra files the plan depends on (keyfab's own binary, which generates).
-    pub files: Vec<PathBuf>,
 }
 
 /// The environment variables a plan depends on.
@@ -68,40 +63,12 @@ fn plan_env() -> BTreeMap<String, String> {
 }
 
 fn head_key(
-    cas: &LocalCas,
-    clock: &RunClock,
     ctx: &PlanContext<'_>,
+    inputs: &[(PathBuf, Digest)],
 ) -> Result<keyfab_cas::ActionKey, PlanCacheError> {
     let make = crate::exec::resolve_program(&plan::make_program())
         .ok_or_else(|| PlanCacheError::Other("make not found on PATH".into()))?;
-    let mut inputs: Vec<(PathBuf, Digest)> = Vec::new();
-    inputs.push((make.clone(), cas.file_digest(&make, clock)?));
-    for f in &ctx.files {
-        inputs.push((f.clone(), cas.file_digest(&ctx.tree.join(f), clock)?));
-    }
-    let mut folders = ctx.folders.clone();
-    folders.push("data/mappings".into());
-    folders.push("data/schemas".into());
-    for folder in &folders {
-        let dir = ctx.tree.join(folder);
-        let mut names: Vec<String> = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        names.sort();
-        // The listing itself: a new file (a config.h that shadows another) changes the plan.
-        inputs.push((folder.join("."), Digest::of(names.join("\n").as_bytes())));
-        for name in names {
-            let path = dir.join(&name);
-            if name.ends_with(".c") || !path.is_file() {
-                continue;
-            }
-            inputs.push((folder.join(&name), cas.file_digest(&path, clock)?));
-        }
-    }
+    let inputs = inputs.to_vec();
     if std::env::var_os("KEYFAB_DEBUG_PLAN_KEY").is_some() {
         for (p, d) in &inputs {
             eprintln!("plan input {} {}", p.display(), d.to_hex());
@@ -129,8 +96,9 @@ pub fn plan_target(
     cas: &LocalCas,
     clock: &RunClock,
     ctx: &PlanContext<'_>,
+    inputs: &[(PathBuf, Digest)],
 ) -> Result<CachedPlan, PlanCacheError> {
-    let head = head_key(cas, clock, ctx)?;
+    let head = head_key(ctx, inputs)?;
     if let Some(manifest) = cas.get_manifest(&head)? {
         let found = manifest.entries.iter().find(|e| {
             e.headers

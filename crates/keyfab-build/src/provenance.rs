@@ -16,11 +16,18 @@
 //! `step` note per step (JSON of [`StepRecord`]): its kind, output, the
 //! names of its inputs and whether it came from the cache.
 //!
+//! Records of failed builds carry the note `status` = `failed`, the
+//! `stage` (`plan` or `build`) and the `error`, with the inputs known when
+//! the build stopped (the step that failed is not among the steps); records
+//! of successful builds carry `status` = `ok` (older records have no
+//! `status`: they are all successful builds).
+//!
 //! Architecture invariant: pure bookkeeping; no IO here.
 
 use keyfab_cas::{Digest, Provenance};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 /// One step of a build as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +48,24 @@ pub struct Collector {
     pub toolchains: BTreeMap<String, Digest>,
     pub outputs: BTreeMap<String, Digest>,
     pub steps: Vec<StepRecord>,
+}
+
+/// One target's [`Collector`] while its build runs: the steps of one plan
+/// run in parallel and each adds what it read and wrote. Every target of a
+/// run has its own, so targets built side by side (a sweep) never mix.
+#[derive(Debug, Default)]
+pub struct Log(Mutex<Collector>);
+
+impl Log {
+    /// Adds to the collector.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Collector) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// What was collected.
+    pub fn into_collector(self) -> Collector {
+        self.0.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The digest that stands for a command line (words NUL-separated).
@@ -123,6 +148,12 @@ pub fn note<'a>(p: &'a Provenance, name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// Whether a record is of a successful build (records without a `status`
+/// note are).
+pub fn is_ok(p: &Provenance) -> bool {
+    note(p, "status").is_none_or(|s| s == "ok")
 }
 
 /// A file the build generated (under `.build/`), as opposed to a tree file.

@@ -2,11 +2,13 @@
 //! (from the cache or make), run it, and report. The CLI's `build`, and the
 //! sweep, watch and audit front-ends, all go through here.
 
+use crate::db::{self, BuildDb, PlanRecord, TargetInput};
 use crate::exec::{BuildError, BuildReport, Executor};
 use crate::plan::{self, Plan};
 use crate::plan_cache::{self, PlanCacheError, PlanContext};
 use crate::probe;
-use keyfab_cas::{LocalCas, RunClock};
+use crate::provenance::{self, Collector, Log};
+use keyfab_cas::{Digest, LocalCas, Provenance, RunClock, RunId};
 use keyfab_tree::Tree;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,37 @@ pub enum TargetError {
     Cache(#[from] keyfab_cas::CasError),
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+}
+
+impl TargetError {
+    /// Where the build stopped: `plan`, `build`, or `setup` (before either).
+    pub fn stage(&self) -> &'static str {
+        match self {
+            TargetError::Plan { .. } => "plan",
+            TargetError::Build { .. } => "build",
+            _ => "setup",
+        }
+    }
+
+    /// What went wrong, without the target's name.
+    pub fn cause(&self) -> String {
+        match self {
+            TargetError::Build { source, .. } => source.to_string(),
+            TargetError::Plan { source, .. } => source.to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The build was interrupted (not a failure of the target).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self,
+            TargetError::Build {
+                source: BuildError::Cancelled,
+                ..
+            }
+        )
+    }
 }
 
 /// How to build: the same for every target of a run.
@@ -194,14 +227,37 @@ pub fn python_compact_json(value: &serde_json::Value) -> String {
     out
 }
 
-/// The plan of a target, from the cache when nothing it depends on changed.
+/// The plan of a target: the one on record in `db` while [`db::plan_fresh`]
+/// holds, else from the plan cache, else from make's dry run.
 pub fn plan_target(
     tree: &Tree,
     cas: &LocalCas,
     clock: &RunClock,
+    db: &mut BuildDb,
     target: &Target,
     opts: &Options,
-) -> Result<plan_cache::CachedPlan, TargetError> {
+) -> Result<(plan_cache::CachedPlan, TargetInput), TargetError> {
+    let plan_err = |source| TargetError::Plan {
+        target: target.name(),
+        source,
+    };
+    let make = crate::exec::resolve_program(&plan::make_program())
+        .ok_or_else(|| plan_err(PlanCacheError::Other("make not found on PATH".into())))?;
+    let mut files = vec![make, opts.keyfab_exe.clone()];
+    files.extend(target.files.iter().cloned());
+    let input = db.target(&target.name(), target.folders.clone(), files);
+    if db::plan_fresh(db, input) {
+        if let Some(record) = input.planned(db) {
+            return Ok((
+                plan_cache::CachedPlan {
+                    plan: record.plan.clone(),
+                    from_cache: true,
+                    makefiles: record.makefiles.clone(),
+                },
+                input,
+            ));
+        }
+    }
     let probe_cmd = format!(
         "{} --cache {} probe-cc-option",
         opts.keyfab_exe.display(),
@@ -210,29 +266,61 @@ pub fn plan_target(
     let mut args = plan::make_args(&target.keyboard, &target.keymap, &opts.env);
     args.extend(target.make_vars.iter().cloned());
     args.extend(probe::cc_option_overrides(&probe_cmd));
-    let mut files = vec![opts.keyfab_exe.clone()];
-    files.extend(target.files.iter().cloned());
     let ctx = PlanContext {
         tree: tree.root(),
         make_args: args,
         qmk_bin: opts.qmk_bin.clone(),
         recorder: format!("{} record-generator", opts.keyfab_exe.display()),
-        folders: target.folders.clone(),
-        files,
     };
-    plan_cache::plan_target(cas, clock, &ctx).map_err(|source| TargetError::Plan {
-        target: target.name(),
-        source,
-    })
+    let inputs = db::plan_inputs(db, input).clone();
+    let planned = plan_cache::plan_target(cas, clock, &ctx, &inputs).map_err(plan_err)?;
+    db.set_plan(
+        input,
+        PlanRecord {
+            plan: planned.plan.clone(),
+            inputs,
+            makefiles: planned.makefiles.clone(),
+        },
+    );
+    // Settle the check now, in this revision: the next no-op build then
+    // re-executes nothing at all.
+    db::plan_fresh(db, input);
+    Ok((planned, input))
 }
 
-/// Builds a target: plan, then every step from the cache where it can.
+/// Builds a target with a database of its own (one-shot builds, sweeps).
 pub fn build_target(
     tree: &Tree,
     cas: &LocalCas,
     exec: &Executor<'_>,
     target: &Target,
     opts: &Options,
+    log: &Log,
+) -> Result<(TargetReport, Plan), TargetError> {
+    build_target_in(
+        &mut BuildDb::new(tree.root()),
+        tree,
+        cas,
+        exec,
+        target,
+        opts,
+        log,
+    )
+}
+
+/// Builds a target: plan, then every step from the cache where it can.
+/// `db` carries what is known from earlier builds in this process (watch).
+/// What the build read, ran and wrote goes to `log` (its provenance, see
+/// [`provenance_record`]), also when it fails: then `log` holds what was
+/// known when it stopped.
+pub fn build_target_in(
+    db: &mut BuildDb,
+    tree: &Tree,
+    cas: &LocalCas,
+    exec: &Executor<'_>,
+    target: &Target,
+    opts: &Options,
+    log: &Log,
 ) -> Result<(TargetReport, Plan), TargetError> {
     let started = Instant::now();
     if opts.clean {
@@ -248,16 +336,9 @@ pub fn build_target(
         }
     }
     let clock = RunClock::now();
-    let planned = plan_target(tree, cas, &clock, target, opts)?;
-    let plan_ms = started.elapsed().as_millis();
-    // Provenance starts afresh for this target: the makefiles make read and
-    // the files of the keyboard and keymap folders (what generators read).
-    drop(exec.take_provenance());
-    let mut files: Vec<(String, keyfab_cas::Digest)> = planned
-        .makefiles
-        .iter()
-        .map(|(p, d)| (p.to_string_lossy().into_owned(), *d))
-        .collect();
+    // Provenance besides the steps' inputs: the files of the keyboard and
+    // keymap folders (what the generators read), then the makefiles make read.
+    let mut files: Vec<(String, Digest)> = Vec::new();
     for folder in &target.folders {
         let Ok(entries) = std::fs::read_dir(tree.root().join(folder)) else {
             continue;
@@ -272,7 +353,14 @@ pub fn build_target(
             }
         }
     }
-    exec.record_inputs(&files);
+    log.with(|l| files.into_iter().for_each(|(name, d)| l.input(name, d)));
+    let (planned, input) = plan_target(tree, cas, &clock, db, target, opts)?;
+    let plan_ms = started.elapsed().as_millis();
+    log.with(|l| {
+        for (p, d) in &planned.makefiles {
+            l.input(p.to_string_lossy().into_owned(), *d);
+        }
+    });
     let plan = planned.plan;
     let build_err = |source| TargetError::Build {
         target: target.name(),
@@ -281,7 +369,9 @@ pub fn build_target(
     if planned.from_cache {
         exec.run_parse_time(&plan).map_err(build_err)?;
     }
-    let build = exec.run(&plan).map_err(build_err)?;
+    let keys = db::object_keys(db, input);
+    exec.know_tools(&db.tool_identities());
+    let build = exec.run_with_keys(&plan, keys, log).map_err(build_err)?;
     // QMK's size: of the .hex when there is one (`size --target=ihex`; an
     // ARM .bin carries a 16-byte DFU suffix), else of the firmware.
     let size = build
@@ -305,31 +395,103 @@ pub fn build_target(
     ))
 }
 
-/// The provenance record of the target `build_target` just built with
-/// `exec`: what its steps read and wrote (see [`crate::provenance`]), the
-/// environment that matters, the `-e` variables, the tree and its revision,
-/// plus the caller's `notes` (e.g. `reproducible`).
-pub fn take_provenance(
-    tree: &Tree,
-    exec: &Executor<'_>,
-    opts: &Options,
-    notes: Vec<(String, String)>,
-) -> keyfab_cas::Provenance {
-    let mut log = exec.take_provenance();
-    let mut all = vec![("tree".to_string(), tree.root().display().to_string())];
-    if let Some(rev) = tree_revision(tree.root()) {
-        all.push(("tree_revision".into(), rev));
+/// What every provenance record of a run carries: the run, the tree and its
+/// revision (found once per run, not once per target), and the caller's
+/// notes (e.g. `reproducible`).
+#[derive(Debug, Clone)]
+pub struct Recording {
+    pub run: RunId,
+    pub notes: Vec<(String, String)>,
+}
+
+impl Recording {
+    pub fn new(tree: &Tree, run: RunId, notes: Vec<(String, String)>) -> Recording {
+        let mut all = vec![("tree".to_string(), tree.root().display().to_string())];
+        if let Some(rev) = tree_revision(tree.root()) {
+            all.push(("tree_revision".into(), rev));
+        }
+        all.extend(notes);
+        Recording { run, notes: all }
     }
+}
+
+/// The longest `error` note a record keeps (a compiler's log can be long).
+const MAX_ERROR_NOTE: usize = 4096;
+
+/// The provenance record of a target's build from what `build_target`
+/// collected in its [`Log`] (see [`crate::provenance`]): plus the environment
+/// that matters, the `-e` variables, the generators (`qmk_bin`), the run's
+/// notes, and the outcome (`status`; for a failure its `stage` and `error`).
+pub fn provenance_record(
+    log: Collector,
+    opts: &Options,
+    rec: &Recording,
+    outcome: Result<(), &TargetError>,
+) -> Provenance {
+    let mut log = log;
+    let mut notes = rec.notes.clone();
     for (k, v) in crate::exec::compiler_env() {
-        log.input(format!("env:{k}"), keyfab_cas::Digest::of(v.as_bytes()));
-        all.push((format!("env:{k}"), v));
+        log.input(format!("env:{k}"), Digest::of(v.as_bytes()));
+        notes.push((format!("env:{k}"), v));
     }
     for (k, v) in &opts.env {
-        log.input(format!("make:{k}"), keyfab_cas::Digest::of(v.as_bytes()));
-        all.push((format!("make:{k}"), v.clone()));
+        log.input(format!("make:{k}"), Digest::of(v.as_bytes()));
+        notes.push((format!("make:{k}"), v.clone()));
     }
-    all.extend(notes);
-    log.into_provenance(all)
+    notes.push(("qmk_bin".into(), opts.qmk_bin.clone()));
+    match outcome {
+        Ok(()) => notes.push(("status".into(), "ok".into())),
+        Err(e) => {
+            notes.push(("status".into(), "failed".into()));
+            notes.push(("stage".into(), e.stage().into()));
+            let mut error = e.cause();
+            if error.len() > MAX_ERROR_NOTE {
+                let mut end = MAX_ERROR_NOTE;
+                while !error.is_char_boundary(end) {
+                    end -= 1;
+                }
+                error.truncate(end);
+                error.push_str("\n…");
+            }
+            notes.push(("error".into(), error));
+        }
+    }
+    log.into_provenance(notes)
+}
+
+/// Stores the provenance record of a target's build (see
+/// [`provenance_record`]) in the index as part of `rec.run`, with the bytes
+/// of the generated files it read (small; `audit` diffs them). An
+/// interrupted build is not recorded.
+pub fn record(
+    tree: &Tree,
+    cas: &LocalCas,
+    rec: &Recording,
+    target: &str,
+    log: Log,
+    opts: &Options,
+    outcome: Result<(), &TargetError>,
+) -> Result<(), keyfab_cas::CasError> {
+    if outcome.is_err_and(TargetError::is_cancelled) {
+        return Ok(());
+    }
+    let p = provenance_record(log.into_collector(), opts, rec, outcome);
+    for (name, _) in &p.inputs {
+        if provenance::input_kind(name) == "generated" && !is_artifact(name) {
+            let path = tree.root().join(name);
+            if path.is_file() {
+                cas.put_file(&path)?;
+            }
+        }
+    }
+    cas.record_provenance(rec.run, target, &p)
+}
+
+/// Build products (objects, archives, firmware, maps) among generated files.
+fn is_artifact(name: &str) -> bool {
+    [".o", ".a", ".elf", ".hex", ".bin", ".uf2", ".map"]
+        .iter()
+        .any(|e| name.ends_with(e))
 }
 
 /// `git describe --always --dirty` when `root` is the top of a git checkout

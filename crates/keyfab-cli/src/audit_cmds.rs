@@ -7,7 +7,8 @@ use crate::cli::{Context, Format};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use keyfab_build::provenance::{self, StepRecord};
-use keyfab_build::{exec::Executor, target};
+use keyfab_build::sweep::filter::Filter;
+use keyfab_build::target;
 use keyfab_cas::{Digest, LocalCas, Provenance, RunId};
 use serde::Serialize;
 use serde_json::json;
@@ -82,48 +83,26 @@ fn last_commit_time(root: &Path) -> Option<String> {
     (out.status.success() && !t.is_empty()).then_some(t)
 }
 
-/// Records a finished build of `target` in the index: its provenance, and
-/// the bytes of the generated files it read (small; `audit` diffs them).
-pub fn record_build(
-    ctx: &Context,
-    cas: &LocalCas,
-    run: RunId,
-    exec: &Executor<'_>,
-    opts: &target::Options,
-    target_name: &str,
-    notes: Vec<(String, String)>,
-) -> anyhow::Result<()> {
-    let mut notes = notes;
-    notes.push(("qmk_bin".into(), opts.qmk_bin.clone()));
-    let p = target::take_provenance(&ctx.tree, exec, opts, notes);
-    for (name, _) in &p.inputs {
-        if provenance::input_kind(name) == "generated" && !is_artifact(name) {
-            let path = ctx.tree.root().join(name);
-            if path.is_file() {
-                cas.put_file(&path)?;
-            }
-        }
-    }
-    cas.record_provenance(run, target_name, &p)?;
-    Ok(())
-}
-
-fn is_artifact(name: &str) -> bool {
-    [".o", ".a", ".elf", ".hex", ".bin", ".uf2", ".map"]
-        .iter()
-        .any(|e| name.ends_with(e))
-}
-
 // ---------------------------------------------------------------- arguments
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Filters (all must match; values of == and != are case-insensitive globs), as keyfab sweep -f:\n  \
+key==value  key!=value  key<N  key>N  key<=N  key>=N\n  \
+exists(key)  absent(key)  length(key, N)  contains(key, value)\n\n\
+Examples:\n  keyfab audit planck/rev5:default\n  keyfab audit 'planck/*' '*:via'\n  \
+keyfab audit -f processor==atmega32u4 -f 'exists(features.command)'"
+)]
 pub struct AuditArgs {
-    /// Targets (`KEYBOARD:KEYMAP`) with a recorded build in the cache
-    #[arg(required_unless_present = "filter")]
+    /// Targets (`KEYBOARD:KEYMAP`) with a recorded build in the cache; with `*`, every recorded target whose name matches (`planck/*`, `*:via`)
+    #[arg(required_unless_present = "filters", value_name = "TARGET")]
     pub targets: Vec<String>,
-    /// Audit every recorded target whose name matches PATTERN (`*` matches anything: `planck/*`, `*:via`)
-    #[arg(short = 'f', long = "filter", value_name = "PATTERN")]
-    pub filter: Option<String>,
+    /// Of the targets (default: every recorded target), audit those whose merged info matches (like `qmk find -f`); repeatable
+    #[arg(short = 'f', long = "filter", value_name = "FILTER", value_parser = crate::sweep_cmds::parse_filter)]
+    pub filters: Vec<Filter>,
+    /// Parallel jobs for the rebuild of all the targets together (default: the number of cores)
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
     /// Also write the JSON report to FILE
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -190,33 +169,68 @@ pub fn explain(ctx: &Context, a: ExplainArgs) -> anyhow::Result<ExitCode> {
     let name = target_name(ctx, &a.target)?;
     let dir = cache_dir(ctx)?;
     let cas = LocalCas::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-    let recs = cas.provenance(&name, 2)?;
-    let Some((run, now)) = recs.first() else {
+    // The newest build (it may have failed) against the newest successful
+    // one before it; failed builds in between are named, not compared.
+    let recs = history(&cas, &name, |v| {
+        v.len() >= 2 && v[1..].iter().any(|(_, p)| provenance::is_ok(p))
+    })?;
+    let Some(((run, now), older)) = recs.split_first() else {
         bail!("no recorded build of {name} in {}", dir.display())
     };
+    let prev_at = older.iter().position(|(_, p)| provenance::is_ok(p));
+    let failed_between: Vec<i64> = older[..prev_at.unwrap_or(older.len())]
+        .iter()
+        .map(|(r, _)| r.0)
+        .collect();
     let empty = Provenance::default();
-    let (prev_run, prev) = match recs.get(1) {
-        Some((r, p)) => (Some(r.0), p),
+    let (prev_run, prev) = match prev_at {
+        Some(i) => (Some(older[i].0 .0), &older[i].1),
         None => (None, &empty),
     };
-    let (changes, steps) = explain_records(prev, now);
+    let failed = !provenance::is_ok(now);
+    let (changes, steps) = explain_records(prev, now, failed);
     let ran: Vec<&StepWhy> = steps.iter().filter(|s| s.ran).collect();
+    let status = provenance::note(now, "status").unwrap_or("ok");
     if a.format == Format::Json {
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "target": name,
                 "run": run.0,
+                "status": status,
+                "stage": provenance::note(now, "stage"),
+                "error": provenance::note(now, "error"),
                 "previous_run": prev_run,
+                "failed_between": failed_between,
                 "changed": changes,
                 "steps": steps,
             }))?
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let what = if failed {
+        format!(
+            "failed build {} ({})",
+            run.0,
+            provenance::note(now, "stage").unwrap_or("build")
+        )
+    } else {
+        format!("build {}", run.0)
+    };
     match prev_run {
-        Some(p) => println!("{name}: build {} compared with build {p}", run.0),
-        None => println!("{name}: build {} is the first recorded build", run.0),
+        Some(p) => println!("{name}: {what} compared with build {p}"),
+        None if failed_between.is_empty() => println!("{name}: {what} is the first recorded build"),
+        None => println!("{name}: {what}; no successful build recorded before it"),
+    }
+    if !failed_between.is_empty() {
+        let runs: Vec<String> = failed_between.iter().map(i64::to_string).collect();
+        println!("  failed builds in between: {}", runs.join(", "));
+    }
+    if let Some(e) = provenance::note(now, "error") {
+        for l in e.lines().take(6) {
+            println!("  error: {l}");
+        }
+        println!("  (the inputs known when it stopped; the failing step is not among its steps)");
     }
     if changes.is_empty() {
         println!("no input changed");
@@ -252,8 +266,31 @@ pub fn explain(ctx: &Context, a: ExplainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The newest records of `name`, newest first: pages of growing size until
+/// `enough` holds for what was fetched or there are no more.
+fn history(
+    cas: &LocalCas,
+    name: &str,
+    enough: impl Fn(&[(RunId, Provenance)]) -> bool,
+) -> anyhow::Result<Vec<(RunId, Provenance)>> {
+    let mut limit = 4;
+    loop {
+        let recs = cas.provenance(name, limit)?;
+        if recs.len() < limit as usize || enough(&recs) || limit == u32::MAX {
+            return Ok(recs);
+        }
+        limit = limit.saturating_mul(16);
+    }
+}
+
 /// What changed from `prev` to `now`, and why each step of `now` ran.
-fn explain_records(prev: &Provenance, now: &Provenance) -> (Vec<Change>, Vec<StepWhy>) {
+/// `now_partial`: `now` is a failed build, whose record holds only the
+/// inputs known when it stopped (nothing it lacks was removed).
+fn explain_records(
+    prev: &Provenance,
+    now: &Provenance,
+    now_partial: bool,
+) -> (Vec<Change>, Vec<StepWhy>) {
     let old: BTreeMap<&str, Digest> = prev.inputs.iter().map(|(k, d)| (k.as_str(), *d)).collect();
     let new: BTreeMap<&str, Digest> = now.inputs.iter().map(|(k, d)| (k.as_str(), *d)).collect();
     let mut changed: BTreeMap<String, &'static str> = BTreeMap::new();
@@ -269,7 +306,7 @@ fn explain_records(prev: &Provenance, now: &Provenance) -> (Vec<Change>, Vec<Ste
         }
     }
     for k in old.keys() {
-        if !new.contains_key(k) {
+        if !new.contains_key(k) && !now_partial {
             changed.insert(k.to_string(), "removed");
         }
     }
@@ -450,27 +487,23 @@ struct AuditResult {
 pub fn audit(ctx: &Context, a: AuditArgs) -> anyhow::Result<ExitCode> {
     let dir = cache_dir(ctx)?;
     let cas = LocalCas::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-    let mut names = Vec::new();
-    for t in &a.targets {
-        names.push(target_name(ctx, t)?);
-    }
-    if let Some(pattern) = &a.filter {
-        let matching: Vec<String> = cas
-            .provenance_targets()?
-            .into_iter()
-            .filter(|t| glob_match(pattern, t))
-            .collect();
-        if matching.is_empty() {
-            bail!("no recorded build matches {pattern}");
+    let names = audit_targets(ctx, &cas, &a)?;
+    let engine = keyfab_info::Engine::new(ctx.tree.clone());
+    let mut results: Vec<Option<AuditResult>> = Vec::new();
+    let mut pending = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match precheck(ctx, &cas, &engine, name)? {
+            Ok(p) => {
+                pending.push((i, p));
+                results.push(None);
+            }
+            Err(r) => results.push(Some(r)),
         }
-        names.extend(matching);
     }
-    let mut seen = BTreeSet::new();
-    names.retain(|n| seen.insert(n.clone()));
-    let mut results = Vec::new();
-    for name in &names {
-        results.push(audit_one(ctx, &cas, name, &a)?);
+    for (i, r) in rebuild_and_compare(ctx, &cas, pending, &a)? {
+        results[i] = Some(r);
     }
+    let results: Vec<AuditResult> = results.into_iter().flatten().collect();
     let pass = results.iter().all(|r| r.pass);
     let report = json!({ "pass": pass, "targets": results });
     if let Some(f) = &a.report {
@@ -552,30 +585,103 @@ fn print_audit(r: &AuditResult) {
     }
 }
 
-fn audit_one(
+impl AuditResult {
+    fn new(target: &str) -> AuditResult {
+        AuditResult {
+            target: target.to_string(),
+            pass: false,
+            recorded_run: None,
+            tree_revision: None,
+            error: None,
+            rebuild: json!({}),
+            artifacts_compared: 0,
+            first_difference: None,
+            objects_differ: vec![],
+            differences: vec![],
+            noise: vec![],
+        }
+    }
+}
+
+/// The targets to audit, resolved, each once: the targets given (one with
+/// `*` stands for the recorded targets whose names match it; none given,
+/// every recorded target), then those whose merged info matches the filters.
+fn audit_targets(ctx: &Context, cas: &LocalCas, a: &AuditArgs) -> anyhow::Result<Vec<String>> {
+    let recorded = if a.targets.is_empty() || a.targets.iter().any(|t| t.contains('*')) {
+        cas.provenance_targets()?
+    } else {
+        Vec::new()
+    };
+    let mut names = Vec::new();
+    for t in &a.targets {
+        if t.contains('*') {
+            let matching: Vec<String> = recorded
+                .iter()
+                .filter(|n| glob_match(t, n))
+                .cloned()
+                .collect();
+            if matching.is_empty() {
+                bail!("no recorded build matches {t}");
+            }
+            names.extend(matching);
+        } else {
+            names.push(target_name(ctx, t)?);
+        }
+    }
+    if a.targets.is_empty() {
+        names = recorded;
+    }
+    let mut seen = BTreeSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    if !a.filters.is_empty() {
+        let engine = keyfab_info::Engine::new(ctx.tree.clone());
+        let (kept, skipped) =
+            keyfab_build::sweep::select::filter_named(&engine, &names, &a.filters);
+        for (t, why) in &skipped {
+            eprintln!("keyfab: warning: {t} left out: {why}");
+        }
+        if kept.is_empty() {
+            let filters: Vec<&str> = a.filters.iter().map(|f| f.text.as_str()).collect();
+            bail!(
+                "no recorded build matches the filters {}",
+                filters.join(" ")
+            );
+        }
+        names = kept;
+    }
+    if names.is_empty() {
+        bail!("no recorded build in this cache: build targets first");
+    }
+    Ok(names)
+}
+
+/// A target whose recorded build can be rebuilt and compared.
+struct Recorded {
+    /// Its result so far (the recorded run, the tree's revision).
+    result: AuditResult,
+    run: RunId,
+    provenance: Provenance,
+}
+
+/// The newest successful recorded build of `name`, when the tree still is
+/// what it built and the target can be rebuilt from it; else the result
+/// that says why not.
+fn precheck(
     ctx: &Context,
     cas: &LocalCas,
+    engine: &keyfab_info::Engine,
     name: &str,
-    a: &AuditArgs,
-) -> anyhow::Result<AuditResult> {
-    let mut result = AuditResult {
-        target: name.to_string(),
-        pass: false,
-        recorded_run: None,
-        tree_revision: None,
-        error: None,
-        rebuild: json!({}),
-        artifacts_compared: 0,
-        first_difference: None,
-        objects_differ: vec![],
-        differences: vec![],
-        noise: vec![],
-    };
-    let Some((run, recorded)) = cas.provenance(name, 1)?.into_iter().next() else {
-        result.error = Some(format!(
-            "no recorded build of {name} in this cache: run `keyfab build {name}` first"
-        ));
-        return Ok(result);
+) -> anyhow::Result<Result<Recorded, AuditResult>> {
+    let mut result = AuditResult::new(name);
+    let recs = history(cas, name, |v| v.iter().any(|(_, p)| provenance::is_ok(p)))?;
+    let any = !recs.is_empty();
+    let Some((run, recorded)) = recs.into_iter().find(|(_, p)| provenance::is_ok(p)) else {
+        result.error = Some(if any {
+            format!("no successful recorded build of {name} in this cache (its builds failed): build it, then audit")
+        } else {
+            format!("no recorded build of {name} in this cache: run `keyfab build {name}` first")
+        });
+        return Ok(Err(result));
     };
     result.recorded_run = Some(run.0);
     result.tree_revision = provenance::note(&recorded, "tree_revision").map(str::to_string);
@@ -598,10 +704,75 @@ fn audit_one(
             run.0,
             stale.join(", ")
         ));
-        return Ok(result);
+        return Ok(Err(result));
     }
+    // The rebuild finds the keymap in the tree (not a configurator export).
+    if let Some((kb, km)) = name.split_once(':') {
+        let info = engine.info_json(kb);
+        let layouts = keyfab_info::community_layouts_of(&info.value);
+        if let Err(e) = ctx.tree.require_keymap(kb, km, &layouts) {
+            result.error = Some(format!("cannot rebuild {name} from the tree: {e}"));
+            return Ok(Err(result));
+        }
+    }
+    Ok(Ok(Recorded {
+        result,
+        run,
+        provenance: recorded,
+    }))
+}
 
-    // Another place, an empty cache, another clock.
+/// What a rebuild takes from a recorded build; targets with the same
+/// settings are rebuilt together.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Settings {
+    /// `-e VAR=VALUE`
+    make: Vec<String>,
+    /// The environment that matters (`SOURCE_DATE_EPOCH`, compiler paths).
+    env: Vec<(String, String)>,
+    reproducible: bool,
+    /// The generators, unless keyfab's own.
+    qmk_bin: Option<String>,
+}
+
+impl Settings {
+    fn of(recorded: &Provenance, exe: &Path) -> Settings {
+        let mut make = Vec::new();
+        let mut env = Vec::new();
+        for (k, v) in &recorded.notes {
+            if let Some(var) = k.strip_prefix("make:") {
+                make.push(format!("{var}={v}"));
+            } else if let Some(var) = k.strip_prefix("env:") {
+                env.push((var.to_string(), v.clone()));
+            }
+        }
+        Settings {
+            make,
+            env,
+            reproducible: provenance::note(recorded, "reproducible") == Some("yes"),
+            qmk_bin: provenance::note(recorded, "qmk_bin")
+                .filter(|bin| *bin != format!("{} qmk", exe.display()))
+                .map(str::to_string),
+        }
+    }
+}
+
+/// Rebuilds the targets from nothing (one copy of the tree at another
+/// absolute path, an empty cache, the clock moved) and compares each with
+/// its recorded build. Targets recorded with the same settings are rebuilt
+/// by one `keyfab sweep` on one job pool (usually all of them; otherwise one
+/// sweep, with a cache of its own, per set of settings). Returns
+/// (the target's index in `pending`'s order, its result).
+fn rebuild_and_compare(
+    ctx: &Context,
+    cas: &LocalCas,
+    pending: Vec<(usize, Recorded)>,
+    a: &AuditArgs,
+) -> anyhow::Result<Vec<(usize, AuditResult)>> {
+    if pending.is_empty() {
+        return Ok(Vec::new());
+    }
+    let root = ctx.tree.root();
     let tmp = tempfile::Builder::new().prefix("keyfab-audit-").tempdir()?;
     let base = if a.keep {
         tmp.keep()
@@ -611,77 +782,138 @@ fn audit_one(
     let tree_name = root.file_name().map_or("tree".into(), |n| n.to_os_string());
     let copy = base.join("elsewhere").join(tree_name);
     copy_tree(root, &copy)?;
-    let rcache = base.join("cache");
     let faketime = keyfab_build::exec::resolve_program("faketime");
     let exe = std::env::current_exe()?;
-    let mut cmd = match &faketime {
-        Some(f) => {
-            let mut c = Command::new(f);
-            c.args(["-f", &a.clock_offset]).arg(&exe);
-            c
-        }
-        None => {
-            // No faketime: at least make sure the wall clock's second differs.
-            std::thread::sleep(std::time::Duration::from_millis(1100));
-            Command::new(&exe)
-        }
-    };
-    cmd.arg("--tree")
-        .arg(&copy)
-        .arg("--cache")
-        .arg(&rcache)
-        .args(["build", name, "-j", "2"]);
-    for (k, v) in &recorded.notes {
-        if let Some(var) = k.strip_prefix("make:") {
-            cmd.arg("-e").arg(format!("{var}={v}"));
-        }
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut groups: BTreeMap<Settings, Vec<(usize, Recorded)>> = BTreeMap::new();
+    for (i, r) in pending {
+        groups
+            .entry(Settings::of(&r.provenance, &exe))
+            .or_default()
+            .push((i, r));
     }
-    if provenance::note(&recorded, "reproducible") == Some("yes") {
-        cmd.arg("--reproducible");
-    }
-    // The generators the recorded build used, unless keyfab's own.
-    if let Some(bin) = provenance::note(&recorded, "qmk_bin") {
-        if bin != format!("{} qmk", exe.display()) {
+    let several = groups.len() > 1;
+    let mut out = Vec::new();
+    for (g, (settings, members)) in groups.into_iter().enumerate() {
+        let suffix = if several {
+            format!("-{}", g + 1)
+        } else {
+            String::new()
+        };
+        let rcache = base.join(format!("cache{suffix}"));
+        let report_dir = base.join(format!("report{suffix}"));
+        let mut cmd = match &faketime {
+            Some(f) => {
+                let mut c = Command::new(f);
+                c.args(["-f", &a.clock_offset]).arg(&exe);
+                c
+            }
+            None => {
+                // No faketime: at least make sure the wall clock's second differs.
+                std::thread::sleep(std::time::Duration::from_millis(1100));
+                Command::new(&exe)
+            }
+        };
+        cmd.arg("--tree")
+            .arg(&copy)
+            .arg("--cache")
+            .arg(&rcache)
+            .args(["sweep", "--progress", "none", "-j", &jobs.to_string()])
+            .arg("--report")
+            .arg(&report_dir);
+        for m in &settings.make {
+            cmd.arg("-e").arg(m);
+        }
+        if settings.reproducible {
+            cmd.arg("--reproducible");
+        }
+        if let Some(bin) = &settings.qmk_bin {
             cmd.arg("--qmk-bin").arg(bin);
         }
-    }
-    cmd.env_remove("SOURCE_DATE_EPOCH");
-    for (k, v) in &recorded.notes {
-        if let Some(var) = k.strip_prefix("env:") {
-            cmd.env(var, v);
+        cmd.args(members.iter().map(|(_, r)| r.result.target.as_str()));
+        cmd.env_remove("SOURCE_DATE_EPOCH");
+        for (k, v) in &settings.env {
+            cmd.env(k, v);
+        }
+        cmd.current_dir(&copy).env("GIT_OPTIONAL_LOCKS", "0");
+        let rebuild = json!({
+            "tree": copy.display().to_string(),
+            "cache": rcache.display().to_string(),
+            "clock": match &faketime {
+                Some(_) => format!("faketime {}", a.clock_offset),
+                None => "real clock, a second later (faketime not installed)".to_string(),
+            },
+            "source_date_epoch": settings.env.iter().find(|(k, _)| k == "SOURCE_DATE_EPOCH").map(|(_, v)| v),
+            "targets_rebuilt_together": members.len(),
+            "jobs": jobs,
+            "kept": a.keep,
+        });
+        let ran = cmd.output().context("running the rebuild")?;
+        let report: Option<serde_json::Value> = std::fs::read(report_dir.join("sweep.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let rcas = match &report {
+            Some(_) => Some(LocalCas::open(&rcache)?),
+            None => None,
+        };
+        for (i, rec) in members {
+            let Recorded {
+                mut result,
+                run,
+                provenance: recorded,
+            } = rec;
+            result.rebuild = rebuild.clone();
+            let row = report.as_ref().and_then(|r| {
+                r["targets"]
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["target"] == result.target.as_str())
+                    .cloned()
+            });
+            match (row, &rcas) {
+                (Some(row), Some(rcas)) if row["status"] == "ok" => {
+                    let rebuilt = rcas
+                        .provenance(&result.target, 1)?
+                        .into_iter()
+                        .next()
+                        .filter(|(_, p)| provenance::is_ok(p));
+                    match rebuilt {
+                        Some((rrun, rebuilt)) => {
+                            let dates = [
+                                run_date(cas, run.0).map(|t| ("recorded", t)),
+                                run_date(rcas, rrun.0).map(|t| ("rebuilt", t)),
+                            ];
+                            compare(&mut result, &recorded, &rebuilt, cas, rcas, &dates);
+                        }
+                        None => result.error = Some("the rebuild recorded no provenance".into()),
+                    }
+                }
+                (Some(row), _) => {
+                    result.error = Some(format!(
+                        "the rebuild {} ({}):\n{}",
+                        if row["status"] == "skipped" {
+                            "was interrupted"
+                        } else {
+                            "failed"
+                        },
+                        row["stage"].as_str().unwrap_or("build"),
+                        row["error"].as_str().unwrap_or("")
+                    ));
+                }
+                (None, _) => {
+                    result.error = Some(format!(
+                        "the rebuild failed:\n{}{}",
+                        String::from_utf8_lossy(&ran.stdout),
+                        String::from_utf8_lossy(&ran.stderr)
+                    ));
+                }
+            }
+            out.push((i, result));
         }
     }
-    cmd.current_dir(&copy).env("GIT_OPTIONAL_LOCKS", "0");
-    result.rebuild = json!({
-        "tree": copy.display().to_string(),
-        "cache": rcache.display().to_string(),
-        "clock": match &faketime {
-            Some(_) => format!("faketime {}", a.clock_offset),
-            None => "real clock, a second later (faketime not installed)".to_string(),
-        },
-        "source_date_epoch": provenance::note(&recorded, "env:SOURCE_DATE_EPOCH"),
-        "kept": a.keep,
-    });
-    let out = cmd.output().context("running the rebuild")?;
-    if !out.status.success() {
-        result.error = Some(format!(
-            "the rebuild failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-        return Ok(result);
-    }
-    let rcas = LocalCas::open(&rcache)?;
-    let Some((rrun, rebuilt)) = rcas.provenance(name, 1)?.into_iter().next() else {
-        result.error = Some("the rebuild recorded no provenance".into());
-        return Ok(result);
-    };
-    let dates = [
-        run_date(cas, run.0).map(|t| ("recorded", t)),
-        run_date(&rcas, rrun.0).map(|t| ("rebuilt", t)),
-    ];
-    compare(&mut result, &recorded, &rebuilt, cas, &rcas, &dates);
-    Ok(result)
+    Ok(out)
 }
 
 /// `*` matches any run of characters (slashes included); the rest literally.

@@ -2,7 +2,7 @@
 
 use crate::cli::{BuildArgs, Context};
 use anyhow::{bail, Context as _};
-use keyfab_build::{exec::Executor, plan, probe, target};
+use keyfab_build::{db::BuildDb, exec::Executor, plan, probe, provenance::Log, target};
 use keyfab_cas::{CommandKey, Digest, LocalCas, NewAction, RunClock};
 use std::process::ExitCode;
 
@@ -34,8 +34,10 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     crate::audit_cmds::pin_date_macros(&mut opts.env);
     let cas = LocalCas::open(&opts.cache_dir)
         .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?;
+    let mut db = BuildDb::new(tree.root());
     if a.dry_run || a.compiledb {
-        let planned = target::plan_target(tree, &cas, &RunClock::now(), &target, &opts)?;
+        let (planned, _) =
+            target::plan_target(tree, &cas, &RunClock::now(), &mut db, &target, &opts)?;
         cas.flush()?;
         if a.compiledb {
             write_compiledb(tree.root(), &planned.plan)?;
@@ -51,11 +53,19 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let exec = Executor::new(tree.root(), &cas, jobs);
+    exec.set_generator_host(crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe));
     let command: Vec<String> = std::env::args().collect();
     let run = cas.begin_run(&command.join(" "))?;
-    let result = target::build_target(tree, &cas, &exec, &target, &opts);
-    if result.is_ok() {
-        crate::audit_cmds::record_build(ctx, &cas, run, &exec, &opts, &target.name(), notes)?;
+    let log = Log::default();
+    // The database knows the plan when --compiledb made it above.
+    let result = target::build_target_in(&mut db, tree, &cas, &exec, &target, &opts, &log);
+    // Provenance of the build, failed ones too (what was known when it stopped).
+    let rec = target::Recording::new(tree, run, notes);
+    let outcome = result.as_ref().map(drop);
+    match target::record(tree, &cas, &rec, &target.name(), log, &opts, outcome) {
+        Err(e) if result.is_ok() => return Err(e).context("recording the build's provenance"),
+        Err(e) => eprintln!("keyfab: warning: recording the failed build's provenance: {e}"),
+        Ok(()) => {}
     }
     cas.finish_run(run, if result.is_ok() { "ok" } else { "failed" })?;
     cas.flush()?;

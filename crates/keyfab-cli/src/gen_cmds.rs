@@ -104,7 +104,7 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, (i32, String)> {
 }
 
 /// `git_get_version(repo_dir, check_dir)`.
-fn git_version(repo: &Path, check: Option<&str>) -> Option<String> {
+fn git_version(repo: &Path, check: Option<&str>, quiet: bool) -> Option<String> {
     let check_dir = match check {
         Some(c) => repo.join(c),
         None => repo.to_path_buf(),
@@ -115,6 +115,7 @@ fn git_version(repo: &Path, check: Option<&str>) -> Option<String> {
     let cmd = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
     match git(repo, &cmd) {
         Ok(v) => Some(v),
+        Err(_) if quiet => None,
         Err((code, stderr)) => {
             eprintln!(
                 "keyfab: warning: \"git {}\" returned error code {code}",
@@ -127,7 +128,8 @@ fn git_version(repo: &Path, check: Option<&str>) -> Option<String> {
 }
 
 /// What QMK's `generate_version_h` puts into `version.h`.
-pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool) -> VersionInfo {
+/// `quiet` keeps git's warnings to ourselves (in-process calls).
+pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool, quiet: bool) -> VersionInfo {
     if skip_all {
         return VersionInfo::skip_all();
     }
@@ -138,15 +140,15 @@ pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool) -> VersionInf
     let root = ctx.tree.root();
     let dirty = git(root, &["diff", "--quiet"]).is_err()
         || git(root, &["diff", "--quiet", "--cached"]).is_err();
-    let version = git_version(root, None).unwrap_or_else(|| date.clone());
+    let version = git_version(root, None, quiet).unwrap_or_else(|| date.clone());
     let hash = git(root, &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|_| "Unknown".into());
     let bcd = keyfab_gen::triplet_to_bcd(&version);
     let chibios =
-        git_version(&root.join("lib/chibios"), Some("os")).unwrap_or_else(|| date.clone());
+        git_version(&root.join("lib/chibios"), Some("os"), quiet).unwrap_or_else(|| date.clone());
     let contrib =
-        git_version(&root.join("lib/chibios-contrib"), None).unwrap_or_else(|| date.clone());
+        git_version(&root.join("lib/chibios-contrib"), None, quiet).unwrap_or_else(|| date.clone());
     let userspace = match ctx.tree.userspace() {
-        Some(us) => git_version(&us.root, None).unwrap_or_else(|| date.clone()),
+        Some(us) => git_version(&us.root, None, quiet).unwrap_or_else(|| date.clone()),
         None => "None".into(),
     };
     VersionInfo {

@@ -177,8 +177,13 @@ pub fn parse_args(args: &[String]) -> anyhow::Result<QmkArgs> {
 pub struct Env<'a> {
     pub ctx: &'a Context,
     engine: Option<Engine>,
+    /// An engine shared with other calls (in-process generation).
+    shared: Option<&'a Engine>,
     pub cwd: PathBuf,
     pub year: i32,
+    /// Keep QMK's informational messages to ourselves (in-process calls:
+    /// a spawned generator's stderr was not shown either).
+    quiet: bool,
 }
 
 impl<'a> Env<'a> {
@@ -186,12 +191,17 @@ impl<'a> Env<'a> {
         Ok(Env {
             ctx,
             engine: None,
+            shared: None,
             cwd: std::env::current_dir().context("cannot read the current folder")?,
             year: crate::gen_cmds::current_year(),
+            quiet: false,
         })
     }
 
     fn engine(&mut self) -> &Engine {
+        if let Some(e) = self.shared {
+            return e;
+        }
         let tree = &self.ctx.tree;
         self.engine.get_or_insert_with(|| Engine::new(tree.clone()))
     }
@@ -223,8 +233,10 @@ impl<'a> Env<'a> {
         }
         // QMK logs these and carries on; so do we (on stderr: make reads
         // only the stdout of `--escape` calls).
-        for d in &info.diagnostics {
-            eprintln!("keyfab: {d}");
+        if !self.quiet {
+            for d in &info.diagnostics {
+                eprintln!("keyfab: {d}");
+            }
         }
         Ok(info.value)
     }
@@ -465,7 +477,7 @@ pub fn generate(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<Genera
                 .map_err(gen_err(&format!("keyboard {kb}")))?
         }
         Kind::VersionH => {
-            let v = crate::gen_cmds::version_info(env.ctx, a.skip_git, a.skip_all);
+            let v = crate::gen_cmds::version_info(env.ctx, a.skip_git, a.skip_all, env.quiet);
             keyfab_gen::version_h(&v, year)
         }
         Kind::MakeDependencies => {
@@ -647,6 +659,86 @@ pub fn qmk(ctx: &Context, args: &[OsString]) -> anyhow::Result<ExitCode> {
     // files would only cost time.
     std::mem::forget(env);
     code
+}
+
+/// Runs `<keyfab> qmk …` calls of a build inside this process, with one
+/// merged-info engine for all of them (its schemas compiled once): what a
+/// spawned `keyfab qmk` would do, without the process. Calls it does not
+/// know (another `QMK_BIN`, output to stdout) are left to spawn.
+pub struct InProcessGenerators {
+    ctx: Context,
+    exe: String,
+    engine: std::sync::OnceLock<Engine>,
+    year: i32,
+}
+
+impl InProcessGenerators {
+    /// For builds in `tree` by this binary (`exe`). The context is the one a
+    /// generator spawned in the tree's folder would discover.
+    pub fn new(tree: &keyfab_tree::Tree, exe: &Path) -> anyhow::Result<InProcessGenerators> {
+        let root = tree.root();
+        let qmk_home = std::env::var_os("QMK_HOME").map(PathBuf::from);
+        let env_us = std::env::var_os("QMK_USERSPACE").map(PathBuf::from);
+        let userspace = keyfab_tree::Userspace::discover(None, root, env_us.as_deref())?;
+        let tree = keyfab_tree::Tree::discover(None, root, qmk_home.as_deref())?;
+        Ok(InProcessGenerators {
+            ctx: Context {
+                tree: tree.with_userspace(userspace),
+                cache: None,
+            },
+            exe: exe.display().to_string(),
+            engine: std::sync::OnceLock::new(),
+            year: crate::gen_cmds::current_year(),
+        })
+    }
+
+    fn run(&self, kind: Kind, a: &QmkArgs, output: &Path) -> anyhow::Result<()> {
+        let engine = self
+            .engine
+            .get_or_init(|| Engine::new(self.ctx.tree.clone()));
+        let mut env = Env {
+            ctx: &self.ctx,
+            engine: None,
+            shared: Some(engine),
+            cwd: self.ctx.tree.root().to_path_buf(),
+            year: self.year,
+            quiet: true,
+        };
+        let g = generate(&mut env, kind, a)?;
+        write_output(&env.output_path(output), g.contents().as_bytes())?;
+        Ok(())
+    }
+}
+
+/// The in-process generators for builds in `tree`, unless
+/// `KEYFAB_SPAWN_GENERATORS` is set (then every call spawns, as make would).
+pub fn generator_host(
+    tree: &keyfab_tree::Tree,
+    exe: &Path,
+) -> Option<std::sync::Arc<dyn keyfab_build::exec::GeneratorHost>> {
+    if std::env::var_os("KEYFAB_SPAWN_GENERATORS").is_some() {
+        return None;
+    }
+    let host = InProcessGenerators::new(tree, exe).ok()?;
+    Some(std::sync::Arc::new(host))
+}
+
+impl keyfab_build::exec::GeneratorHost for InProcessGenerators {
+    fn generate(&self, argv: &[String]) -> Option<Result<(), String>> {
+        let [exe, qmk, sub, rest @ ..] = argv else {
+            return None;
+        };
+        if *exe != self.exe || qmk != "qmk" {
+            return None;
+        }
+        let &(_, kind) = KINDS.iter().find(|(n, _)| n == sub)?;
+        let a = parse_args(rest).ok()?;
+        let output = a.output.clone().filter(|o| o.as_os_str() != "-")?;
+        Some(
+            self.run(kind, &a, &output)
+                .map_err(|e| format!("keyfab: error: {e:#}")),
+        )
+    }
 }
 
 #[cfg(test)]

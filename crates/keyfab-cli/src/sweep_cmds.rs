@@ -54,6 +54,9 @@ pub struct SweepArgs {
     /// The generator command make calls as $(QMK_BIN) (default: this keyfab's `qmk` entry point)
     #[arg(long, value_name = "CMD")]
     pub qmk_bin: Option<String>,
+    /// Stable generated files and dates, as `keyfab build --reproducible` (on whenever SOURCE_DATE_EPOCH is set)
+    #[arg(long)]
+    pub reproducible: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -64,7 +67,7 @@ pub enum Progress {
     None,
 }
 
-fn parse_filter(s: &str) -> Result<Filter, String> {
+pub fn parse_filter(s: &str) -> Result<Filter, String> {
     Filter::parse(s).map_err(|e| e.message)
 }
 
@@ -106,7 +109,10 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let tree = &ctx.tree;
-    let opts = crate::build_cmds::options(ctx, &a.env, a.qmk_bin.as_deref(), false)?;
+    // First: it may export SOURCE_DATE_EPOCH, before any thread starts.
+    let notes = crate::audit_cmds::reproducible_env(tree.root(), a.reproducible);
+    let mut opts = crate::build_cmds::options(ctx, &a.env, a.qmk_bin.as_deref(), false)?;
+    crate::audit_cmds::pin_date_macros(&mut opts.env);
     let cas = LocalCas::open(&opts.cache_dir)
         .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?;
     let jobs = a
@@ -114,6 +120,8 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let cancel = cancel_flag();
     let exec = Executor::new(tree.root(), &cas, jobs).with_cancel(cancel.clone());
+    // One engine for the whole sweep: the tree does not change under it.
+    exec.set_generator_host(crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe));
 
     // Select (info in parallel on the sweep's pool), then shard.
     let engine = keyfab_info::Engine::new(tree.clone());
@@ -147,11 +155,31 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
         Progress::Auto => Progress::Plain,
         p => p,
     };
+    // Every target's provenance is recorded in this run, as `keyfab build` does.
+    let command: Vec<String> = std::env::args().collect();
+    let rec = keyfab_build::target::Recording::new(tree, cas.begin_run(&command.join(" "))?, notes);
     let sink = ProgressSink::new(progress, targets.len());
-    let results = run::run(tree, &cas, &exec, &targets, &opts, &cancel, &sink);
+    let results = run::run(tree, &cas, &exec, &targets, &opts, Some(&rec), &sink);
     sink.finish();
-    cas.flush().context("flushing the cache")?;
     let interrupted = cancel.load(Ordering::SeqCst);
+    let failed = results.iter().any(|r| r.status == run::Status::Failed);
+    cas.finish_run(
+        rec.run,
+        match (interrupted, failed) {
+            (true, _) => "interrupted",
+            (false, true) => "failed",
+            (false, false) => "ok",
+        },
+    )?;
+    cas.flush().context("flushing the cache")?;
+    for r in &results {
+        if let Some(e) = &r.provenance_error {
+            eprintln!(
+                "keyfab: warning: {}: provenance not recorded: {e}",
+                r.target
+            );
+        }
+    }
 
     let counts = report::Counts::of(&results);
     let compare = previous.as_ref().map(|p| report::compare(p, &results));

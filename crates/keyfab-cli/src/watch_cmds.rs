@@ -3,7 +3,7 @@
 use crate::build_cmds::{options, summary_line};
 use crate::cli::{Context, WatchArgs};
 use anyhow::{bail, Context as _};
-use keyfab_build::{exec::Executor, target, watch};
+use keyfab_build::{db::BuildDb, exec::Executor, provenance::Log, target, watch};
 use keyfab_cas::LocalCas;
 use notify::{RecursiveMode, Watcher};
 use std::io::Write;
@@ -59,8 +59,11 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
     let debounce = Duration::from_millis(a.debounce_ms);
     let mut builds = 0usize;
     let mut changes: Vec<String> = Vec::new();
+    // One database for the whole session: a rebuild updates only the inputs
+    // of the files that changed, and re-derives only what depends on them.
+    let mut db = BuildDb::new(tree.root());
     loop {
-        let line = build_all(ctx, &cas, &exec, &opts, &a.targets, &changes);
+        let line = build_all(ctx, &mut db, &cas, &exec, &opts, &a.targets, &changes);
         cas.flush()?;
         println!("{line}");
         std::io::stdout().flush()?;
@@ -88,6 +91,10 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
             }
             let relevant = watch::relevant_changes(tree.root(), batch);
             if !relevant.is_empty() {
+                // Every known input, not only the paths the events named: a
+                // folder moved in one rename (a branch switch) names no file.
+                // Unchanged files cost a stat.
+                db.refresh_all();
                 break relevant;
             }
         };
@@ -97,6 +104,7 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
 /// Builds every target; returns one line per target, prefixed with what changed.
 fn build_all(
     ctx: &Context,
+    db: &mut BuildDb,
     cas: &LocalCas,
     exec: &Executor<'_>,
     opts: &target::Options,
@@ -105,6 +113,8 @@ fn build_all(
 ) -> String {
     let tree = &ctx.tree;
     let engine = keyfab_info::Engine::new(tree.clone());
+    // Fresh generators per rebuild: they keep the files they parsed.
+    exec.set_generator_host(crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe));
     let prefix = if changes.is_empty() {
         "build".to_string()
     } else {
@@ -119,7 +129,9 @@ fn build_all(
             let res = tree.resolve_keyboard(kb)?;
             let (layouts, _) = keyfab_info::community_layouts(&engine, &res.keyboard);
             let target = target::resolve(tree, &res.keyboard, km, &layouts)?;
-            let (report, _) = target::build_target(tree, cas, exec, &target, opts)?;
+            // Not recorded as provenance (yet): see ARCHITECTURE.md.
+            let log = Log::default();
+            let (report, _) = target::build_target_in(db, tree, cas, exec, &target, opts, &log)?;
             Ok(summary_line(&report))
         })();
         lines.push(match result {

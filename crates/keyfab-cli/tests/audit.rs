@@ -69,11 +69,11 @@ fn audit_passes_in_reproducible_mode() {
     let elsewhere = t["rebuild"]["tree"].as_str().unwrap();
     assert_ne!(std::path::Path::new(elsewhere), fx.tree.as_path());
 
-    // -f: every recorded target whose name matches
+    // a pattern: every recorded target whose name matches
     fx.run_with(Some("1700000000"), &["build", "solo:jsonmap"])
         .ok();
     let report = fx
-        .run_with(None, &["audit", "-f", "solo:*", "--format", "json"])
+        .run_with(None, &["audit", "solo:*", "--format", "json"])
         .json();
     let names: Vec<&str> = report["targets"]
         .as_array()
@@ -83,8 +83,16 @@ fn audit_passes_in_reproducible_mode() {
         .collect();
     assert_eq!(names, ["solo:default", "solo:jsonmap"]);
     assert_eq!(report["pass"], true, "{report:#}");
+    // built with other settings (no COMMAND_ENABLE): rebuilt by a sweep of its own
+    let rebuilt_in: Vec<&str> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["rebuild"]["cache"].as_str().unwrap())
+        .collect();
+    assert_ne!(rebuilt_in[0], rebuilt_in[1], "{report:#}");
     assert!(fx
-        .run_with(None, &["audit", "-f", "nope*"])
+        .run_with(None, &["audit", "nope*"])
         .fails()
         .contains("no recorded build matches nope*"));
 }
@@ -161,6 +169,21 @@ fn audit_needs_a_recorded_build_of_the_tree_as_it_is() {
         "{}",
         out.stdout
     );
+
+    // only a failed build recorded: nothing to compare with
+    let keymap = "keyboards/solo/keymaps/default/keymap.c";
+    fx.edit(keymap, |t| t + "\nthis is not C;\n");
+    fx.run_with(Some("1700000000"), &["build", "solo:default"])
+        .fails();
+    let out = fx.run_with(None, &["audit", "solo:default"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout
+            .contains("no successful recorded build of solo:default"),
+        "{}",
+        out.stdout
+    );
+    fx.edit(keymap, |t| t.replace("\nthis is not C;\n", ""));
 
     fx.run_with(Some("1700000000"), &["build", "solo:default"])
         .ok();
@@ -301,4 +324,91 @@ fn explain_after_each_kind_of_edit() {
         text.contains("regenerated .build/obj_solo_default/src/info_config.h"),
         "{text}"
     );
+}
+
+/// The `target` names of an audit's JSON report.
+fn audited(report: &Value) -> Vec<&str> {
+    report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn audit_filters_recorded_targets_like_sweep_and_rebuilds_them_together() {
+    let fx = fixture();
+    let swept = ["solo", "ortho/two", "acme/pad", "numpad", "split/half"];
+    let mut args = vec!["sweep", "--progress", "none"];
+    args.extend(swept);
+    fx.run_with(Some("1700000000"), &args).ok();
+
+    // -f: QMK's filters on the recorded targets' merged info, the same
+    // selection as `keyfab sweep -f`
+    let filter = "matrix_size.cols<3";
+    let mut list = vec!["sweep", "--list", "-f", filter];
+    list.extend(swept);
+    let selected: Vec<String> = fx
+        .run_with(None, &list)
+        .ok()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(selected, ["acme/pad:default", "ortho/two:default"]);
+    let report = fx
+        .run_with(
+            None,
+            &["audit", "-f", filter, "-j", "2", "--format", "json"],
+        )
+        .json();
+    assert_eq!(audited(&report), selected);
+    assert_eq!(report["pass"], true, "{report:#}");
+    // rebuilt together: one sweep into one cache, on one pool of -j jobs
+    let targets = report["targets"].as_array().unwrap();
+    for t in targets {
+        assert_eq!(t["rebuild"]["targets_rebuilt_together"], 2, "{t:#}");
+        assert_eq!(t["rebuild"]["jobs"], 2);
+        assert_eq!(t["rebuild"]["cache"], targets[0]["rebuild"]["cache"]);
+        assert!(t["artifacts_compared"].as_u64().unwrap() >= 9, "{t:#}");
+    }
+
+    // patterns name recorded targets; filters narrow them; all filters must match
+    let report = fx
+        .run_with(
+            None,
+            &[
+                "audit",
+                "a*",
+                "o*",
+                "-f",
+                "contains(community_layouts, ortho_2x2)",
+                "-f",
+                "exists(features.mousekey)",
+                "--format",
+                "json",
+            ],
+        )
+        .json();
+    assert_eq!(audited(&report), ["ortho/two:default"]);
+    // no filter: the whole pattern
+    let report = fx
+        .run_with(None, &["audit", "s*", "--format", "json"])
+        .json();
+    assert_eq!(audited(&report), ["solo:default", "split/half:default"]);
+    assert_eq!(report["pass"], true, "{report:#}");
+
+    // nothing matches: a failed command; a filter that is not one: a usage error
+    let r = fx.run_with(None, &["audit", "-f", "processor==stm32*"]);
+    assert!(
+        r.fails()
+            .contains("no recorded build matches the filters processor==stm32*"),
+        "{}",
+        r.stderr
+    );
+    for bad in ["processor=atmega32u4", "solo:*", "frob(processor)"] {
+        let r = fx.run_with(None, &["audit", "-f", bad]);
+        assert_eq!(r.code, 2, "{bad}: {}", r.stderr);
+        assert!(r.stderr.contains(bad), "{}", r.stderr);
+    }
 }

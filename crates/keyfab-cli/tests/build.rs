@@ -244,7 +244,9 @@ fn keymap_json_edit_regenerates_keymap_c() {
 fn core_source_edit_recompiles_one_object() {
     let fx = fixture();
     fx.built("solo:default");
-    fx.edit("quantum/matrix.c", |t| t.replace("] ^= 1;", "] ^= 3;"));
+    fx.edit("quantum/matrix.c", |t| {
+        t.replace("] ^= MATRIX_SCAN_TOGGLE;", "] ^= 3;")
+    });
     assert_eq!(
         fx.built("solo:default"),
         Counts {
@@ -594,4 +596,31 @@ fn community_layout_keymaps_build() {
         line.starts_with("ortho/wide:default: .build/ortho_wide_default.hex"),
         "{line}"
     );
+}
+
+#[test]
+fn in_process_generators_write_what_spawned_ones_write() {
+    // Same tree contents at two paths; one build spawns `keyfab qmk` for
+    // every generator call (as make would), the other runs them in-process.
+    let spawned = fixture();
+    let mut cmd = spawned.build_cmd(&["acme/pad:default"]);
+    run(cmd.env("KEYFAB_SPAWN_GENERATORS", "1")).ok();
+    let inproc = fixture();
+    inproc.build("acme/pad:default").ok();
+    let gen = ".build/obj_acme_pad_default/src";
+    let mut names: Vec<String> = std::fs::read_dir(spawned.tree.join(gen))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.iter().any(|n| n == "keymap.c"), "{names:?}");
+    for name in &names {
+        let a = std::fs::read(spawned.tree.join(gen).join(name)).unwrap();
+        let b = std::fs::read(inproc.tree.join(gen).join(name))
+            .unwrap_or_else(|e| panic!("{name} not generated in-process: {e}"));
+        assert_eq!(a, b, "{name} differs");
+    }
+    let fw = |fx: &Fixture| std::fs::read(fx.tree.join("acme_pad_default.hex")).ok();
+    assert!(fw(&inproc).is_some(), "no firmware copied to the tree root");
+    assert_eq!(fw(&spawned), fw(&inproc));
 }

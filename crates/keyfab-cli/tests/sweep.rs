@@ -223,7 +223,9 @@ fn a_core_change_recompiles_only_its_objects_everywhere() {
     let fx = fixture();
     let all = fx.list(&[]);
     fx.sweep(&[]).ok();
-    fx.edit("quantum/matrix.c", |t| t.replace("] ^= 1;", "] ^= 3;"));
+    fx.edit("quantum/matrix.c", |t| {
+        t.replace("] ^= MATRIX_SCAN_TOGGLE;", "] ^= 3;")
+    });
     fx.sweep(&[]).ok();
     let j = fx.json();
     assert_eq!(
@@ -413,6 +415,13 @@ fn interrupt_stops_promptly_and_leaves_the_cache_consistent() {
     assert_eq!(j["interrupted"], true);
     assert!(j["counts"]["skipped"].as_u64().unwrap() > 0, "{j:#}");
     assert_eq!(j["counts"]["failed"], 0, "an interruption is not a failure");
+    // interrupted targets have no provenance record
+    for t in j["targets"].as_array().unwrap() {
+        if t["status"] == "skipped" {
+            let e = run(fx.keyfab().args(["explain", t["target"].as_str().unwrap()]));
+            assert!(e.fails().contains("no recorded build"), "{}", e.stderr);
+        }
+    }
 
     let v = run(keyfab(&fx.tree)
         .arg("--cache")
@@ -422,4 +431,167 @@ fn interrupt_stops_promptly_and_leaves_the_cache_consistent() {
     // the next sweep finishes the job
     fx.sweep(&[]).ok();
     assert_eq!(fx.json()["counts"]["ok"], all.len());
+}
+
+impl Fixture {
+    /// `keyfab explain TARGET --format json`.
+    fn explain(&self, target: &str) -> Value {
+        run(self.keyfab().args(["explain", target, "--format", "json"])).json()
+    }
+}
+
+/// The outputs of the steps that ran (were not taken from the cache).
+fn ran(explain: &Value) -> Vec<&str> {
+    explain["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["ran"] == true)
+        .map(|s| s["step"].as_str().unwrap())
+        .collect()
+}
+
+fn changed(explain: &Value) -> Vec<(&str, &str)> {
+    explain["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["input"].as_str().unwrap(), c["how"].as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_sweep_records_each_targets_provenance_as_build_does() {
+    let fx = fixture();
+    let all = fx.list(&[]);
+    fx.sweep(&[]).ok();
+    // one record per target, holding that target's steps only: the targets
+    // were built side by side on one pool, each into its own record
+    for t in &all {
+        let j = fx.explain(t);
+        assert_eq!(j["status"], "ok", "{t}: {j:#}");
+        assert!(j["previous_run"].is_null(), "{t}");
+        let stem = t.replace(['/', ':'], "_");
+        let steps = j["steps"].as_array().unwrap();
+        let compiles = steps.iter().filter(|s| s["kind"] == "compile").count();
+        assert_eq!(compiles, 5, "{t}: {j:#}");
+        assert!(steps.iter().any(|s| s["kind"] == "link"), "{t}");
+        for s in steps {
+            let out = s["step"].as_str().unwrap();
+            assert!(
+                out.starts_with(&format!(".build/obj_{stem}/"))
+                    || out.starts_with(&format!(".build/{stem}.")),
+                "{t}: a step of another target in its record: {out}"
+            );
+        }
+    }
+    // `keyfab build` right after records the very same inputs: nothing
+    // changed, nothing ran
+    run(fx
+        .keyfab()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "solo:default"]))
+    .ok();
+    let j = fx.explain("solo:default");
+    assert!(j["previous_run"].is_i64(), "{j:#}");
+    assert_eq!(changed(&j), [], "{j:#}");
+    assert_eq!(ran(&j), Vec::<&str>::new());
+
+    // a target last built by a sweep can be audited
+    let a = run(fx
+        .keyfab()
+        .env_remove("SOURCE_DATE_EPOCH")
+        .args(["audit", "ortho/two:default"]));
+    assert!(
+        a.ok().starts_with("ortho/two:default: PASS"),
+        "{}",
+        a.stdout
+    );
+
+    // a keymap edit and another sweep: explain names it, for that target only
+    fx.edit("keyboards/solo/keymaps/default/keymap.c", |t| {
+        t.replacen("KC_A", "KC_B", 1)
+    });
+    fx.sweep(&[]).ok();
+    let j = fx.explain("solo:default");
+    assert_eq!(
+        changed(&j),
+        [("keyboards/solo/keymaps/default/keymap.c", "changed")]
+    );
+    assert_eq!(
+        ran(&j),
+        [
+            ".build/obj_solo_default/keyboards/solo/keymaps/default/keymap.o",
+            ".build/solo_default.elf",
+            ".build/solo_default.hex"
+        ]
+    );
+    let other = fx.explain("ortho/two:default");
+    assert_eq!(changed(&other), [], "{other:#}");
+    assert_eq!(ran(&other), Vec::<&str>::new());
+}
+
+#[test]
+fn failed_builds_are_recorded_with_what_was_known() {
+    let fx = fixture();
+    fx.sweep(&["solo", "numpad"]).ok();
+    let first = fx.explain("solo:default")["run"].as_i64().unwrap();
+    let keymap = "keyboards/solo/keymaps/default/keymap.c";
+    fx.edit(keymap, |t| t + "\nthis is not C;\n");
+    fx.sweep(&["solo", "numpad"]).fails();
+    let j = fx.explain("solo:default");
+    let failed = j["run"].as_i64().unwrap();
+    assert_eq!(j["status"], "failed", "{j:#}");
+    assert_eq!(j["stage"], "build");
+    assert!(j["error"].as_str().unwrap().contains("keymap.c"), "{j:#}");
+    assert_eq!(j["previous_run"], first);
+    // compared with the last good build: the keymap changed; nothing the
+    // failed build did not get to is reported as removed
+    assert_eq!(changed(&j), [(keymap, "changed")], "{j:#}");
+    // the compiles that finished are in the record (from the cache); the
+    // failing one and the link are not
+    let steps: Vec<&str> = j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps.contains(&".build/obj_solo_default/quantum/main.o"),
+        "{steps:?}"
+    );
+    assert!(!steps
+        .iter()
+        .any(|s| s.ends_with("keymap.o") || s.ends_with(".elf")));
+    let text = run(fx.keyfab().args(["explain", "solo:default"]));
+    let text = text.ok();
+    assert!(
+        text.contains(&format!(
+            "failed build {failed} (build) compared with build {first}"
+        )),
+        "{text}"
+    );
+    // the other target of the sweep is fine
+    assert_eq!(fx.explain("numpad:default")["status"], "ok");
+
+    // fixed: compared with the last good build again, the failure named
+    fx.edit(keymap, |t| t.replace("\nthis is not C;\n", ""));
+    fx.sweep(&["solo", "numpad"]).ok();
+    let j = fx.explain("solo:default");
+    assert_eq!(j["status"], "ok");
+    assert_eq!(j["previous_run"], first);
+    assert_eq!(j["failed_between"], serde_json::json!([failed]));
+    assert_eq!(changed(&j), []);
+    assert_eq!(ran(&j), Vec::<&str>::new(), "the old objects come back");
+
+    // `keyfab build` records its failures too
+    fx.edit(keymap, |t| t + "\nneither is this;\n");
+    run(fx
+        .keyfab()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "solo:default"]))
+    .fails();
+    let j = fx.explain("solo:default");
+    assert_eq!(j["status"], "failed", "{j:#}");
+    assert!(j["run"].as_i64().unwrap() > failed);
 }

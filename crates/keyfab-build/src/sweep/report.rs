@@ -631,6 +631,7 @@ mod tests {
             sha256: (status == Status::Ok).then(|| sha.into()),
             warnings: vec![],
             error: (status == Status::Failed).then(|| "compiling a.c failed <&>\x1b[0m".into()),
+            provenance_error: None,
         }
     }
 

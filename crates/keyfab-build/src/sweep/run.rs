@@ -5,15 +5,20 @@
 //! the sweep goes on; after cancellation no new step starts and the targets
 //! not yet built are reported as skipped.
 //!
+//! Each target collects its own provenance while it builds (a
+//! [`crate::provenance::Log`] of its own, so targets built side by side never
+//! mix) and, given a [`Recording`], stores it as it finishes, exactly as
+//! `keyfab build` does: successful and failed builds, not interrupted ones.
+//!
 //! The engine never prints: it reports into a [`Sink`].
 
-use crate::exec::{BuildError, Executor};
-use crate::target::{self, Options, Target, TargetError};
+use crate::exec::Executor;
+use crate::provenance::Log;
+use crate::target::{self, Options, Recording, Target};
 use keyfab_cas::{CommandKey, Digest, LocalCas, NewAction};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// How a target ended.
@@ -62,6 +67,10 @@ pub struct TargetResult {
     pub warnings: Vec<Warning>,
     #[serde(default)]
     pub error: Option<String>,
+    /// Why its provenance could not be recorded (the build itself is not
+    /// affected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance_error: Option<String>,
 }
 
 impl TargetResult {
@@ -83,6 +92,7 @@ impl TargetResult {
             sha256: None,
             warnings: vec![],
             error: None,
+            provenance_error: None,
         }
     }
 }
@@ -100,13 +110,15 @@ impl Sink for NoSink {
 }
 
 /// Builds `targets` on `exec`'s pool; results in the order of `targets`.
+/// Stops starting targets once `exec`'s cancel flag is set. With `record`,
+/// each target's provenance is stored in its run as the target finishes.
 pub fn run(
     tree: &keyfab_tree::Tree,
     cas: &LocalCas,
     exec: &Executor<'_>,
     targets: &[Target],
     opts: &Options,
-    cancel: &AtomicBool,
+    record: Option<&Recording>,
     sink: &dyn Sink,
 ) -> Vec<TargetResult> {
     exec.install(|| {
@@ -114,13 +126,13 @@ pub fn run(
             .par_iter()
             .with_max_len(1)
             .map(|t| {
-                if cancel.load(Ordering::Relaxed) {
+                if exec.cancelled() {
                     let r = TargetResult::new(t, Status::Skipped);
                     sink.finished(&r);
                     return r;
                 }
                 sink.started(t);
-                let r = build_one(tree, cas, exec, t, opts, cancel);
+                let r = build_one(tree, cas, exec, t, opts, record);
                 sink.finished(&r);
                 r
             })
@@ -134,11 +146,22 @@ fn build_one(
     exec: &Executor<'_>,
     t: &Target,
     opts: &Options,
-    cancel: &AtomicBool,
+    record: Option<&Recording>,
 ) -> TargetResult {
     let started = Instant::now();
     let mut r = TargetResult::new(t, Status::Ok);
-    match target::build_target(tree, cas, exec, t, opts) {
+    let log = Log::default();
+    let built = target::build_target(tree, cas, exec, t, opts, &log);
+    let interrupted = built
+        .as_ref()
+        .is_err_and(|e| e.is_cancelled() || exec.cancelled());
+    if let Some(rec) = record.filter(|_| !interrupted) {
+        let outcome = built.as_ref().map(drop);
+        if let Err(e) = target::record(tree, cas, rec, &t.name(), log, opts, outcome) {
+            r.provenance_error = Some(e.to_string());
+        }
+    }
+    match built {
         Ok((report, plan)) => {
             let _ = record_cost(cas, t, plan.compiles().count() as u64);
             r.plan_from_cache = report.plan_from_cache;
@@ -161,31 +184,13 @@ fn build_one(
                 .collect();
         }
         Err(e) => {
-            let cancelled = matches!(
-                e,
-                TargetError::Build {
-                    source: BuildError::Cancelled,
-                    ..
-                }
-            ) || cancel.load(Ordering::Relaxed);
-            r.status = if cancelled {
+            r.status = if interrupted {
                 Status::Skipped
             } else {
                 Status::Failed
             };
-            r.stage = Some(
-                match e {
-                    TargetError::Plan { .. } => "plan",
-                    TargetError::Build { .. } => "build",
-                    _ => "setup",
-                }
-                .to_string(),
-            );
-            r.error = Some(match &e {
-                TargetError::Build { source, .. } => source.to_string(),
-                TargetError::Plan { source, .. } => source.to_string(),
-                other => other.to_string(),
-            });
+            r.stage = Some(e.stage().to_string());
+            r.error = Some(e.cause());
         }
     }
     r.time_ms = started.elapsed().as_millis() as u64;

@@ -4,6 +4,9 @@
 //! target's merged info (QMK's `keymap_json`).
 //!
 //! Info is computed in parallel on the caller's rayon pool.
+//!
+//! [`filter_named`] applies the same filters to targets named elsewhere
+//! (`keyfab audit -f` over the targets recorded in the cache).
 
 use super::filter::Filter;
 use crate::target::{self, Target};
@@ -124,30 +127,71 @@ pub fn select(
     let mut sel = Selection::default();
     for r in per_kb {
         for (t, merged) in r? {
-            let mut keep = true;
-            if let Some(info) = merged {
-                for f in filters {
-                    match f.matches(&info.value) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            keep = false;
-                            break;
-                        }
-                        Err(e) => {
-                            sel.skipped
-                                .push((t.name(), format!("filter {:?}: {e}", f.text)));
-                            keep = false;
-                            break;
-                        }
-                    }
-                }
-            }
-            if keep {
-                sel.targets.push(t);
+            let keep = match merged {
+                Some(info) => matches_all(&info.value, filters),
+                None => Ok(true),
+            };
+            match keep {
+                Ok(true) => sel.targets.push(t),
+                Ok(false) => {}
+                Err(why) => sel.skipped.push((t.name(), why)),
             }
         }
     }
     sel.targets.sort_by_key(|a| a.name());
     sel.targets.dedup_by(|a, b| a.name() == b.name());
     Ok(sel)
+}
+
+/// Whether merged info matches every filter; Err(why) when one raised (as
+/// QMK's Python would on that info), naming the filter.
+fn matches_all(info: &serde_json::Value, filters: &[Filter]) -> Result<bool, String> {
+    for f in filters {
+        match f.matches(info) {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(e) => return Err(format!("filter {:?}: {e}", f.text)),
+        }
+    }
+    Ok(true)
+}
+
+/// Which of `names` (`KEYBOARD:KEYMAP`, keyboards already resolved) match
+/// every filter on their merged info (QMK's `keymap_json`), in the order
+/// given; and the names left out because they could not be checked (the
+/// keyboard or keymap is not in the tree any more, or a filter raised), with
+/// why. Run it inside the pool that should do the work.
+pub fn filter_named(
+    engine: &Engine,
+    names: &[String],
+    filters: &[Filter],
+) -> (Vec<String>, Vec<(String, String)>) {
+    let tree = engine.tree();
+    let checked: Vec<Result<bool, String>> = names
+        .par_iter()
+        .map(|name| {
+            let Some((kb, km)) = name.split_once(':') else {
+                return Err("not KEYBOARD:KEYMAP".to_string());
+            };
+            if !tree.is_keyboard(kb) {
+                return Err(format!("no keyboard {kb} in the tree"));
+            }
+            let info = engine.info_json(kb);
+            let layouts = keyfab_info::community_layouts_of(&info.value);
+            let loc = tree
+                .require_keymap(kb, km, &layouts)
+                .map_err(|e| e.to_string())?;
+            matches_all(&engine.keymap_json_at(kb, info, &loc).value, filters)
+        })
+        .collect();
+    let mut kept = Vec::new();
+    let mut skipped = Vec::new();
+    for (name, c) in names.iter().zip(checked) {
+        match c {
+            Ok(true) => kept.push(name.clone()),
+            Ok(false) => {}
+            Err(why) => skipped.push((name.clone(), why)),
+        }
+    }
+    (kept, skipped)
 }

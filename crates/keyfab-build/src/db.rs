@@ -1,0 +1,573 @@
+//! The salsa database: the incremental spine of a build.
+//!
+//! Inputs are what the build reads from the outside world, each read lazily
+//! the first time a query asks for it: a file's content digest
+//! ([`SourceFile`]), a folder's listing ([`Listing`], so a new `config.h`
+//! that shadows another one is a change), a program's identity
+//! ([`Toolchain`]: resolved path + `--version` + binary digest, high
+//! durability), and per target the plan make last gave ([`TargetInput`]).
+//! Tracked functions derive from them what a build needs: the inputs a plan
+//! depends on ([`plan_inputs`]), whether the plan on record still holds
+//! ([`plan_fresh`]), and each object's direct-mode key ([`object_key`]).
+//!
+//! Architecture invariant: tracked functions do no IO and spawn nothing. The
+//! only IO here is at the edge, in [`BuildDb`]'s input constructors (as in
+//! salsa's lazy-input example) and in [`BuildDb::refresh`]; make and the
+//! compilers are run by [`crate::plan_cache`] and [`crate::exec`].
+
+use crate::plan::{Plan, Step};
+use keyfab_cas::{Digest, DirectKey};
+use salsa::{Durability, Setter};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A file's content, as its digest (`None`: absent or unreadable).
+#[salsa::input(debug)]
+pub struct SourceFile {
+    #[returns(ref)]
+    pub path: PathBuf,
+    #[returns(copy)]
+    pub digest: Option<Digest>,
+}
+
+/// A folder's entries, sorted (empty when the folder does not exist).
+#[salsa::input(debug)]
+pub struct Listing {
+    #[returns(ref)]
+    pub path: PathBuf,
+    #[returns(ref)]
+    pub names: Vec<String>,
+}
+
+/// A program's identity (`None`: not found on PATH).
+#[salsa::input(debug)]
+pub struct Toolchain {
+    #[returns(ref)]
+    pub program: String,
+    #[returns(copy)]
+    pub identity: Option<Digest>,
+}
+
+/// One build target and the plan make last gave for it.
+#[salsa::input(debug)]
+pub struct TargetInput {
+    #[returns(ref)]
+    pub name: String,
+    /// Tree-relative folders whose listings and files the plan depends on.
+    #[returns(ref)]
+    pub folders: Vec<PathBuf>,
+    /// Further files the plan depends on (make, keyfab itself, …).
+    #[returns(ref)]
+    pub files: Vec<PathBuf>,
+    #[returns(ref)]
+    pub planned: Option<Arc<PlanRecord>>,
+}
+
+/// A plan and what it was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRecord {
+    pub plan: Plan,
+    /// [`plan_inputs`] when make planned.
+    pub inputs: Vec<(PathBuf, Digest)>,
+    /// The makefiles make read (tree-relative) and their digests.
+    pub makefiles: Vec<(PathBuf, Digest)>,
+}
+
+/// One compile of a plan: what its direct-mode key is made of besides the
+/// compiler's identity and the source's digest.
+#[salsa::interned(debug)]
+pub struct CompileUnit<'db> {
+    #[returns(ref)]
+    pub argv: Vec<String>,
+    #[returns(ref)]
+    pub source: String,
+}
+
+#[salsa::db]
+pub trait Db: salsa::Database {
+    /// The input for a file (tree-relative or absolute), read on first use.
+    fn file(&self, path: &Path) -> SourceFile;
+    /// The input for a folder's listing, read on first use.
+    fn listing(&self, path: &Path) -> Listing;
+    /// The input for a program's identity, computed on first use.
+    fn tool(&self, program: &str) -> Toolchain;
+    /// The tree's root (compile keys include the working folder).
+    fn root(&self) -> &Path;
+    /// The environment variables that change what compilers produce.
+    fn compiler_env(&self) -> &BTreeMap<String, String>;
+}
+
+/// Inputs created so far, by path or program name; shared by clones.
+#[derive(Default)]
+struct Inputs {
+    files: HashMap<PathBuf, SourceFile>,
+    listings: HashMap<PathBuf, Listing>,
+    tools: HashMap<String, Toolchain>,
+    targets: HashMap<String, TargetInput>,
+}
+
+/// What we compare to decide a file may have changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+}
+
+/// What each file's digest was computed from, by absolute path, shared by
+/// every database of the process (a sweep's targets share core files), so
+/// an unchanged file is hashed once.
+static DIGESTS: std::sync::LazyLock<Mutex<DigestMemo>> = std::sync::LazyLock::new(Mutex::default);
+type DigestMemo = HashMap<PathBuf, (FileStamp, Option<Digest>)>;
+
+/// A file's digest (`None`: absent, a folder, unreadable), hashed only when
+/// its stamp changed or is too recent to trust.
+fn file_digest(abs: &Path) -> Option<Digest> {
+    let now = stamp(abs);
+    if let Some((old, digest)) = DIGESTS.lock().unwrap().get(abs) {
+        // A stamp from the last two seconds may hide a second write with
+        // the same size in the same timestamp tick: hash those again.
+        if Some(*old) == now && !recent(old) {
+            return *digest;
+        }
+    }
+    let digest = now
+        .filter(|_| abs.is_file())
+        .and_then(|_| std::fs::read(abs).ok())
+        .map(|b| Digest::of(&b));
+    let mut memo = DIGESTS.lock().unwrap();
+    match now {
+        Some(s) => memo.insert(abs.to_path_buf(), (s, digest)),
+        None => memo.remove(abs),
+    };
+    digest
+}
+
+fn recent(stamp: &FileStamp) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    now - stamp.mtime_ns.max(stamp.ctime_ns) < 2_000_000_000
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        len: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        ino: m.ino(),
+    })
+}
+
+/// The database of one keyfab process (a build, or a whole watch session).
+#[salsa::db]
+#[derive(Clone)]
+pub struct BuildDb {
+    storage: salsa::Storage<Self>,
+    root: PathBuf,
+    env: BTreeMap<String, String>,
+    inputs: Arc<Mutex<Inputs>>,
+    /// Names of the tracked functions that executed, when logging.
+    executed: Arc<Mutex<Vec<String>>>,
+}
+
+#[salsa::db]
+impl salsa::Database for BuildDb {}
+
+impl BuildDb {
+    /// Records the plan make gave for `target`.
+    pub fn set_plan(&mut self, target: TargetInput, record: PlanRecord) {
+        if target.planned(self).as_deref() != Some(&record) {
+            target.set_planned(self).to(Some(Arc::new(record)));
+        }
+    }
+
+    /// A database for the tree at `root`.
+    pub fn new(root: &Path) -> BuildDb {
+        let executed: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = executed.clone();
+        BuildDb {
+            storage: salsa::Storage::new(Some(Box::new(move |event: salsa::Event| {
+                if let salsa::EventKind::WillExecute { database_key } = event.kind {
+                    // `plan_fresh(Id(3))` → `plan_fresh`
+                    let text = format!("{database_key:?}");
+                    let name = text.split('(').next().unwrap_or_default().to_string();
+                    log.lock().unwrap().push(name);
+                }
+            }))),
+            root: root.to_path_buf(),
+            env: crate::exec::compiler_env(),
+            inputs: Arc::default(),
+            executed,
+        }
+    }
+
+    /// The tracked functions that executed since the last call, in order.
+    pub fn take_executed(&self) -> Vec<String> {
+        std::mem::take(&mut *self.executed.lock().unwrap())
+    }
+
+    fn abs(&self, path: &Path) -> PathBuf {
+        self.root.join(path)
+    }
+
+    /// Core files (outside `keyboards/`, `layouts/`, `users/`, `.build/`)
+    /// change rarely; a change to them is a bigger event anyway.
+    fn durability(path: &Path) -> Durability {
+        let volatile = path.is_absolute()
+            || ["keyboards", "layouts", "users", ".build"]
+                .iter()
+                .any(|top| path.starts_with(top));
+        if volatile {
+            Durability::LOW
+        } else {
+            Durability::HIGH
+        }
+    }
+
+    fn read_listing(&self, path: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.abs(path))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Re-reads the inputs for `changed` paths (tree-relative or absolute):
+    /// the file, and the listing of its folder. Only inputs whose value
+    /// really changed are set, so an unchanged save re-runs nothing.
+    /// Returns how many inputs changed.
+    pub fn refresh(&mut self, changed: &[PathBuf]) -> usize {
+        let mut set = 0;
+        let mut dirs = std::collections::BTreeSet::new();
+        for path in changed {
+            let rel = path.strip_prefix(&self.root).unwrap_or(path).to_path_buf();
+            let file = self.inputs.lock().unwrap().files.get(&rel).copied();
+            if let Some(file) = file {
+                let digest = file_digest(&self.abs(&rel));
+                if file.digest(self) != digest {
+                    file.set_digest(self)
+                        .with_durability(Self::durability(&rel))
+                        .to(digest);
+                    set += 1;
+                }
+            }
+            // Its folder's listing (added, deleted), and its own when it is a
+            // folder (a branch switch renames whole trees).
+            dirs.insert(rel.parent().map(Path::to_path_buf).unwrap_or_default());
+            dirs.insert(rel);
+        }
+        for dir in dirs {
+            let Some(listing) = self.inputs.lock().unwrap().listings.get(&dir).copied() else {
+                continue;
+            };
+            let names = self.read_listing(&dir);
+            if *listing.names(self) != names {
+                listing
+                    .set_names(self)
+                    .with_durability(Self::durability(&dir))
+                    .to(names);
+                set += 1;
+            }
+        }
+        set
+    }
+
+    /// The program identities found so far.
+    pub fn tool_identities(&self) -> Vec<(String, Digest)> {
+        let tools: Vec<Toolchain> = self
+            .inputs
+            .lock()
+            .unwrap()
+            .tools
+            .values()
+            .copied()
+            .collect();
+        tools
+            .into_iter()
+            .filter_map(|t| Some((t.program(self).clone(), t.identity(self)?)))
+            .collect()
+    }
+
+    /// Re-reads every input known (after events may have been missed).
+    pub fn refresh_all(&mut self) -> usize {
+        let paths: Vec<PathBuf> = {
+            let inputs = self.inputs.lock().unwrap();
+            inputs
+                .files
+                .keys()
+                .chain(inputs.listings.keys())
+                .cloned()
+                .collect()
+        };
+        self.refresh(&paths)
+    }
+
+    /// The input of a target, made once per name; its folders and files are
+    /// updated when they differ (a keymap that moved).
+    ///
+    /// Then [`plan_fresh`] says whether make must plan again, and
+    /// [`BuildDb::set_plan`] records what it planned.
+    pub fn target(
+        &mut self,
+        name: &str,
+        folders: Vec<PathBuf>,
+        files: Vec<PathBuf>,
+    ) -> TargetInput {
+        let existing = self.inputs.lock().unwrap().targets.get(name).copied();
+        match existing {
+            Some(t) => {
+                if *t.folders(self) != folders {
+                    t.set_folders(self).to(folders);
+                }
+                if *t.files(self) != files {
+                    t.set_files(self).to(files);
+                }
+                t
+            }
+            None => {
+                let t = TargetInput::new(self, name.to_string(), folders, files, None);
+                self.inputs
+                    .lock()
+                    .unwrap()
+                    .targets
+                    .insert(name.to_string(), t);
+                t
+            }
+        }
+    }
+}
+
+#[salsa::db]
+impl Db for BuildDb {
+    fn file(&self, path: &Path) -> SourceFile {
+        if let Some(f) = self.inputs.lock().unwrap().files.get(path) {
+            return *f;
+        }
+        let digest = file_digest(&self.abs(path));
+        let mut inputs = self.inputs.lock().unwrap();
+        if let Some(f) = inputs.files.get(path) {
+            return *f;
+        }
+        let f = SourceFile::builder(path.to_path_buf(), digest)
+            .digest_durability(Self::durability(path))
+            .new(self);
+        inputs.files.insert(path.to_path_buf(), f);
+        f
+    }
+
+    fn listing(&self, path: &Path) -> Listing {
+        let mut inputs = self.inputs.lock().unwrap();
+        if let Some(l) = inputs.listings.get(path) {
+            return *l;
+        }
+        let names = self.read_listing(path);
+        let l = Listing::builder(path.to_path_buf(), names)
+            .names_durability(Self::durability(path))
+            .new(self);
+        inputs.listings.insert(path.to_path_buf(), l);
+        l
+    }
+
+    fn tool(&self, program: &str) -> Toolchain {
+        if let Some(t) = self.inputs.lock().unwrap().tools.get(program) {
+            return *t;
+        }
+        // Outside the lock: `--version` runs a process.
+        let identity = crate::exec::tool_identity(program).ok();
+        let mut inputs = self.inputs.lock().unwrap();
+        if let Some(t) = inputs.tools.get(program) {
+            return *t;
+        }
+        let t = Toolchain::builder(program.to_string(), identity)
+            .identity_durability(Durability::HIGH)
+            .new(self);
+        inputs.tools.insert(program.to_string(), t);
+        t
+    }
+
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn compiler_env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+}
+
+/// A folder's state as a plan sees it: its listing, and the digest of every
+/// file in it but C sources (those are compiled, not read by make).
+#[salsa::tracked(returns(ref))]
+pub fn folder_inputs(db: &dyn Db, listing: Listing) -> Vec<(PathBuf, Digest)> {
+    let folder = listing.path(db);
+    let names = listing.names(db);
+    let mut out = vec![(folder.join("."), Digest::of(names.join("\n").as_bytes()))];
+    for name in names {
+        if name.ends_with(".c") {
+            continue;
+        }
+        let path = folder.join(name);
+        if let Some(d) = db.file(&path).digest(db) {
+            out.push((path, d));
+        }
+    }
+    out
+}
+
+/// Everything a target's plan depends on besides the makefiles make read:
+/// the files named by the target, and the listings and files of its
+/// folders and of `data/mappings` and `data/schemas`.
+#[salsa::tracked(returns(ref))]
+pub fn plan_inputs(db: &dyn Db, target: TargetInput) -> Vec<(PathBuf, Digest)> {
+    let mut out = Vec::new();
+    for f in target.files(db) {
+        let d = db.file(f).digest(db).unwrap_or_else(|| Digest::of(b""));
+        out.push((f.clone(), d));
+    }
+    let fixed = [
+        PathBuf::from("data/mappings"),
+        PathBuf::from("data/schemas"),
+    ];
+    for folder in target.folders(db).iter().chain(&fixed) {
+        out.extend(folder_inputs(db, db.listing(folder)).iter().cloned());
+    }
+    out
+}
+
+/// Whether the plan on record still holds: made from the same
+/// [`plan_inputs`], and every makefile make read unchanged.
+#[salsa::tracked(returns(copy))]
+pub fn plan_fresh(db: &dyn Db, target: TargetInput) -> bool {
+    let Some(record) = target.planned(db) else {
+        return false;
+    };
+    record.inputs == *plan_inputs(db, target)
+        && record
+            .makefiles
+            .iter()
+            .all(|(p, d)| db.file(p).digest(db) == Some(*d))
+}
+
+/// An object's direct-mode key and the source digest it was made from (the
+/// executor uses the key only while the source still has that digest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectKey {
+    pub key: keyfab_cas::ActionKey,
+    pub source: Digest,
+}
+
+/// The direct-mode key of one compile: compiler identity, argv, working
+/// folder, the compiler environment and the source's digest. Headers are
+/// not in it: the executor checks them against the key's manifest.
+#[salsa::tracked(returns(copy))]
+pub fn object_key<'db>(db: &'db dyn Db, unit: CompileUnit<'db>) -> Option<ObjectKey> {
+    let argv = unit.argv(db);
+    let compiler = db.tool(argv.first()?).identity(db)?;
+    let source = db.file(Path::new(unit.source(db))).digest(db)?;
+    let key = DirectKey {
+        compiler,
+        argv: argv[1..].iter().map(OsString::from).collect(),
+        cwd: db.root().to_path_buf(),
+        env: db.compiler_env().clone(),
+        source,
+    }
+    .key();
+    Some(ObjectKey { key, source })
+}
+
+/// The direct-mode keys of every compile of the target's plan, by object.
+#[salsa::tracked(returns(ref))]
+pub fn object_keys(db: &dyn Db, target: TargetInput) -> BTreeMap<String, ObjectKey> {
+    let mut out = BTreeMap::new();
+    let Some(record) = target.planned(db) else {
+        return out;
+    };
+    for step in record.plan.compiles() {
+        if let Step::Compile {
+            source,
+            object,
+            argv,
+            ..
+        } = step
+        {
+            let unit = CompileUnit::new(db, argv.clone(), source.clone());
+            if let Some(k) = object_key(db, unit) {
+                out.insert(object.clone(), k);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (tempfile::TempDir, BuildDb) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("kb")).unwrap();
+        std::fs::write(dir.path().join("kb/a.c"), "int a;\n").unwrap();
+        std::fs::write(dir.path().join("kb/info.json"), "{}\n").unwrap();
+        let db = BuildDb::new(dir.path());
+        (dir, db)
+    }
+
+    #[test]
+    fn object_key_is_the_executors_direct_key() {
+        let (dir, db) = tree();
+        let argv: Vec<String> = ["cc", "-c", "kb/a.c", "-o", "a.o"]
+            .map(String::from)
+            .to_vec();
+        let unit = CompileUnit::new(&db, argv.clone(), "kb/a.c".to_string());
+        let Some(got) = object_key(&db, unit) else {
+            return; // no `cc` here: nothing to compare
+        };
+        let source = Digest::of(b"int a;\n");
+        let want = DirectKey {
+            compiler: crate::exec::tool_identity("cc").unwrap(),
+            argv: argv[1..].iter().map(OsString::from).collect(),
+            cwd: dir.path().to_path_buf(),
+            env: crate::exec::compiler_env(),
+            source,
+        }
+        .key();
+        assert_eq!(got, ObjectKey { key: want, source });
+    }
+
+    #[test]
+    fn refresh_sets_only_what_changed() {
+        let (dir, mut db) = tree();
+        let folder = db.listing(Path::new("kb"));
+        let before = folder_inputs(&db, folder).clone();
+        assert_eq!(
+            before.len(),
+            2,
+            "listing + info.json (C sources left out): {before:?}"
+        );
+        // Same bytes rewritten: nothing is set.
+        std::fs::write(dir.path().join("kb/info.json"), "{}\n").unwrap();
+        assert_eq!(db.refresh(&[PathBuf::from("kb/info.json")]), 0);
+        db.take_executed();
+        assert_eq!(folder_inputs(&db, folder), &before);
+        assert!(db.take_executed().is_empty());
+        // A new file: the listing changes.
+        std::fs::write(dir.path().join("kb/config.h"), "#pragma once\n").unwrap();
+        assert_eq!(db.refresh(&[dir.path().join("kb/config.h")]), 1);
+        let after = folder_inputs(&db, folder).clone();
+        assert_eq!(after.len(), 3, "{after:?}");
+        assert_eq!(db.take_executed(), ["folder_inputs"]);
+        // A deleted file: its digest becomes None and the listing shrinks.
+        std::fs::remove_file(dir.path().join("kb/config.h")).unwrap();
+        assert_eq!(db.refresh(&[PathBuf::from("kb/config.h")]), 2);
+        assert_eq!(folder_inputs(&db, folder), &before);
+    }
+}

@@ -1,0 +1,180 @@
+//! What re-runs after each kind of edit, asserted from salsa's event log
+//! (which tracked functions executed) and from the executor's counts (what
+//! compiled), on a temp copy of the fixture tree with one long-lived
+//! database, as `keyfab watch` keeps it.
+
+mod util;
+
+use keyfab_build::db::BuildDb;
+use keyfab_build::exec::Executor;
+use keyfab_build::provenance::Log;
+use keyfab_build::target::{self, Options, TargetReport};
+use keyfab_cas::LocalCas;
+use keyfab_tree::Tree;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+struct Session {
+    fx: util::Fixture,
+    tree: Tree,
+    cas: LocalCas,
+    db: BuildDb,
+    opts: Options,
+}
+
+/// What one rebuild did: tracked functions executed (name → times), and
+/// objects compiled.
+#[derive(Debug)]
+struct Rebuild {
+    executed: BTreeMap<String, usize>,
+    compiled: usize,
+    from_cache: usize,
+}
+
+impl Rebuild {
+    fn ran(&self, query: &str) -> usize {
+        self.executed.get(query).copied().unwrap_or(0)
+    }
+}
+
+impl Session {
+    fn new() -> Session {
+        let fx = util::Fixture::new();
+        let tree = Tree::open(&fx.tree).unwrap();
+        let cas = LocalCas::open(&fx.cache).unwrap();
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_keyfab"));
+        // Pins version.h, which generators and compilers read from the
+        // environment (this file's only test, so no other thread reads it).
+        std::env::set_var("SOURCE_DATE_EPOCH", "1700000000");
+        let opts = Options {
+            env: Vec::new(),
+            qmk_bin: format!("{} qmk", exe.display()),
+            keyfab_exe: exe,
+            cache_dir: fx.cache.clone(),
+            clean: false,
+        };
+        let db = BuildDb::new(tree.root());
+        Session {
+            fx,
+            tree,
+            cas,
+            db,
+            opts,
+        }
+    }
+
+    /// Tells the database which files changed (as watch does), then builds
+    /// `solo:default`.
+    fn rebuild(&mut self, changed: &[&str]) -> Rebuild {
+        let paths: Vec<PathBuf> = changed.iter().map(PathBuf::from).collect();
+        self.db.refresh(&paths);
+        self.db.take_executed();
+        let report = self.build();
+        let mut executed = BTreeMap::new();
+        for name in self.db.take_executed() {
+            *executed.entry(name).or_insert(0) += 1;
+        }
+        Rebuild {
+            executed,
+            compiled: report.build.compiled,
+            from_cache: report.build.compiled_from_cache,
+        }
+    }
+
+    fn build(&mut self) -> TargetReport {
+        let exec = Executor::new(self.tree.root(), &self.cas, 2);
+        let t = target::resolve(&self.tree, "solo", "default", &[]).unwrap();
+        let (report, _) = target::build_target_in(
+            &mut self.db,
+            &self.tree,
+            &self.cas,
+            &exec,
+            &t,
+            &self.opts,
+            &Log::default(),
+        )
+        .unwrap_or_else(|e| panic!("build failed: {e:?}"));
+        report
+    }
+
+    fn append(&self, rel: &str, text: &str) {
+        self.fx.edit(rel, |s| s + text);
+    }
+}
+
+#[test]
+fn each_kind_of_edit_reruns_only_what_depends_on_it() {
+    let mut s = Session::new();
+
+    let cold = s.rebuild(&[]);
+    let objects = cold.compiled;
+    assert!(objects >= 4, "{cold:?}");
+    assert_eq!(cold.ran("plan_inputs"), 1, "{cold:?}");
+    assert_eq!(cold.ran("object_key"), objects, "{cold:?}");
+
+    // Nothing changed: no query re-executes, nothing compiles.
+    let noop = s.rebuild(&[]);
+    assert!(noop.executed.is_empty(), "{noop:?}");
+    assert_eq!((noop.compiled, noop.from_cache), (0, objects), "{noop:?}");
+
+    // The keymap: its object's key, and nothing about the plan.
+    let km = "keyboards/solo/keymaps/default/keymap.c";
+    s.append(km, "\nint keyfab_incremental_km;\n");
+    let r = s.rebuild(&[km]);
+    assert_eq!(r.ran("object_key"), 1, "{r:?}");
+    assert_eq!(r.ran("object_keys"), 1, "{r:?}");
+    assert_eq!(r.ran("plan_inputs"), 0, "{r:?}");
+    assert_eq!(r.compiled, 1, "{r:?}");
+
+    // A core .c: the same, for its object only.
+    s.append("quantum/matrix.c", "\nint keyfab_incremental_core;\n");
+    let r = s.rebuild(&["quantum/matrix.c"]);
+    assert_eq!(r.ran("object_key"), 1, "{r:?}");
+    assert_eq!(r.ran("plan_fresh"), 0, "{r:?}");
+    assert_eq!(r.compiled, 1, "{r:?}");
+
+    // A header: no key changes (headers live in the executor's manifests);
+    // the objects that include it recompile.
+    s.append("quantum/matrix_scan.h", "\n#define KEYFAB_INCREMENTAL 1\n");
+    let r = s.rebuild(&["quantum/matrix_scan.h"]);
+    assert!(r.executed.is_empty(), "{r:?}");
+    assert_eq!(r.compiled, 1, "only matrix.c includes it: {r:?}");
+
+    // A makefile: the plan is found stale (make re-plans, then the new
+    // record is checked once more); the same compiles leave every object key
+    // as it was.
+    s.append("builddefs/message.mk", "\n# keyfab incremental test\n");
+    let r = s.rebuild(&["builddefs/message.mk"]);
+    assert_eq!(r.ran("plan_fresh"), 2, "{r:?}");
+    assert_eq!(r.ran("plan_inputs"), 0, "{r:?}");
+    assert_eq!(r.ran("object_key"), 0, "{r:?}");
+    assert_eq!(r.compiled, 0, "{r:?}");
+
+    // The keyboard's info: the plan's inputs change, so it is re-planned; the
+    // generated info_config.h changes, and every object includes it.
+    s.fx.edit("keyboards/solo/keyboard.json", |t| {
+        t.replacen("keyfab fixtures", "keyfab incremental", 1)
+    });
+    let r = s.rebuild(&["keyboards/solo/keyboard.json"]);
+    assert_eq!(r.ran("folder_inputs"), 1, "{r:?}");
+    assert_eq!(r.ran("plan_inputs"), 1, "{r:?}");
+    assert_eq!(r.ran("plan_fresh"), 2, "{r:?}");
+    assert_eq!(r.compiled, objects, "{r:?}");
+
+    // A new config.h in the keyboard's folder (it shadows none before; make
+    // force-includes it): the folder's listing changes, the plan with it.
+    std::fs::write(
+        s.fx.tree.join("keyboards/solo/config.h"),
+        "#pragma once\n#define KEYFAB_SHADOW 1\n",
+    )
+    .unwrap();
+    let r = s.rebuild(&["keyboards/solo/config.h"]);
+    assert_eq!(r.ran("folder_inputs"), 1, "{r:?}");
+    assert_eq!(r.ran("plan_fresh"), 2, "{r:?}");
+    assert_eq!(r.compiled, objects, "{r:?}");
+
+    // And all quiet again.
+    let r = s.rebuild(&[]);
+    assert!(r.executed.is_empty(), "{r:?}");
+    assert_eq!(r.compiled, 0, "{r:?}");
+}
