@@ -476,8 +476,12 @@ pub fn record(
         return Ok(());
     }
     let p = provenance_record(log.into_collector(), opts, rec, outcome);
-    for (name, _) in &p.inputs {
-        if provenance::input_kind(name) == "generated" && !is_artifact(name) {
+    for (name, digest) in &p.inputs {
+        // Stored once: a no-op build finds them all in the cache already.
+        if provenance::input_kind(name) == "generated"
+            && !is_artifact(name)
+            && !cas.has_blob(digest)
+        {
             let path = tree.root().join(name);
             if path.is_file() {
                 cas.put_file(&path)?;
