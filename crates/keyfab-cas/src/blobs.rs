@@ -60,9 +60,15 @@ impl BlobDir {
     /// Stores bytes; returns their digest. Writing an existing blob again is
     /// a no-op (unless its size is wrong, then it is replaced).
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+        self.put_bytes_synced(bytes, self.durable)
+    }
+
+    /// [`Blobs::put_bytes`], fsynced only when `durable` (and the store is).
+    pub fn put_bytes_synced(&self, bytes: &[u8], durable: bool) -> Result<Digest> {
         let d = Digest::of(bytes);
         if !self.has(&d, bytes.len() as u64) {
-            fsutil::write_atomic(&self.layout.tmp(), &self.path(&d), bytes, self.durable)?;
+            let durable = durable && self.durable;
+            fsutil::write_atomic(&self.layout.tmp(), &self.path(&d), bytes, durable)?;
         }
         Ok(d)
     }
