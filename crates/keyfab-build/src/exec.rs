@@ -170,9 +170,16 @@ impl<'a> Executor<'a> {
     /// Runs the generator calls make made while reading the makefiles (for a
     /// plan from the cache, where make did not run).
     pub fn run_parse_time(&self, plan: &Plan) -> Result<(), BuildError> {
-        // Independent of each other: run them side by side.
+        // Independent of each other: run them side by side, each distinct
+        // call once (make's restart re-runs its `$(shell …)` calls).
+        let mut calls: Vec<&Vec<String>> = Vec::new();
+        for argv in &plan.parse_time {
+            if !calls.contains(&argv) {
+                calls.push(argv);
+            }
+        }
         self.pool.install(|| {
-            plan.parse_time.par_iter().try_for_each(|argv| {
+            calls.par_iter().try_for_each(|argv| {
                 let out = crate::plan::flag_value(argv, "--output")
                     .or_else(|| crate::plan::flag_value(argv, "-o"));
                 self.run_generator(argv, out.as_deref(), || {

@@ -569,7 +569,11 @@ pub fn write_output(path: &Path, contents: &[u8]) -> anyhow::Result<bool> {
         .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?
         .to_string_lossy()
         .into_owned();
-    let tmp = dir.join(format!(".{name}.keyfab-{}.tmp", std::process::id()));
+    // One temp name per call: in-process generators may write the same file
+    // from two threads at once (make's restart records version.h twice).
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.keyfab-{}-{seq}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(contents)?;
@@ -794,5 +798,22 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn concurrent_writes_of_one_file_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("src/version.h");
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let f = &f;
+                s.spawn(move || {
+                    for i in 0..50 {
+                        write_output(f, format!("{t} {i}\n").as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(std::fs::read_to_string(&f).unwrap().ends_with(" 49\n"));
     }
 }
