@@ -124,6 +124,18 @@ struct FileStamp {
 static DIGESTS: std::sync::LazyLock<Mutex<DigestMemo>> = std::sync::LazyLock::new(Mutex::default);
 type DigestMemo = HashMap<PathBuf, (FileStamp, Option<Digest>)>;
 
+/// The cache whose stat table backs [`file_digest`], with the process's
+/// clock (stamps from after it started are never trusted there).
+static STAT_CACHE: std::sync::OnceLock<(Arc<keyfab_cas::LocalCas>, keyfab_cas::RunClock)> =
+    std::sync::OnceLock::new();
+
+/// Backs every database's file digests with `cas`'s stat table from now on
+/// in this process (the first call wins), so files unchanged since an
+/// earlier process are not hashed again.
+pub fn use_stat_cache(cas: Arc<keyfab_cas::LocalCas>) {
+    let _ = STAT_CACHE.set((cas, keyfab_cas::RunClock::now()));
+}
+
 /// A file's digest (`None`: absent, a folder, unreadable), hashed only when
 /// its stamp changed or is too recent to trust.
 fn file_digest(abs: &Path) -> Option<Digest> {
@@ -137,8 +149,13 @@ fn file_digest(abs: &Path) -> Option<Digest> {
     }
     let digest = now
         .filter(|_| abs.is_file())
-        .and_then(|_| std::fs::read(abs).ok())
-        .map(|b| Digest::of(&b));
+        .and_then(|_| match STAT_CACHE.get() {
+            // The cache's stat table remembers digests across processes (keyfab's
+            // own 90 MB binary is a plan input: hashing it each time costs more
+            // than the whole rest of a no-op build).
+            Some((cas, clock)) => cas.file_digest(abs, clock).ok(),
+            None => std::fs::read(abs).ok().map(|b| Digest::of(&b)),
+        });
     let mut memo = DIGESTS.lock().unwrap();
     match now {
         Some(s) => memo.insert(abs.to_path_buf(), (s, digest)),
@@ -383,7 +400,13 @@ impl Db for BuildDb {
             return *t;
         }
         // Outside the lock: `--version` runs a process.
-        let identity = crate::exec::tool_identity(program).ok();
+        let identity = crate::exec::identify_tool(program, |p| {
+            file_digest(p).ok_or_else(|| crate::exec::BuildError::Io {
+                path: p.display().to_string(),
+                message: "cannot read".into(),
+            })
+        })
+        .ok();
         let mut inputs = self.inputs.lock().unwrap();
         if let Some(t) = inputs.tools.get(program) {
             return *t;

@@ -32,8 +32,12 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let mut opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
     crate::audit_cmds::pin_date_macros(&mut opts.env);
-    let cas = LocalCas::open(&opts.cache_dir)
-        .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?;
+    let cas = std::sync::Arc::new(
+        LocalCas::open(&opts.cache_dir)
+            .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?,
+    );
+    // One connection: the databases' file digests use its stat table too.
+    keyfab_build::db::use_stat_cache(cas.clone());
     let mut db = BuildDb::new(tree.root());
     if a.dry_run || a.compiledb {
         let (planned, _) =

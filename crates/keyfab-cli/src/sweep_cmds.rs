@@ -113,8 +113,12 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
     let notes = crate::audit_cmds::reproducible_env(tree.root(), a.reproducible);
     let mut opts = crate::build_cmds::options(ctx, &a.env, a.qmk_bin.as_deref(), false)?;
     crate::audit_cmds::pin_date_macros(&mut opts.env);
-    let cas = LocalCas::open(&opts.cache_dir)
-        .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?;
+    let cas = std::sync::Arc::new(
+        LocalCas::open(&opts.cache_dir)
+            .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?,
+    );
+    // One connection: the databases' file digests use its stat table too.
+    keyfab_build::db::use_stat_cache(cas.clone());
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -19,8 +19,12 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
         bail!("which targets? pass KEYBOARD:KEYMAP (one or more)");
     }
     let opts = options(ctx, &a.env, None, false)?;
-    let cas = LocalCas::open(&opts.cache_dir)
-        .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?;
+    let cas = std::sync::Arc::new(
+        LocalCas::open(&opts.cache_dir)
+            .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?,
+    );
+    // One connection: the databases' file digests use its stat table too.
+    keyfab_build::db::use_stat_cache(cas.clone());
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

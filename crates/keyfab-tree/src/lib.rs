@@ -30,6 +30,9 @@ pub const MAX_KEYBOARD_SUBFOLDERS: usize = 5;
 pub struct Tree {
     root: PathBuf,
     userspace: Option<Userspace>,
+    /// The alias table as last parsed, with the file's stamp then (shared by
+    /// clones; re-read when the stamp changes, so long-lived trees see edits).
+    aliases: std::sync::Arc<std::sync::Mutex<Option<resolve::AliasMemo>>>,
 }
 
 impl Tree {
@@ -45,6 +48,7 @@ impl Tree {
         Ok(Tree {
             root,
             userspace: None,
+            aliases: Default::default(),
         })
     }
 

@@ -9,7 +9,7 @@
 use crate::{keyboard_chain, Tree, TreeError};
 use indexmap::IndexMap;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// How a requested name became a keyboard folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,17 +45,43 @@ pub struct ChainFiles {
     pub post_rules_mk: Vec<String>,
 }
 
+/// A parsed alias table and the stamp of the file it came from.
+#[derive(Debug)]
+pub(crate) struct AliasMemo {
+    stamp: Option<(u64, i64, i64, u64)>,
+    table: IndexMap<String, String>,
+}
+
 impl Tree {
     /// The alias table, `alias → target`. A missing file is an empty table.
+    /// Parsed once per change of the file (by its size, mtime and inode).
     pub fn aliases(&self) -> Result<IndexMap<String, String>, TreeError> {
         let path = self.root.join("data/mappings/keyboard_aliases.hjson");
-        let Some(text) = self.read_text(&path)? else {
+        let stamp = std::fs::metadata(&path).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.len(), m.mtime(), m.mtime_nsec(), m.ino())
+        });
+        if let Some(memo) = self.aliases.lock().unwrap().as_ref() {
+            if memo.stamp == stamp && stamp.is_some() {
+                return Ok(memo.table.clone());
+            }
+        }
+        let table = self.read_aliases(&path)?;
+        *self.aliases.lock().unwrap() = Some(AliasMemo {
+            stamp,
+            table: table.clone(),
+        });
+        Ok(table)
+    }
+
+    fn read_aliases(&self, path: &Path) -> Result<IndexMap<String, String>, TreeError> {
+        let Some(text) = self.read_text(path)? else {
             return Ok(IndexMap::new());
         };
-        let value = keyfab_syntax::parse_json(&self.display(&path), &text)?;
+        let value = keyfab_syntax::parse_json(&self.display(path), &text)?;
         let Some(obj) = value.as_object() else {
             return Err(TreeError::Invalid {
-                path: self.display(&path),
+                path: self.display(path),
                 message: "root must be an object".into(),
             });
         };
