@@ -118,6 +118,31 @@ struct FileStamp {
     ino: u64,
 }
 
+/// Program identities found in this process, with the binary they were
+/// found for: a sweep's databases run `--version` once per program, not
+/// once per target.
+static TOOLS: std::sync::LazyLock<Mutex<ToolMemo>> = std::sync::LazyLock::new(Mutex::default);
+/// Program → (resolved path, binary digest, identity).
+type ToolMemo = HashMap<String, (PathBuf, Digest, Digest)>;
+
+/// A program's identity (path + `--version` + binary digest), reused while
+/// the program resolves to the same binary with the same digest.
+fn tool_identity(program: &str) -> Option<Digest> {
+    let path = crate::exec::resolve_program(program)?;
+    let binary = file_digest(&path)?;
+    if let Some((p, b, id)) = TOOLS.lock().unwrap().get(program) {
+        if *p == path && *b == binary {
+            return Some(*id);
+        }
+    }
+    let id = crate::exec::identify_tool(program, |_| Ok(binary)).ok()?;
+    TOOLS
+        .lock()
+        .unwrap()
+        .insert(program.to_string(), (path, binary, id));
+    Some(id)
+}
+
 /// What each file's digest was computed from, by absolute path, shared by
 /// every database of the process (a sweep's targets share core files), so
 /// an unchanged file is hashed once.
@@ -400,13 +425,7 @@ impl Db for BuildDb {
             return *t;
         }
         // Outside the lock: `--version` runs a process.
-        let identity = crate::exec::identify_tool(program, |p| {
-            file_digest(p).ok_or_else(|| crate::exec::BuildError::Io {
-                path: p.display().to_string(),
-                message: "cannot read".into(),
-            })
-        })
-        .ok();
+        let identity = tool_identity(program);
         let mut inputs = self.inputs.lock().unwrap();
         if let Some(t) = inputs.tools.get(program) {
             return *t;

@@ -47,6 +47,9 @@ pub struct BuildReport {
     pub compiled: usize,
     pub compiled_from_cache: usize,
     pub linked_from_cache: bool,
+    /// Nothing ran: the target's last build still held (see
+    /// `target::build_target_in`).
+    pub up_to_date: bool,
     /// (file, warnings) for every step that printed something.
     pub warnings: Vec<(String, String)>,
     /// Firmware files written (`.hex`/`.bin`/…), tree-relative.
@@ -233,9 +236,17 @@ impl<'a> Executor<'a> {
         keys: &BTreeMap<String, ObjectKey>,
         prov: &Log,
     ) -> Result<BuildReport, BuildError> {
-        self.check_cancel()?;
         let start = Instant::now();
-        let mut report = BuildReport::default();
+        self.run_generators(plan, prov)?;
+        let mut report = self.run_steps(plan, keys, prov)?;
+        report.duration_ms = start.elapsed().as_millis();
+        Ok(report)
+    }
+
+    /// The plan's generator steps (side by side; each rewrites its output
+    /// only when the contents change).
+    pub fn run_generators(&self, plan: &Plan, prov: &Log) -> Result<(), BuildError> {
+        self.check_cancel()?;
         let generates: Vec<(&Vec<String>, &String)> = plan
             .steps
             .iter()
@@ -248,7 +259,20 @@ impl<'a> Executor<'a> {
             generates
                 .par_iter()
                 .try_for_each(|(argv, output)| self.generate(argv, output, prov))
-        })?;
+        })
+    }
+
+    /// Every step but the generators: compiles in parallel, then archive,
+    /// link, conversions and copies.
+    pub fn run_steps(
+        &self,
+        plan: &Plan,
+        keys: &BTreeMap<String, ObjectKey>,
+        prov: &Log,
+    ) -> Result<BuildReport, BuildError> {
+        self.check_cancel()?;
+        let start = Instant::now();
+        let mut report = BuildReport::default();
         let compiles: Vec<&Step> = plan.compiles().collect();
         let results: Vec<Result<CompileOutcome, BuildError>> = self.pool.install(|| {
             compiles
@@ -543,15 +567,13 @@ impl<'a> Executor<'a> {
             .map(|(p, d)| (p.to_string_lossy().into_owned(), *d))
             .collect();
         // The key covers the whole chain: its argv and its programs.
-        let mut chain: Vec<String> = argv.to_vec();
         for cmd in then {
             inputs.push((
                 PathBuf::from(format!("tool:{}", cmd[0])),
                 self.tool(&cmd[0], prov)?,
             ));
-            chain.push("&&".into());
-            chain.extend(cmd.iter().cloned());
         }
+        let chain = crate::plan::command_chain(argv, then);
         let key = CommandKey {
             kind: kind.to_string(),
             tool,

@@ -48,7 +48,31 @@ pub enum Step {
     Copy { from: String, to: String },
 }
 
+/// A command and the commands chained after it, as one command line
+/// (`a … && b … && c …`).
+pub fn command_chain(argv: &[String], then: &[Vec<String>]) -> Vec<String> {
+    let mut chain = argv.to_vec();
+    for cmd in then {
+        chain.push("&&".into());
+        chain.extend(cmd.iter().cloned());
+    }
+    chain
+}
+
 impl Step {
+    /// The command line a step's provenance records as `argv:<output>`
+    /// (none for a copy).
+    pub fn command_line(&self) -> Option<Vec<String>> {
+        match self {
+            Step::Generate { argv, .. }
+            | Step::Compile { argv, .. }
+            | Step::Archive { argv, .. }
+            | Step::Link { argv, .. } => Some(argv.clone()),
+            Step::Convert { argv, then, .. } => Some(command_chain(argv, then)),
+            Step::Copy { .. } => None,
+        }
+    }
+
     /// The file this step produces.
     pub fn output(&self) -> &str {
         match self {

@@ -2,7 +2,7 @@
 //! (from the cache or make), run it, and report. The CLI's `build`, and the
 //! sweep, watch and audit front-ends, all go through here.
 
-use crate::db::{self, BuildDb, PlanRecord, TargetInput};
+use crate::db::{self, BuildDb, Db, PlanRecord, TargetInput};
 use crate::exec::{BuildError, BuildReport, Executor};
 use crate::plan::{self, Plan};
 use crate::plan_cache::{self, PlanCacheError, PlanContext};
@@ -371,7 +371,21 @@ pub fn build_target_in(
     }
     let keys = db::object_keys(db, input);
     exec.know_tools(&db.tool_identities());
-    let build = exec.run_with_keys(&plan, keys, log).map_err(build_err)?;
+    let gen_started = Instant::now();
+    exec.run_generators(&plan, log).map_err(build_err)?;
+    let build = match up_to_date(tree, cas, db, &clock, &target.name(), &plan, opts) {
+        Some((previous, mut report)) => {
+            // This build is the last one again: record it as such.
+            log.with(|l| *l = previous);
+            report.duration_ms = gen_started.elapsed().as_millis();
+            report
+        }
+        None => {
+            let mut report = exec.run_steps(&plan, keys, log).map_err(build_err)?;
+            report.duration_ms = gen_started.elapsed().as_millis();
+            report
+        }
+    };
     // QMK's size: of the .hex when there is one (`size --target=ihex`; an
     // ARM .bin carries a 16-byte DFU suffix), else of the firmware.
     let size = build
@@ -417,6 +431,117 @@ impl Recording {
 
 /// The longest `error` note a record keeps (a compiler's log can be long).
 const MAX_ERROR_NOTE: usize = 4096;
+
+/// The target's last build, when it still holds: its provenance record is
+/// the newest of the target, successful, made in this tree with the same
+/// options, toolchains and environment; the plan's every step has the
+/// command line recorded for it; every input file (sources, headers from
+/// depfiles, generated files, makefiles, link inputs) and every output still
+/// has its recorded digest (through the stat cache), and the copies to the
+/// tree root are in place. Then nothing needs to run: the answer is that
+/// record (as what this build read, ran and wrote) and a report of an
+/// all-cached build. Generators have run before (their read sets are not
+/// recorded; what they wrote is checked like any input).
+#[allow(clippy::too_many_arguments)]
+fn up_to_date(
+    tree: &Tree,
+    cas: &LocalCas,
+    db: &BuildDb,
+    clock: &RunClock,
+    target: &str,
+    plan: &Plan,
+    opts: &Options,
+) -> Option<(Collector, BuildReport)> {
+    let (_, p) = cas.provenance(target, 1).ok()?.into_iter().next()?;
+    let root = tree.root().display().to_string();
+    if !provenance::is_ok(&p)
+        || provenance::note(&p, "tree") != Some(root.as_str())
+        || provenance::note(&p, "qmk_bin") != Some(opts.qmk_bin.as_str())
+    {
+        return None;
+    }
+    let inputs: std::collections::BTreeMap<&str, Digest> =
+        p.inputs.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+    // The environment that matters and the `-e` variables, both ways.
+    let mut now: Vec<(String, Digest)> = crate::exec::compiler_env()
+        .into_iter()
+        .map(|(k, v)| (format!("env:{k}"), Digest::of(v.as_bytes())))
+        .collect();
+    now.extend(
+        opts.env
+            .iter()
+            .map(|(k, v)| (format!("make:{k}"), Digest::of(v.as_bytes()))),
+    );
+    let recorded = inputs
+        .keys()
+        .filter(|n| matches!(provenance::input_kind(n), "env" | "make"))
+        .count();
+    if recorded != now.len() || now.iter().any(|(n, d)| inputs.get(n.as_str()) != Some(d)) {
+        return None;
+    }
+    for (program, id) in &p.toolchains {
+        if db.tool(program).identity(db) != Some(*id) {
+            return None;
+        }
+    }
+    // The same steps with the same command lines.
+    let steps = provenance::steps(&p);
+    let mut planned = 0;
+    for step in &plan.steps {
+        let Some(argv) = step.command_line() else {
+            continue;
+        };
+        planned += 1;
+        let name = format!("argv:{}", step.output());
+        if inputs.get(name.as_str()) != Some(&provenance::argv_digest(&argv)) {
+            return None;
+        }
+    }
+    if planned != steps.len() {
+        return None;
+    }
+    let same = |name: &str, d: &Digest| {
+        cas.file_digest(&tree.root().join(name), clock)
+            .ok()
+            .as_ref()
+            == Some(d)
+    };
+    let files_hold = inputs
+        .iter()
+        .filter(|(n, _)| matches!(provenance::input_kind(n), "file" | "generated"))
+        .all(|(n, d)| same(n, d));
+    if !files_hold || !p.outputs.iter().all(|(n, d)| same(n, d)) {
+        return None;
+    }
+    let mut report = BuildReport {
+        linked_from_cache: true,
+        up_to_date: true,
+        ..BuildReport::default()
+    };
+    for step in &plan.steps {
+        match step {
+            plan::Step::Compile { .. } => report.compiled_from_cache += 1,
+            plan::Step::Convert { output, .. } => report.firmware.push(output.clone()),
+            plan::Step::Copy { from, to } => {
+                let d = cas.file_digest(&tree.root().join(from), clock).ok()?;
+                if !same(to, &d) {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+    }
+    let previous = Collector {
+        inputs: p.inputs.iter().cloned().collect(),
+        toolchains: p.toolchains.iter().cloned().collect(),
+        outputs: p.outputs.iter().cloned().collect(),
+        steps: steps
+            .into_iter()
+            .map(|s| provenance::StepRecord { cached: true, ..s })
+            .collect(),
+    };
+    Some((previous, report))
+}
 
 /// The provenance record of a target's build from what `build_target`
 /// collected in its [`Log`] (see [`crate::provenance`]): plus the environment

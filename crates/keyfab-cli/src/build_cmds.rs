@@ -139,7 +139,7 @@ pub fn summary_line(r: &target::TargetReport) -> String {
         _ => "no firmware".to_string(),
     };
     format!(
-        "{}: {} ({size}), {} compiled, {} from cache, link {}, {} in {} ms, total {} ms",
+        "{}: {} ({size}), {} compiled, {} from cache, link {}, {} in {} ms, total {} ms{}",
         r.target,
         r.firmware.join(" "),
         r.build.compiled,
@@ -155,7 +155,12 @@ pub fn summary_line(r: &target::TargetReport) -> String {
             "plan made"
         },
         r.plan_ms,
-        r.total_ms
+        r.total_ms,
+        if r.build.up_to_date {
+            " (up to date: nothing ran)"
+        } else {
+            ""
+        }
     )
 }
 

@@ -119,6 +119,10 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
     );
     // One connection: the databases' file digests use its stat table too.
     keyfab_build::db::use_stat_cache(cas.clone());
+    // Most files of the tree will be looked at, many of them again and again:
+    // one query for the whole stat table beats one per file.
+    cas.preload_stat_cache()
+        .context("reading the cache's stat table")?;
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -624,3 +624,69 @@ fn in_process_generators_write_what_spawned_ones_write() {
     assert!(fw(&inproc).is_some(), "no firmware copied to the tree root");
     assert_eq!(fw(&spawned), fw(&inproc));
 }
+
+#[test]
+fn an_unchanged_target_is_up_to_date_and_anything_changed_runs_again() {
+    let fx = fixture();
+    let last = |r: Run| r.ok().lines().last().unwrap().to_string();
+    let up_to_date = |line: &str| line.contains("(up to date: nothing ran)");
+    let cold = last(fx.build("solo:default"));
+    assert!(!up_to_date(&cold), "{cold}");
+    let noop = last(fx.build("solo:default"));
+    assert!(up_to_date(&noop), "{noop}");
+    assert_eq!(counts(&noop).cached, 5, "{noop}");
+
+    // A source edit: compiled again, then up to date again.
+    fx.edit("quantum/matrix.c", |t| t + "\nint up_to_date_check;\n");
+    let edited = last(fx.build("solo:default"));
+    assert!(
+        !up_to_date(&edited) && counts(&edited).compiled == 1,
+        "{edited}"
+    );
+    assert!(up_to_date(&last(fx.build("solo:default"))));
+
+    // A header: it is an input of the record (from the depfiles).
+    fx.edit("quantum/matrix_scan.h", |t| t + "\n#define UP_TO_DATE 1\n");
+    let header = last(fx.build("solo:default"));
+    assert!(
+        !up_to_date(&header) && counts(&header).compiled == 1,
+        "{header}"
+    );
+
+    // Outputs: a removed object, or the firmware copy at the tree root.
+    std::fs::remove_file(fx.tree.join(".build/obj_solo_default/quantum/main.o")).unwrap();
+    let restored = last(fx.build("solo:default"));
+    assert!(
+        !up_to_date(&restored) && counts(&restored).compiled == 0,
+        "{restored}"
+    );
+    std::fs::write(fx.tree.join("solo_default.hex"), "tampered").unwrap();
+    assert!(!up_to_date(&last(fx.build("solo:default"))));
+    assert_eq!(
+        std::fs::read(fx.tree.join("solo_default.hex")).unwrap(),
+        std::fs::read(fx.tree.join(".build/solo_default.hex")).unwrap()
+    );
+
+    // Other options (`-e`): not the same build.
+    let other = last(run(&mut fx.build_cmd(&[
+        "-e",
+        "EXTRA_NOTE=1",
+        "solo:default",
+    ])));
+    assert!(!up_to_date(&other), "{other}");
+    let back = last(fx.build("solo:default"));
+    assert!(
+        !up_to_date(&back),
+        "the newest record is the -e build: {back}"
+    );
+    assert!(up_to_date(&last(fx.build("solo:default"))));
+
+    // An up-to-date build is recorded like any other: explain finds nothing
+    // changed, and the record still audits.
+    let explain = run(fx.keyfab().args(["explain", "solo:default"]));
+    assert!(
+        explain.ok().contains("no input changed"),
+        "{}",
+        explain.stdout
+    );
+}
