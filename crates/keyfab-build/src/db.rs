@@ -127,7 +127,7 @@ type ToolMemo = HashMap<String, (PathBuf, Digest, Digest)>;
 
 /// A program's identity (path + `--version` + binary digest), reused while
 /// the program resolves to the same binary with the same digest.
-fn tool_identity(program: &str) -> Option<Digest> {
+pub(crate) fn tool_identity(program: &str) -> Option<Digest> {
     let path = crate::exec::resolve_program(program)?;
     let binary = file_digest(&path)?;
     if let Some((p, b, id)) = TOOLS.lock().unwrap().get(program) {
@@ -135,12 +135,50 @@ fn tool_identity(program: &str) -> Option<Digest> {
             return Some(*id);
         }
     }
-    let id = crate::exec::identify_tool(program, |_| Ok(binary)).ok()?;
+    let id = match remembered_identity(&path, &binary) {
+        Some(id) => id,
+        None => {
+            let id = crate::exec::identify_tool(program, |_| Ok(binary)).ok()?;
+            remember_identity(&path, &binary, &id);
+            id
+        }
+    };
     TOOLS
         .lock()
         .unwrap()
         .insert(program.to_string(), (path, binary, id));
     Some(id)
+}
+
+/// The cache entry of a program's identity: by its path and binary digest
+/// (what `--version` prints is a function of the binary), so a process
+/// does not run `--version` for a compiler an earlier one identified.
+fn identity_key(path: &Path, binary: &Digest) -> keyfab_cas::ActionKey {
+    keyfab_cas::CommandKey {
+        kind: "tool-identity".into(),
+        tool: *binary,
+        argv: vec![path.as_os_str().to_owned()],
+        cwd: PathBuf::new(),
+        env: BTreeMap::new(),
+        inputs: Vec::new(),
+    }
+    .key()
+}
+
+fn remembered_identity(path: &Path, binary: &Digest) -> Option<Digest> {
+    let (cas, _) = STAT_CACHE.get()?;
+    let result = cas.get_action(&identity_key(path, binary)).ok()??;
+    let bytes = cas.get_blob(&result.output("identity")?.digest).ok()??;
+    Some(Digest(bytes.try_into().ok()?))
+}
+
+fn remember_identity(path: &Path, binary: &Digest, id: &Digest) {
+    if let Some((cas, _)) = STAT_CACHE.get() {
+        let action =
+            keyfab_cas::NewAction::success(vec![keyfab_cas::NewOutput::bytes("identity", &id.0)]);
+        // A hint: failing to store it only costs a `--version` next time.
+        let _ = cas.put_action(&identity_key(path, binary), &action);
+    }
 }
 
 /// What each file's digest was computed from, by absolute path, shared by

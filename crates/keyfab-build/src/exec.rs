@@ -164,7 +164,12 @@ impl<'a> Executor<'a> {
             prov.with(|l| l.tool(program, *d));
             return Ok(*d);
         }
-        let id = identify_tool(program, |p| Ok(self.cas.file_digest(p, &self.clock)?))?;
+        // The process-wide (and cached) identity when there is one; else
+        // identify it here, which names what went wrong.
+        let id = match crate::db::tool_identity(program) {
+            Some(id) => id,
+            None => identify_tool(program, |p| Ok(self.cas.file_digest(p, &self.clock)?))?,
+        };
         self.tools.lock().unwrap().insert(program.to_string(), id);
         prov.with(|l| l.tool(program, id));
         Ok(id)
