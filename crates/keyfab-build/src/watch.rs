@@ -72,6 +72,61 @@ pub fn describe_changes(changes: &[String]) -> String {
     }
 }
 
+/// The tree's revision (`git describe --always --dirty`, as
+/// [`crate::target::tree_revision`]) for the provenance of a watch session's
+/// rebuilds, without a `git describe` per rebuild: it is described again only
+/// when it may have changed. That is after an event in the git folder
+/// (`HEAD`, the index, refs: a commit, checkout or `git add`), or after an
+/// edit while it was clean (the edit may make it dirty). While it reads
+/// `-dirty`, edits keep it so (undoing every change by hand is the one case
+/// that reads `-dirty` until git's own files next change). A checkout whose
+/// git folder lies elsewhere (`.git` is a file: a worktree) sends no events
+/// for it, so it is described for every rebuild.
+#[derive(Debug)]
+pub struct Revision {
+    root: PathBuf,
+    known: Option<Option<String>>,
+}
+
+impl Revision {
+    pub fn new(root: &Path) -> Revision {
+        Revision {
+            root: root.to_path_buf(),
+            known: None,
+        }
+    }
+
+    /// The revision now, described again only if it may have changed.
+    pub fn current(&mut self) -> Option<String> {
+        if self.root.join(".git").is_file() {
+            self.known = None;
+        }
+        self.known
+            .get_or_insert_with(|| crate::target::tree_revision(&self.root))
+            .clone()
+    }
+
+    /// Takes note of a batch of changed paths (all of them, before
+    /// [`relevant_changes`] drops the git folder's).
+    pub fn saw<'a>(&mut self, paths: impl IntoIterator<Item = &'a PathBuf>) {
+        for p in paths {
+            let Some(known) = &self.known else { return };
+            let git = self.root.join(".git");
+            let stale = if let Ok(rel) = p.strip_prefix(&git) {
+                // New objects alone change no revision; the ref or index
+                // that names them follows.
+                !rel.starts_with("objects") && !rel.starts_with("logs")
+            } else {
+                // An edit can make a clean checkout dirty.
+                matches!(known, Some(r) if !r.ends_with("-dirty")) && is_relevant(&self.root, p)
+            };
+            if stale {
+                self.known = None;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +170,53 @@ mod tests {
             describe_changes(&["a".into(), "b".into(), "c".into(), "d".into()]),
             "a, b and 2 more"
         );
+    }
+
+    #[test]
+    fn revision_is_described_again_only_when_it_may_have_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&root)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        let file = root.join("a.c");
+        std::fs::write(&file, "int a;\n").unwrap();
+        let mut rev = Revision::new(&root);
+        assert_eq!(rev.current(), None, "not a checkout");
+        rev.saw(std::slice::from_ref(&file));
+        assert_eq!(rev.current(), None, "an edit makes no checkout");
+
+        git(&["init", "-q"]);
+        git(&["add", "a.c"]);
+        git(&["commit", "-q", "-m", "one"]);
+        rev.saw(&[root.join(".git/HEAD")]);
+        let clean = rev.current().expect("a checkout now");
+        assert!(!clean.ends_with("-dirty"), "{clean}");
+
+        // an edit while clean: described again, dirty
+        std::fs::write(&file, "int b;\n").unwrap();
+        rev.saw(std::slice::from_ref(&file));
+        assert_eq!(rev.current(), Some(format!("{clean}-dirty")));
+        // swap files and build output are not edits; while dirty, edits
+        // keep the revision without a describe (the commit below is not
+        // seen until its events are)
+        git(&["commit", "-q", "-am", "two"]);
+        rev.saw(&[root.join(".build/x.o"), file.clone()]);
+        assert_eq!(rev.current(), Some(format!("{clean}-dirty")));
+        // git's own files changed: described again
+        rev.saw(&[root.join(".git/objects/ab/cdef")]);
+        assert_eq!(rev.current(), Some(format!("{clean}-dirty")));
+        rev.saw(&[root.join(".git/refs/heads/master")]);
+        let second = rev.current().unwrap();
+        assert!(second != clean && !second.ends_with("-dirty"), "{second}");
     }
 }

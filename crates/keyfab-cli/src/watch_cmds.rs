@@ -18,7 +18,11 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
     if a.targets.is_empty() {
         bail!("which targets? pass KEYBOARD:KEYMAP (one or more)");
     }
-    let opts = options(ctx, &a.env, None, false)?;
+    // First: it reads SOURCE_DATE_EPOCH, as `keyfab build` does (reproducible
+    // whenever it is set).
+    let notes = crate::audit_cmds::reproducible_env(tree.root(), false);
+    let mut opts = options(ctx, &a.env, None, false)?;
+    crate::audit_cmds::pin_date_macros(&mut opts.env);
     let cas = LocalCas::open(&opts.cache_dir)
         .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?;
     let jobs = a
@@ -62,8 +66,16 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
     // One database for the whole session: a rebuild updates only the inputs
     // of the files that changed, and re-derives only what depends on them.
     let mut db = BuildDb::new(tree.root());
+    // Each rebuild is a run of its own, recorded as `keyfab build` records
+    // (so `keyfab explain` compares it with the one before); the tree's
+    // revision is described again only when it may have changed.
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut revision = watch::Revision::new(tree.root());
     loop {
-        let line = build_all(ctx, &mut db, &cas, &exec, &opts, &a.targets, &changes);
+        let run = cas.begin_run(&command)?;
+        let rec = target::Recording::at_revision(tree, run, revision.current(), notes.clone());
+        let (line, ok) = build_all(ctx, &mut db, &cas, &exec, &opts, &a.targets, &changes, &rec);
+        cas.finish_run(run, if ok { "ok" } else { "failed" })?;
         cas.flush()?;
         println!("{line}");
         std::io::stdout().flush()?;
@@ -89,6 +101,7 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
                     quiet_since = Instant::now();
                 }
             }
+            revision.saw(&batch);
             let relevant = watch::relevant_changes(tree.root(), batch);
             if !relevant.is_empty() {
                 // Every known input, not only the paths the events named: a
@@ -101,7 +114,9 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Builds every target; returns one line per target, prefixed with what changed.
+/// Builds every target, recording each in `rec`'s run; returns one line per
+/// target, prefixed with what changed, and whether every target built.
+#[allow(clippy::too_many_arguments)]
 fn build_all(
     ctx: &Context,
     db: &mut BuildDb,
@@ -110,7 +125,8 @@ fn build_all(
     opts: &target::Options,
     targets: &[String],
     changes: &[String],
-) -> String {
+    rec: &target::Recording,
+) -> (String, bool) {
     let tree = &ctx.tree;
     let engine = keyfab_info::Engine::new(tree.clone());
     // Fresh generators per rebuild: they keep the files they parsed.
@@ -121,6 +137,7 @@ fn build_all(
         format!("changed {}", watch::describe_changes(changes))
     };
     let mut lines = Vec::new();
+    let mut all_ok = true;
     for t in targets {
         let result = (|| -> anyhow::Result<String> {
             let Some((kb, km)) = t.split_once(':') else {
@@ -129,11 +146,16 @@ fn build_all(
             let res = tree.resolve_keyboard(kb)?;
             let (layouts, _) = keyfab_info::community_layouts(&engine, &res.keyboard);
             let target = target::resolve(tree, &res.keyboard, km, &layouts)?;
-            // Not recorded as provenance (yet): see ARCHITECTURE.md.
             let log = Log::default();
-            let (report, _) = target::build_target_in(db, tree, cas, exec, &target, opts, &log)?;
-            Ok(summary_line(&report))
+            let result = target::build_target_in(db, tree, cas, exec, &target, opts, &log);
+            // Failed builds too: what was known when it stopped.
+            let outcome = result.as_ref().map(drop);
+            if let Err(e) = target::record(tree, cas, rec, &target.name(), log, opts, outcome) {
+                eprintln!("keyfab: warning: {t}: provenance not recorded: {e}");
+            }
+            Ok(summary_line(&result?.0))
         })();
+        all_ok &= result.is_ok();
         lines.push(match result {
             Ok(line) => format!("{prefix} → {line}"),
             Err(e) => format!(
@@ -142,5 +164,5 @@ fn build_all(
             ),
         });
     }
-    lines.join("\n")
+    (lines.join("\n"), all_ok)
 }

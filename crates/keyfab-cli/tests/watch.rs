@@ -197,3 +197,107 @@ fn many_files_at_once_are_one_rebuild_of_every_target() {
         "{b}"
     );
 }
+
+/// `keyfab explain solo:default --format json` on the session's cache:
+/// (changed inputs with the steps re-run because of each, steps that ran, status).
+fn explain(tree: &std::path::Path, cache: &std::path::Path) -> serde_json::Value {
+    run(keyfab(tree).arg("--cache").arg(cache).args([
+        "explain",
+        "solo:default",
+        "--format",
+        "json",
+    ]))
+    .json()
+}
+
+fn changed(j: &serde_json::Value) -> Vec<(String, Vec<String>)> {
+    j["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let steps = c["steps"].as_array().unwrap().iter();
+            (
+                c["input"].as_str().unwrap().to_string(),
+                steps.map(|s| s.as_str().unwrap().to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+fn ran(j: &serde_json::Value) -> Vec<String> {
+    j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["ran"] == true)
+        .map(|s| s["step"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn each_rebuild_is_recorded_and_explain_names_what_changed() {
+    let (t, tree) = copy_fixture("tree");
+    let cache = t.path().join("cache");
+    let w = Watch::start(&tree, &cache, &["solo:default"], 4);
+    assert!(w.next().contains("solo:default: .build/solo_default.hex"));
+    let first = explain(&tree, &cache);
+    assert_eq!(first["previous_run"], serde_json::Value::Null, "{first}");
+    settle();
+
+    // a keymap edit: its object, the link, the hex
+    let keymap = tree.join("keyboards/solo/keymaps/default/keymap.c");
+    let text = std::fs::read_to_string(&keymap).unwrap();
+    atomic_save(&keymap, &text.replacen("KC_A", "KC_B", 1));
+    let line = w.next();
+    assert!(line.contains("1 compiled, 4 from cache"), "{line}");
+    let j = explain(&tree, &cache);
+    assert_eq!(j["previous_run"], first["run"], "{j}");
+    assert_eq!(
+        changed(&j),
+        [(
+            "keyboards/solo/keymaps/default/keymap.c".to_string(),
+            vec![
+                "compile .build/obj_solo_default/keyboards/solo/keymaps/default/keymap.o"
+                    .to_string(),
+                "link .build/solo_default.elf".to_string(),
+                "convert .build/solo_default.hex".to_string(),
+            ]
+        )],
+        "{j}"
+    );
+    assert_eq!(ran(&j).len(), 3, "{j}");
+    settle();
+
+    // a header edit: every object that includes it recompiles; the objects
+    // come out the same (an unused inline function), so no link
+    let header = tree.join("quantum/quantum.h");
+    let text = std::fs::read_to_string(&header).unwrap();
+    std::fs::write(
+        &header,
+        text + "static inline int quantum_edit(void) { return 1; }\n",
+    )
+    .unwrap();
+    let line = w.next();
+    assert!(line.starts_with("changed quantum/quantum.h"), "{line}");
+    let j = explain(&tree, &cache);
+    let c = changed(&j);
+    assert_eq!(c.len(), 1, "{j}");
+    assert_eq!(c[0].0, "quantum/quantum.h");
+    assert_eq!(ran(&j).len(), 5, "{j}");
+    settle();
+
+    // a failed rebuild is recorded too: its error, compared with the last
+    // successful build
+    let text = std::fs::read_to_string(&keymap).unwrap();
+    atomic_save(&keymap, &(text + "\nthis is not C\n"));
+    let line = w.next();
+    assert!(line.contains("solo:default: error:"), "{line}");
+    let j = explain(&tree, &cache);
+    assert_eq!(j["status"], "failed", "{j}");
+    assert_eq!(j["stage"], "build", "{j}");
+    assert!(j["error"].as_str().unwrap().contains("keymap.c"), "{j}");
+    let c = changed(&j);
+    assert_eq!(c.len(), 1, "{j}");
+    assert_eq!(c[0].0, "keyboards/solo/keymaps/default/keymap.c");
+}
