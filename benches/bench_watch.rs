@@ -185,6 +185,37 @@ fn step_ms(log: &Path, since: u128, kind: Option<&str>) -> f64 {
     total as f64 / 1e6
 }
 
+/// One save and its rebuild.
+struct Sample {
+    /// From the write to the rebuild line.
+    latency: f64,
+    /// While steps (compiles, link, conversion) ran, and compiles alone.
+    steps: f64,
+    compiles: f64,
+    /// CPU time of keyfab's own threads (not the compilers': they are
+    /// other processes), a figure load on the machine hardly changes.
+    cpu: f64,
+    line: String,
+}
+
+impl Sample {
+    fn overhead(&self) -> f64 {
+        self.latency - self.steps
+    }
+}
+
+/// CPU time so far of every thread of process `pid` (schedstat, ns).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -293,65 +324,69 @@ fn main() {
     println!("initial: {first}");
     std::thread::sleep(Duration::from_millis(500));
 
-    // (latency, steps' running time, compiles' running time, the line)
-    let mut save = |text: &str| -> (f64, f64, f64, String) {
+    let pid = child.id();
+    let mut save = |text: &str| -> Sample {
         let since = now_ns();
+        let cpu_before = cpu_ns(pid);
         let saved = Instant::now();
         std::fs::write(&keymap, text).unwrap();
         let line = lines.next().expect("a rebuild line").unwrap();
         let latency = saved.elapsed().as_secs_f64() * 1e3;
         assert!(!line.contains(": error:"), "the rebuild failed: {line}");
-        let steps = step_ms(&log, since, None);
-        let compiles = step_ms(&log, since, Some("compile"));
-        (latency, steps, compiles, line)
+        Sample {
+            latency,
+            steps: step_ms(&log, since, None),
+            compiles: step_ms(&log, since, Some("compile")),
+            cpu: (cpu_ns(pid) - cpu_before) as f64 / 1e6,
+            line,
+        }
     };
     let short = |line: &str| {
         let at = line.find(" → ").map_or(0, |i| i + " → ".len());
-        line[at..].chars().take(110).collect::<String>()
+        line[at..].chars().take(100).collect::<String>()
+    };
+    let show = |what: String, s: &Sample| {
+        println!(
+            "{what}: save → line {:.0} ms = compile {:.0} + link {:.0} + overhead {:.0} ms (keyfab's build {:.0} ms of it; keyfab's CPU {:.0} ms): {}",
+            s.latency,
+            s.compiles,
+            s.steps - s.compiles,
+            s.overhead(),
+            parse(&s.line).total_ms,
+            s.cpu,
+            short(&s.line)
+        );
     };
 
     let mut true_edits = Vec::new();
     let mut noops = Vec::new();
     let mut cached = Vec::new();
-    let mut steps_ms = Vec::new();
-    let mut in_build = Vec::new();
-    let record = |what: String, latency: f64, steps: f64, compiles: f64, line: &str| {
-        let l = parse(line);
-        let overhead = latency - steps;
-        println!(
-            "{what}: save → line {latency:.0} ms = compile {compiles:.0} + link {:.0} + overhead {overhead:.0} ms (keyfab's build {:.0} ms of it): {}",
-            steps - compiles,
-            l.total_ms,
-            short(line)
-        );
-        (l, overhead)
-    };
     for i in 0..samples {
         let text = edit(i);
-        let (latency, steps, compiles, line) = save(&text);
-        let (l, overhead) = record(format!("edit {i}"), latency, steps, compiles, &line);
+        let s = save(&text);
+        show(format!("edit {i}"), &s);
+        let l = parse(&s.line);
         if l.compiled == 0 && !l.linked {
             // a kept cache that has seen this keymap
-            cached.push(overhead);
+            cached.push(s);
         } else {
-            true_edits.push(overhead);
-            steps_ms.push(steps);
-            in_build.push(l.total_ms - steps);
+            true_edits.push(s);
         }
         std::thread::sleep(Duration::from_millis(300));
 
         // the same bytes again: nothing to do but notice
-        let (latency, steps, compiles, line) = save(&text);
-        let (l, overhead) = record(format!("same bytes {i}"), latency, steps, compiles, &line);
-        assert!(l.compiled == 0 && !l.linked, "{line}");
-        noops.push(overhead);
+        let s = save(&text);
+        show(format!("same bytes {i}"), &s);
+        let l = parse(&s.line);
+        assert!(l.compiled == 0 && !l.linked, "{}", s.line);
+        noops.push(s);
         std::thread::sleep(Duration::from_millis(300));
     }
     for i in 0..samples {
         // back to an earlier sample: object and link from the cache
-        let (latency, steps, compiles, line) = save(&edit(i));
-        let (_, overhead) = record(format!("earlier edit {i}"), latency, steps, compiles, &line);
-        cached.push(overhead);
+        let s = save(&edit(i));
+        show(format!("earlier edit {i}"), &s);
+        cached.push(s);
         std::thread::sleep(Duration::from_millis(300));
     }
     std::fs::write(&keymap, &original).unwrap();
@@ -360,26 +395,24 @@ fn main() {
 
     let verdict = |ms: f64| if ms <= GOAL_MS { "ok" } else { "OVER GOAL" };
     println!("--- overhead (latency beyond the compile and link; includes the {DEBOUNCE_MS:.0} ms debounce), goal ≤ {GOAL_MS:.0} ms");
-    if !true_edits.is_empty() {
-        let m = median(true_edits.clone());
+    for (what, v) in [
+        ("true edit", &true_edits),
+        ("same bytes saved", &noops),
+        ("edit to cached content", &cached),
+    ] {
+        if v.is_empty() {
+            continue;
+        }
+        let m = median(v.iter().map(Sample::overhead).collect());
+        let of = |f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
         println!(
-            "true edit: median overhead {m:.0} ms {} (compile + link median {:.0} ms; keyfab's build beyond them {:.0} ms), {} samples",
+            "{what}: median overhead {m:.0} ms {} (latency {:.0}, compile + link {:.0}, keyfab's build beyond them {:.0}; keyfab's CPU {:.0} ms), {} samples",
             verdict(m),
-            median(steps_ms),
-            median(in_build),
-            true_edits.len()
+            of(|s| s.latency),
+            of(|s| s.steps),
+            of(|s| parse(&s.line).total_ms - s.steps),
+            of(|s| s.cpu),
+            v.len()
         );
     }
-    let m = median(noops.clone());
-    println!(
-        "same bytes saved: median {m:.0} ms {}, {} samples",
-        verdict(m),
-        noops.len()
-    );
-    let m = median(cached.clone());
-    println!(
-        "edit to cached content: median {m:.0} ms {}, {} samples",
-        verdict(m),
-        cached.len()
-    );
 }

@@ -696,10 +696,20 @@ impl InProcessGenerators {
         })
     }
 
+    /// The merged-info engine of the generators, made on first use.
+    pub fn engine(&self) -> &Engine {
+        self.engine
+            .get_or_init(|| Engine::new(self.ctx.tree.clone()))
+    }
+
+    /// The generators see `tree` as it is (same root, same userspace): their
+    /// engine answers for it too.
+    pub fn sees(&self, tree: &keyfab_tree::Tree) -> bool {
+        self.ctx.tree.root() == tree.root() && self.ctx.tree.userspace() == tree.userspace()
+    }
+
     fn run(&self, kind: Kind, a: &QmkArgs, output: &Path) -> anyhow::Result<()> {
-        let engine = self
-            .engine
-            .get_or_init(|| Engine::new(self.ctx.tree.clone()));
+        let engine = self.engine();
         let mut env = Env {
             ctx: &self.ctx,
             engine: None,
@@ -720,11 +730,20 @@ pub fn generator_host(
     tree: &keyfab_tree::Tree,
     exe: &Path,
 ) -> Option<std::sync::Arc<dyn keyfab_build::exec::GeneratorHost>> {
+    Some(in_process_generators(tree, exe)?)
+}
+
+/// [`generator_host`] as its type, for a caller that shares its engine.
+pub fn in_process_generators(
+    tree: &keyfab_tree::Tree,
+    exe: &Path,
+) -> Option<std::sync::Arc<InProcessGenerators>> {
     if std::env::var_os("KEYFAB_SPAWN_GENERATORS").is_some() {
         return None;
     }
-    let host = InProcessGenerators::new(tree, exe).ok()?;
-    Some(std::sync::Arc::new(host))
+    InProcessGenerators::new(tree, exe)
+        .ok()
+        .map(std::sync::Arc::new)
 }
 
 impl keyfab_build::exec::GeneratorHost for InProcessGenerators {

@@ -3,7 +3,8 @@
 use crate::build_cmds::{options, summary_line};
 use crate::cli::{Context, WatchArgs};
 use anyhow::{bail, Context as _};
-use keyfab_build::{db::BuildDb, exec::Executor, provenance::Log, target, watch};
+use keyfab_build::exec::{Executor, GeneratorHost};
+use keyfab_build::{db::BuildDb, provenance::Log, target, watch};
 use keyfab_cas::LocalCas;
 use notify::{RecursiveMode, Watcher};
 use std::io::Write;
@@ -128,9 +129,19 @@ fn build_all(
     rec: &target::Recording,
 ) -> (String, bool) {
     let tree = &ctx.tree;
-    let engine = keyfab_info::Engine::new(tree.clone());
-    // Fresh generators per rebuild: they keep the files they parsed.
-    exec.set_generator_host(crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe));
+    // Fresh generators per rebuild: they keep the files they parsed. Their
+    // engine resolves the targets too when it sees the same tree, so the
+    // keyboard's files are parsed (and its schema compiled) once a rebuild.
+    let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe);
+    let own;
+    let engine = match &host {
+        Some(h) if h.sees(tree) => h.engine(),
+        _ => {
+            own = keyfab_info::Engine::new(tree.clone());
+            &own
+        }
+    };
+    exec.set_generator_host(host.clone().map(|h| h as Arc<dyn GeneratorHost>));
     let prefix = if changes.is_empty() {
         "build".to_string()
     } else {
@@ -144,7 +155,7 @@ fn build_all(
                 bail!("{t}: expected KEYBOARD:KEYMAP")
             };
             let res = tree.resolve_keyboard(kb)?;
-            let (layouts, _) = keyfab_info::community_layouts(&engine, &res.keyboard);
+            let (layouts, _) = keyfab_info::community_layouts(engine, &res.keyboard);
             let target = target::resolve(tree, &res.keyboard, km, &layouts)?;
             let log = Log::default();
             let result = target::build_target_in(db, tree, cas, exec, &target, opts, &log);
