@@ -62,6 +62,31 @@ pub fn relevant_changes(root: &Path, paths: impl IntoIterator<Item = PathBuf>) -
     out
 }
 
+/// The relevant changes of a batch of events (`(path, created)` in the
+/// order they came; `created`: the event brought the path into being, by
+/// creation or by a rename to it), tree-relative, sorted, unique. A path
+/// that came and went within the batch (its first event created it, and
+/// it is gone now: a temp file an editor or a tool renamed into place, or
+/// removed, whatever its name) is no change. `exists` says whether a path
+/// is there now.
+pub fn settled_changes(
+    root: &Path,
+    events: &[(PathBuf, bool)],
+    exists: impl Fn(&Path) -> bool,
+) -> Vec<String> {
+    let mut first: std::collections::HashMap<&Path, bool> = std::collections::HashMap::new();
+    for (p, created) in events {
+        first.entry(p.as_path()).or_insert(*created);
+    }
+    relevant_changes(
+        root,
+        first
+            .into_iter()
+            .filter(|(p, created)| !*created || exists(p))
+            .map(|(p, _)| p.to_path_buf()),
+    )
+}
+
 /// "a, b and 3 more" for the one-line summary of a rebuild.
 pub fn describe_changes(changes: &[String]) -> String {
     match changes {
@@ -170,6 +195,30 @@ mod tests {
             describe_changes(&["a".into(), "b".into(), "c".into(), "d".into()]),
             "a, b and 2 more"
         );
+    }
+
+    #[test]
+    fn paths_that_came_and_went_within_a_batch_are_no_change() {
+        let root = Path::new("/t");
+        let ev = |p: &str, created: bool| (PathBuf::from(p), created);
+        let events = [
+            // sed -i and editors' safe writes: a temp file renamed into place
+            ev("/t/km/sedAb12Cd", true),
+            ev("/t/km/sedAb12Cd", false),
+            ev("/t/km/keymap.c", true),
+            // a file that was there before: removed, made again, removed
+            ev("/t/km/config.h", false),
+            ev("/t/km/config.h", true),
+            ev("/t/km/config.h", false),
+            // created and still there
+            ev("/t/km/new.c", true),
+            // a probe created and removed, alone
+            ev("/t/km/.probe", true),
+        ];
+        let there = ["/t/km/keymap.c", "/t/km/new.c"];
+        let got = settled_changes(root, &events, |p| there.iter().any(|t| Path::new(t) == p));
+        assert_eq!(got, ["km/config.h", "km/keymap.c", "km/new.c"]);
+        assert!(settled_changes(root, &events[7..], |_| false).is_empty());
     }
 
     #[test]

@@ -29,13 +29,21 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let exec = Executor::new(tree.root(), &cas, jobs);
+    // Ctrl-C: a running build stops (its compilers, killed by the same
+    // Ctrl-C, are an interruption, not a failure to report or record).
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))?;
+    }
+    let exec = Executor::new(tree.root(), &cas, jobs).with_cancel(stop.clone());
 
     // Register the watch before the first build reads anything, so no edit
     // made during it is missed.
-    let (tx, rx) = mpsc::channel::<PathBuf>();
+    // (path, whether the event brought it into being)
+    let (tx, rx) = mpsc::channel::<(PathBuf, bool)>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        use notify::event::{EventKind, ModifyKind};
+        use notify::event::{EventKind, ModifyKind, RenameMode};
         let Ok(event) = res else { return };
         // Reads (make and the compiler open every file) and metadata-only
         // changes are not edits.
@@ -46,20 +54,21 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
                 | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
         );
         if is_edit {
-            for p in event.paths {
-                let _ = tx.send(p);
+            let n = event.paths.len();
+            for (i, p) in event.paths.into_iter().enumerate() {
+                let created = match event.kind {
+                    EventKind::Create(_) => true,
+                    EventKind::Modify(ModifyKind::Name(RenameMode::To)) => true,
+                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => i + 1 == n,
+                    _ => false,
+                };
+                let _ = tx.send((p, created));
             }
         }
     })?;
     watcher
         .watch(tree.root(), RecursiveMode::Recursive)
         .with_context(|| format!("watching {}", tree.root().display()))?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))?;
-    }
 
     let debounce = Duration::from_millis(a.debounce_ms);
     let mut builds = 0usize;
@@ -76,8 +85,18 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
         let run = cas.begin_run(&command)?;
         let rec = target::Recording::at_revision(tree, run, revision.current(), notes.clone());
         let (line, ok) = build_all(ctx, &mut db, &cas, &exec, &opts, &a.targets, &changes, &rec);
-        cas.finish_run(run, if ok { "ok" } else { "failed" })?;
+        let stopped = stop.load(Ordering::SeqCst);
+        let status = match (stopped, ok) {
+            (true, _) => "interrupted",
+            (false, true) => "ok",
+            (false, false) => "failed",
+        };
+        cas.finish_run(run, status)?;
         cas.flush()?;
+        if stopped {
+            eprintln!("keyfab: watch stopped");
+            return Ok(ExitCode::from(130));
+        }
         println!("{line}");
         std::io::stdout().flush()?;
         builds += 1;
@@ -102,8 +121,9 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
                     quiet_since = Instant::now();
                 }
             }
-            revision.saw(&batch);
-            let relevant = watch::relevant_changes(tree.root(), batch);
+            revision.saw(batch.iter().map(|(p, _)| p));
+            let relevant =
+                watch::settled_changes(tree.root(), &batch, |p| p.symlink_metadata().is_ok());
             if !relevant.is_empty() {
                 // Every known input, not only the paths the events named: a
                 // folder moved in one rename (a branch switch) names no file.
@@ -159,10 +179,13 @@ fn build_all(
             let target = target::resolve(tree, &res.keyboard, km, &layouts)?;
             let log = Log::default();
             let result = target::build_target_in(db, tree, cas, exec, &target, opts, &log);
-            // Failed builds too: what was known when it stopped.
+            // Failed builds too: what was known when it stopped; not
+            // interrupted ones.
             let outcome = result.as_ref().map(drop);
-            if let Err(e) = target::record(tree, cas, rec, &target.name(), log, opts, outcome) {
-                eprintln!("keyfab: warning: {t}: provenance not recorded: {e}");
+            if !exec.cancelled() {
+                if let Err(e) = target::record(tree, cas, rec, &target.name(), log, opts, outcome) {
+                    eprintln!("keyfab: warning: {t}: provenance not recorded: {e}");
+                }
             }
             Ok(summary_line(&result?.0))
         })();

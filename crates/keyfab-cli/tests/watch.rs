@@ -74,6 +74,18 @@ impl Watch {
     }
 }
 
+impl Watch {
+    /// Asserts that no rebuild line comes within `ms`.
+    fn quiet_for(&self, ms: u64) {
+        if let Some(l) = self.pending.take() {
+            panic!("unexpected rebuild: {l}");
+        }
+        if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(ms)) {
+            panic!("unexpected rebuild: {l}");
+        }
+    }
+}
+
 impl Drop for Watch {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -300,4 +312,246 @@ fn each_rebuild_is_recorded_and_explain_names_what_changed() {
     let c = changed(&j);
     assert_eq!(c.len(), 1, "{j}");
     assert_eq!(c[0].0, "keyboards/solo/keymaps/default/keymap.c");
+}
+
+/// A first build of solo:default in a fresh copy of the fixture tree.
+fn watch_solo(max_builds: usize) -> (tempfile::TempDir, std::path::PathBuf, Watch) {
+    let (t, tree) = copy_fixture("tree");
+    let cache = t.path().join("cache");
+    let w = Watch::start(&tree, &cache, &["solo:default"], max_builds);
+    let first = w.next();
+    assert!(
+        first.contains("solo:default: .build/solo_default.hex"),
+        "{first}"
+    );
+    settle();
+    (t, tree, w)
+}
+
+#[test]
+fn temp_files_of_any_name_that_come_and_go_are_no_change() {
+    let (_t, tree, w) = watch_solo(3);
+    let km = tree.join("keyboards/solo/keymaps/default");
+    // `sed -i` and other safe writers: a temp file with a name of no known
+    // editor, renamed over the file
+    let text = std::fs::read_to_string(km.join("keymap.c")).unwrap();
+    std::fs::write(km.join("sedX1b2Q9"), text.replacen("KC_A", "KC_D", 1)).unwrap();
+    std::fs::rename(km.join("sedX1b2Q9"), km.join("keymap.c")).unwrap();
+    let line = w.next();
+    assert!(
+        line.starts_with("changed keyboards/solo/keymaps/default/keymap.c → solo:default"),
+        "{line}"
+    );
+    assert!(line.contains("1 compiled, 4 from cache"), "{line}");
+    settle();
+    // a file made and removed at once (a tool's probe) changes nothing
+    std::fs::write(km.join("probe-xyz"), "x").unwrap();
+    std::fs::remove_file(km.join("probe-xyz")).unwrap();
+    w.quiet_for(500);
+    let text = std::fs::read_to_string(km.join("keymap.c")).unwrap();
+    std::fs::write(km.join("keymap.c"), text.replacen("KC_D", "KC_E", 1)).unwrap();
+    let line = w.next();
+    assert!(
+        line.starts_with("changed keyboards/solo/keymaps/default/keymap.c → solo:default"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_deleted_config_h_replans_and_the_objects_come_back_from_the_cache() {
+    let (_t, tree, w) = watch_solo(3);
+    let config = tree.join("keyboards/solo/config.h");
+    std::fs::write(&config, "#pragma once\n#define SOLO_EXTRA 1\n").unwrap();
+    let added = w.next();
+    assert!(
+        added.contains("5 compiled") && added.contains("plan made"),
+        "{added}"
+    );
+    settle();
+    std::fs::remove_file(&config).unwrap();
+    let removed = w.next();
+    assert!(
+        removed.starts_with("changed keyboards/solo/config.h → solo:default"),
+        "{removed}"
+    );
+    // the plan of the first build again: every object and the link from the cache
+    assert!(
+        removed.contains("0 compiled, 5 from cache, link from cache"),
+        "{removed}"
+    );
+}
+
+#[test]
+fn a_makefile_edit_replans() {
+    let (_t, tree, w) = watch_solo(3);
+    let mk = tree.join("builddefs/build_keyboard.mk");
+    let text = std::fs::read_to_string(&mk).unwrap();
+    // a comment: make plans again, to the same steps
+    std::fs::write(&mk, format!("{text}\n# edited\n")).unwrap();
+    let line = w.next();
+    assert!(
+        line.starts_with("changed builddefs/build_keyboard.mk"),
+        "{line}"
+    );
+    assert!(line.contains("plan made"), "{line}");
+    assert!(line.contains("0 compiled, 5 from cache"), "{line}");
+    settle();
+    // a flag for every compile: replanned, everything recompiles
+    std::fs::write(&mk, format!("{text}\nCFLAGS += -DWATCH_EDIT=1\n")).unwrap();
+    let line = w.next();
+    assert!(
+        line.contains("plan made") && line.contains("5 compiled"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_keymap_folder_moved_away_and_back() {
+    let (_t, tree, w) = watch_solo(3);
+    let km = tree.join("keyboards/solo/keymaps/default");
+    let away = tree.join("keyboards/solo/keymaps/default-moved");
+    // one rename of a folder: the events name the folder, not its files
+    std::fs::rename(&km, &away).unwrap();
+    let gone = w.next();
+    assert!(gone.contains("solo:default: error:"), "{gone}");
+    assert!(gone.contains("default"), "{gone}");
+    settle();
+    std::fs::rename(&away, &km).unwrap();
+    let back = w.next();
+    assert!(
+        back.contains("solo:default: .build/solo_default.hex") && back.contains("0 compiled"),
+        "{back}"
+    );
+}
+
+/// `git -C tree ARGS`, asserting success.
+fn git(tree: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(tree)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "core.hooksPath=/dev/null",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_branch_switch_is_one_rebuild_and_switching_back_is_all_from_cache() {
+    let (t, tree) = copy_fixture("tree");
+    let cache = t.path().join("cache");
+    std::fs::write(tree.join(".gitignore"), ".build/\n*.hex\n").unwrap();
+    git(&tree, &["init", "-q"]);
+    git(&tree, &["add", "-A"]);
+    git(&tree, &["commit", "-q", "-m", "base"]);
+    // another branch: a keymap edit, a core source edit, a new config.h
+    // that applies to the keyboard, a file removed
+    git(&tree, &["checkout", "-q", "-b", "other"]);
+    let edit = |rel: &str, f: &dyn Fn(String) -> String| {
+        let p = tree.join(rel);
+        std::fs::write(&p, f(std::fs::read_to_string(&p).unwrap())).unwrap();
+    };
+    edit("keyboards/solo/keymaps/default/keymap.c", &|t| {
+        t.replacen("KC_A", "KC_B", 1)
+    });
+    edit("quantum/matrix.c", &|t| t + "\n// other branch\n");
+    std::fs::write(
+        tree.join("keyboards/solo/config.h"),
+        "#pragma once\n#define SOLO_EXTRA 1\n",
+    )
+    .unwrap();
+    std::fs::remove_dir_all(tree.join("keyboards/solo/keymaps/notes")).unwrap();
+    git(&tree, &["add", "-A"]);
+    git(&tree, &["commit", "-q", "-m", "other"]);
+    git(&tree, &["checkout", "-q", "-"]);
+
+    let w = Watch::start(&tree, &cache, &["solo:default"], 3);
+    let first = w.next();
+    assert!(first.contains("5 compiled"), "{first}");
+    settle();
+    git(&tree, &["checkout", "-q", "other"]);
+    let switched = w.next();
+    assert!(switched.starts_with("changed "), "{switched}");
+    assert!(
+        switched.contains("plan made") && switched.contains("5 compiled"),
+        "{switched}"
+    );
+    settle();
+    git(&tree, &["checkout", "-q", "-"]);
+    let back = w.next();
+    assert!(
+        back.contains("0 compiled, 5 from cache, link from cache"),
+        "{back}"
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_watch_and_leaves_the_cache_consistent() {
+    let (t, tree, mut w) = watch_solo(100);
+    let km = tree.join("keyboards/solo/keymaps/default/keymap.c");
+    let text = std::fs::read_to_string(&km).unwrap();
+    std::fs::write(&km, text.replacen("KC_A", "KC_F", 1)).unwrap();
+    assert!(w.next().contains("1 compiled"));
+    let pid = w.child.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = w.child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let cache = t.path().join("cache");
+    let verify = run(keyfab(&tree)
+        .arg("--cache")
+        .arg(&cache)
+        .args(["cache", "verify"]));
+    verify.ok();
+}
+
+#[test]
+fn ctrl_c_during_a_build_stops_it_unrecorded() {
+    let (t, tree) = copy_fixture("tree");
+    let cache = t.path().join("cache");
+    let mut w = Watch::start(&tree, &cache, &["solo:default"], 100);
+    // during the first build (make's plan, then five compiles)
+    std::thread::sleep(Duration::from_millis(150));
+    let pid = w.child.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = w.child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let built = w.lines.recv_timeout(Duration::from_millis(500)).ok();
+    run(keyfab(&tree)
+        .arg("--cache")
+        .arg(&cache)
+        .args(["cache", "verify"]))
+    .ok();
+    let explain = run(keyfab(&tree)
+        .arg("--cache")
+        .arg(&cache)
+        .args(["explain", "solo:default"]));
+    match built {
+        // the build finished before the signal came: recorded
+        Some(line) => assert!(line.contains("solo_default.hex"), "{line}"),
+        // interrupted: no line, no record
+        None => assert!(
+            explain.fails().contains("no recorded build"),
+            "{}",
+            explain.stderr
+        ),
+    }
 }
