@@ -185,6 +185,15 @@ fn step_ms(log: &Path, since: u128, kind: Option<&str>) -> f64 {
     total as f64 / 1e6
 }
 
+/// Writes a file's text back when dropped.
+struct Restore(PathBuf, String);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, &self.1);
+    }
+}
+
 /// One save and its rebuild.
 struct Sample {
     /// From the write to the rebuild line.
@@ -255,6 +264,8 @@ fn main() {
     let samples: usize = env_or("BENCH_SAMPLES", "8").parse().unwrap();
     let keymap = tree.join(&keymap_rel);
     let original = std::fs::read_to_string(&keymap).unwrap();
+    // Put back also when a sample fails: a real tree is edited in place.
+    let _restore = Restore(keymap.clone(), original.clone());
     // Another key per sample (the comment naming the run and the sample
     // changes no object), so each true edit truly recompiles and relinks,
     // also with a kept cache.
@@ -389,7 +400,6 @@ fn main() {
         cached.push(s);
         std::thread::sleep(Duration::from_millis(300));
     }
-    std::fs::write(&keymap, &original).unwrap();
     let _ = child.kill();
     let _ = child.wait();
 

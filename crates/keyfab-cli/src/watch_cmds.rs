@@ -150,8 +150,9 @@ fn build_all(
 ) -> (String, bool) {
     let tree = &ctx.tree;
     // Fresh generators per rebuild: they keep the files they parsed. Their
-    // engine resolves the targets too when it sees the same tree, so the
-    // keyboard's files are parsed (and its schema compiled) once a rebuild.
+    // engine and alias table resolve the targets too when they see the same
+    // tree, so the keyboard's files and the alias table are parsed (and the
+    // schema compiled) once a rebuild.
     let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe);
     let own;
     let engine = match &host {
@@ -174,7 +175,10 @@ fn build_all(
             let Some((kb, km)) = t.split_once(':') else {
                 bail!("{t}: expected KEYBOARD:KEYMAP")
             };
-            let res = tree.resolve_keyboard(kb)?;
+            let res = match &host {
+                Some(h) if h.sees(tree) => h.resolve_keyboard(kb)?,
+                _ => tree.resolve_keyboard(kb)?,
+            };
             let (layouts, _) = keyfab_info::community_layouts(engine, &res.keyboard);
             let target = target::resolve(tree, &res.keyboard, km, &layouts)?;
             let log = Log::default();

@@ -45,9 +45,12 @@ pub struct ChainFiles {
     pub post_rules_mk: Vec<String>,
 }
 
+/// The alias table of `data/mappings/keyboard_aliases.hjson`: `alias → target`.
+pub type Aliases = IndexMap<String, String>;
+
 impl Tree {
     /// The alias table, `alias → target`. A missing file is an empty table.
-    pub fn aliases(&self) -> Result<IndexMap<String, String>, TreeError> {
+    pub fn aliases(&self) -> Result<Aliases, TreeError> {
         let path = self.root.join("data/mappings/keyboard_aliases.hjson");
         let Some(text) = self.read_text(&path)? else {
             return Ok(IndexMap::new());
@@ -97,7 +100,7 @@ impl Tree {
     pub fn resolve_with(
         &self,
         requested: &str,
-        aliases: &IndexMap<String, String>,
+        aliases: &Aliases,
     ) -> Result<Resolution, TreeError> {
         let requested = requested.trim_end_matches('/');
         let mut name = requested.to_string();
