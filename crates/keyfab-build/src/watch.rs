@@ -87,6 +87,13 @@ pub fn settled_changes(
     )
 }
 
+/// Whether `changes` (tree-relative) may have changed what merged info is
+/// made with (`data/`: mapping tables, schemas, defaults), so an engine's
+/// tables must be read again rather than renewed.
+pub fn tables_may_have_changed(changes: &[String]) -> bool {
+    changes.iter().any(|c| Path::new(c).starts_with("data"))
+}
+
 /// "a, b and 3 more" for the one-line summary of a rebuild.
 pub fn describe_changes(changes: &[String]) -> String {
     match changes {
@@ -191,6 +198,12 @@ mod tests {
         );
         assert_eq!(got, ["a.c", "b.c"]);
         assert_eq!(describe_changes(&got), "a.c, b.c");
+        assert!(!tables_may_have_changed(&got));
+        assert!(tables_may_have_changed(&["a.c".into(), "data".into()]));
+        assert!(tables_may_have_changed(&[
+            "data/schemas/x.jsonschema".into()
+        ]));
+        assert!(!tables_may_have_changed(&["database.c".into()]));
         assert_eq!(
             describe_changes(&["a".into(), "b".into(), "c".into(), "d".into()]),
             "a, b and 2 more"

@@ -706,6 +706,12 @@ impl InProcessGenerators {
         })
     }
 
+    /// Gives the generators `engine` (one for the same tree: e.g. a
+    /// [`Engine::renewed`] one) unless they made theirs already.
+    pub fn set_engine(&self, engine: Engine) {
+        let _ = self.engine.set(engine);
+    }
+
     /// The merged-info engine of the generators, made on first use.
     pub fn engine(&self) -> &Engine {
         self.engine

@@ -2,6 +2,7 @@
 
 use crate::build_cmds::{options, summary_line};
 use crate::cli::{Context, WatchArgs};
+use crate::qmk_cmds::InProcessGenerators;
 use anyhow::{bail, Context as _};
 use keyfab_build::exec::{Executor, GeneratorHost};
 use keyfab_build::{db::BuildDb, provenance::Log, target, watch};
@@ -81,10 +82,23 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
     // revision is described again only when it may have changed.
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mut revision = watch::Revision::new(tree.root());
+    let mut last_host: Option<Arc<InProcessGenerators>> = None;
     loop {
+        // Fresh generators per rebuild (they keep the files they parsed),
+        // with the last rebuild's mapping tables and compiled schemas while
+        // `data/` is unchanged.
+        let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe);
+        if let (Some(h), Some(prev)) = (&host, &last_host) {
+            if !watch::tables_may_have_changed(&changes) && h.sees(tree) && prev.sees(tree) {
+                h.set_engine(prev.engine().renewed());
+            }
+        }
+        last_host = host.clone();
         let run = cas.begin_run(&command)?;
         let rec = target::Recording::at_revision(tree, run, revision.current(), notes.clone());
-        let (line, ok) = build_all(ctx, &mut db, &cas, &exec, &opts, &a.targets, &changes, &rec);
+        let (line, ok) = build_all(
+            ctx, &mut db, &cas, &exec, host, &opts, &a.targets, &changes, &rec,
+        );
         let stopped = stop.load(Ordering::SeqCst);
         let status = match (stopped, ok) {
             (true, _) => "interrupted",
@@ -143,17 +157,16 @@ fn build_all(
     db: &mut BuildDb,
     cas: &LocalCas,
     exec: &Executor<'_>,
+    host: Option<Arc<InProcessGenerators>>,
     opts: &target::Options,
     targets: &[String],
     changes: &[String],
     rec: &target::Recording,
 ) -> (String, bool) {
     let tree = &ctx.tree;
-    // Fresh generators per rebuild: they keep the files they parsed. Their
-    // engine and alias table resolve the targets too when they see the same
-    // tree, so the keyboard's files and the alias table are parsed (and the
-    // schema compiled) once a rebuild.
-    let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe);
+    // The generators' engine and alias table resolve the targets too when
+    // they see the same tree: the keyboard's files and the alias table are
+    // parsed (and the schema compiled) once a rebuild.
     let own;
     let engine = match &host {
         Some(h) if h.sees(tree) => h.engine(),

@@ -555,3 +555,33 @@ fn ctrl_c_during_a_build_stops_it_unrecorded() {
         ),
     }
 }
+
+#[test]
+fn a_mapping_table_edit_reaches_the_generated_headers() {
+    // the generators keep their engine's tables between rebuilds only while
+    // data/ is unchanged
+    let (_t, tree, w) = watch_solo(3);
+    let keymap = tree.join("keyboards/solo/keymaps/default/keymap.c");
+    let text = std::fs::read_to_string(&keymap).unwrap();
+    std::fs::write(&keymap, text.replacen("KC_A", "KC_G", 1)).unwrap();
+    assert!(w.next().contains("1 compiled"));
+    settle();
+    let table = tree.join("data/mappings/info_config.hjson");
+    let text = std::fs::read_to_string(&table).unwrap();
+    let at = text.find("\"PRODUCT_ID\"").unwrap();
+    let edited = format!(
+        "{}\"SOLO_PID\": {{\"info_key\": \"usb.pid\", \"value_type\": \"hex\", \"warn_duplicate\": false}},\n    {}",
+        &text[..at],
+        &text[at..]
+    );
+    std::fs::write(&table, edited).unwrap();
+    let line = w.next();
+    assert!(
+        line.starts_with("changed data/mappings/info_config.hjson"),
+        "{line}"
+    );
+    assert!(!line.contains(" 0 compiled"), "{line}");
+    let header =
+        std::fs::read_to_string(tree.join(".build/obj_solo_default/src/info_config.h")).unwrap();
+    assert!(header.contains("#    define SOLO_PID 0x1311"), "{header}");
+}
