@@ -40,12 +40,16 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
     let exec = Executor::new(tree.root(), &cas, jobs).with_cancel(stop.clone());
 
     // Register the watch before the first build reads anything, so no edit
-    // made during it is missed.
-    // (path, whether the event brought it into being)
+    // made during it is missed. It sends (path, whether the event brought
+    // it into being); an empty path when events were lost (the kernel's
+    // queue overflowed: a big branch switch).
     let (tx, rx) = mpsc::channel::<(PathBuf, bool)>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         use notify::event::{EventKind, ModifyKind, RenameMode};
         let Ok(event) = res else { return };
+        if event.need_rescan() {
+            let _ = tx.send((PathBuf::new(), false));
+        }
         // Reads (make and the compiler open every file) and metadata-only
         // changes are not edits.
         let is_edit = matches!(
@@ -83,13 +87,15 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mut revision = watch::Revision::new(tree.root());
     let mut last_host: Option<Arc<InProcessGenerators>> = None;
+    let mut events_lost = false;
     loop {
         // Fresh generators per rebuild (they keep the files they parsed),
         // with the last rebuild's mapping tables and compiled schemas while
         // `data/` is unchanged.
         let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe);
         if let (Some(h), Some(prev)) = (&host, &last_host) {
-            if !watch::tables_may_have_changed(&changes) && h.sees(tree) && prev.sees(tree) {
+            let tables_changed = events_lost || watch::tables_may_have_changed(&changes);
+            if !tables_changed && h.sees(tree) && prev.sees(tree) {
                 h.set_engine(prev.engine().renewed());
             }
         }
@@ -135,9 +141,16 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
                     quiet_since = Instant::now();
                 }
             }
-            revision.saw(batch.iter().map(|(p, _)| p));
-            let relevant =
+            events_lost = batch.iter().any(|(p, _)| p.as_os_str().is_empty());
+            let mut relevant =
                 watch::settled_changes(tree.root(), &batch, |p| p.symlink_metadata().is_ok());
+            if events_lost {
+                // Anything may have changed: every input, the tables, the revision.
+                relevant.insert(0, "(events lost: everything read again)".into());
+                revision.saw(&[tree.root().join(".git/HEAD")]);
+            } else {
+                revision.saw(batch.iter().map(|(p, _)| p));
+            }
             if !relevant.is_empty() {
                 // Every known input, not only the paths the events named: a
                 // folder moved in one rename (a branch switch) names no file.
