@@ -420,8 +420,19 @@ pub struct Recording {
 
 impl Recording {
     pub fn new(tree: &Tree, run: RunId, notes: Vec<(String, String)>) -> Recording {
+        Recording::at_revision(tree, run, tree_revision(tree.root()), notes)
+    }
+
+    /// With the tree's revision already known (`keyfab watch` keeps it
+    /// between rebuilds: [`crate::watch::Revision`]).
+    pub fn at_revision(
+        tree: &Tree,
+        run: RunId,
+        revision: Option<String>,
+        notes: Vec<(String, String)>,
+    ) -> Recording {
         let mut all = vec![("tree".to_string(), tree.root().display().to_string())];
-        if let Some(rev) = tree_revision(tree.root()) {
+        if let Some(rev) = revision {
             all.push(("tree_revision".into(), rev));
         }
         all.extend(notes);

@@ -62,6 +62,38 @@ pub fn relevant_changes(root: &Path, paths: impl IntoIterator<Item = PathBuf>) -
     out
 }
 
+/// The relevant changes of a batch of events (`(path, created)` in the
+/// order they came; `created`: the event brought the path into being, by
+/// creation or by a rename to it), tree-relative, sorted, unique. A path
+/// that came and went within the batch (its first event created it, and
+/// it is gone now: a temp file an editor or a tool renamed into place, or
+/// removed, whatever its name) is no change. `exists` says whether a path
+/// is there now.
+pub fn settled_changes(
+    root: &Path,
+    events: &[(PathBuf, bool)],
+    exists: impl Fn(&Path) -> bool,
+) -> Vec<String> {
+    let mut first: std::collections::HashMap<&Path, bool> = std::collections::HashMap::new();
+    for (p, created) in events {
+        first.entry(p.as_path()).or_insert(*created);
+    }
+    relevant_changes(
+        root,
+        first
+            .into_iter()
+            .filter(|(p, created)| !*created || exists(p))
+            .map(|(p, _)| p.to_path_buf()),
+    )
+}
+
+/// Whether `changes` (tree-relative) may have changed what merged info is
+/// made with (`data/`: mapping tables, schemas, defaults), so an engine's
+/// tables must be read again rather than renewed.
+pub fn tables_may_have_changed(changes: &[String]) -> bool {
+    changes.iter().any(|c| Path::new(c).starts_with("data"))
+}
+
 /// "a, b and 3 more" for the one-line summary of a rebuild.
 pub fn describe_changes(changes: &[String]) -> String {
     match changes {
@@ -69,6 +101,61 @@ pub fn describe_changes(changes: &[String]) -> String {
         [one] => one.clone(),
         [a, b] => format!("{a}, {b}"),
         [a, b, rest @ ..] => format!("{a}, {b} and {} more", rest.len()),
+    }
+}
+
+/// The tree's revision (`git describe --always --dirty`, as
+/// [`crate::target::tree_revision`]) for the provenance of a watch session's
+/// rebuilds, without a `git describe` per rebuild: it is described again only
+/// when it may have changed. That is after an event in the git folder
+/// (`HEAD`, the index, refs: a commit, checkout or `git add`), or after an
+/// edit while it was clean (the edit may make it dirty). While it reads
+/// `-dirty`, edits keep it so (undoing every change by hand is the one case
+/// that reads `-dirty` until git's own files next change). A checkout whose
+/// git folder lies elsewhere (`.git` is a file: a worktree) sends no events
+/// for it, so it is described for every rebuild.
+#[derive(Debug)]
+pub struct Revision {
+    root: PathBuf,
+    known: Option<Option<String>>,
+}
+
+impl Revision {
+    pub fn new(root: &Path) -> Revision {
+        Revision {
+            root: root.to_path_buf(),
+            known: None,
+        }
+    }
+
+    /// The revision now, described again only if it may have changed.
+    pub fn current(&mut self) -> Option<String> {
+        if self.root.join(".git").is_file() {
+            self.known = None;
+        }
+        self.known
+            .get_or_insert_with(|| crate::target::tree_revision(&self.root))
+            .clone()
+    }
+
+    /// Takes note of a batch of changed paths (all of them, before
+    /// [`relevant_changes`] drops the git folder's).
+    pub fn saw<'a>(&mut self, paths: impl IntoIterator<Item = &'a PathBuf>) {
+        for p in paths {
+            let Some(known) = &self.known else { return };
+            let git = self.root.join(".git");
+            let stale = if let Ok(rel) = p.strip_prefix(&git) {
+                // New objects alone change no revision; the ref or index
+                // that names them follows.
+                !rel.starts_with("objects") && !rel.starts_with("logs")
+            } else {
+                // An edit can make a clean checkout dirty.
+                matches!(known, Some(r) if !r.ends_with("-dirty")) && is_relevant(&self.root, p)
+            };
+            if stale {
+                self.known = None;
+            }
+        }
     }
 }
 
@@ -111,9 +198,87 @@ mod tests {
         );
         assert_eq!(got, ["a.c", "b.c"]);
         assert_eq!(describe_changes(&got), "a.c, b.c");
+        assert!(!tables_may_have_changed(&got));
+        assert!(tables_may_have_changed(&["a.c".into(), "data".into()]));
+        assert!(tables_may_have_changed(&[
+            "data/schemas/x.jsonschema".into()
+        ]));
+        assert!(!tables_may_have_changed(&["database.c".into()]));
         assert_eq!(
             describe_changes(&["a".into(), "b".into(), "c".into(), "d".into()]),
             "a, b and 2 more"
         );
+    }
+
+    #[test]
+    fn paths_that_came_and_went_within_a_batch_are_no_change() {
+        let root = Path::new("/t");
+        let ev = |p: &str, created: bool| (PathBuf::from(p), created);
+        let events = [
+            // sed -i and editors' safe writes: a temp file renamed into place
+            ev("/t/km/sedAb12Cd", true),
+            ev("/t/km/sedAb12Cd", false),
+            ev("/t/km/keymap.c", true),
+            // a file that was there before: removed, made again, removed
+            ev("/t/km/config.h", false),
+            ev("/t/km/config.h", true),
+            ev("/t/km/config.h", false),
+            // created and still there
+            ev("/t/km/new.c", true),
+            // a probe created and removed, alone
+            ev("/t/km/.probe", true),
+        ];
+        let there = ["/t/km/keymap.c", "/t/km/new.c"];
+        let got = settled_changes(root, &events, |p| there.iter().any(|t| Path::new(t) == p));
+        assert_eq!(got, ["km/config.h", "km/keymap.c", "km/new.c"]);
+        assert!(settled_changes(root, &events[7..], |_| false).is_empty());
+    }
+
+    #[test]
+    fn revision_is_described_again_only_when_it_may_have_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&root)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        let file = root.join("a.c");
+        std::fs::write(&file, "int a;\n").unwrap();
+        let mut rev = Revision::new(&root);
+        assert_eq!(rev.current(), None, "not a checkout");
+        rev.saw(std::slice::from_ref(&file));
+        assert_eq!(rev.current(), None, "an edit makes no checkout");
+
+        git(&["init", "-q"]);
+        git(&["add", "a.c"]);
+        git(&["commit", "-q", "-m", "one"]);
+        rev.saw(&[root.join(".git/HEAD")]);
+        let clean = rev.current().expect("a checkout now");
+        assert!(!clean.ends_with("-dirty"), "{clean}");
+
+        // an edit while clean: described again, dirty
+        std::fs::write(&file, "int b;\n").unwrap();
+        rev.saw(std::slice::from_ref(&file));
+        assert_eq!(rev.current(), Some(format!("{clean}-dirty")));
+        // swap files and build output are not edits; while dirty, edits
+        // keep the revision without a describe (the commit below is not
+        // seen until its events are)
+        git(&["commit", "-q", "-am", "two"]);
+        rev.saw(&[root.join(".build/x.o"), file.clone()]);
+        assert_eq!(rev.current(), Some(format!("{clean}-dirty")));
+        // git's own files changed: described again
+        rev.saw(&[root.join(".git/objects/ab/cdef")]);
+        assert_eq!(rev.current(), Some(format!("{clean}-dirty")));
+        rev.saw(&[root.join(".git/refs/heads/master")]);
+        let second = rev.current().unwrap();
+        assert!(second != clean && !second.ends_with("-dirty"), "{second}");
     }
 }

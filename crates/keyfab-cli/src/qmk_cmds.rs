@@ -179,6 +179,8 @@ pub struct Env<'a> {
     engine: Option<Engine>,
     /// An engine shared with other calls (in-process generation).
     shared: Option<&'a Engine>,
+    /// The alias table, loaded once for such calls.
+    aliases: Option<&'a keyfab_tree::Aliases>,
     pub cwd: PathBuf,
     pub year: i32,
     /// Keep QMK's informational messages to ourselves (in-process calls:
@@ -192,6 +194,7 @@ impl<'a> Env<'a> {
             ctx,
             engine: None,
             shared: None,
+            aliases: None,
             cwd: std::env::current_dir().context("cannot read the current folder")?,
             year: crate::gen_cmds::current_year(),
             quiet: false,
@@ -209,7 +212,10 @@ impl<'a> Env<'a> {
     /// QMK's `keyboard_folder`: aliases and `DEFAULT_FOLDER` resolved; the
     /// result must be a keyboard.
     fn keyboard(&self, requested: &str) -> anyhow::Result<String> {
-        let res = self.ctx.tree.resolve_keyboard(requested)?;
+        let res = match self.aliases {
+            Some(a) => self.ctx.tree.resolve_with(requested, a)?,
+            None => self.ctx.tree.resolve_keyboard(requested)?,
+        };
         if !self.ctx.tree.is_keyboard(&res.keyboard) {
             bail!("invalid keyboard_folder value: {requested:?}");
         }
@@ -673,6 +679,9 @@ pub struct InProcessGenerators {
     ctx: Context,
     exe: String,
     engine: std::sync::OnceLock<Engine>,
+    /// The alias table, read once (`None`: unreadable; every call then
+    /// reads it again and reports why).
+    aliases: std::sync::OnceLock<Option<keyfab_tree::Aliases>>,
     year: i32,
 }
 
@@ -692,18 +701,53 @@ impl InProcessGenerators {
             },
             exe: exe.display().to_string(),
             engine: std::sync::OnceLock::new(),
+            aliases: std::sync::OnceLock::new(),
             year: crate::gen_cmds::current_year(),
         })
     }
 
+    /// Gives the generators `engine` (one for the same tree: e.g. a
+    /// [`Engine::renewed`] one) unless they made theirs already.
+    pub fn set_engine(&self, engine: Engine) {
+        let _ = self.engine.set(engine);
+    }
+
+    /// The merged-info engine of the generators, made on first use.
+    pub fn engine(&self) -> &Engine {
+        self.engine
+            .get_or_init(|| Engine::new(self.ctx.tree.clone()))
+    }
+
+    /// The generators see `tree` as it is (same root, same userspace): their
+    /// engine answers for it too.
+    pub fn sees(&self, tree: &keyfab_tree::Tree) -> bool {
+        self.ctx.tree.root() == tree.root() && self.ctx.tree.userspace() == tree.userspace()
+    }
+
+    fn aliases(&self) -> Option<&keyfab_tree::Aliases> {
+        self.aliases
+            .get_or_init(|| self.ctx.tree.aliases().ok())
+            .as_ref()
+    }
+
+    /// `Tree::resolve_keyboard` with the generators' alias table (read once).
+    pub fn resolve_keyboard(
+        &self,
+        requested: &str,
+    ) -> Result<keyfab_tree::Resolution, keyfab_tree::TreeError> {
+        match self.aliases() {
+            Some(a) => self.ctx.tree.resolve_with(requested, a),
+            None => self.ctx.tree.resolve_keyboard(requested),
+        }
+    }
+
     fn run(&self, kind: Kind, a: &QmkArgs, output: &Path) -> anyhow::Result<()> {
-        let engine = self
-            .engine
-            .get_or_init(|| Engine::new(self.ctx.tree.clone()));
+        let engine = self.engine();
         let mut env = Env {
             ctx: &self.ctx,
             engine: None,
             shared: Some(engine),
+            aliases: self.aliases(),
             cwd: self.ctx.tree.root().to_path_buf(),
             year: self.year,
             quiet: true,
@@ -720,11 +764,20 @@ pub fn generator_host(
     tree: &keyfab_tree::Tree,
     exe: &Path,
 ) -> Option<std::sync::Arc<dyn keyfab_build::exec::GeneratorHost>> {
+    Some(in_process_generators(tree, exe)?)
+}
+
+/// [`generator_host`] as its type, for a caller that shares its engine.
+pub fn in_process_generators(
+    tree: &keyfab_tree::Tree,
+    exe: &Path,
+) -> Option<std::sync::Arc<InProcessGenerators>> {
     if std::env::var_os("KEYFAB_SPAWN_GENERATORS").is_some() {
         return None;
     }
-    let host = InProcessGenerators::new(tree, exe).ok()?;
-    Some(std::sync::Arc::new(host))
+    InProcessGenerators::new(tree, exe)
+        .ok()
+        .map(std::sync::Arc::new)
 }
 
 impl keyfab_build::exec::GeneratorHost for InProcessGenerators {

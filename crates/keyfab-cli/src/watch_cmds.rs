@@ -2,8 +2,10 @@
 
 use crate::build_cmds::{options, summary_line};
 use crate::cli::{Context, WatchArgs};
+use crate::qmk_cmds::InProcessGenerators;
 use anyhow::{bail, Context as _};
-use keyfab_build::{db::BuildDb, exec::Executor, provenance::Log, target, watch};
+use keyfab_build::exec::{Executor, GeneratorHost};
+use keyfab_build::{db::BuildDb, provenance::Log, target, watch};
 use keyfab_cas::LocalCas;
 use notify::{RecursiveMode, Watcher};
 use std::io::Write;
@@ -18,7 +20,11 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
     if a.targets.is_empty() {
         bail!("which targets? pass KEYBOARD:KEYMAP (one or more)");
     }
-    let opts = options(ctx, &a.env, None, false)?;
+    // First: it reads SOURCE_DATE_EPOCH, as `keyfab build` does (reproducible
+    // whenever it is set).
+    let notes = crate::audit_cmds::reproducible_env(tree.root(), false);
+    let mut opts = options(ctx, &a.env, None, false)?;
+    crate::audit_cmds::pin_date_macros(&mut opts.env);
     let cas = std::sync::Arc::new(
         LocalCas::open(&opts.cache_dir)
             .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?,
@@ -32,14 +38,26 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let exec = Executor::new(tree.root(), &cas, jobs);
+    // Ctrl-C: a running build stops (its compilers, killed by the same
+    // Ctrl-C, are an interruption, not a failure to report or record).
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))?;
+    }
+    let exec = Executor::new(tree.root(), &cas, jobs).with_cancel(stop.clone());
 
     // Register the watch before the first build reads anything, so no edit
-    // made during it is missed.
-    let (tx, rx) = mpsc::channel::<PathBuf>();
+    // made during it is missed. It sends (path, whether the event brought
+    // it into being); an empty path when events were lost (the kernel's
+    // queue overflowed: a big branch switch).
+    let (tx, rx) = mpsc::channel::<(PathBuf, bool)>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        use notify::event::{EventKind, ModifyKind};
+        use notify::event::{EventKind, ModifyKind, RenameMode};
         let Ok(event) = res else { return };
+        if event.need_rescan() {
+            let _ = tx.send((PathBuf::new(), false));
+        }
         // Reads (make and the compiler open every file) and metadata-only
         // changes are not edits.
         let is_edit = matches!(
@@ -49,8 +67,15 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
                 | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
         );
         if is_edit {
-            for p in event.paths {
-                let _ = tx.send(p);
+            let n = event.paths.len();
+            for (i, p) in event.paths.into_iter().enumerate() {
+                let created = match event.kind {
+                    EventKind::Create(_) => true,
+                    EventKind::Modify(ModifyKind::Name(RenameMode::To)) => true,
+                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => i + 1 == n,
+                    _ => false,
+                };
+                let _ = tx.send((p, created));
             }
         }
     })?;
@@ -58,21 +83,48 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
         .watch(tree.root(), RecursiveMode::Recursive)
         .with_context(|| format!("watching {}", tree.root().display()))?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))?;
-    }
-
     let debounce = Duration::from_millis(a.debounce_ms);
     let mut builds = 0usize;
     let mut changes: Vec<String> = Vec::new();
     // One database for the whole session: a rebuild updates only the inputs
     // of the files that changed, and re-derives only what depends on them.
     let mut db = BuildDb::new(tree.root());
+    // Each rebuild is a run of its own, recorded as `keyfab build` records
+    // (so `keyfab explain` compares it with the one before); the tree's
+    // revision is described again only when it may have changed.
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut revision = watch::Revision::new(tree.root());
+    let mut last_host: Option<Arc<InProcessGenerators>> = None;
+    let mut events_lost = false;
     loop {
-        let line = build_all(ctx, &mut db, &cas, &exec, &opts, &a.targets, &changes);
+        // Fresh generators per rebuild (they keep the files they parsed),
+        // with the last rebuild's mapping tables and compiled schemas while
+        // `data/` is unchanged.
+        let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe);
+        if let (Some(h), Some(prev)) = (&host, &last_host) {
+            let tables_changed = events_lost || watch::tables_may_have_changed(&changes);
+            if !tables_changed && h.sees(tree) && prev.sees(tree) {
+                h.set_engine(prev.engine().renewed());
+            }
+        }
+        last_host = host.clone();
+        let run = cas.begin_run(&command)?;
+        let rec = target::Recording::at_revision(tree, run, revision.current(), notes.clone());
+        let (line, ok) = build_all(
+            ctx, &mut db, &cas, &exec, host, &opts, &a.targets, &changes, &rec,
+        );
+        let stopped = stop.load(Ordering::SeqCst);
+        let status = match (stopped, ok) {
+            (true, _) => "interrupted",
+            (false, true) => "ok",
+            (false, false) => "failed",
+        };
+        cas.finish_run(run, status)?;
         cas.flush()?;
+        if stopped {
+            eprintln!("keyfab: watch stopped");
+            return Ok(ExitCode::from(130));
+        }
         println!("{line}");
         std::io::stdout().flush()?;
         builds += 1;
@@ -97,7 +149,16 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
                     quiet_since = Instant::now();
                 }
             }
-            let relevant = watch::relevant_changes(tree.root(), batch);
+            events_lost = batch.iter().any(|(p, _)| p.as_os_str().is_empty());
+            let mut relevant =
+                watch::settled_changes(tree.root(), &batch, |p| p.symlink_metadata().is_ok());
+            if events_lost {
+                // Anything may have changed: every input, the tables, the revision.
+                relevant.insert(0, "(events lost: everything read again)".into());
+                revision.saw(&[tree.root().join(".git/HEAD")]);
+            } else {
+                revision.saw(batch.iter().map(|(p, _)| p));
+            }
             if !relevant.is_empty() {
                 // Every known input, not only the paths the events named: a
                 // folder moved in one rename (a branch switch) names no file.
@@ -109,39 +170,64 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Builds every target; returns one line per target, prefixed with what changed.
+/// Builds every target, recording each in `rec`'s run; returns one line per
+/// target, prefixed with what changed, and whether every target built.
+#[allow(clippy::too_many_arguments)]
 fn build_all(
     ctx: &Context,
     db: &mut BuildDb,
     cas: &LocalCas,
     exec: &Executor<'_>,
+    host: Option<Arc<InProcessGenerators>>,
     opts: &target::Options,
     targets: &[String],
     changes: &[String],
-) -> String {
+    rec: &target::Recording,
+) -> (String, bool) {
     let tree = &ctx.tree;
-    let engine = keyfab_info::Engine::new(tree.clone());
-    // Fresh generators per rebuild: they keep the files they parsed.
-    exec.set_generator_host(crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe));
+    // The generators' engine and alias table resolve the targets too when
+    // they see the same tree: the keyboard's files and the alias table are
+    // parsed (and the schema compiled) once a rebuild.
+    let own;
+    let engine = match &host {
+        Some(h) if h.sees(tree) => h.engine(),
+        _ => {
+            own = keyfab_info::Engine::new(tree.clone());
+            &own
+        }
+    };
+    exec.set_generator_host(host.clone().map(|h| h as Arc<dyn GeneratorHost>));
     let prefix = if changes.is_empty() {
         "build".to_string()
     } else {
         format!("changed {}", watch::describe_changes(changes))
     };
     let mut lines = Vec::new();
+    let mut all_ok = true;
     for t in targets {
         let result = (|| -> anyhow::Result<String> {
             let Some((kb, km)) = t.split_once(':') else {
                 bail!("{t}: expected KEYBOARD:KEYMAP")
             };
-            let res = tree.resolve_keyboard(kb)?;
-            let (layouts, _) = keyfab_info::community_layouts(&engine, &res.keyboard);
+            let res = match &host {
+                Some(h) if h.sees(tree) => h.resolve_keyboard(kb)?,
+                _ => tree.resolve_keyboard(kb)?,
+            };
+            let (layouts, _) = keyfab_info::community_layouts(engine, &res.keyboard);
             let target = target::resolve(tree, &res.keyboard, km, &layouts)?;
-            // Not recorded as provenance (yet): see ARCHITECTURE.md.
             let log = Log::default();
-            let (report, _) = target::build_target_in(db, tree, cas, exec, &target, opts, &log)?;
-            Ok(summary_line(&report))
+            let result = target::build_target_in(db, tree, cas, exec, &target, opts, &log);
+            // Failed builds too: what was known when it stopped; not
+            // interrupted ones.
+            let outcome = result.as_ref().map(drop);
+            if !exec.cancelled() {
+                if let Err(e) = target::record(tree, cas, rec, &target.name(), log, opts, outcome) {
+                    eprintln!("keyfab: warning: {t}: provenance not recorded: {e}");
+                }
+            }
+            Ok(summary_line(&result?.0))
         })();
+        all_ok &= result.is_ok();
         lines.push(match result {
             Ok(line) => format!("{prefix} → {line}"),
             Err(e) => format!(
@@ -150,5 +236,5 @@ fn build_all(
             ),
         });
     }
-    lines.join("\n")
+    (lines.join("\n"), all_ok)
 }

@@ -47,8 +47,8 @@ pub struct Mappings {
 /// Merged-info engine for one tree. `Send + Sync`: share it across threads.
 pub struct Engine {
     pub(crate) tree: Tree,
-    mappings: Mappings,
-    pub(crate) schemas: SchemaStore,
+    mappings: Arc<Mappings>,
+    pub(crate) schemas: Arc<SchemaStore>,
     /// Problems with the mapping and schema files themselves.
     setup: Vec<Diagnostic>,
     json: Memo<String, JsonFile>,
@@ -132,6 +132,27 @@ impl Engine {
                 e.clone(),
             ));
         }
+        Engine::with_tables(tree, Arc::new(mappings), Arc::new(schemas), setup)
+    }
+
+    /// The same tree with the same mapping tables and schemas (those
+    /// compiled stay compiled), every other file to be read again: for a
+    /// process that sees the tree change while `data/` does not (watch).
+    pub fn renewed(&self) -> Engine {
+        Engine::with_tables(
+            self.tree.clone(),
+            self.mappings.clone(),
+            self.schemas.clone(),
+            self.setup.clone(),
+        )
+    }
+
+    fn with_tables(
+        tree: Tree,
+        mappings: Arc<Mappings>,
+        schemas: Arc<SchemaStore>,
+        setup: Vec<Diagnostic>,
+    ) -> Engine {
         Engine {
             tree,
             mappings,
@@ -288,5 +309,48 @@ impl Diagnostic {
             severity: Severity::Warning,
             ..Diagnostic::error(path, line, message)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn copy(src: &Path, dest: &Path) {
+        std::fs::create_dir_all(dest).unwrap();
+        for e in std::fs::read_dir(src).unwrap().flatten() {
+            let to = dest.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &to);
+            } else {
+                std::fs::copy(e.path(), &to).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_renewed_engine_reads_the_files_again_and_keeps_the_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tree");
+        for sub in ["data", "keyboards/acme"] {
+            copy(&fixture.join(sub), &dir.path().join(sub));
+        }
+        let engine = Engine::new(Tree::open(dir.path()).unwrap());
+        let name = |e: &Engine| e.info_json("acme/board/rev1").value["keyboard_name"].clone();
+        assert_eq!(name(&engine), "board");
+        // a parent's info.json: parsed once per engine
+        let parent = dir.path().join("keyboards/acme/board/info.json");
+        let text = std::fs::read_to_string(&parent).unwrap();
+        std::fs::write(&parent, text.replace("\"board\"", "\"renamed\"")).unwrap();
+        assert_eq!(name(&engine), "board");
+        let renewed = engine.renewed();
+        assert_eq!(name(&renewed), "renamed");
+        assert!(Arc::ptr_eq(&engine.schemas, &renewed.schemas));
+        assert!(Arc::ptr_eq(&engine.mappings, &renewed.mappings));
+        assert_eq!(
+            renewed.setup_diagnostics().len(),
+            engine.setup_diagnostics().len()
+        );
     }
 }

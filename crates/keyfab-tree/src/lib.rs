@@ -16,7 +16,7 @@ mod userspace;
 
 pub use error::TreeError;
 pub use keymaps::{KeymapLocation, KeymapSource};
-pub use resolve::{ChainFiles, Resolution, ResolveStep};
+pub use resolve::{Aliases, ChainFiles, Resolution, ResolveStep};
 pub use userspace::{BuildTarget, Userspace};
 
 use std::path::{Path, PathBuf};

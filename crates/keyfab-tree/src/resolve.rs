@@ -45,17 +45,20 @@ pub struct ChainFiles {
     pub post_rules_mk: Vec<String>,
 }
 
+/// The alias table of `data/mappings/keyboard_aliases.hjson`: `alias → target`.
+pub type Aliases = IndexMap<String, String>;
+
 /// A parsed alias table and the stamp of the file it came from.
 #[derive(Debug)]
 pub(crate) struct AliasMemo {
     stamp: Option<(u64, i64, i64, u64)>,
-    table: IndexMap<String, String>,
+    table: Aliases,
 }
 
 impl Tree {
     /// The alias table, `alias → target`. A missing file is an empty table.
     /// Parsed once per change of the file (by its size, mtime and inode).
-    pub fn aliases(&self) -> Result<IndexMap<String, String>, TreeError> {
+    pub fn aliases(&self) -> Result<Aliases, TreeError> {
         let path = self.root.join("data/mappings/keyboard_aliases.hjson");
         let stamp = std::fs::metadata(&path).ok().map(|m| {
             use std::os::unix::fs::MetadataExt;
@@ -123,7 +126,7 @@ impl Tree {
     pub fn resolve_with(
         &self,
         requested: &str,
-        aliases: &IndexMap<String, String>,
+        aliases: &Aliases,
     ) -> Result<Resolution, TreeError> {
         let requested = requested.trim_end_matches('/');
         let mut name = requested.to_string();
