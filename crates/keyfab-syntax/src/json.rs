@@ -22,11 +22,7 @@ pub struct JsonError {
 /// not JSON is parsed as HJSON. Like hjson-py, a number written with a
 /// fraction or exponent whose value is whole (`1.0`, `1e3`) becomes an integer.
 pub fn parse_json(path: &str, text: &str) -> Result<Value, JsonError> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let strict = StrictValue
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|_| v));
-    let mut value = match strict {
+    let mut value = match strict_json(text) {
         Ok(v) => v,
         Err(e) if e.is_data() => {
             // A duplicate key in otherwise valid JSON.
@@ -37,13 +33,81 @@ pub fn parse_json(path: &str, text: &str) -> Result<Value, JsonError> {
                 message: strip_position(&e.to_string()),
             });
         }
-        Err(_) => {
-            let StrictJson(v) = deser_hjson::from_str(text).map_err(|e| to_error(path, e))?;
-            v
-        }
+        // JSON with comments (most of `data/`: the mapping tables, the
+        // keyboard schema) means the same in HJSON: strict JSON once the
+        // comments are blanked out is far faster than the HJSON parser.
+        // Anything else, errors included, is the HJSON parser's to answer.
+        Err(_) => match blank_comments(text).and_then(|t| strict_json(&t).ok()) {
+            Some(v) => v,
+            None => {
+                let StrictJson(v) = deser_hjson::from_str(text).map_err(|e| to_error(path, e))?;
+                v
+            }
+        },
     };
     normalize_numbers(&mut value);
     Ok(value)
+}
+
+/// Strict JSON (duplicate keys rejected).
+fn strict_json(text: &str) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    StrictValue
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|_| v))
+}
+
+/// `text` with its HJSON comments (`#…`, `//…` to the end of the line,
+/// `/*…*/`) outside quoted strings replaced by spaces, newlines kept (lines
+/// and columns stay where they were); `None` when there is no comment or a
+/// `/*` is never closed. If the result is strict JSON, HJSON reads the
+/// original the same way: every value is then quoted, a number, a keyword,
+/// an object or an array, and HJSON ends a number or keyword at a comment.
+fn blank_comments(text: &str) -> Option<String> {
+    let mut b = text.as_bytes().to_vec();
+    let mut found = false;
+    let mut i = 0;
+    let blank = |b: &mut [u8], from: usize, to: usize| {
+        for c in &mut b[from..to] {
+            if *c != b'\n' && *c != b'\r' {
+                *c = b' ';
+            }
+        }
+    };
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() {
+                    match b[i] {
+                        b'\\' => i += 2,
+                        b'"' | b'\n' => break,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            b'#' | b'/' if b[i] == b'#' || b.get(i + 1) == Some(&b'/') => {
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |n| i + n);
+                blank(&mut b, i, end);
+                found = true;
+                i = end;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let close = b[i + 2..].windows(2).position(|w| w == b"*/")?;
+                let end = i + 2 + close + 2;
+                blank(&mut b, i, end);
+                found = true;
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    // Only ASCII bytes were replaced, by ASCII: still UTF-8.
+    found.then(|| String::from_utf8(b).ok()).flatten()
 }
 
 /// serde_json appends " at line L column C"; we print the position first.
@@ -200,6 +264,95 @@ mod tests {
         .unwrap();
         assert_eq!(v["x"]["target"], "y");
         assert_eq!(v["z"], 1.5);
+    }
+
+    /// The HJSON parser's answer, for comparison with the fast paths.
+    fn hjson(text: &str) -> Value {
+        let StrictJson(mut v) = deser_hjson::from_str(text).unwrap();
+        normalize_numbers(&mut v);
+        v
+    }
+
+    #[test]
+    fn json_with_comments_reads_as_hjson_does() {
+        let texts = [
+            "// head\n{\n  // c\n  \"a\": 1, /* b */ \"b\": [true, null] # x\n}\n",
+            "{\"u\": \"http://x/*y*/ # z\", \"n\": 2.0 // two\n, \"q\": \"\\\"//\"}",
+            "{\n  /* many\n lines */ \"k\": {\"v\": -3e2} // é\n}",
+        ];
+        for t in texts {
+            assert!(blank_comments(t).is_some(), "{t}");
+            assert_eq!(parse_json("c.hjson", t).unwrap(), hjson(t), "{t}");
+        }
+        let v = parse_json("c.hjson", texts[1]).unwrap();
+        assert_eq!(v["u"], "http://x/*y*/ # z");
+        assert_eq!(v["q"], "\"//");
+        // Not JSON once the comments are gone: left to the HJSON parser.
+        for t in ["{a: 1 // c\n}", "{\"a\": x // c\n}", "{\"a\": 1, // c\n}"] {
+            assert_eq!(parse_json("h.hjson", t).unwrap(), hjson(t), "{t}");
+        }
+        assert_eq!(blank_comments("{\"a\": 1} /* open"), None);
+        assert_eq!(blank_comments("{\"a\": \"//\"}"), None);
+    }
+
+    /// Every JSON/HJSON file of a real tree that takes the comment fast path
+    /// (with `KEYFAB_QMK_TREE`) reads as the HJSON parser reads it.
+    #[test]
+    fn real_tree_json_with_comments_reads_as_hjson_does() {
+        let Some(root) = std::env::var_os("KEYFAB_QMK_TREE") else {
+            return;
+        };
+        let mut dirs = vec![std::path::PathBuf::from(root)];
+        let (mut checked, mut differ) = (0, Vec::new());
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if e.file_type().unwrap().is_dir() {
+                    if !name.starts_with('.') && name != "lib" {
+                        dirs.push(p);
+                    }
+                    continue;
+                }
+                if ![".json", ".hjson", ".jsonschema"]
+                    .iter()
+                    .any(|x| name.ends_with(x))
+                {
+                    continue;
+                }
+                let Ok(text) = std::fs::read_to_string(&p) else {
+                    continue;
+                };
+                if strict_json(&text).is_ok() {
+                    continue;
+                }
+                let Some(fast) = blank_comments(&text).and_then(|t| strict_json(&t).ok()) else {
+                    continue;
+                };
+                checked += 1;
+                let mut fast = fast;
+                normalize_numbers(&mut fast);
+                let same = deser_hjson::from_str::<StrictJson>(&text)
+                    .map(|StrictJson(mut h)| {
+                        normalize_numbers(&mut h);
+                        h == fast
+                    })
+                    .unwrap_or(false);
+                if !same {
+                    differ.push(p.display().to_string());
+                }
+            }
+        }
+        eprintln!("{checked} files read through the comment fast path");
+        assert!(differ.is_empty(), "{differ:#?}");
+    }
+
+    #[test]
+    fn duplicate_key_in_json_with_comments_is_the_hjson_error() {
+        let t = "{\n // c\n \"a\": 1,\n \"a\": 2\n}";
+        let e = parse_json("m.hjson", t).unwrap_err();
+        let h = deser_hjson::from_str::<StrictJson>(t).err().unwrap();
+        assert_eq!(e, to_error("m.hjson", h));
     }
 
     #[test]
