@@ -175,6 +175,11 @@ impl Engine {
             .collect()
     }
 
+    /// The tree's schemas.
+    pub fn schemas(&self) -> &SchemaStore {
+        &self.schemas
+    }
+
     /// Validates any value against a schema of the tree by `$id`
     /// (`qmk.keyboard.v1`, `qmk.keymap.v1`, …).
     pub fn validate(&self, data: &Value, schema: &str) -> Result<(), SchemaError> {
