@@ -15,7 +15,7 @@
 use crate::memo::Memo;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 const BASE: &str = "keyfab-schema:///";
 
@@ -33,8 +33,11 @@ pub struct SchemaError {
 
 /// The schemas of one tree.
 pub struct SchemaStore {
-    /// File name → schema with `$id`s and `$ref`s rewritten to our URIs.
+    /// File name → schema, as read.
     files: HashMap<String, Value>,
+    /// The files with `$id`s and `$ref`s rewritten to our URIs, for the
+    /// validator's registry (made when a reference is left to resolve).
+    registry_files: OnceLock<Vec<(String, Value)>>,
     /// `$id` → file name.
     ids: HashMap<String, String>,
     compiled: Memo<String, Result<jsonschema::Validator, String>>,
@@ -63,16 +66,10 @@ impl SchemaStore {
                 Err(e) => load_errors.push((name, e)),
             }
         }
-        let files = raw
-            .into_iter()
-            .map(|(name, mut v)| {
-                rewrite(&mut v, &ids, true, &name);
-                (name, v)
-            })
-            .collect();
         SchemaStore {
-            files,
+            files: raw.into_iter().collect(),
             ids,
+            registry_files: OnceLock::new(),
             compiled: Memo::default(),
             uses: Mutex::new(HashMap::new()),
             load_errors,
@@ -140,8 +137,19 @@ impl SchemaStore {
             // Every reference inlined: the schema files are not needed.
             return opts.build(&root).map_err(|e| format!("{file}: {e}"));
         }
+        let files = self.registry_files.get_or_init(|| {
+            let mut files: Vec<(String, Value)> = self
+                .files
+                .iter()
+                .map(|(name, v)| (name.clone(), v.clone()))
+                .collect();
+            for (name, v) in &mut files {
+                rewrite(v, &self.ids, true, name);
+            }
+            files
+        });
         let mut builder = jsonschema::Registry::new();
-        for (name, v) in &self.files {
+        for (name, v) in files {
             builder = builder
                 .add(format!("{BASE}{name}"), v)
                 .map_err(|e| format!("{name}: {e}"))?;
