@@ -47,10 +47,13 @@ pub struct Mappings {
 /// Merged-info engine for one tree. `Send + Sync`: share it across threads.
 pub struct Engine {
     pub(crate) tree: Tree,
-    mappings: Mappings,
-    pub(crate) schemas: SchemaStore,
+    /// The mapping tables and the problems reading them, loaded on first
+    /// use (a keymap.json's `keymap.c` needs none).
+    mappings: OnceLock<(Mappings, Vec<Diagnostic>)>,
+    /// The schemas and the problems reading them, loaded on first use.
+    schemas: OnceLock<(SchemaStore, Vec<Diagnostic>)>,
     /// Problems with the mapping and schema files themselves.
-    setup: Vec<Diagnostic>,
+    setup: OnceLock<Vec<Diagnostic>>,
     json: Memo<String, JsonFile>,
     config: Memo<String, Option<ConfigFile>>,
     rules: Memo<String, Option<Arc<str>>>,
@@ -63,13 +66,34 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads the mapping tables and schemas of `tree`. Never fails: problems
-    /// become [`Engine::setup_diagnostics`].
+    /// The engine of `tree`; its mapping tables and schemas are read when
+    /// first needed. Never fails: problems become
+    /// [`Engine::setup_diagnostics`].
     pub fn new(tree: Tree) -> Engine {
+        Engine {
+            tree,
+            mappings: OnceLock::new(),
+            schemas: OnceLock::new(),
+            setup: OnceLock::new(),
+            json: Memo::default(),
+            config: Memo::default(),
+            rules: Memo::default(),
+            headers: Memo::default(),
+            led: Memo::default(),
+            exists: Memo::default(),
+            skip_schema_validation: std::env::var("SKIP_SCHEMA_VALIDATION").is_ok_and(|v| {
+                let v = v.trim().to_lowercase();
+                ["1", "true", "t", "yes", "y", "on"].contains(&v.as_str())
+            }),
+        }
+    }
+
+    /// Reads `data/mappings`.
+    fn load_mappings(tree: &Tree) -> (Mappings, Vec<Diagnostic>) {
         let mut setup = Vec::new();
         let table = |name: &str, setup: &mut Vec<Diagnostic>| -> Value {
             let rel = format!("data/mappings/{name}");
-            match read_text(&tree, &rel) {
+            match read_text(tree, &rel) {
                 Ok(Some(text)) => match keyfab_syntax::parse_json(&rel, &text) {
                     Ok(v) => v,
                     Err(e) => {
@@ -104,6 +128,11 @@ impl Engine {
             defaults,
             info_defaults,
         };
+        (mappings, setup)
+    }
+
+    /// Reads `data/schemas`.
+    fn load_schemas(tree: &Tree) -> (SchemaStore, Vec<Diagnostic>) {
         let mut schema_files = Vec::new();
         if let Ok(entries) = std::fs::read_dir(tree.path("data/schemas")) {
             let mut names: Vec<String> = entries
@@ -114,7 +143,7 @@ impl Engine {
             names.sort();
             for name in names {
                 let rel = format!("data/schemas/{name}");
-                let parsed = match read_text(&tree, &rel) {
+                let parsed = match read_text(tree, &rel) {
                     Ok(Some(text)) => {
                         keyfab_syntax::parse_json(&rel, &text).map_err(|e| e.to_string())
                     }
@@ -125,29 +154,12 @@ impl Engine {
             }
         }
         let schemas = SchemaStore::new(schema_files);
-        for (name, e) in &schemas.load_errors {
-            setup.push(Diagnostic::error(
-                &format!("data/schemas/{name}"),
-                0,
-                e.clone(),
-            ));
-        }
-        Engine {
-            tree,
-            mappings,
-            schemas,
-            setup,
-            json: Memo::default(),
-            config: Memo::default(),
-            rules: Memo::default(),
-            headers: Memo::default(),
-            led: Memo::default(),
-            exists: Memo::default(),
-            skip_schema_validation: std::env::var("SKIP_SCHEMA_VALIDATION").is_ok_and(|v| {
-                let v = v.trim().to_lowercase();
-                ["1", "true", "t", "yes", "y", "on"].contains(&v.as_str())
-            }),
-        }
+        let setup = schemas
+            .load_errors
+            .iter()
+            .map(|(name, e)| Diagnostic::error(&format!("data/schemas/{name}"), 0, e.clone()))
+            .collect();
+        (schemas, setup)
     }
 
     pub fn tree(&self) -> &Tree {
@@ -157,18 +169,28 @@ impl Engine {
     /// The mapping tables (`info_config.hjson`, `info_rules.hjson`) and
     /// defaults, as parsed from the tree.
     pub fn mappings(&self) -> &Mappings {
-        &self.mappings
+        &self
+            .mappings
+            .get_or_init(|| Self::load_mappings(&self.tree))
+            .0
     }
 
-    /// Problems found loading `data/mappings` and `data/schemas`.
+    /// Problems found loading `data/mappings` and `data/schemas` (both are
+    /// read now if they were not yet).
     pub fn setup_diagnostics(&self) -> &[Diagnostic] {
-        &self.setup
+        self.setup.get_or_init(|| {
+            self.mappings();
+            self.schemas();
+            let m = &self.mappings.get().expect("read above").1;
+            let s = &self.schemas.get().expect("read above").1;
+            m.iter().chain(s).cloned().collect()
+        })
     }
 
     /// Problems with the schemas that showed while validating (a schema that
     /// does not compile is reported here and validates nothing).
     pub fn schema_problems(&self) -> Vec<Diagnostic> {
-        self.schemas
+        self.schemas()
             .problems()
             .into_iter()
             .map(|m| Diagnostic::error("data/schemas", 0, m))
@@ -177,13 +199,16 @@ impl Engine {
 
     /// The tree's schemas.
     pub fn schemas(&self) -> &SchemaStore {
-        &self.schemas
+        &self
+            .schemas
+            .get_or_init(|| Self::load_schemas(&self.tree))
+            .0
     }
 
     /// Validates any value against a schema of the tree by `$id`
     /// (`qmk.keyboard.v1`, `qmk.keymap.v1`, …).
     pub fn validate(&self, data: &Value, schema: &str) -> Result<(), SchemaError> {
-        self.schemas.validate(data, schema)
+        self.schemas().validate(data, schema)
     }
 
     pub(crate) fn json_file(&self, rel: &str) -> Arc<JsonFile> {
@@ -215,7 +240,7 @@ impl Engine {
                 value,
                 keyboard_schema,
             } => keyboard_schema
-                .get_or_init(|| self.schemas.validate(value, "qmk.keyboard.v1"))
+                .get_or_init(|| self.schemas().validate(value, "qmk.keyboard.v1"))
                 .clone(),
             _ => Ok(()),
         }
