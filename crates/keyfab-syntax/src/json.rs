@@ -1,6 +1,7 @@
 //! JSON and HJSON, loaded the way QMK's `json_load` does: every `.json` and
 //! `.hjson` file goes through an HJSON parser, and duplicate keys are an error.
 
+use indexmap::IndexMap;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use std::fmt;
@@ -46,6 +47,37 @@ pub fn parse_json(path: &str, text: &str) -> Result<Value, JsonError> {
         },
     };
     Ok(value)
+}
+
+/// For a JSON/HJSON object whose members are objects (`keyboard_aliases.hjson`:
+/// `{"alias": {"target": "kb"}, …}`): each member's name and the value of its
+/// `field` when that is a string, in file order; `Ok(None)` when the root is
+/// not an object. What [`parse_json`] and a walk over its result give, errors
+/// included, without building thousands of small objects.
+pub fn parse_json_member_fields(
+    path: &str,
+    text: &str,
+    field: &str,
+) -> Result<Option<IndexMap<String, Option<String>>>, JsonError> {
+    let mut p = Lax {
+        text,
+        b: text.as_bytes(),
+        i: 0,
+        depth: 0,
+    };
+    if let Some(found) = p.member_fields(field) {
+        return Ok(Some(found));
+    }
+    let value = parse_json(path, text)?;
+    Ok(value.as_object().map(|members| {
+        members
+            .iter()
+            .map(|(name, v)| {
+                let f = v.get(field).and_then(Value::as_str).map(str::to_string);
+                (name.clone(), f)
+            })
+            .collect()
+    }))
 }
 
 /// Strict JSON (duplicate keys rejected).
@@ -231,21 +263,76 @@ impl Lax<'_> {
         Some(Value::Array(items))
     }
 
+    /// [`parse_json_member_fields`] of a root object, `None` for anything
+    /// else (the general path answers).
+    fn member_fields(&mut self, field: &str) -> Option<IndexMap<String, Option<String>>> {
+        self.skip()?;
+        if self.peek()? != b'{' {
+            return None;
+        }
+        let mut out = IndexMap::new();
+        self.items(b'}', |p| {
+            let name = p.key()?;
+            let found = if p.peek()? == b'{' {
+                p.field_of(field)?
+            } else {
+                let v = p.value()?;
+                v.get(field).and_then(Value::as_str).map(str::to_string)
+            };
+            match out.entry(name) {
+                indexmap::map::Entry::Occupied(_) => None,
+                indexmap::map::Entry::Vacant(e) => {
+                    e.insert(found);
+                    Some(())
+                }
+            }
+        })?;
+        self.skip()?;
+        (self.i == self.b.len()).then_some(out)
+    }
+
+    /// The string value of `field` in the object here, the rest read but not
+    /// kept.
+    fn field_of(&mut self, field: &str) -> Option<Option<String>> {
+        let mut names: Vec<String> = Vec::new();
+        let mut found = None;
+        self.items(b'}', |p| {
+            let name = p.key()?;
+            if names.contains(&name) || names.len() > 64 {
+                return None;
+            }
+            if name == field && p.peek()? == b'"' {
+                found = Some(p.string()?);
+            } else {
+                p.value()?;
+            }
+            names.push(name);
+            Some(())
+        })?;
+        Some(found)
+    }
+
+    /// A member's name and its colon; the value follows.
+    fn key(&mut self) -> Option<String> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let key = self.string()?;
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.i += 1;
+        }
+        if self.peek()? != b':' {
+            return None;
+        }
+        self.i += 1;
+        self.skip()?;
+        Some(key)
+    }
+
     fn object(&mut self) -> Option<Value> {
         let mut map = Map::new();
         self.items(b'}', |p| {
-            if p.peek()? != b'"' {
-                return None;
-            }
-            let key = p.string()?;
-            while matches!(p.peek(), Some(b' ' | b'\t')) {
-                p.i += 1;
-            }
-            if p.peek()? != b':' {
-                return None;
-            }
-            p.i += 1;
-            p.skip()?;
+            let key = p.key()?;
             let v = p.value()?;
             if map.insert(key, v).is_some() {
                 return None; // a duplicate: the HJSON parser's error
@@ -461,7 +548,8 @@ mod tests {
         let Some(root) = std::env::var_os("KEYFAB_QMK_TREE") else {
             return;
         };
-        let mut dirs = vec![std::path::PathBuf::from(root)];
+        let root_path = std::path::PathBuf::from(root);
+        let mut dirs = vec![root_path.clone()];
         let (mut checked, mut left, mut differ) = (0, 0, Vec::new());
         while let Some(d) = dirs.pop() {
             for e in std::fs::read_dir(&d).unwrap().flatten() {
@@ -499,7 +587,64 @@ mod tests {
             }
         }
         eprintln!("{checked} HJSON files read as JSON with comments, {left} by the HJSON parser");
+        let aliases = root_path.join("data/mappings/keyboard_aliases.hjson");
+        if let Ok(text) = std::fs::read_to_string(&aliases) {
+            let fast = parse_json_member_fields("a", &text, "target")
+                .unwrap()
+                .unwrap();
+            let v = parse_json("a", &text).unwrap();
+            let general: IndexMap<String, Option<String>> = v
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, m)| {
+                    let f = m.get("target").and_then(Value::as_str).map(str::to_string);
+                    (k.clone(), f)
+                })
+                .collect();
+            assert!(fast.len() > 100 && fast.iter().eq(general.iter()));
+        }
         assert!(differ.is_empty(), "{differ:#?}");
+    }
+
+    #[test]
+    fn member_fields_are_those_of_the_parsed_value() {
+        type Fields = Option<Vec<(String, Option<String>)>>;
+        let general = |t: &str| -> Result<Fields, JsonError> {
+            let v = parse_json("a.hjson", t)?;
+            Ok(v.as_object().map(|o| {
+                o.iter()
+                    .map(|(k, m)| {
+                        let f = m.get("target").and_then(Value::as_str).map(str::to_string);
+                        (k.clone(), f)
+                    })
+                    .collect()
+            }))
+        };
+        let fast = |t: &str| {
+            parse_json_member_fields("a.hjson", t, "target")
+                .map(|o| o.map(|m| m.into_iter().collect::<Vec<_>>()))
+        };
+        let texts = [
+            "// c\n{\n \"a\": {\"target\": \"x/y\"}\n \"b\": {\"target\": \"z\", \"n\": [1, {\"k\": null}]},\n}",
+            "{\"a\": {}, \"b\": {\"target\": 5}, \"c\": \"s\", \"d\": [1], \"e\": {\"other\": {\"target\": \"no\"}}}",
+            "{\"\\u0061\": {\"t\\u0061rget\": \"\\u00e9\"}}",
+            "[{\"target\": \"x\"}]",
+            "{}",
+            "{a: {target: x}}",
+            "{\"a\": {\"target\": \"x\"}, \"a\": {}}",
+            "{\"a\": {\"target\": \"x\", \"target\": \"y\"}}",
+            "{\"a\": {\"b\": {\"c\": 1, \"c\": 2}}}",
+            "{\"a\": {\"target\": \"x\"} junk\n}",
+            "{\"a\": {\"target\": \"x\"}",
+        ];
+        for t in texts {
+            assert_eq!(fast(t), general(t), "{t}");
+        }
+        assert_eq!(
+            fast(texts[0]).unwrap().unwrap()[0],
+            ("a".to_string(), Some("x/y".to_string()))
+        );
     }
 
     #[test]
