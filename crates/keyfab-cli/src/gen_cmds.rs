@@ -103,8 +103,9 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, (i32, String)> {
     }
 }
 
-/// `git_get_version(repo_dir, check_dir)`.
-fn git_version(repo: &Path, check: Option<&str>, quiet: bool) -> Option<String> {
+/// The `git describe` of QMK's `git_get_version(repo_dir, check_dir)`:
+/// `None` when `check_dir` does not exist (QMK runs no git then).
+fn describe(repo: &Path, check: Option<&str>) -> Option<Result<String, (i32, String)>> {
     let check_dir = match check {
         Some(c) => repo.join(c),
         None => repo.to_path_buf(),
@@ -112,17 +113,56 @@ fn git_version(repo: &Path, check: Option<&str>, quiet: bool) -> Option<String> 
     if !check_dir.exists() {
         return None;
     }
-    let cmd = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
-    match git(repo, &cmd) {
+    Some(git(repo, &DESCRIBE))
+}
+
+/// Whether [`describe`] starts git.
+fn describes(repo: &Path, check: Option<&str>) -> bool {
+    check.map_or(repo.to_path_buf(), |c| repo.join(c)).exists() && in_git_repo(repo)
+}
+
+const DESCRIBE: [&str; 5] = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
+
+/// The rest of `git_get_version`: the version, or QMK's warnings and none.
+fn git_version(described: Option<Result<String, (i32, String)>>, quiet: bool) -> Option<String> {
+    match described? {
         Ok(v) => Some(v),
         Err(_) if quiet => None,
         Err((code, stderr)) => {
             eprintln!(
                 "keyfab: warning: \"git {}\" returned error code {code}",
-                cmd.join(" ")
+                DESCRIBE.join(" ")
             );
             eprintln!("keyfab: warning: {stderr}");
             None
+        }
+    }
+}
+
+/// A git look-up: on a thread of its own when it starts git, else answered
+/// at once (a thread costs more than the answer without git).
+enum Task<'s, T> {
+    Done(T),
+    Running(std::thread::ScopedJoinHandle<'s, T>),
+}
+
+fn task<'s, T: Send + 's>(
+    s: &'s std::thread::Scope<'s, '_>,
+    starts_git: bool,
+    f: impl FnOnce() -> T + Send + 's,
+) -> Task<'s, T> {
+    if starts_git {
+        Task::Running(s.spawn(f))
+    } else {
+        Task::Done(f())
+    }
+}
+
+impl<T> Task<'_, T> {
+    fn get(self) -> T {
+        match self {
+            Task::Done(v) => v,
+            Task::Running(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
         }
     }
 }
@@ -138,17 +178,45 @@ pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool, quiet: bool) 
         return VersionInfo::skip_git(&date);
     }
     let root = ctx.tree.root();
-    let dirty = git(root, &["diff", "--quiet"]).is_err()
-        || git(root, &["diff", "--quiet", "--cached"]).is_err();
-    let version = git_version(root, None, quiet).unwrap_or_else(|| date.clone());
-    let hash = git(root, &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|_| "Unknown".into());
+    let chibios_dir = root.join("lib/chibios");
+    let contrib_dir = root.join("lib/chibios-contrib");
+    let userspace_dir = ctx.tree.userspace().map(|us| us.root.clone());
+    // QMK runs these git commands one after the other; they only read (an
+    // index refresh that finds the lock taken is skipped), so those that do
+    // start git run side by side here and are answered in QMK's order.
+    let (diff, diff_cached, version, hash, chibios, contrib, userspace) = std::thread::scope(|s| {
+        let in_repo = in_git_repo(root);
+        let diff = task(s, in_repo, || git(root, &["diff", "--quiet"]));
+        let diff_cached = task(s, in_repo, || git(root, &["diff", "--quiet", "--cached"]));
+        let version = task(s, in_repo, || describe(root, None));
+        let hash = task(s, in_repo, || git(root, &["rev-parse", "--short", "HEAD"]));
+        let chibios = task(s, describes(&chibios_dir, Some("os")), || {
+            describe(&chibios_dir, Some("os"))
+        });
+        let contrib = task(s, describes(&contrib_dir, None), || {
+            describe(&contrib_dir, None)
+        });
+        let userspace = userspace_dir
+            .as_deref()
+            .map(|us| task(s, describes(us, None), || describe(us, None)));
+        (
+            diff.get(),
+            diff_cached.get(),
+            version.get(),
+            hash.get(),
+            chibios.get(),
+            contrib.get(),
+            userspace.map(Task::get),
+        )
+    });
+    let dirty = diff.is_err() || diff_cached.is_err();
+    let version = git_version(version, quiet).unwrap_or_else(|| date.clone());
+    let hash = hash.unwrap_or_else(|_| "Unknown".into());
     let bcd = keyfab_gen::triplet_to_bcd(&version);
-    let chibios =
-        git_version(&root.join("lib/chibios"), Some("os"), quiet).unwrap_or_else(|| date.clone());
-    let contrib =
-        git_version(&root.join("lib/chibios-contrib"), None, quiet).unwrap_or_else(|| date.clone());
-    let userspace = match ctx.tree.userspace() {
-        Some(us) => git_version(&us.root, None, quiet).unwrap_or_else(|| date.clone()),
+    let chibios = git_version(chibios, quiet).unwrap_or_else(|| date.clone());
+    let contrib = git_version(contrib, quiet).unwrap_or_else(|| date.clone());
+    let userspace = match userspace {
+        Some(described) => git_version(described, quiet).unwrap_or_else(|| date.clone()),
         None => "None".into(),
     };
     VersionInfo {

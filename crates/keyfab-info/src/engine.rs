@@ -47,10 +47,15 @@ pub struct Mappings {
 /// Merged-info engine for one tree. `Send + Sync`: share it across threads.
 pub struct Engine {
     pub(crate) tree: Tree,
-    mappings: Arc<Mappings>,
-    pub(crate) schemas: Arc<SchemaStore>,
+    /// The mapping tables and the problems reading them, loaded on first
+    /// use (a keymap.json's `keymap.c` needs none).
+    /// Shared with [`Engine::renewed`] engines.
+    mappings: Arc<OnceLock<(Mappings, Vec<Diagnostic>)>>,
+    /// The schemas and the problems reading them, loaded on first use
+    /// (those compiled stay compiled in renewed engines).
+    schemas: Arc<OnceLock<(SchemaStore, Vec<Diagnostic>)>>,
     /// Problems with the mapping and schema files themselves.
-    setup: Vec<Diagnostic>,
+    setup: Arc<OnceLock<Vec<Diagnostic>>>,
     json: Memo<String, JsonFile>,
     config: Memo<String, Option<ConfigFile>>,
     rules: Memo<String, Option<Arc<str>>>,
@@ -63,13 +68,55 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads the mapping tables and schemas of `tree`. Never fails: problems
-    /// become [`Engine::setup_diagnostics`].
+    /// The engine of `tree`; its mapping tables and schemas are read when
+    /// first needed. Never fails: problems become
+    /// [`Engine::setup_diagnostics`].
     pub fn new(tree: Tree) -> Engine {
+        Engine::with_tables(tree, Arc::default(), Arc::default(), Arc::default())
+    }
+
+    /// The same tree with the same mapping tables and schemas (those
+    /// compiled stay compiled), every other file to be read again: for a
+    /// process that sees the tree change while `data/` does not (watch).
+    pub fn renewed(&self) -> Engine {
+        Engine::with_tables(
+            self.tree.clone(),
+            self.mappings.clone(),
+            self.schemas.clone(),
+            self.setup.clone(),
+        )
+    }
+
+    fn with_tables(
+        tree: Tree,
+        mappings: Arc<OnceLock<(Mappings, Vec<Diagnostic>)>>,
+        schemas: Arc<OnceLock<(SchemaStore, Vec<Diagnostic>)>>,
+        setup: Arc<OnceLock<Vec<Diagnostic>>>,
+    ) -> Engine {
+        Engine {
+            tree,
+            mappings,
+            schemas,
+            setup,
+            json: Memo::default(),
+            config: Memo::default(),
+            rules: Memo::default(),
+            headers: Memo::default(),
+            led: Memo::default(),
+            exists: Memo::default(),
+            skip_schema_validation: std::env::var("SKIP_SCHEMA_VALIDATION").is_ok_and(|v| {
+                let v = v.trim().to_lowercase();
+                ["1", "true", "t", "yes", "y", "on"].contains(&v.as_str())
+            }),
+        }
+    }
+
+    /// Reads `data/mappings`.
+    fn load_mappings(tree: &Tree) -> (Mappings, Vec<Diagnostic>) {
         let mut setup = Vec::new();
         let table = |name: &str, setup: &mut Vec<Diagnostic>| -> Value {
             let rel = format!("data/mappings/{name}");
-            match read_text(&tree, &rel) {
+            match read_text(tree, &rel) {
                 Ok(Some(text)) => match keyfab_syntax::parse_json(&rel, &text) {
                     Ok(v) => v,
                     Err(e) => {
@@ -104,6 +151,11 @@ impl Engine {
             defaults,
             info_defaults,
         };
+        (mappings, setup)
+    }
+
+    /// Reads `data/schemas`.
+    fn load_schemas(tree: &Tree) -> (SchemaStore, Vec<Diagnostic>) {
         let mut schema_files = Vec::new();
         if let Ok(entries) = std::fs::read_dir(tree.path("data/schemas")) {
             let mut names: Vec<String> = entries
@@ -114,7 +166,7 @@ impl Engine {
             names.sort();
             for name in names {
                 let rel = format!("data/schemas/{name}");
-                let parsed = match read_text(&tree, &rel) {
+                let parsed = match read_text(tree, &rel) {
                     Ok(Some(text)) => {
                         keyfab_syntax::parse_json(&rel, &text).map_err(|e| e.to_string())
                     }
@@ -125,50 +177,12 @@ impl Engine {
             }
         }
         let schemas = SchemaStore::new(schema_files);
-        for (name, e) in &schemas.load_errors {
-            setup.push(Diagnostic::error(
-                &format!("data/schemas/{name}"),
-                0,
-                e.clone(),
-            ));
-        }
-        Engine::with_tables(tree, Arc::new(mappings), Arc::new(schemas), setup)
-    }
-
-    /// The same tree with the same mapping tables and schemas (those
-    /// compiled stay compiled), every other file to be read again: for a
-    /// process that sees the tree change while `data/` does not (watch).
-    pub fn renewed(&self) -> Engine {
-        Engine::with_tables(
-            self.tree.clone(),
-            self.mappings.clone(),
-            self.schemas.clone(),
-            self.setup.clone(),
-        )
-    }
-
-    fn with_tables(
-        tree: Tree,
-        mappings: Arc<Mappings>,
-        schemas: Arc<SchemaStore>,
-        setup: Vec<Diagnostic>,
-    ) -> Engine {
-        Engine {
-            tree,
-            mappings,
-            schemas,
-            setup,
-            json: Memo::default(),
-            config: Memo::default(),
-            rules: Memo::default(),
-            headers: Memo::default(),
-            led: Memo::default(),
-            exists: Memo::default(),
-            skip_schema_validation: std::env::var("SKIP_SCHEMA_VALIDATION").is_ok_and(|v| {
-                let v = v.trim().to_lowercase();
-                ["1", "true", "t", "yes", "y", "on"].contains(&v.as_str())
-            }),
-        }
+        let setup = schemas
+            .load_errors
+            .iter()
+            .map(|(name, e)| Diagnostic::error(&format!("data/schemas/{name}"), 0, e.clone()))
+            .collect();
+        (schemas, setup)
     }
 
     pub fn tree(&self) -> &Tree {
@@ -178,28 +192,46 @@ impl Engine {
     /// The mapping tables (`info_config.hjson`, `info_rules.hjson`) and
     /// defaults, as parsed from the tree.
     pub fn mappings(&self) -> &Mappings {
-        &self.mappings
+        &self
+            .mappings
+            .get_or_init(|| Self::load_mappings(&self.tree))
+            .0
     }
 
-    /// Problems found loading `data/mappings` and `data/schemas`.
+    /// Problems found loading `data/mappings` and `data/schemas` (both are
+    /// read now if they were not yet).
     pub fn setup_diagnostics(&self) -> &[Diagnostic] {
-        &self.setup
+        self.setup.get_or_init(|| {
+            self.mappings();
+            self.schemas();
+            let m = &self.mappings.get().expect("read above").1;
+            let s = &self.schemas.get().expect("read above").1;
+            m.iter().chain(s).cloned().collect()
+        })
     }
 
     /// Problems with the schemas that showed while validating (a schema that
     /// does not compile is reported here and validates nothing).
     pub fn schema_problems(&self) -> Vec<Diagnostic> {
-        self.schemas
+        self.schemas()
             .problems()
             .into_iter()
             .map(|m| Diagnostic::error("data/schemas", 0, m))
             .collect()
     }
 
+    /// The tree's schemas.
+    pub fn schemas(&self) -> &SchemaStore {
+        &self
+            .schemas
+            .get_or_init(|| Self::load_schemas(&self.tree))
+            .0
+    }
+
     /// Validates any value against a schema of the tree by `$id`
     /// (`qmk.keyboard.v1`, `qmk.keymap.v1`, …).
     pub fn validate(&self, data: &Value, schema: &str) -> Result<(), SchemaError> {
-        self.schemas.validate(data, schema)
+        self.schemas().validate(data, schema)
     }
 
     pub(crate) fn json_file(&self, rel: &str) -> Arc<JsonFile> {
@@ -231,7 +263,7 @@ impl Engine {
                 value,
                 keyboard_schema,
             } => keyboard_schema
-                .get_or_init(|| self.schemas.validate(value, "qmk.keyboard.v1"))
+                .get_or_init(|| self.schemas().validate(value, "qmk.keyboard.v1"))
                 .clone(),
             _ => Ok(()),
         }
@@ -309,48 +341,5 @@ impl Diagnostic {
             severity: Severity::Warning,
             ..Diagnostic::error(path, line, message)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    fn copy(src: &Path, dest: &Path) {
-        std::fs::create_dir_all(dest).unwrap();
-        for e in std::fs::read_dir(src).unwrap().flatten() {
-            let to = dest.join(e.file_name());
-            if e.file_type().unwrap().is_dir() {
-                copy(&e.path(), &to);
-            } else {
-                std::fs::copy(e.path(), &to).unwrap();
-            }
-        }
-    }
-
-    #[test]
-    fn a_renewed_engine_reads_the_files_again_and_keeps_the_tables() {
-        let dir = tempfile::tempdir().unwrap();
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tree");
-        for sub in ["data", "keyboards/acme"] {
-            copy(&fixture.join(sub), &dir.path().join(sub));
-        }
-        let engine = Engine::new(Tree::open(dir.path()).unwrap());
-        let name = |e: &Engine| e.info_json("acme/board/rev1").value["keyboard_name"].clone();
-        assert_eq!(name(&engine), "board");
-        // a parent's info.json: parsed once per engine
-        let parent = dir.path().join("keyboards/acme/board/info.json");
-        let text = std::fs::read_to_string(&parent).unwrap();
-        std::fs::write(&parent, text.replace("\"board\"", "\"renamed\"")).unwrap();
-        assert_eq!(name(&engine), "board");
-        let renewed = engine.renewed();
-        assert_eq!(name(&renewed), "renamed");
-        assert!(Arc::ptr_eq(&engine.schemas, &renewed.schemas));
-        assert!(Arc::ptr_eq(&engine.mappings, &renewed.mappings));
-        assert_eq!(
-            renewed.setup_diagnostics().len(),
-            engine.setup_diagnostics().len()
-        );
     }
 }

@@ -272,7 +272,7 @@ impl Engine {
             {
                 Ok(text) => match keyfab_syntax::parse_json(&rel, &text) {
                     Ok(km) => {
-                        if let Err(e) = self.schemas.validate(&km, "qmk.keymap.v1") {
+                        if let Err(e) = self.schemas().validate(&km, "qmk.keymap.v1") {
                             m.fatal = true;
                             m.diags.push(Diagnostic {
                                 severity: Severity::Error,
@@ -1288,7 +1288,7 @@ impl Merge<'_> {
         }
         if let Err(e) = self
             .engine
-            .schemas
+            .schemas()
             .validate(&self.info, "qmk.api.keyboard.v1")
         {
             self.fatal = true;

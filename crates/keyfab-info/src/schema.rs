@@ -1,15 +1,27 @@
 //! Validation against the tree's own `data/schemas/*.jsonschema`, as QMK's
 //! `json_schema.validate` does (draft 2020-12, formats not checked). Schemas
 //! refer to each other by `$id` (`qmk.definitions.v1#/…`) or by file name
-//! (`./definitions.jsonschema#/…`); both are resolved here. Validators are
-//! compiled once per schema and shared.
+//! (`./definitions.jsonschema#/…`); both are resolved here.
+//!
+//! A generator call validates a handful of values in a process that lives a
+//! few milliseconds, while compiling a whole schema (`qmk.keyboard.v1`, and
+//! `qmk.api.keyboard.v1` and `qmk.keymap.v1` which contain it) costs more than
+//! the rest of the call. So the first [`SPECIALIZED_USES`] validations against
+//! a schema each compile only the part the value can reach (the subschemas of
+//! `properties` the value does not have become `true`); after that the whole
+//! schema is compiled once and shared, as a process validating many values
+//! (`info --all`, a build) wants.
 
 use crate::memo::Memo;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 const BASE: &str = "keyfab-schema:///";
+
+/// Validations per schema done with a validator specialised to the value
+/// before the whole schema is compiled and kept.
+pub const SPECIALIZED_USES: usize = 8;
 
 /// A schema failure: the JSON path of the offending value (dotted, as QMK
 /// prints it) and the message.
@@ -21,11 +33,16 @@ pub struct SchemaError {
 
 /// The schemas of one tree.
 pub struct SchemaStore {
-    /// File name → schema with `$id`s and `$ref`s rewritten to our URIs.
+    /// File name → schema, as read.
     files: HashMap<String, Value>,
+    /// The files with `$id`s and `$ref`s rewritten to our URIs, for the
+    /// validator's registry (made when a reference is left to resolve).
+    registry_files: OnceLock<Vec<(String, Value)>>,
     /// `$id` → file name.
     ids: HashMap<String, String>,
     compiled: Memo<String, Result<jsonschema::Validator, String>>,
+    /// Validations so far, per schema.
+    uses: Mutex<HashMap<String, usize>>,
     /// Problems loading the schema files.
     pub load_errors: Vec<(String, String)>,
     problems: Mutex<Vec<String>>,
@@ -49,17 +66,12 @@ impl SchemaStore {
                 Err(e) => load_errors.push((name, e)),
             }
         }
-        let files = raw
-            .into_iter()
-            .map(|(name, mut v)| {
-                rewrite(&mut v, &ids, true, &name);
-                (name, v)
-            })
-            .collect();
         SchemaStore {
-            files,
+            files: raw.into_iter().collect(),
             ids,
+            registry_files: OnceLock::new(),
             compiled: Memo::default(),
+            uses: Mutex::new(HashMap::new()),
             load_errors,
             problems: Mutex::new(Vec::new()),
         }
@@ -86,14 +98,24 @@ impl SchemaStore {
         self.files.contains_key(schema).then(|| schema.to_string())
     }
 
-    fn compile(&self, schema: &str) -> Result<jsonschema::Validator, String> {
+    /// The validator of `schema`; with `data`, one that validates `data`
+    /// (and only it) exactly as the whole schema's validator does.
+    fn compile(&self, schema: &str, data: Option<&Value>) -> Result<jsonschema::Validator, String> {
         // QMK falls back to `false.jsonschema` (absent: rejects everything)
         // when a schema is unknown.
         let file = self
             .file_of(schema)
             .ok_or_else(|| format!("unknown schema {schema}"))?;
         let mut stack = Vec::new();
-        let root = self.inline(&self.files[&file], &file, &mut stack, true);
+        let mut unresolved = false;
+        let root = self.inline(
+            &self.files[&file],
+            &file,
+            &mut stack,
+            true,
+            data,
+            &mut unresolved,
+        );
         // Once every reference is inlined, a schema that uses no keyword
         // whose meaning changed after draft 7 validates the same under draft 7,
         // whose meta-schema is far cheaper to set up than 2020-12's.
@@ -107,25 +129,53 @@ impl SchemaStore {
             o.remove("$schema");
             o.remove("$id");
         }
+        let opts = jsonschema::options()
+            .with_draft(draft)
+            .should_validate_formats(false)
+            .with_base_uri(format!("{BASE}{file}"));
+        if !unresolved {
+            // Every reference inlined: the schema files are not needed.
+            return opts.build(&root).map_err(|e| format!("{file}: {e}"));
+        }
+        let files = self.registry_files.get_or_init(|| {
+            let mut files: Vec<(String, Value)> = self
+                .files
+                .iter()
+                .map(|(name, v)| (name.clone(), v.clone()))
+                .collect();
+            for (name, v) in &mut files {
+                rewrite(v, &self.ids, true, name);
+            }
+            files
+        });
         let mut builder = jsonschema::Registry::new();
-        for (name, v) in &self.files {
+        for (name, v) in files {
             builder = builder
                 .add(format!("{BASE}{name}"), v)
                 .map_err(|e| format!("{name}: {e}"))?;
         }
         let registry = builder.prepare().map_err(|e| format!("{file}: {e}"))?;
-        let opts = jsonschema::options()
-            .with_draft(draft)
-            .should_validate_formats(false)
-            .with_base_uri(format!("{BASE}{file}"))
-            .with_registry(&registry);
-        opts.build(&root).map_err(|e| format!("{file}: {e}"))
+        opts.with_registry(&registry)
+            .build(&root)
+            .map_err(|e| format!("{file}: {e}"))
     }
 
     /// A copy of `node` (of schema file `doc`) with every non-recursive
     /// `$ref` replaced by its target: compiling an inlined schema is much
-    /// cheaper than letting the validator resolve each reference.
-    fn inline(&self, node: &Value, doc: &str, stack: &mut Vec<String>, top: bool) -> Value {
+    /// cheaper than letting the validator resolve each reference. With
+    /// `data` (the value `node` applies to), the subschemas of `properties`
+    /// that `data` does not have become `true`: they apply to nothing
+    /// (see [`SchemaStore::inline_properties`]). `unresolved` is set when a
+    /// `$ref` is left for the validator to resolve.
+    fn inline(
+        &self,
+        node: &Value,
+        doc: &str,
+        stack: &mut Vec<String>,
+        top: bool,
+        data: Option<&Value>,
+        unresolved: &mut bool,
+    ) -> Value {
         match node {
             Value::Object(o) => {
                 let mut out = serde_json::Map::new();
@@ -133,10 +183,15 @@ impl SchemaStore {
                     if k == "$ref" || (!top && (k == "$id" || k == "$schema")) {
                         continue;
                     }
-                    let v = if k == "enum" || k == "const" || k == "examples" {
-                        v.clone()
-                    } else {
-                        self.inline(v, doc, stack, false)
+                    let v = match k.as_str() {
+                        "enum" | "const" | "examples" => v.clone(),
+                        "properties" => self.inline_properties(v, doc, stack, data, unresolved),
+                        // Applied to the same value. (Not `not`: its schema
+                        // is part of its error message.)
+                        "allOf" | "anyOf" | "oneOf" | "if" | "then" | "else" => {
+                            self.inline(v, doc, stack, false, data, unresolved)
+                        }
+                        _ => self.inline(v, doc, stack, false, None, unresolved),
                     };
                     out.insert(k.clone(), v);
                 }
@@ -152,12 +207,15 @@ impl SchemaStore {
                 let inlined = match target {
                     Some(t) if !stack.contains(&key) => {
                         stack.push(key);
-                        let t = self.inline(t, &target_doc, stack, false);
+                        let t = self.inline(t, &target_doc, stack, false, data, unresolved);
                         stack.pop();
                         t
                     }
                     // recursive or unknown: leave it to the validator
-                    _ => serde_json::json!({"$ref": format!("{BASE}{target_doc}#{pointer}")}),
+                    _ => {
+                        *unresolved = true;
+                        serde_json::json!({"$ref": format!("{BASE}{target_doc}#{pointer}")})
+                    }
                 };
                 if out.is_empty() {
                     return inlined;
@@ -172,11 +230,40 @@ impl SchemaStore {
             }
             Value::Array(a) => Value::Array(
                 a.iter()
-                    .map(|v| self.inline(v, doc, stack, false))
+                    .map(|v| self.inline(v, doc, stack, false, data, unresolved))
                     .collect(),
             ),
             other => other.clone(),
         }
+    }
+
+    /// A `properties` map, inlined; with `data` (an object), the subschemas
+    /// of the names `data` does not have become `true`. The names all stay:
+    /// which validator jsonschema builds for `properties` (and
+    /// `additionalProperties`), and so the order it reports errors in,
+    /// depends on how many there are.
+    fn inline_properties(
+        &self,
+        props: &Value,
+        doc: &str,
+        stack: &mut Vec<String>,
+        data: Option<&Value>,
+        unresolved: &mut bool,
+    ) -> Value {
+        let (Value::Object(map), Some(Value::Object(members))) = (props, data) else {
+            return self.inline(props, doc, stack, false, None, unresolved);
+        };
+        let out = map
+            .iter()
+            .map(|(name, schema)| {
+                let v = match members.get(name) {
+                    Some(value) => self.inline(schema, doc, stack, false, Some(value), unresolved),
+                    None => Value::Bool(true),
+                };
+                (name.clone(), v)
+            })
+            .collect();
+        Value::Object(out)
     }
 
     /// `(file, JSON pointer)` a `$ref` points to from within `doc`.
@@ -197,9 +284,30 @@ impl SchemaStore {
     /// Validates `data` against the schema named by `$id` (or file name);
     /// `Err` carries the first failure, as Python's `validate` raises it.
     pub fn validate(&self, data: &Value, schema: &str) -> Result<(), SchemaError> {
-        let compiled = self
-            .compiled
-            .get(&schema.to_string(), || self.compile(schema));
+        let specialized = {
+            let mut uses = self.uses.lock().unwrap_or_else(|e| e.into_inner());
+            let n = uses.entry(schema.to_string()).or_default();
+            *n += 1;
+            *n <= SPECIALIZED_USES
+        };
+        self.validate_as(data, schema, specialized)
+    }
+
+    /// [`SchemaStore::validate`] with its choice made: a validator
+    /// specialised to `data`, or the whole schema's (compiled once, kept).
+    /// Both answer the same; the tests compare them.
+    pub fn validate_as(
+        &self,
+        data: &Value,
+        schema: &str,
+        specialized: bool,
+    ) -> Result<(), SchemaError> {
+        let compiled = if specialized {
+            std::sync::Arc::new(self.compile(schema, Some(data)))
+        } else {
+            self.compiled
+                .get(&schema.to_string(), || self.compile(schema, None))
+        };
         let validator = match compiled.as_ref() {
             Ok(v) => v,
             Err(e) => {
@@ -347,6 +455,94 @@ mod tests {
         assert_eq!(e.json_path, "a");
         let e = s.validate(&json!({"b": 10}), "t.thing.v1").unwrap_err();
         assert_eq!(e.json_path, "b");
+    }
+
+    /// A schema with wide and narrow `properties`, closed and open objects,
+    /// references (one recursive), combinators and `not`.
+    fn wide_store() -> SchemaStore {
+        let mut wide = serde_json::Map::new();
+        for i in 0..20 {
+            wide.insert(
+                format!("p{i:02}"),
+                json!({"$ref": "./definitions.jsonschema#/small"}),
+            );
+        }
+        SchemaStore::new(vec![
+            (
+                "definitions.jsonschema".into(),
+                Ok(json!({
+                    "$id": "t.definitions.v1",
+                    "small": {"type": "integer", "maximum": 9},
+                    "tree": {"type": "object", "properties": {
+                        "n": {"type": "integer"},
+                        "kids": {"type": "array", "items": {"$ref": "#/tree"}}
+                    }}
+                })),
+            ),
+            (
+                "wide.jsonschema".into(),
+                Ok(json!({
+                    "$id": "t.wide.v1",
+                    "type": "object",
+                    "not": {"required": ["forbidden"]},
+                    "properties": {
+                        "wide": {"type": "object", "properties": wide},
+                        "closed": {
+                            "type": "object",
+                            "additionalProperties": false,
+                            "required": ["x", "y"],
+                            "properties": {
+                                "x": {"type": "string"},
+                                "y": {"type": "string"},
+                                "z": {"enum": ["a", "b"]}
+                            }
+                        },
+                        "either": {"oneOf": [
+                            {"type": "object", "properties": {"k": {"const": 1}}, "required": ["k"]},
+                            {"type": "object", "properties": {"k": {"const": 2}}, "required": ["k"]}
+                        ]},
+                        "tree": {"$ref": "t.definitions.v1#/tree"},
+                        "list": {"type": "array", "items": {"type": "object", "properties": {
+                            "v": {"$ref": "./definitions.jsonschema#/small"}
+                        }}},
+                        "narrow": {"type": "object", "properties": {
+                            "a": {"type": "integer"}, "b": {"type": "integer"}
+                        }}
+                    },
+                    "allOf": [{"properties": {"wide": {"minProperties": 1}}}]
+                })),
+            ),
+        ])
+    }
+
+    #[test]
+    fn specialised_validators_answer_as_the_whole_schema() {
+        let s = wide_store();
+        let values = [
+            json!({}),
+            json!([]),
+            json!({"wide": {"p00": 1, "p05": 3}}),
+            json!({"wide": {"p19": 10, "p03": "x", "p07": 99, "zz": 1}}),
+            json!({"wide": {}}),
+            json!({"closed": {"x": "1", "y": "2", "z": "a"}}),
+            json!({"closed": {"x": 1, "w": 2, "v": 3}}),
+            json!({"closed": {"w": 2}}),
+            json!({"closed": {}}),
+            json!({"either": {"k": 3}, "tree": {"n": 1, "kids": [{"n": "x"}]}}),
+            json!({"tree": {"kids": [{"kids": [{"n": 1.5}]}]}, "forbidden": 1}),
+            json!({"list": [{"v": 1}, {"v": 12}, {"w": 1}]}),
+            json!({"narrow": {"c": 1, "d": 2, "e": 3, "f": 4, "g": 5, "h": 6, "i": 7, "j": 8, "k": 9, "b": "x", "a": "y"}}),
+            json!({"narrow": {"b": "x", "a": "y"}, "wide": {"p02": 11}}),
+        ];
+        for v in &values {
+            let whole = s.validate_as(v, "t.wide.v1", false);
+            let special = s.validate_as(v, "t.wide.v1", true);
+            assert_eq!(whole, special, "{v}");
+        }
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+        // Some of them fail, at a depth.
+        let e = s.validate_as(&values[3], "t.wide.v1", true).unwrap_err();
+        assert!(e.json_path.starts_with("wide."), "{e:?}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! JSON and HJSON, loaded the way QMK's `json_load` does: every `.json` and
 //! `.hjson` file goes through an HJSON parser, and duplicate keys are an error.
 
+use indexmap::IndexMap;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use std::fmt;
@@ -22,11 +23,7 @@ pub struct JsonError {
 /// not JSON is parsed as HJSON. Like hjson-py, a number written with a
 /// fraction or exponent whose value is whole (`1.0`, `1e3`) becomes an integer.
 pub fn parse_json(path: &str, text: &str) -> Result<Value, JsonError> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let strict = StrictValue
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|_| v));
-    let mut value = match strict {
+    let value = match strict_json(text) {
         Ok(v) => v,
         Err(e) if e.is_data() => {
             // A duplicate key in otherwise valid JSON.
@@ -37,13 +34,313 @@ pub fn parse_json(path: &str, text: &str) -> Result<Value, JsonError> {
                 message: strip_position(&e.to_string()),
             });
         }
-        Err(_) => {
-            let StrictJson(v) = deser_hjson::from_str(text).map_err(|e| to_error(path, e))?;
-            v
-        }
+        // HJSON written as JSON but for comments and line ends in place of
+        // commas (most of `data/`: the mapping tables, keyboard_aliases.hjson,
+        // keyboard.jsonschema) is read directly, far faster than by the HJSON
+        // parser; anything else, errors included, is the HJSON parser's.
+        Err(_) => match commented_json(text) {
+            Some(v) => v,
+            None => {
+                let StrictJson(v) = deser_hjson::from_str(text).map_err(|e| to_error(path, e))?;
+                v
+            }
+        },
     };
-    normalize_numbers(&mut value);
     Ok(value)
+}
+
+/// For a JSON/HJSON object whose members are objects (`keyboard_aliases.hjson`:
+/// `{"alias": {"target": "kb"}, …}`): each member's name and the value of its
+/// `field` when that is a string, in file order; `Ok(None)` when the root is
+/// not an object. What [`parse_json`] and a walk over its result give, errors
+/// included, without building thousands of small objects.
+pub fn parse_json_member_fields(
+    path: &str,
+    text: &str,
+    field: &str,
+) -> Result<Option<IndexMap<String, Option<String>>>, JsonError> {
+    let mut p = Lax {
+        text,
+        b: text.as_bytes(),
+        i: 0,
+        depth: 0,
+    };
+    if let Some(found) = p.member_fields(field) {
+        return Ok(Some(found));
+    }
+    let value = parse_json(path, text)?;
+    Ok(value.as_object().map(|members| {
+        members
+            .iter()
+            .map(|(name, v)| {
+                let f = v.get(field).and_then(Value::as_str).map(str::to_string);
+                (name.clone(), f)
+            })
+            .collect()
+    }))
+}
+
+/// Strict JSON (duplicate keys rejected).
+fn strict_json(text: &str) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    StrictValue
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|_| v))
+}
+
+/// HJSON that is JSON but for comments (`#…` and `//…` to the end of the
+/// line, `/*…*/`), commas left out at line ends, and trailing commas; `None`
+/// for anything else (quoteless keys or strings, single quotes, multi-line
+/// strings, a root without braces, duplicate keys, deep nesting), which the
+/// HJSON parser then reads. What this accepts means the same in HJSON.
+fn commented_json(text: &str) -> Option<Value> {
+    let mut p = Lax {
+        text,
+        b: text.as_bytes(),
+        i: 0,
+        depth: 0,
+    };
+    p.skip()?;
+    if !matches!(p.peek()?, b'{' | b'[') {
+        return None;
+    }
+    let v = p.value()?;
+    p.skip()?;
+    (p.i == p.b.len()).then_some(v)
+}
+
+/// The reader of [`commented_json`].
+struct Lax<'a> {
+    text: &'a str,
+    b: &'a [u8],
+    i: usize,
+    depth: usize,
+}
+
+impl Lax<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// Skips white space and comments; `Some(true)` when a line ended on
+    /// the way (not inside a `/*…*/`), `None` at a `/*` never closed.
+    fn skip(&mut self) -> Option<bool> {
+        let mut newline = false;
+        loop {
+            match (self.peek(), self.b.get(self.i + 1)) {
+                (Some(b'\n'), _) => {
+                    newline = true;
+                    self.i += 1;
+                }
+                (Some(b' ' | b'\t' | b'\r'), _) => self.i += 1,
+                (Some(b'#'), _) | (Some(b'/'), Some(b'/')) => {
+                    while !matches!(self.peek(), None | Some(b'\n')) {
+                        self.i += 1;
+                    }
+                }
+                (Some(b'/'), Some(b'*')) => {
+                    let close = self.b[self.i + 2..].windows(2).position(|w| w == b"*/")?;
+                    self.i += 2 + close + 2;
+                }
+                _ => return Some(newline),
+            }
+        }
+    }
+
+    fn value(&mut self) -> Option<Value> {
+        match self.peek()? {
+            b'{' => self.object(),
+            b'[' => self.array(),
+            b'"' => self.string().map(Value::String),
+            b't' => self.word("true", Value::Bool(true)),
+            b'f' => self.word("false", Value::Bool(false)),
+            b'n' => self.word("null", Value::Null),
+            b'-' | b'0'..=b'9' => {
+                let start = self.i;
+                while matches!(
+                    self.peek(),
+                    Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                ) {
+                    self.i += 1;
+                }
+                let n: Number = serde_json::from_str(&self.text[start..self.i]).ok()?;
+                let n = match n.as_f64().filter(|_| n.is_f64()) {
+                    Some(f) => float(f)?,
+                    None => n,
+                };
+                self.ends_here(Value::Number(n))
+            }
+            _ => None,
+        }
+    }
+
+    /// A keyword.
+    fn word(&mut self, word: &str, v: Value) -> Option<Value> {
+        if !self.b[self.i..].starts_with(word.as_bytes()) {
+            return None;
+        }
+        self.i += word.len();
+        self.ends_here(v)
+    }
+
+    /// `v`, a number or keyword, if nothing but spaces comes before the
+    /// punctuation, comment or line end that follows it (else HJSON would
+    /// read the rest of the line as a quoteless string).
+    fn ends_here(&mut self, v: Value) -> Option<Value> {
+        let mut j = self.i;
+        while matches!(self.b.get(j), Some(b' ' | b'\t')) {
+            j += 1;
+        }
+        match (self.b.get(j), self.b.get(j + 1)) {
+            (None | Some(b',' | b'}' | b']' | b'\n' | b'\r' | b'#'), _)
+            | (Some(b'/'), Some(b'/' | b'*')) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// A double-quoted string, JSON escapes and all.
+    fn string(&mut self) -> Option<String> {
+        let start = self.i;
+        let mut j = start + 1;
+        let mut escaped = false;
+        loop {
+            match *self.b.get(j)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    j += 2;
+                }
+                c if c < 0x20 => return None,
+                _ => j += 1,
+            }
+        }
+        self.i = j + 1;
+        if escaped {
+            serde_json::from_str(&self.text[start..self.i]).ok()
+        } else {
+            Some(self.text[start + 1..j].to_string())
+        }
+    }
+
+    /// The items of an array or the members of an object, up to `close`:
+    /// separated by a comma or a line end, a trailing comma allowed.
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.depth += 1;
+        if self.depth > 100 {
+            return None;
+        }
+        self.i += 1;
+        self.skip()?;
+        loop {
+            if self.peek()? == close {
+                self.i += 1;
+                self.depth -= 1;
+                return Some(());
+            }
+            item(self)?;
+            let newline = self.skip()?;
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.skip()?;
+                    if self.peek()? == b',' {
+                        return None;
+                    }
+                }
+                c if c == close => {}
+                _ if newline => {}
+                _ => return None,
+            }
+        }
+    }
+
+    fn array(&mut self) -> Option<Value> {
+        let mut items = Vec::new();
+        self.items(b']', |p| {
+            items.push(p.value()?);
+            Some(())
+        })?;
+        Some(Value::Array(items))
+    }
+
+    /// [`parse_json_member_fields`] of a root object, `None` for anything
+    /// else (the general path answers).
+    fn member_fields(&mut self, field: &str) -> Option<IndexMap<String, Option<String>>> {
+        self.skip()?;
+        if self.peek()? != b'{' {
+            return None;
+        }
+        let mut out = IndexMap::new();
+        self.items(b'}', |p| {
+            let name = p.key()?;
+            let found = if p.peek()? == b'{' {
+                p.field_of(field)?
+            } else {
+                let v = p.value()?;
+                v.get(field).and_then(Value::as_str).map(str::to_string)
+            };
+            match out.entry(name) {
+                indexmap::map::Entry::Occupied(_) => None,
+                indexmap::map::Entry::Vacant(e) => {
+                    e.insert(found);
+                    Some(())
+                }
+            }
+        })?;
+        self.skip()?;
+        (self.i == self.b.len()).then_some(out)
+    }
+
+    /// The string value of `field` in the object here, the rest read but not
+    /// kept.
+    fn field_of(&mut self, field: &str) -> Option<Option<String>> {
+        let mut names: Vec<String> = Vec::new();
+        let mut found = None;
+        self.items(b'}', |p| {
+            let name = p.key()?;
+            if names.contains(&name) || names.len() > 64 {
+                return None;
+            }
+            if name == field && p.peek()? == b'"' {
+                found = Some(p.string()?);
+            } else {
+                p.value()?;
+            }
+            names.push(name);
+            Some(())
+        })?;
+        Some(found)
+    }
+
+    /// A member's name and its colon; the value follows.
+    fn key(&mut self) -> Option<String> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let key = self.string()?;
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.i += 1;
+        }
+        if self.peek()? != b':' {
+            return None;
+        }
+        self.i += 1;
+        self.skip()?;
+        Some(key)
+    }
+
+    fn object(&mut self) -> Option<Value> {
+        let mut map = Map::new();
+        self.items(b'}', |p| {
+            let key = p.key()?;
+            let v = p.value()?;
+            if map.insert(key, v).is_some() {
+                return None; // a duplicate: the HJSON parser's error
+            }
+            Some(())
+        })?;
+        Some(Value::Object(map))
+    }
 }
 
 /// serde_json appends " at line L column C"; we print the position first.
@@ -54,18 +351,13 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-fn normalize_numbers(v: &mut Value) {
-    match v {
-        Value::Number(n) => {
-            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
-                if f.fract() == 0.0 && f.abs() < 9.0e15 {
-                    *n = Number::from(f as i64);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(normalize_numbers),
-        Value::Object(map) => map.values_mut().for_each(normalize_numbers),
-        _ => {}
+/// A number as hjson-py reads it: a fraction or exponent whose value is
+/// whole (`1.0`, `1e3`) is an integer.
+fn float(f: f64) -> Option<Number> {
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        Some(Number::from(f as i64))
+    } else {
+        Number::from_f64(f)
     }
 }
 
@@ -148,7 +440,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::Number(v.into()))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Number::from_f64(v)
+        float(v)
             .map(Value::Number)
             .ok_or_else(|| E::custom("number is not finite"))
     }
@@ -200,6 +492,167 @@ mod tests {
         .unwrap();
         assert_eq!(v["x"]["target"], "y");
         assert_eq!(v["z"], 1.5);
+    }
+
+    /// The HJSON parser's answer, for comparison with the fast paths.
+    fn hjson(text: &str) -> Value {
+        let StrictJson(v) = deser_hjson::from_str(text).unwrap();
+        v
+    }
+
+    #[test]
+    fn json_with_comments_reads_as_hjson_does() {
+        let texts = [
+            "// head\n{\n  // c\n  \"a\": 1, /* b */ \"b\": [true, null] # x\n}\n",
+            "{\"u\": \"http://x/*y*/ # z\", \"n\": 2.0 // two\n, \"q\": \"\\\"//\"}",
+            "{\n  /* many\n lines */ \"k\": {\"v\": -3e2} // é\n}",
+            "{\n \"a\": {\"t\": \"x\"}\n \"b\": [1\n 2, 3,\n ]\n \"c\": false,\n}",
+            "[\"\\u00e9\\n\", 1.5e3, -0, {}]",
+            "{\"a\":\n 1}",
+        ];
+        for t in texts {
+            assert!(commented_json(t).is_some(), "{t}");
+            assert_eq!(parse_json("c.hjson", t).unwrap(), hjson(t), "{t}");
+        }
+        let v = parse_json("c.hjson", texts[1]).unwrap();
+        assert_eq!(v["u"], "http://x/*y*/ # z");
+        assert_eq!(v["q"], "\"//");
+        assert!(v["n"].is_i64(), "{v}");
+        // Left to the HJSON parser: quoteless keys and strings, a number
+        // or keyword that is the start of a quoteless string, two items on
+        // a line without a comma, …
+        let hjson_only = [
+            "{a: 1 // c\n}",
+            "{\"a\": x // c\n}",
+            "{\"a\": 1 2\n}",
+            "{\"a\": true that\n}",
+            "{\"a\": 1 \"b\": 2}",
+            "{\"a\": \"x\" \"b\": 2}",
+            "{\"a\": 1,, \"b\": 2}",
+            "{\"a\": \'x\'}",
+            "\"a\": 1",
+            "{\"a\": 1} /* open",
+            "{\"a\": 01}",
+            "{\"a\": 1, \"a\": 2 // c\n}",
+            "{\"a\": 1 /* x\n */ \"b\": 2}",
+        ];
+        for t in hjson_only {
+            assert_eq!(commented_json(t), None, "{t}");
+        }
+    }
+
+    /// Every file of a real tree (`KEYFAB_QMK_TREE`) that is not JSON but
+    /// [`commented_json`] reads, reads as the HJSON parser reads it.
+    #[test]
+    fn real_tree_json_with_comments_reads_as_hjson_does() {
+        let Some(root) = std::env::var_os("KEYFAB_QMK_TREE") else {
+            return;
+        };
+        let root_path = std::path::PathBuf::from(root);
+        let mut dirs = vec![root_path.clone()];
+        let (mut checked, mut left, mut differ) = (0, 0, Vec::new());
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if e.file_type().unwrap().is_dir() {
+                    if !name.starts_with('.') && name != "lib" {
+                        dirs.push(p);
+                    }
+                    continue;
+                }
+                if ![".json", ".hjson", ".jsonschema"]
+                    .iter()
+                    .any(|x| name.ends_with(x))
+                {
+                    continue;
+                }
+                let Ok(text) = std::fs::read_to_string(&p) else {
+                    continue;
+                };
+                if strict_json(&text).is_ok() {
+                    continue;
+                }
+                let Some(fast) = commented_json(&text) else {
+                    left += 1;
+                    continue;
+                };
+                checked += 1;
+                let same = deser_hjson::from_str::<StrictJson>(&text)
+                    .map(|StrictJson(h)| h == fast)
+                    .unwrap_or(false);
+                if !same {
+                    differ.push(p.display().to_string());
+                }
+            }
+        }
+        eprintln!("{checked} HJSON files read as JSON with comments, {left} by the HJSON parser");
+        let aliases = root_path.join("data/mappings/keyboard_aliases.hjson");
+        if let Ok(text) = std::fs::read_to_string(&aliases) {
+            let fast = parse_json_member_fields("a", &text, "target")
+                .unwrap()
+                .unwrap();
+            let v = parse_json("a", &text).unwrap();
+            let general: IndexMap<String, Option<String>> = v
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, m)| {
+                    let f = m.get("target").and_then(Value::as_str).map(str::to_string);
+                    (k.clone(), f)
+                })
+                .collect();
+            assert!(fast.len() > 100 && fast.iter().eq(general.iter()));
+        }
+        assert!(differ.is_empty(), "{differ:#?}");
+    }
+
+    #[test]
+    fn member_fields_are_those_of_the_parsed_value() {
+        type Fields = Option<Vec<(String, Option<String>)>>;
+        let general = |t: &str| -> Result<Fields, JsonError> {
+            let v = parse_json("a.hjson", t)?;
+            Ok(v.as_object().map(|o| {
+                o.iter()
+                    .map(|(k, m)| {
+                        let f = m.get("target").and_then(Value::as_str).map(str::to_string);
+                        (k.clone(), f)
+                    })
+                    .collect()
+            }))
+        };
+        let fast = |t: &str| {
+            parse_json_member_fields("a.hjson", t, "target")
+                .map(|o| o.map(|m| m.into_iter().collect::<Vec<_>>()))
+        };
+        let texts = [
+            "// c\n{\n \"a\": {\"target\": \"x/y\"}\n \"b\": {\"target\": \"z\", \"n\": [1, {\"k\": null}]},\n}",
+            "{\"a\": {}, \"b\": {\"target\": 5}, \"c\": \"s\", \"d\": [1], \"e\": {\"other\": {\"target\": \"no\"}}}",
+            "{\"\\u0061\": {\"t\\u0061rget\": \"\\u00e9\"}}",
+            "[{\"target\": \"x\"}]",
+            "{}",
+            "{a: {target: x}}",
+            "{\"a\": {\"target\": \"x\"}, \"a\": {}}",
+            "{\"a\": {\"target\": \"x\", \"target\": \"y\"}}",
+            "{\"a\": {\"b\": {\"c\": 1, \"c\": 2}}}",
+            "{\"a\": {\"target\": \"x\"} junk\n}",
+            "{\"a\": {\"target\": \"x\"}",
+        ];
+        for t in texts {
+            assert_eq!(fast(t), general(t), "{t}");
+        }
+        assert_eq!(
+            fast(texts[0]).unwrap().unwrap()[0],
+            ("a".to_string(), Some("x/y".to_string()))
+        );
+    }
+
+    #[test]
+    fn duplicate_key_in_json_with_comments_is_the_hjson_error() {
+        let t = "{\n // c\n \"a\": 1,\n \"a\": 2\n}";
+        let e = parse_json("m.hjson", t).unwrap_err();
+        let h = deser_hjson::from_str::<StrictJson>(t).err().unwrap();
+        assert_eq!(e, to_error("m.hjson", h));
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod json;
 mod rules_mk;
 
 pub use config_h::{parse_config_h, ConfigH, ConfigValue};
-pub use json::{parse_json, JsonError};
+pub use json::{parse_json, parse_json_member_fields, JsonError};
 pub use rules_mk::{parse_rules_mk, RulesMk};
 
 /// A problem found while parsing, located in its file.

@@ -81,21 +81,19 @@ impl Tree {
         let Some(text) = self.read_text(path)? else {
             return Ok(IndexMap::new());
         };
-        let value = keyfab_syntax::parse_json(&self.display(path), &text)?;
-        let Some(obj) = value.as_object() else {
+        let entries =
+            keyfab_syntax::parse_json_member_fields(&self.display(path), &text, "target")?;
+        let Some(entries) = entries else {
             return Err(TreeError::Invalid {
                 path: self.display(path),
                 message: "root must be an object".into(),
             });
         };
-        let mut out = IndexMap::new();
-        for (alias, entry) in obj {
-            // An entry without a target resolves to itself, as in QMK.
-            if let Some(target) = entry.get("target").and_then(|t| t.as_str()) {
-                out.insert(alias.clone(), target.to_string());
-            }
-        }
-        Ok(out)
+        // An entry without a target resolves to itself, as in QMK.
+        Ok(entries
+            .into_iter()
+            .filter_map(|(alias, target)| Some((alias, target?)))
+            .collect())
     }
 
     /// `DEFAULT_FOLDER` from `keyboards/<name>/rules.mk` alone, if set.
