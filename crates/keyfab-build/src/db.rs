@@ -33,7 +33,8 @@ pub struct SourceFile {
     pub digest: Option<Digest>,
 }
 
-/// A folder's entries, sorted (empty when the folder does not exist).
+/// A folder's entries, sorted, sub-folders ending in `/` (empty when the
+/// folder does not exist).
 #[salsa::input(debug)]
 pub struct Listing {
     #[returns(ref)]
@@ -148,6 +149,44 @@ pub(crate) fn tool_identity(program: &str) -> Option<Digest> {
         .unwrap()
         .insert(program.to_string(), (path, binary, id));
     Some(id)
+}
+
+/// Folder listings read in this process, by absolute path, with the
+/// folder's stamp then: a sweep's targets share parent folders (QMK's
+/// `keyboards/handwired` holds hundreds of keyboards).
+static LISTINGS: std::sync::LazyLock<Mutex<ListingMemo>> = std::sync::LazyLock::new(Mutex::default);
+type ListingMemo = HashMap<PathBuf, (FileStamp, Vec<String>)>;
+
+/// A folder's entries, sorted; sub-folders end in `/` (from the entry's
+/// type, no stat). Empty when the folder does not exist. Read again only
+/// when the folder's stamp changed (entries added, removed or renamed) or
+/// is too recent to trust.
+fn folder_listing(abs: &Path) -> Vec<String> {
+    let now = stamp(abs);
+    if let (Some(now), Some((old, names))) = (now, LISTINGS.lock().unwrap().get(abs)) {
+        if *old == now && !recent(old) {
+            return names.clone();
+        }
+    }
+    let mut names: Vec<String> = std::fs::read_dir(abs)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let dir = e.file_type().is_ok_and(|t| t.is_dir());
+                    Some(if dir { format!("{name}/") } else { name })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    if let Some(now) = now {
+        LISTINGS
+            .lock()
+            .unwrap()
+            .insert(abs.to_path_buf(), (now, names.clone()));
+    }
+    names
 }
 
 /// The cache entry of a program's identity: by its path and binary digest
@@ -311,15 +350,7 @@ impl BuildDb {
     }
 
     fn read_listing(&self, path: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.abs(path))
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        folder_listing(&self.abs(path))
     }
 
     /// Re-reads the inputs for `changed` paths (tree-relative or absolute):
@@ -492,7 +523,8 @@ pub fn folder_inputs(db: &dyn Db, listing: Listing) -> Vec<(PathBuf, Digest)> {
     let names = listing.names(db);
     let mut out = vec![(folder.join("."), Digest::of(names.join("\n").as_bytes()))];
     for name in names {
-        if name.ends_with(".c") {
+        // C sources are compiled, not read by make; folders are in the listing.
+        if name.ends_with(".c") || name.ends_with('/') {
             continue;
         }
         let path = folder.join(name);
