@@ -3,6 +3,53 @@
 
 use std::path::{Path, PathBuf};
 
+/// Top-level folders of the tree whose changes never affect builds: build
+/// output and VCS metadata.
+const UNWATCHED: [&str; 4] = [".build", ".git", ".hg", ".svn"];
+
+/// What to watch in a tree, `(path, recursively)`: the root itself (its
+/// files, new folders), each of its folders but build output and VCS
+/// metadata (a build writes and opens thousands of files in `.build`, events
+/// only to drop), and of `.git` what moves the revision (`HEAD`, the index,
+/// refs) for [`Revision`]. A top-level folder made later is watched by
+/// [`watch_for`] when its event comes.
+pub fn watch_roots(root: &Path) -> Vec<(PathBuf, bool)> {
+    let mut out = vec![(root.to_path_buf(), false)];
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return out;
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        out.extend(watch_for(root, &d));
+    }
+    out
+}
+
+/// The watches a top-level folder `dir` of `root` needs (none for build
+/// output; `.git`'s own files and its refs).
+pub fn watch_for(root: &Path, dir: &Path) -> Vec<(PathBuf, bool)> {
+    if dir.parent() != Some(root) || !dir.is_dir() {
+        return Vec::new();
+    }
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    if name == ".git" {
+        let mut out = vec![(dir.to_path_buf(), false)];
+        if dir.join("refs").is_dir() {
+            out.push((dir.join("refs"), true));
+        }
+        return out;
+    }
+    if UNWATCHED.contains(&name.as_ref()) {
+        return Vec::new();
+    }
+    vec![(dir.to_path_buf(), true)]
+}
+
 /// Does a change to `path` (inside `root`) affect builds? Build output,
 /// VCS metadata and editors' temporary and swap files do not.
 pub fn is_relevant(root: &Path, path: &Path) -> bool {
@@ -15,10 +62,7 @@ pub fn is_relevant(root: &Path, path: &Path) -> bool {
     let Some(first) = components.next() else {
         return false;
     };
-    if matches!(
-        first.as_str(),
-        ".build" | ".git" | ".hg" | ".svn" | "compile_commands.json"
-    ) {
+    if UNWATCHED.contains(&first.as_str()) || first == "compile_commands.json" {
         return false;
     }
     let name = path
@@ -208,6 +252,39 @@ mod tests {
             describe_changes(&["a".into(), "b".into(), "c".into(), "d".into()]),
             "a, b and 2 more"
         );
+    }
+
+    #[test]
+    fn build_output_and_git_objects_are_not_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in [
+            ".build/obj",
+            ".git/refs/heads",
+            ".git/objects/ab",
+            "keyboards/x",
+            "quantum",
+        ] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("Makefile"), "").unwrap();
+        let got = watch_roots(root);
+        let want: Vec<(PathBuf, bool)> = vec![
+            (root.to_path_buf(), false),
+            (root.join(".git"), false),
+            (root.join(".git/refs"), true),
+            (root.join("keyboards"), true),
+            (root.join("quantum"), true),
+        ];
+        assert_eq!(got, want);
+        // a folder made later, at the top or deeper (notify follows those)
+        std::fs::create_dir_all(root.join("users/me")).unwrap();
+        assert_eq!(
+            watch_for(root, &root.join("users")),
+            [(root.join("users"), true)]
+        );
+        assert!(watch_for(root, &root.join("users/me")).is_empty());
+        assert!(watch_for(root, &root.join(".build")).is_empty());
     }
 
     #[test]

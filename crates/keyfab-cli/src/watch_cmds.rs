@@ -79,9 +79,20 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
             }
         }
     })?;
-    watcher
-        .watch(tree.root(), RecursiveMode::Recursive)
-        .with_context(|| format!("watching {}", tree.root().display()))?;
+    let mut watch_more = |watches: Vec<(PathBuf, bool)>| -> anyhow::Result<()> {
+        for (path, recursive) in watches {
+            let mode = if recursive {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
+            watcher
+                .watch(&path, mode)
+                .with_context(|| format!("watching {}", path.display()))?;
+        }
+        Ok(())
+    };
+    watch_more(watch::watch_roots(tree.root()))?;
 
     let debounce = Duration::from_millis(a.debounce_ms);
     let mut builds = 0usize;
@@ -158,6 +169,16 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
                 revision.saw(&[tree.root().join(".git/HEAD")]);
             } else {
                 revision.saw(batch.iter().map(|(p, _)| p));
+            }
+            // A folder made or moved in at the top: watch it too (what was
+            // written in it before is read by the refresh below).
+            for (p, _) in batch
+                .iter()
+                .filter(|(p, _)| p.parent() == Some(tree.root()))
+            {
+                if let Err(e) = watch_more(watch::watch_for(tree.root(), p)) {
+                    eprintln!("keyfab: warning: {e:#}");
+                }
             }
             if !relevant.is_empty() {
                 // Every known input, not only the paths the events named: a

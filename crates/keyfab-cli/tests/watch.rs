@@ -603,3 +603,27 @@ fn a_mapping_table_edit_reaches_the_generated_headers() {
         std::fs::read_to_string(tree.join(".build/obj_solo_default/src/info_config.h")).unwrap();
     assert!(header.contains("#    define SOLO_PID 0x1311"), "{header}");
 }
+
+#[test]
+fn a_top_level_folder_made_during_the_session_is_watched_and_build_output_is_not() {
+    let (_t, tree, w) = watch_solo(4);
+    // the build's own output (.build, the firmware copy) is not an edit
+    std::fs::write(tree.join(".build/scratch.txt"), "x").unwrap();
+    w.quiet_for(400);
+    std::fs::create_dir(tree.join("extra")).unwrap();
+    let made = w.next();
+    assert!(made.starts_with("changed extra → solo:default"), "{made}");
+    settle();
+    // a file in it: seen, so the new folder is watched
+    std::fs::write(tree.join("extra/notes.c"), "int x;\n").unwrap();
+    let line = w.next();
+    assert!(
+        line.starts_with("changed extra/notes.c → solo:default"),
+        "{line}"
+    );
+    settle();
+    std::fs::create_dir_all(tree.join("extra/deeper")).unwrap();
+    std::fs::write(tree.join("extra/deeper/more.c"), "int y;\n").unwrap();
+    let line = w.next();
+    assert!(line.contains("extra/deeper"), "{line}");
+}
