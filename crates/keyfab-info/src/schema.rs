@@ -43,6 +43,9 @@ pub struct SchemaStore {
     compiled: Memo<String, Result<jsonschema::Validator, String>>,
     /// Validations so far, per schema.
     uses: Mutex<HashMap<String, usize>>,
+    /// Regular expressions of `pattern`s, compiled once for every validator
+    /// built (the specialised ones repeat the same `pattern`s).
+    patterns: jsonschema::PatternCache,
     /// Problems loading the schema files.
     pub load_errors: Vec<(String, String)>,
     problems: Mutex<Vec<String>>,
@@ -72,6 +75,7 @@ impl SchemaStore {
             registry_files: OnceLock::new(),
             compiled: Memo::default(),
             uses: Mutex::new(HashMap::new()),
+            patterns: jsonschema::PatternCache::new(),
             load_errors,
             problems: Mutex::new(Vec::new()),
         }
@@ -132,6 +136,7 @@ impl SchemaStore {
         let opts = jsonschema::options()
             .with_draft(draft)
             .should_validate_formats(false)
+            .with_pattern_cache(self.patterns.clone())
             .with_base_uri(format!("{BASE}{file}"));
         if !unresolved {
             // Every reference inlined: the schema files are not needed.
