@@ -215,15 +215,28 @@ impl<'a> Executor<'a> {
                 log,
             });
         }
-        let (code, log) = run(&self.tree, argv, &[])?;
+        self.run_checked(argv, &[], step)?;
+        Ok(())
+    }
+
+    /// Runs `argv` in the tree and returns what it printed; a non-zero exit
+    /// is the failed `step`, or an interruption when Ctrl-C killed it.
+    fn run_checked(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        step: impl FnOnce() -> String,
+    ) -> Result<String, BuildError> {
+        let (code, log) = run(&self.tree, argv, env)?;
         if code != 0 {
+            self.check_cancel()?;
             return Err(BuildError::StepFailed {
                 step: step(),
                 code,
                 log,
             });
         }
-        Ok(())
+        Ok(log)
     }
 
     /// Runs every step of `plan`: generators, compiles in parallel, link,
@@ -433,16 +446,7 @@ impl<'a> Executor<'a> {
         }
         self.check_cancel()?;
         let started = Instant::now();
-        let (code, log) = run(&self.tree, argv, &[])?;
-        if code != 0 {
-            // A compiler killed by Ctrl-C is an interruption, not an error.
-            self.check_cancel()?;
-            return Err(BuildError::StepFailed {
-                step: format!("compiling {source}"),
-                code,
-                log,
-            });
-        }
+        let log = self.run_checked(argv, &[], || format!("compiling {source}"))?;
         let duration = started.elapsed();
         // The compiler wrote the depfile to depfile_tmp; make moves it.
         let mut headers = Vec::new();
@@ -606,27 +610,10 @@ impl<'a> Executor<'a> {
         }
         self.check_cancel()?;
         let started = Instant::now();
-        let (code, log) = run(&self.tree, argv, env)?;
-        if code != 0 {
-            // A compiler killed by Ctrl-C is an interruption, not an error.
-            self.check_cancel()?;
-            return Err(BuildError::StepFailed {
-                step: format!("{kind} {output}"),
-                code,
-                log,
-            });
-        }
+        let log = self.run_checked(argv, env, || format!("{kind} {output}"))?;
         for cmd in then {
             // Their output was sent to /dev/null by the recipe: shown only on failure.
-            let (code, log) = run(&self.tree, cmd, &[])?;
-            if code != 0 {
-                self.check_cancel()?;
-                return Err(BuildError::StepFailed {
-                    step: format!("{kind} {output}: {}", cmd.join(" ")),
-                    code,
-                    log,
-                });
-            }
+            self.run_checked(cmd, &[], || format!("{kind} {output}: {}", cmd.join(" ")))?;
         }
         let out_path = self.abs(output);
         let map_path = map.as_deref().map(|m| self.abs(m));
@@ -722,18 +709,6 @@ pub fn identify_tool(
         binary,
     }
     .digest())
-}
-
-/// [`identify_tool`] hashing the binary directly (no cache at hand).
-pub fn tool_identity(program: &str) -> Result<Digest, BuildError> {
-    identify_tool(program, |p| {
-        std::fs::read(p)
-            .map(|b| Digest::of(&b))
-            .map_err(|e| BuildError::Io {
-                path: p.display().to_string(),
-                message: e.to_string(),
-            })
-    })
 }
 
 /// Environment variables that change what GCC produces (`__DATE__` follows

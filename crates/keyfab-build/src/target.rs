@@ -369,8 +369,6 @@ pub fn build_target_in(
     if planned.from_cache {
         exec.run_parse_time(&plan).map_err(build_err)?;
     }
-    let keys = db::object_keys(db, input);
-    exec.know_tools(&db.tool_identities());
     let gen_started = Instant::now();
     exec.run_generators(&plan, log).map_err(build_err)?;
     let build = match up_to_date(tree, cas, db, &clock, &target.name(), &plan, opts) {
@@ -381,6 +379,9 @@ pub fn build_target_in(
             report
         }
         None => {
+            // Only now: the shortcut needs no object keys.
+            let keys = db::object_keys(db, input);
+            exec.know_tools(&db.tool_identities());
             let mut report = exec.run_steps(&plan, keys, log).map_err(build_err)?;
             report.duration_ms = gen_started.elapsed().as_millis();
             report

@@ -784,9 +784,7 @@ fn rebuild_and_compare(
     copy_tree(root, &copy)?;
     let faketime = keyfab_build::exec::resolve_program("faketime");
     let exe = std::env::current_exe()?;
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = crate::build_cmds::jobs(a.jobs);
     let mut groups: BTreeMap<Settings, Vec<(usize, Recorded)>> = BTreeMap::new();
     for (i, r) in pending {
         groups

@@ -5,6 +5,7 @@ use anyhow::{bail, Context as _};
 use keyfab_build::{db::BuildDb, exec::Executor, plan, probe, provenance::Log, target};
 use keyfab_cas::{CommandKey, Digest, LocalCas, NewAction, RunClock};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let tree = &ctx.tree;
@@ -32,12 +33,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let mut opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
     crate::audit_cmds::pin_date_macros(&mut opts.env);
-    let cas = std::sync::Arc::new(
-        LocalCas::open(&opts.cache_dir)
-            .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?,
-    );
-    // One connection: the databases' file digests use its stat table too.
-    keyfab_build::db::use_stat_cache(cas.clone());
+    let cas = open_cache(&opts, false)?;
     let mut db = BuildDb::new(tree.root());
     if a.dry_run || a.compiledb {
         let (planned, _) =
@@ -53,9 +49,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = jobs(a.jobs);
     let exec = Executor::new(tree.root(), &cas, jobs);
     exec.set_generator_host(crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe));
     let command: Vec<String> = std::env::args().collect();
@@ -162,6 +156,28 @@ pub fn summary_line(r: &target::TargetReport) -> String {
             ""
         }
     )
+}
+
+/// The cache of `opts`, as one shared connection: the build databases' file
+/// digests go through its stat table too. `preload`: read the whole stat
+/// table at once (a sweep or a watch session looks at most files of the
+/// tree, many again and again).
+pub fn open_cache(opts: &target::Options, preload: bool) -> anyhow::Result<Arc<LocalCas>> {
+    let cas = Arc::new(
+        LocalCas::open(&opts.cache_dir)
+            .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?,
+    );
+    keyfab_build::db::use_stat_cache(cas.clone());
+    if preload {
+        cas.preload_stat_cache()
+            .context("reading the cache's stat table")?;
+    }
+    Ok(cas)
+}
+
+/// `-j`, else the number of cores.
+pub fn jobs(requested: Option<usize>) -> usize {
+    requested.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Build options shared by every target of a run.

@@ -179,8 +179,6 @@ pub struct Env<'a> {
     engine: Option<Engine>,
     /// An engine shared with other calls (in-process generation).
     shared: Option<&'a Engine>,
-    /// The alias table, loaded once for such calls.
-    aliases: Option<&'a keyfab_tree::Aliases>,
     pub cwd: PathBuf,
     pub year: i32,
     /// Keep QMK's informational messages to ourselves (in-process calls:
@@ -194,7 +192,6 @@ impl<'a> Env<'a> {
             ctx,
             engine: None,
             shared: None,
-            aliases: None,
             cwd: std::env::current_dir().context("cannot read the current folder")?,
             year: crate::gen_cmds::current_year(),
             quiet: false,
@@ -212,10 +209,8 @@ impl<'a> Env<'a> {
     /// QMK's `keyboard_folder`: aliases and `DEFAULT_FOLDER` resolved; the
     /// result must be a keyboard.
     fn keyboard(&self, requested: &str) -> anyhow::Result<String> {
-        let res = match self.aliases {
-            Some(a) => self.ctx.tree.resolve_with(requested, a)?,
-            None => self.ctx.tree.resolve_keyboard(requested)?,
-        };
+        // The tree parses its alias table once per change of the file.
+        let res = self.ctx.tree.resolve_keyboard(requested)?;
         if !self.ctx.tree.is_keyboard(&res.keyboard) {
             bail!("invalid keyboard_folder value: {requested:?}");
         }
@@ -679,9 +674,6 @@ pub struct InProcessGenerators {
     ctx: Context,
     exe: String,
     engine: std::sync::OnceLock<Engine>,
-    /// The alias table, read once (`None`: unreadable; every call then
-    /// reads it again and reports why).
-    aliases: std::sync::OnceLock<Option<keyfab_tree::Aliases>>,
     year: i32,
 }
 
@@ -701,7 +693,6 @@ impl InProcessGenerators {
             },
             exe: exe.display().to_string(),
             engine: std::sync::OnceLock::new(),
-            aliases: std::sync::OnceLock::new(),
             year: crate::gen_cmds::current_year(),
         })
     }
@@ -724,30 +715,12 @@ impl InProcessGenerators {
         self.ctx.tree.root() == tree.root() && self.ctx.tree.userspace() == tree.userspace()
     }
 
-    fn aliases(&self) -> Option<&keyfab_tree::Aliases> {
-        self.aliases
-            .get_or_init(|| self.ctx.tree.aliases().ok())
-            .as_ref()
-    }
-
-    /// `Tree::resolve_keyboard` with the generators' alias table (read once).
-    pub fn resolve_keyboard(
-        &self,
-        requested: &str,
-    ) -> Result<keyfab_tree::Resolution, keyfab_tree::TreeError> {
-        match self.aliases() {
-            Some(a) => self.ctx.tree.resolve_with(requested, a),
-            None => self.ctx.tree.resolve_keyboard(requested),
-        }
-    }
-
     fn run(&self, kind: Kind, a: &QmkArgs, output: &Path) -> anyhow::Result<()> {
         let engine = self.engine();
         let mut env = Env {
             ctx: &self.ctx,
             engine: None,
             shared: Some(engine),
-            aliases: self.aliases(),
             cwd: self.ctx.tree.root().to_path_buf(),
             year: self.year,
             quiet: true,

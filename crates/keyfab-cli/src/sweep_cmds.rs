@@ -5,7 +5,6 @@ use anyhow::Context as _;
 use clap::Args;
 use keyfab_build::exec::Executor;
 use keyfab_build::sweep::{filter::Filter, report, run, select, shard};
-use keyfab_cas::LocalCas;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -113,19 +112,8 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
     let notes = crate::audit_cmds::reproducible_env(tree.root(), a.reproducible);
     let mut opts = crate::build_cmds::options(ctx, &a.env, a.qmk_bin.as_deref(), false)?;
     crate::audit_cmds::pin_date_macros(&mut opts.env);
-    let cas = std::sync::Arc::new(
-        LocalCas::open(&opts.cache_dir)
-            .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?,
-    );
-    // One connection: the databases' file digests use its stat table too.
-    keyfab_build::db::use_stat_cache(cas.clone());
-    // Most files of the tree will be looked at, many of them again and again:
-    // one query for the whole stat table beats one per file.
-    cas.preload_stat_cache()
-        .context("reading the cache's stat table")?;
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cas = crate::build_cmds::open_cache(&opts, true)?;
+    let jobs = crate::build_cmds::jobs(a.jobs);
     let cancel = cancel_flag();
     let exec = Executor::new(tree.root(), &cas, jobs).with_cancel(cancel.clone());
     // One engine for the whole sweep: the tree does not change under it.

@@ -25,19 +25,8 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
     let notes = crate::audit_cmds::reproducible_env(tree.root(), false);
     let mut opts = options(ctx, &a.env, None, false)?;
     crate::audit_cmds::pin_date_macros(&mut opts.env);
-    let cas = std::sync::Arc::new(
-        LocalCas::open(&opts.cache_dir)
-            .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?,
-    );
-    // One connection: the databases' file digests use its stat table too.
-    keyfab_build::db::use_stat_cache(cas.clone());
-    // Most files of the tree will be looked at, many of them again and again:
-    // one query for the whole stat table beats one per file.
-    cas.preload_stat_cache()
-        .context("reading the cache's stat table")?;
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cas = crate::build_cmds::open_cache(&opts, true)?;
+    let jobs = crate::build_cmds::jobs(a.jobs);
     // Ctrl-C: a running build stops (its compilers, killed by the same
     // Ctrl-C, are an interruption, not a failure to report or record).
     let stop = Arc::new(AtomicBool::new(false));
@@ -230,10 +219,7 @@ fn build_all(
             let Some((kb, km)) = t.split_once(':') else {
                 bail!("{t}: expected KEYBOARD:KEYMAP")
             };
-            let res = match &host {
-                Some(h) if h.sees(tree) => h.resolve_keyboard(kb)?,
-                _ => tree.resolve_keyboard(kb)?,
-            };
+            let res = tree.resolve_keyboard(kb)?;
             let (layouts, _) = keyfab_info::community_layouts(engine, &res.keyboard);
             let target = target::resolve(tree, &res.keyboard, km, &layouts)?;
             let log = Log::default();

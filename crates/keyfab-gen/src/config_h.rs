@@ -44,20 +44,13 @@ fn py_iter_str(v: &Value) -> Result<Vec<String>> {
         Value::Array(a) => a.iter().map(py_str).collect(),
         Value::String(s) => s.chars().map(String::from).collect(),
         Value::Object(o) => o.keys().cloned().collect(),
-        other => return err(format!("'{}' object is not iterable", py_kind(other))),
+        other => {
+            return err(format!(
+                "'{}' object is not iterable",
+                keyfab_info::dotty::py_type(other)
+            ))
+        }
     })
-}
-
-fn py_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "NoneType",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_f64() => "float",
-        Value::Number(_) => "int",
-        Value::String(_) => "str",
-        Value::Array(_) => "list",
-        Value::Object(_) => "dict",
-    }
 }
 
 /// `x or 'NO_PIN'`, then `str`.
@@ -167,7 +160,12 @@ fn py_iter_str_values(v: &Value) -> Result<Vec<Value>> {
         Value::Array(a) => a.clone(),
         Value::String(s) => s.chars().map(|c| Value::String(c.to_string())).collect(),
         Value::Object(o) => o.keys().map(|k| Value::String(k.clone())).collect(),
-        other => return err(format!("'{}' object is not iterable", py_kind(other))),
+        other => {
+            return err(format!(
+                "'{}' object is not iterable",
+                keyfab_info::dotty::py_type(other)
+            ))
+        }
     })
 }
 

@@ -52,13 +52,14 @@ pub type Aliases = IndexMap<String, String>;
 #[derive(Debug)]
 pub(crate) struct AliasMemo {
     stamp: Option<(u64, i64, i64, u64)>,
-    table: Aliases,
+    table: std::sync::Arc<Aliases>,
 }
 
 impl Tree {
     /// The alias table, `alias → target`. A missing file is an empty table.
-    /// Parsed once per change of the file (by its size, mtime and inode).
-    pub fn aliases(&self) -> Result<Aliases, TreeError> {
+    /// Parsed once per change of the file (by its size, mtime and inode),
+    /// and shared by this tree's clones.
+    pub fn aliases(&self) -> Result<std::sync::Arc<Aliases>, TreeError> {
         let path = self.root.join("data/mappings/keyboard_aliases.hjson");
         let stamp = std::fs::metadata(&path).ok().map(|m| {
             use std::os::unix::fs::MetadataExt;
@@ -69,7 +70,7 @@ impl Tree {
                 return Ok(memo.table.clone());
             }
         }
-        let table = self.read_aliases(&path)?;
+        let table = std::sync::Arc::new(self.read_aliases(&path)?);
         *self.aliases.lock().unwrap() = Some(AliasMemo {
             stamp,
             table: table.clone(),
