@@ -15,6 +15,7 @@
 //! salsa's lazy-input example) and in [`BuildDb::refresh`]; make and the
 //! compilers are run by [`crate::plan_cache`] and [`crate::exec`].
 
+use crate::generated::GeneratedRecord;
 use crate::plan::{Plan, Step};
 use keyfab_cas::{Digest, DirectKey};
 use salsa::{Durability, Setter};
@@ -67,6 +68,16 @@ pub struct TargetInput {
     pub planned: Option<Arc<PlanRecord>>,
 }
 
+/// A generator call (by its head key, see [`crate::generated`]) and the
+/// outputs it gave before, newest first, each with what it read.
+#[salsa::input(debug)]
+pub struct GeneratorInput {
+    #[returns(copy)]
+    pub head: keyfab_cas::ActionKey,
+    #[returns(ref)]
+    pub known: Arc<Vec<GeneratedRecord>>,
+}
+
 /// A plan and what it was made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanRecord {
@@ -108,6 +119,7 @@ struct Inputs {
     listings: HashMap<PathBuf, Listing>,
     tools: HashMap<String, Toolchain>,
     targets: HashMap<String, TargetInput>,
+    generators: HashMap<keyfab_cas::ActionKey, GeneratorInput>,
 }
 
 /// What we compare to decide a file may have changed.
@@ -168,18 +180,8 @@ fn folder_listing(abs: &Path) -> Vec<String> {
             return names.clone();
         }
     }
-    let mut names: Vec<String> = std::fs::read_dir(abs)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().into_string().ok()?;
-                    let dir = e.file_type().is_ok_and(|t| t.is_dir());
-                    Some(if dir { format!("{name}/") } else { name })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
+    // The form generator calls record their folder reads in.
+    let names = keyfab_tree::reads::folder_names(abs);
     if let Some(now) = now {
         LISTINGS
             .lock()
@@ -423,6 +425,33 @@ impl BuildDb {
         self.refresh(&paths)
     }
 
+    /// The input of a generator call, made once per head key; `load` gives
+    /// the outputs the cache knows for it (read when the input is made).
+    pub fn generator(
+        &self,
+        head: keyfab_cas::ActionKey,
+        load: impl FnOnce() -> Vec<GeneratedRecord>,
+    ) -> GeneratorInput {
+        if let Some(g) = self.inputs.lock().unwrap().generators.get(&head) {
+            return *g;
+        }
+        let g = GeneratorInput::new(self, head, Arc::new(load()));
+        self.inputs.lock().unwrap().generators.insert(head, g);
+        g
+    }
+
+    /// Records an output a generator call just gave (first: newest).
+    pub fn add_generated(&mut self, call: GeneratorInput, record: GeneratedRecord) {
+        let known = call.known(self);
+        if known.first() == Some(&record) {
+            return;
+        }
+        let mut now = vec![record.clone()];
+        now.extend(known.iter().filter(|r| **r != record).cloned());
+        now.truncate(keyfab_cas::manifest::MAX_ENTRIES);
+        call.set_known(self).to(Arc::new(now));
+    }
+
     /// The input of a target, made once per name; its folders and files are
     /// updated when they differ (a keymap that moved).
     ///
@@ -567,6 +596,31 @@ pub fn plan_fresh(db: &dyn Db, target: TargetInput) -> bool {
             .makefiles
             .iter()
             .all(|(p, d)| db.file(p).digest(db) == Some(*d))
+}
+
+/// The output of a generator call that still holds: the newest one known
+/// whose every read is unchanged (files by digest, presence, folder
+/// listings). `None`: the call must run.
+#[salsa::tracked(returns(copy))]
+pub fn generated(db: &dyn Db, call: GeneratorInput) -> Option<Digest> {
+    use crate::generated::{absent, decode_read, listing_digest, present, ReadKind};
+    let holds = |(encoded, want): &(PathBuf, Digest)| {
+        let Some((kind, path)) = decode_read(encoded) else {
+            return false;
+        };
+        match kind {
+            ReadKind::File => db.file(path).digest(db).unwrap_or_else(absent) == *want,
+            ReadKind::IsFile => {
+                let yes = db.file(path).digest(db).is_some();
+                (if yes { present() } else { absent() }) == *want
+            }
+            ReadKind::Folder => listing_digest(db.listing(path).names(db)) == *want,
+        }
+    };
+    call.known(db)
+        .iter()
+        .find(|r| r.reads.iter().all(holds))
+        .map(|r| r.output)
 }
 
 /// An object's direct-mode key and the source digest it was made from (the

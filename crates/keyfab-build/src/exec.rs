@@ -7,11 +7,12 @@
 //! inputs. Failed steps are never cached.
 
 use crate::db::ObjectKey;
+use crate::generated::{write_generated, GeneratedRecord, Generation};
 use crate::plan::{Plan, Step};
 use crate::provenance::Log;
 use keyfab_cas::{
-    ActionResult, CommandKey, CompileKey, Digest, DirectKey, LocalCas, ManifestEntry, NewAction,
-    NewOutput, RunClock, ToolIdentity,
+    ActionKey, ActionResult, CommandKey, CompileKey, Digest, DirectKey, LocalCas, ManifestEntry,
+    NewAction, NewOutput, RunClock, ToolIdentity,
 };
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -61,8 +62,27 @@ pub struct BuildReport {
 /// binary implements it for `keyfab qmk …` calls: its own generators).
 pub trait GeneratorHost: Send + Sync {
     /// `None` when `argv` is not a call this host runs; then it is spawned.
-    /// `Err` carries the generator's message.
-    fn generate(&self, argv: &[String]) -> Option<Result<(), String>>;
+    /// `Err` carries the generator's message. The executor writes the file.
+    fn generate(&self, argv: &[String]) -> Option<Result<Generation, String>>;
+    /// What its outputs depend on besides the call and the files they read
+    /// (the year, the environment it reads): part of their cache key.
+    fn salt(&self) -> String;
+}
+
+/// One generator call to make (see [`Executor::run_generator_jobs`]).
+#[derive(Debug, Clone)]
+pub struct GenJob<'p> {
+    pub argv: &'p [String],
+    /// The file it writes, tree-relative.
+    pub output: Option<&'p str>,
+    /// Its head key in the cache ([`crate::generated::head_key`]); `None`:
+    /// its output is not stored.
+    pub head: Option<ActionKey>,
+    /// The output the database says still holds ([`crate::db::generated`]).
+    pub known: Option<Digest>,
+    /// A step of the plan (recorded in provenance), not a call make made
+    /// while reading the makefiles.
+    pub step: bool,
 }
 
 /// Runs plans in one tree, with one cache.
@@ -175,48 +195,111 @@ impl<'a> Executor<'a> {
         Ok(id)
     }
 
-    /// Runs the generator calls make made while reading the makefiles (for a
-    /// plan from the cache, where make did not run).
-    pub fn run_parse_time(&self, plan: &Plan) -> Result<(), BuildError> {
-        // Independent of each other: run them side by side, each distinct
-        // call once (make's restart re-runs its `$(shell …)` calls).
-        let mut calls: Vec<&Vec<String>> = Vec::new();
-        for argv in &plan.parse_time {
-            if !calls.contains(&argv) {
-                calls.push(argv);
-            }
-        }
+    /// The part of generator cache keys the in-process host adds (`None`:
+    /// calls spawn, and nothing they write comes from the cache).
+    pub fn generator_salt(&self) -> Option<String> {
+        Some(self.host.lock().unwrap().as_ref()?.salt())
+    }
+
+    /// Runs generator calls side by side: one the database answered
+    /// (`known`) is written from the cache when its output differs; the
+    /// others run, in this process when the host knows them, each output
+    /// then stored under the call's head key with what it read. Returns,
+    /// per job, the output it stored.
+    pub fn run_generator_jobs(
+        &self,
+        jobs: &[GenJob<'_>],
+        prov: &Log,
+    ) -> Result<Vec<Option<GeneratedRecord>>, BuildError> {
+        self.check_cancel()?;
         self.pool.install(|| {
-            calls.par_iter().try_for_each(|argv| {
-                let out = crate::plan::flag_value(argv, "--output")
-                    .or_else(|| crate::plan::flag_value(argv, "-o"));
-                self.run_generator(argv, out.as_deref(), || {
-                    format!("generator {}", argv.join(" "))
-                })
-            })
+            jobs.par_iter()
+                .map(|j| self.generator_job(j, prov))
+                .collect()
         })
     }
 
-    /// Runs a generator in the tree, creating its output's folder first.
-    fn run_generator(
+    fn generator_job(
         &self,
-        argv: &[String],
-        output: Option<&str>,
-        step: impl FnOnce() -> String,
-    ) -> Result<(), BuildError> {
-        if let Some(dir) = output.and_then(|o| self.abs(o).parent().map(Path::to_path_buf)) {
-            std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+        job: &GenJob<'_>,
+        prov: &Log,
+    ) -> Result<Option<GeneratedRecord>, BuildError> {
+        self.check_cancel()?;
+        let step = || match job.output {
+            Some(o) => format!("generating {o}"),
+            None => format!("generator {}", job.argv.join(" ")),
+        };
+        let mut stored = None;
+        let from_cache = match (job.known, job.output) {
+            (Some(d), Some(o)) => self.materialize_generated(&d, o)?,
+            _ => false,
+        };
+        if !from_cache {
+            if let Some(dir) = job
+                .output
+                .and_then(|o| self.abs(o).parent().map(Path::to_path_buf))
+            {
+                std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+            }
+            let host = self.host.lock().unwrap().clone();
+            let started = Instant::now();
+            match host.and_then(|h| h.generate(job.argv)) {
+                Some(Ok(g)) => {
+                    write_generated(&g.output, &g.contents).map_err(|e| self.io(&g.output, e))?;
+                    if let (Some(head), Some(reads), Some(o)) = (&job.head, &g.reads, job.output) {
+                        if !self.cas.is_read_only() {
+                            let reads = crate::generated::encode_reads(&self.tree, reads);
+                            let took = started.elapsed();
+                            stored = Some(crate::generated::store(
+                                self.cas,
+                                head,
+                                o,
+                                reads,
+                                &g.contents,
+                                took,
+                            )?);
+                        }
+                    }
+                }
+                Some(Err(log)) => {
+                    return Err(BuildError::StepFailed {
+                        step: step(),
+                        code: 1,
+                        log,
+                    })
+                }
+                None => {
+                    self.run_checked(job.argv, &[], step)?;
+                }
+            }
         }
-        let host = self.host.lock().unwrap().clone();
-        if let Some(result) = host.and_then(|h| h.generate(argv)) {
-            return result.map_err(|log| BuildError::StepFailed {
-                step: step(),
-                code: 1,
-                log,
-            });
+        if let (true, Some(output)) = (job.step, job.output) {
+            // Provenance: the tree files named on its command line, and what it wrote.
+            let mut files = Vec::new();
+            for word in &job.argv[1..] {
+                let rel = Path::new(word);
+                if word != output && !rel.is_absolute() && self.tree.join(rel).is_file() {
+                    files.push((word.clone(), self.digest(rel)?));
+                }
+            }
+            let written = self.digest(Path::new(output)).ok();
+            prov.with(|l| l.step("generate", job.argv, &files, output, written, from_cache));
         }
-        self.run_checked(argv, &[], step)?;
-        Ok(())
+        Ok(stored)
+    }
+
+    /// Puts a cached generator output in place (left alone when it holds
+    /// those bytes already). False when the cache lost the blob.
+    fn materialize_generated(&self, digest: &Digest, output: &str) -> Result<bool, BuildError> {
+        if self.digest(Path::new(output)).ok().as_ref() == Some(digest) {
+            return Ok(true);
+        }
+        let Some(bytes) = self.cas.get_blob(digest)? else {
+            return Ok(false);
+        };
+        let path = self.abs(output);
+        write_generated(&path, &bytes).map_err(|e| self.io(&path, e))?;
+        Ok(true)
     }
 
     /// Runs `argv` in the tree and returns what it printed; a non-zero exit
@@ -237,47 +320,6 @@ impl<'a> Executor<'a> {
             });
         }
         Ok(log)
-    }
-
-    /// Runs every step of `plan`: generators, compiles in parallel, link,
-    /// conversions, copies. What each step read and wrote goes to `prov` (the
-    /// steps that finished, also when a later one fails).
-    pub fn run(&self, plan: &Plan, prov: &Log) -> Result<BuildReport, BuildError> {
-        self.run_with_keys(plan, &BTreeMap::new(), prov)
-    }
-
-    /// [`Executor::run`] with the objects' direct-mode keys already known
-    /// (from the database, [`crate::db::object_keys`]).
-    pub fn run_with_keys(
-        &self,
-        plan: &Plan,
-        keys: &BTreeMap<String, ObjectKey>,
-        prov: &Log,
-    ) -> Result<BuildReport, BuildError> {
-        let start = Instant::now();
-        self.run_generators(plan, prov)?;
-        let mut report = self.run_steps(plan, keys, prov)?;
-        report.duration_ms = start.elapsed().as_millis();
-        Ok(report)
-    }
-
-    /// The plan's generator steps (side by side; each rewrites its output
-    /// only when the contents change).
-    pub fn run_generators(&self, plan: &Plan, prov: &Log) -> Result<(), BuildError> {
-        self.check_cancel()?;
-        let generates: Vec<(&Vec<String>, &String)> = plan
-            .steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Generate { argv, output } => Some((argv, output)),
-                _ => None,
-            })
-            .collect();
-        self.pool.install(|| {
-            generates
-                .par_iter()
-                .try_for_each(|(argv, output)| self.generate(argv, output, prov))
-        })
     }
 
     /// Every step but the generators: compiles in parallel, then archive,
@@ -360,21 +402,6 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs a generator; generators decide themselves whether to rewrite.
-    fn generate(&self, argv: &[String], output: &str, prov: &Log) -> Result<(), BuildError> {
-        self.run_generator(argv, Some(output), || format!("generating {output}"))?;
-        // Provenance: the tree files named on its command line, and what it wrote.
-        let mut files = Vec::new();
-        for word in &argv[1..] {
-            let rel = Path::new(word);
-            if word != output && !rel.is_absolute() && self.tree.join(rel).is_file() {
-                files.push((word.clone(), self.digest(rel)?));
-            }
-        }
-        let written = self.digest(Path::new(output)).ok();
-        prov.with(|l| l.step("generate", argv, &files, output, written, false));
-        Ok(())
-    }
-
     fn compile(
         &self,
         step: &Step,

@@ -12,6 +12,7 @@
 
 pub mod db;
 pub mod exec;
+pub mod generated;
 pub mod ldscript;
 pub mod plan;
 pub mod plan_cache;

@@ -367,10 +367,10 @@ pub fn build_target_in(
         source,
     };
     if planned.from_cache {
-        exec.run_parse_time(&plan).map_err(build_err)?;
+        run_generators(db, cas, exec, &plan, true, log).map_err(build_err)?;
     }
     let gen_started = Instant::now();
-    exec.run_generators(&plan, log).map_err(build_err)?;
+    run_generators(db, cas, exec, &plan, false, log).map_err(build_err)?;
     let build = match up_to_date(tree, cas, db, &clock, &target.name(), &plan, opts) {
         Some((previous, mut report)) => {
             // This build is the last one again: record it as such.
@@ -408,6 +408,73 @@ pub fn build_target_in(
         },
         plan,
     ))
+}
+
+/// Runs the plan's generator calls: those make made while reading the
+/// makefiles (`parse_time`, for a plan it did not just make) or its
+/// generator steps. The database answers which calls' outputs still hold
+/// ([`db::generated`], from the cache's records of what each call read);
+/// only the others run, and what they give is remembered.
+fn run_generators(
+    db: &mut BuildDb,
+    cas: &LocalCas,
+    exec: &Executor<'_>,
+    plan: &Plan,
+    parse_time: bool,
+    log: &Log,
+) -> Result<(), crate::exec::BuildError> {
+    let mut calls: Vec<(&[String], Option<String>)> = Vec::new();
+    if parse_time {
+        // Each distinct call once (make's restart re-runs its `$(shell …)`).
+        for argv in &plan.parse_time {
+            if !calls.iter().any(|(a, _)| *a == argv.as_slice()) {
+                let out = plan::flag_value(argv, "--output")
+                    .or_else(|| plan::flag_value(argv, "-o"))
+                    .filter(|o| o != "-");
+                calls.push((argv, out));
+            }
+        }
+    } else {
+        for step in &plan.steps {
+            if let plan::Step::Generate { argv, output } = step {
+                calls.push((argv, Some(output.clone())));
+            }
+        }
+    }
+    let salt = exec.generator_salt();
+    let root = db.root().to_path_buf();
+    let mut inputs = Vec::new();
+    let mut jobs = Vec::new();
+    for (argv, output) in &calls {
+        let keyfab = argv.first().and_then(|p| db.file(Path::new(p)).digest(db));
+        let head = match (&salt, keyfab, output) {
+            (Some(salt), Some(keyfab), Some(_)) => {
+                Some(crate::generated::head_key(argv, &root, keyfab, salt))
+            }
+            _ => None,
+        };
+        let input = head.map(|h| {
+            db.generator(h, || {
+                crate::generated::load_known(cas, &h, output.as_deref().unwrap_or_default())
+            })
+        });
+        let known = input.and_then(|i| db::generated(db, i));
+        inputs.push(input);
+        jobs.push(crate::exec::GenJob {
+            argv,
+            output: output.as_deref(),
+            head,
+            known,
+            step: !parse_time,
+        });
+    }
+    let stored = exec.run_generator_jobs(&jobs, log)?;
+    for (input, record) in inputs.into_iter().zip(stored) {
+        if let (Some(input), Some(record)) = (input, record) {
+            db.add_generated(input, record);
+        }
+    }
+    Ok(())
 }
 
 /// What every provenance record of a run carries: the run, the tree and its

@@ -11,8 +11,10 @@
 
 use crate::cli::Context;
 use anyhow::{anyhow, bail, Context as _};
+use keyfab_build::generated::Generation;
 use keyfab_gen::{Generated, MapEntry, ModuleApis, ModuleInfo, PerModuleInclude};
 use keyfab_info::Engine;
+use keyfab_tree::reads;
 use serde_json::Value;
 use std::ffi::OsString;
 use std::io::Write;
@@ -250,7 +252,7 @@ impl<'a> Env<'a> {
             return p.to_path_buf();
         }
         let from_cwd = self.cwd.join(p);
-        if from_cwd.exists() {
+        if reads::exists(&from_cwd) {
             return from_cwd;
         }
         self.ctx.tree.root().join(p)
@@ -266,8 +268,7 @@ impl<'a> Env<'a> {
             ("<stdin>".to_string(), s)
         } else {
             let path = self.input_path(name);
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("{}: cannot read", path.display()))?;
+            let text = read_text(&path)?;
             (path.display().to_string(), text)
         };
         let km = keyfab_syntax::parse_json(&shown, &text)
@@ -315,8 +316,7 @@ impl<'a> Env<'a> {
                 .find_module(m)
                 .ok_or_else(|| anyhow!("Module not found: {m}"))?;
             let file = dir.join("qmk_module.json");
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("{}: cannot read", file.display()))?;
+            let text = read_text(&file)?;
             let shown = file.display().to_string();
             let json = keyfab_syntax::parse_json(&shown, &text)
                 .map_err(|e| anyhow!("{shown}: invalid JSON: {e}"))?;
@@ -344,7 +344,7 @@ impl<'a> Env<'a> {
         roots.push(absolute(&self.cwd, self.ctx.tree.root()));
         for root in roots {
             let dir = root.join("modules").join(module);
-            if dir.join("qmk_module.json").is_file() {
+            if reads::is_file(&dir.join("qmk_module.json")) {
                 return Some(dir);
             }
         }
@@ -354,15 +354,16 @@ impl<'a> Env<'a> {
     fn module_apis(&self) -> anyhow::Result<ModuleApis> {
         let dir = self.ctx.tree.root().join("data/constants/module_hooks");
         let mut files = Vec::new();
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        if !reads::is_dir(&dir) {
+            bail!("{}: no such folder", dir.display());
+        }
+        for name in reads::list(&dir) {
             if !name.ends_with(".hjson") {
                 continue;
             }
-            let path = entry.path();
+            let path = dir.join(&name);
             let shown = path.display().to_string();
-            let text = std::fs::read_to_string(&path).with_context(|| shown.clone())?;
+            let text = read_text(&path)?;
             let v = keyfab_syntax::parse_json(&shown, &text)
                 .map_err(|e| anyhow!("{shown}: invalid JSON: {e}"))?;
             files.push((name, v));
@@ -378,6 +379,15 @@ impl<'a> Env<'a> {
             self.cwd.join(p)
         }
     }
+}
+
+/// A file's text, read so that a recording caller sees the read.
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    let bytes = reads::read(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?
+        .ok_or_else(|| anyhow!("{}: cannot read: No such file or directory", path.display()))?;
+    String::from_utf8(bytes)
+        .map_err(|_| anyhow!("{}: cannot read: not valid UTF-8", path.display()))
 }
 
 /// `dir` made absolute and physical, as QMK's `Path.cwd()` after its
@@ -554,47 +564,8 @@ pub fn generate(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<Genera
 /// Writes `contents` to `path` as QMK's `dump_lines` does, atomically.
 /// Returns false when the file already held these bytes (left untouched).
 pub fn write_output(path: &Path, contents: &[u8]) -> anyhow::Result<bool> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("{}: cannot create the folder", dir.display()))?;
-    if let Ok(existing) = std::fs::read(path) {
-        if existing == contents {
-            return Ok(false);
-        }
-    }
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?
-        .to_string_lossy()
-        .into_owned();
-    // One temp name per call: in-process generators may write the same file
-    // from two threads at once (make's restart records version.h twice).
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.keyfab-{}-{seq}.tmp", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(contents)?;
-        f.flush()?;
-        drop(f);
-        if path.exists() {
-            // QMK keeps the previous contents as `<file>.bak`.
-            let bak = dir.join(format!("{name}.bak"));
-            let _ = std::fs::remove_file(&bak);
-            if std::fs::hard_link(path, &bak).is_err() {
-                std::fs::copy(path, &bak)?;
-            }
-        }
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow!("{}: cannot write: {e}", path.display()));
-    }
-    Ok(true)
+    keyfab_build::generated::write_generated(path, contents)
+        .map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))
 }
 
 /// Generates, then writes the output (or prints it), with QMK's messages.
@@ -715,7 +686,7 @@ impl InProcessGenerators {
         self.ctx.tree.root() == tree.root() && self.ctx.tree.userspace() == tree.userspace()
     }
 
-    fn run(&self, kind: Kind, a: &QmkArgs, output: &Path) -> anyhow::Result<()> {
+    fn run(&self, kind: Kind, a: &QmkArgs, output: &Path) -> anyhow::Result<Generation> {
         let engine = self.engine();
         let mut env = Env {
             ctx: &self.ctx,
@@ -725,9 +696,15 @@ impl InProcessGenerators {
             year: self.year,
             quiet: true,
         };
-        let g = generate(&mut env, kind, a)?;
-        write_output(&env.output_path(output), g.contents().as_bytes())?;
-        Ok(())
+        // What the call read, unless its output depends on more than files:
+        // version.h asks git and the clock, stdin is gone once read.
+        let tracked = kind != Kind::VersionH && a.filename.as_deref() != Some("-");
+        let (g, read) = reads::record(|| generate(&mut env, kind, a));
+        Ok(Generation {
+            output: env.output_path(output),
+            contents: g?.contents().into_bytes(),
+            reads: tracked.then_some(read),
+        })
     }
 }
 
@@ -754,7 +731,22 @@ pub fn in_process_generators(
 }
 
 impl keyfab_build::exec::GeneratorHost for InProcessGenerators {
-    fn generate(&self, argv: &[String]) -> Option<Result<(), String>> {
+    fn salt(&self) -> String {
+        // Besides the files they read: the year of the copyright lines, the
+        // environment the generators read, the userspace they search.
+        let userspace = self
+            .ctx
+            .tree
+            .userspace()
+            .map(|u| u.root.display().to_string());
+        format!(
+            "year={} skip_schema_validation={} userspace={userspace:?}",
+            self.year,
+            skip_schema_validation()
+        )
+    }
+
+    fn generate(&self, argv: &[String]) -> Option<Result<Generation, String>> {
         let [exe, qmk, sub, rest @ ..] = argv else {
             return None;
         };

@@ -3,13 +3,13 @@
 
 use crate::cfile::{self, HeaderLayouts, RawLedConfig};
 use crate::mapping::{parse_mappings, Mapping};
-use crate::memo::Memo;
+use crate::memo::{Memo, Recorded};
 use crate::schema::{SchemaError, SchemaStore};
 use crate::{Diagnostic, Severity};
 use keyfab_syntax::{ConfigH, JsonError};
 use keyfab_tree::Tree;
 use serde_json::Value;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// A JSON/HJSON file of the tree, parsed once.
 pub(crate) enum JsonFile {
@@ -19,7 +19,7 @@ pub(crate) enum JsonFile {
     Parsed {
         value: Value,
         /// Validation against `qmk.keyboard.v1`, computed on first use.
-        keyboard_schema: OnceLock<Result<(), SchemaError>>,
+        keyboard_schema: Recorded<Result<(), SchemaError>>,
     },
 }
 
@@ -50,12 +50,12 @@ pub struct Engine {
     /// The mapping tables and the problems reading them, loaded on first
     /// use (a keymap.json's `keymap.c` needs none).
     /// Shared with [`Engine::renewed`] engines.
-    mappings: Arc<OnceLock<(Mappings, Vec<Diagnostic>)>>,
+    mappings: Arc<Recorded<(Mappings, Vec<Diagnostic>)>>,
     /// The schemas and the problems reading them, loaded on first use
     /// (those compiled stay compiled in renewed engines).
-    schemas: Arc<OnceLock<(SchemaStore, Vec<Diagnostic>)>>,
+    schemas: Arc<Recorded<(SchemaStore, Vec<Diagnostic>)>>,
     /// Problems with the mapping and schema files themselves.
-    setup: Arc<OnceLock<Vec<Diagnostic>>>,
+    setup: Arc<Recorded<Vec<Diagnostic>>>,
     json: Memo<String, JsonFile>,
     config: Memo<String, Option<ConfigFile>>,
     rules: Memo<String, Option<Arc<str>>>,
@@ -89,9 +89,9 @@ impl Engine {
 
     fn with_tables(
         tree: Tree,
-        mappings: Arc<OnceLock<(Mappings, Vec<Diagnostic>)>>,
-        schemas: Arc<OnceLock<(SchemaStore, Vec<Diagnostic>)>>,
-        setup: Arc<OnceLock<Vec<Diagnostic>>>,
+        mappings: Arc<Recorded<(Mappings, Vec<Diagnostic>)>>,
+        schemas: Arc<Recorded<(SchemaStore, Vec<Diagnostic>)>>,
+        setup: Arc<Recorded<Vec<Diagnostic>>>,
     ) -> Engine {
         Engine {
             tree,
@@ -157,14 +157,9 @@ impl Engine {
     /// Reads `data/schemas`.
     fn load_schemas(tree: &Tree) -> (SchemaStore, Vec<Diagnostic>) {
         let mut schema_files = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(tree.path("data/schemas")) {
-            let mut names: Vec<String> = entries
-                .flatten()
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .filter(|n| n.ends_with(".jsonschema"))
-                .collect();
-            names.sort();
-            for name in names {
+        {
+            let names = keyfab_tree::reads::list(&tree.path("data/schemas"));
+            for name in names.into_iter().filter(|n| n.ends_with(".jsonschema")) {
                 let rel = format!("data/schemas/{name}");
                 let parsed = match read_text(tree, &rel) {
                     Ok(Some(text)) => {
@@ -246,7 +241,7 @@ impl Engine {
             Ok(Some(text)) => match keyfab_syntax::parse_json(rel, &text) {
                 Ok(value) => JsonFile::Parsed {
                     value,
-                    keyboard_schema: OnceLock::new(),
+                    keyboard_schema: Recorded::default(),
                 },
                 Err(e) => JsonFile::Invalid(e),
             },
@@ -306,21 +301,19 @@ impl Engine {
     }
 
     pub(crate) fn exists(&self, rel: &str) -> bool {
-        *self
-            .exists
-            .get(&rel.to_string(), || self.tree.path(rel).exists())
+        *self.exists.get(&rel.to_string(), || {
+            keyfab_tree::reads::exists(&self.tree.path(rel))
+        })
     }
 }
 
 /// Reads a tree-relative file: `Ok(None)` when absent.
 pub(crate) fn read_text(tree: &Tree, rel: &str) -> Result<Option<String>, String> {
-    match std::fs::read(tree.path(rel)) {
-        Ok(bytes) => String::from_utf8(bytes)
+    match keyfab_tree::reads::read(&tree.path(rel)) {
+        Ok(Some(bytes)) => String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| "not valid UTF-8".to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => Ok(None),
-        Err(e) if e.raw_os_error() == Some(20) => Ok(None), // ENOTDIR
+        Ok(None) => Ok(None),
         Err(e) => Err(format!("cannot read: {e}")),
     }
 }

@@ -2,10 +2,9 @@
 //! search order of QMK's `builddefs/locate_keymap.mk`, which decides what a
 //! build compiles).
 
-use crate::{is_safe_name, keyboard_chain, resolve::closest, Tree, TreeError};
+use crate::{is_safe_name, keyboard_chain, reads, resolve::closest, Tree, TreeError};
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Where a keymap was found.
@@ -33,17 +32,14 @@ pub enum KeymapSource {
 
 /// QMK's `is_keymap_dir`: a folder with a `keymap.c` or `keymap.json` file.
 fn is_keymap_dir(dir: &Path) -> bool {
-    dir.join("keymap.c").is_file() || dir.join("keymap.json").is_file()
+    reads::is_file(&dir.join("keymap.c")) || reads::is_file(&dir.join("keymap.json"))
 }
 
 /// Names of the keymap folders directly inside `dir`.
 fn keymap_names_in(dir: &Path, names: &mut BTreeSet<String>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if let Some(name) = entry.file_name().to_str() {
-            if is_keymap_dir(&entry.path()) {
+    for entry in reads::list(dir) {
+        if let Some(name) = entry.strip_suffix('/') {
+            if is_keymap_dir(&dir.join(name)) {
                 names.insert(name.to_string());
             }
         }
@@ -56,20 +52,18 @@ impl Tree {
     /// then the userspace's `layouts/`.
     pub fn layout_repos(&self) -> Vec<(String, PathBuf)> {
         let mut repos: Vec<(String, PathBuf)> = Vec::new();
-        if let Ok(entries) = fs::read_dir(self.root.join("layouts")) {
-            for entry in entries.flatten() {
-                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                    continue;
-                };
-                if !name.starts_with('.') && entry.path().is_dir() {
-                    repos.push((format!("layouts/{name}"), entry.path()));
+        let layouts = self.root.join("layouts");
+        for entry in reads::list(&layouts) {
+            if let Some(name) = entry.strip_suffix('/') {
+                if !name.starts_with('.') {
+                    repos.push((format!("layouts/{name}"), layouts.join(name)));
                 }
             }
         }
         repos.sort();
         if let Some(us) = &self.userspace {
             let dir = us.root.join("layouts");
-            if dir.is_dir() {
+            if reads::is_dir(&dir) {
                 repos.push(("userspace:layouts".into(), dir));
             }
         }
@@ -122,7 +116,10 @@ impl Tree {
         let found = |dir: PathBuf, source: KeymapSource| -> Option<KeymapLocation> {
             let json = dir.join("keymap.json");
             let c = dir.join("keymap.c");
-            let (json, c) = (json.is_file().then_some(json), c.is_file().then_some(c));
+            let (json, c) = (
+                reads::is_file(&json).then_some(json),
+                reads::is_file(&c).then_some(c),
+            );
             if json.is_none() && c.is_none() {
                 return None;
             }

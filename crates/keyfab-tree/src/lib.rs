@@ -11,6 +11,7 @@
 mod error;
 mod keymaps;
 mod list;
+pub mod reads;
 mod resolve;
 mod userspace;
 
@@ -100,19 +101,18 @@ impl Tree {
         if !is_safe_name(name) {
             return false;
         }
-        self.keyboard_dir(name).join("keyboard.json").is_file()
+        reads::is_file(&self.keyboard_dir(name).join("keyboard.json"))
     }
 
     /// Reads a file of the tree as UTF-8, naming it on failure.
     pub(crate) fn read_text(&self, path: &Path) -> Result<Option<String>, TreeError> {
-        match std::fs::read(path) {
-            Ok(bytes) => String::from_utf8(bytes)
+        match reads::read(path) {
+            Ok(Some(bytes)) => String::from_utf8(bytes)
                 .map(Some)
                 .map_err(|_| TreeError::NotUtf8 {
                     path: self.display(path),
                 }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => Ok(None),
+            Ok(None) => Ok(None),
             Err(e) => Err(TreeError::Io {
                 path: self.display(path),
                 message: e.to_string(),

@@ -6,7 +6,7 @@
 //! QMK's make followed level by level. We follow both, in any interleaving,
 //! until the name stops changing, and name the cycle if one appears.
 
-use crate::{keyboard_chain, Tree, TreeError};
+use crate::{keyboard_chain, reads, Tree, TreeError};
 use indexmap::IndexMap;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -53,6 +53,8 @@ pub type Aliases = IndexMap<String, String>;
 pub(crate) struct AliasMemo {
     stamp: Option<(u64, i64, i64, u64)>,
     table: std::sync::Arc<Aliases>,
+    /// The read that made the table (noted again on every hit).
+    reads: Vec<reads::Read>,
 }
 
 impl Tree {
@@ -67,13 +69,16 @@ impl Tree {
         });
         if let Some(memo) = self.aliases.lock().unwrap().as_ref() {
             if memo.stamp == stamp && stamp.is_some() {
+                reads::replay(&memo.reads);
                 return Ok(memo.table.clone());
             }
         }
-        let table = std::sync::Arc::new(self.read_aliases(&path)?);
+        let (table, read) = reads::record(|| self.read_aliases(&path));
+        let table = std::sync::Arc::new(table?);
         *self.aliases.lock().unwrap() = Some(AliasMemo {
             stamp,
             table: table.clone(),
+            reads: read,
         });
         Ok(table)
     }
@@ -192,7 +197,7 @@ impl Tree {
         for folder in keyboard_chain(keyboard) {
             let dir = self.keyboard_dir(&folder);
             let rel = |f: &str| format!("keyboards/{folder}/{f}");
-            let present = |name: &str| dir.join(name).is_file().then(|| rel(name));
+            let present = |name: &str| reads::is_file(&dir.join(name)).then(|| rel(name));
             files.info_json.extend(present("info.json"));
             files.info_json.extend(present("keyboard.json"));
             files.config_h.extend(present("config.h"));

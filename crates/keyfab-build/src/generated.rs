@@ -1,0 +1,321 @@
+//! Generated files from the cache: a generator call (`keyfab qmk generate-…`
+//! as make names it) is cached like a direct-mode compile. Its head key is
+//! the call (argv, tree, keyfab's own digest, what else its host says the
+//! output depends on); the manifest under it lists, per output seen, every
+//! read the call made ([`keyfab_tree::reads`]: files by digest, presence
+//! checks, folder listings) and the action holding the output. The database
+//! ([`crate::db::generated`]) answers whether a known output still holds;
+//! the executor runs only the calls it cannot answer.
+
+use keyfab_cas::{
+    ActionKey, Digest, GenerateKey, LocalCas, ManifestEntry, NewAction, NewOutput, OutputSource,
+};
+use keyfab_tree::reads::Read;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What an in-process generator call produced.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// The file it writes.
+    pub output: PathBuf,
+    pub contents: Vec<u8>,
+    /// Everything it read; `None` when its output depends on more than
+    /// files (git, the clock): never reused.
+    pub reads: Option<Vec<Read>>,
+}
+
+/// An output a call gave, and what it was made from (reads encoded by
+/// [`encode_reads`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GeneratedRecord {
+    pub reads: Vec<(PathBuf, Digest)>,
+    pub output: Digest,
+}
+
+/// What an encoded read is.
+pub enum ReadKind {
+    /// The file's digest ([`absent`] when there was none).
+    File,
+    /// Whether a file is there (digest of `"file"`, or [`absent`]).
+    IsFile,
+    /// A folder's listing (digest of its names, one per line).
+    Folder,
+}
+
+/// The digest standing for "no file there".
+pub fn absent() -> Digest {
+    Digest::of(b"keyfab:absent")
+}
+
+/// The digest standing for "a file is there" (its bytes unread).
+pub fn present() -> Digest {
+    Digest::of(b"keyfab:file")
+}
+
+/// The digest of a folder listing.
+pub fn listing_digest(names: &[String]) -> Digest {
+    Digest::of(names.join("\n").as_bytes())
+}
+
+/// Reads as `(kind-prefixed path, digest)` pairs; paths inside `root` are
+/// made relative (the database's inputs are tree-relative).
+pub fn encode_reads(root: &Path, reads: &[Read]) -> Vec<(PathBuf, Digest)> {
+    let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+    let mut out: Vec<(PathBuf, Digest)> = reads
+        .iter()
+        .map(|r| match r {
+            Read::File { path, digest } => (
+                PathBuf::from(format!("f:{}", rel(path))),
+                digest.map(Digest).unwrap_or_else(absent),
+            ),
+            Read::IsFile { path, yes } => (
+                PathBuf::from(format!("e:{}", rel(path))),
+                if *yes { present() } else { absent() },
+            ),
+            Read::Folder { path, names } => (
+                PathBuf::from(format!("d:{}", rel(path))),
+                listing_digest(names),
+            ),
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// An encoded read's kind and path.
+pub fn decode_read(encoded: &Path) -> Option<(ReadKind, &Path)> {
+    let s = encoded.to_str()?;
+    let (kind, path) = s.split_at_checked(2)?;
+    let kind = match kind {
+        "f:" => ReadKind::File,
+        "e:" => ReadKind::IsFile,
+        "d:" => ReadKind::Folder,
+        _ => return None,
+    };
+    Some((kind, Path::new(path)))
+}
+
+/// The head key of a call: its command line, the tree, the digest of the
+/// keyfab binary that generates (its first word) and the host's `salt`.
+pub fn head_key(argv: &[String], root: &Path, keyfab: Digest, salt: &str) -> ActionKey {
+    GenerateKey {
+        generator: "qmk".into(),
+        generator_version: 1,
+        params: BTreeMap::from([
+            ("argv".into(), argv.join("\0")),
+            ("tree".into(), root.display().to_string()),
+            ("host".into(), salt.to_string()),
+        ]),
+        inputs: vec![("keyfab".into(), keyfab)],
+    }
+    .key()
+}
+
+/// The outputs the cache knows for a call, newest first.
+pub fn load_known(cas: &LocalCas, head: &ActionKey, output: &str) -> Vec<GeneratedRecord> {
+    let Ok(Some(manifest)) = cas.get_manifest(head) else {
+        return Vec::new();
+    };
+    manifest
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let result = cas.get_action(&e.action).ok()??;
+            Some(GeneratedRecord {
+                reads: e.headers.clone(),
+                output: result.output(output)?.digest,
+            })
+        })
+        .collect()
+}
+
+/// Stores a call's output under its head key, with what it read.
+pub fn store(
+    cas: &LocalCas,
+    head: &ActionKey,
+    output: &str,
+    reads: Vec<(PathBuf, Digest)>,
+    contents: &[u8],
+    took: Duration,
+) -> keyfab_cas::Result<GeneratedRecord> {
+    let action = GenerateKey {
+        generator: "qmk-output".into(),
+        generator_version: 1,
+        params: BTreeMap::from([("head".into(), head.0.to_hex())]),
+        inputs: reads
+            .iter()
+            .map(|(p, d)| (p.display().to_string(), *d))
+            .collect(),
+    }
+    .key();
+    let result = cas.put_action(
+        &action,
+        &NewAction {
+            outputs: vec![NewOutput {
+                name: output.to_string(),
+                source: OutputSource::Bytes(contents),
+                executable: false,
+            }],
+            stdout: b"",
+            stderr: b"",
+            exit_code: 0,
+            duration: took,
+        },
+    )?;
+    let mut manifest = cas.get_manifest(head)?.unwrap_or_default();
+    manifest.add(ManifestEntry {
+        headers: reads.clone(),
+        action,
+    });
+    cas.put_manifest(head, &manifest)?;
+    let output = result
+        .output(output)
+        .map(|o| o.digest)
+        .unwrap_or_else(|| Digest::of(contents));
+    Ok(GeneratedRecord { reads, output })
+}
+
+/// Writes `contents` to `path` as QMK's `dump_lines` does, atomically:
+/// unchanged contents leave the file alone (returns false); a changed file
+/// is first kept as `<file>.bak`; the new contents go to a temporary file
+/// in the same folder, renamed over the old one, so a failure never leaves
+/// a half-written output.
+pub fn write_generated(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    if let Ok(existing) = std::fs::read(path) {
+        if existing == contents {
+            return Ok(false);
+        }
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file name"))?
+        .to_string_lossy()
+        .into_owned();
+    // One temp name per call: generators may write the same file from two
+    // threads at once (make's restart records version.h twice).
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.keyfab-{}-{seq}.tmp", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.flush()?;
+        drop(f);
+        if path.exists() {
+            // QMK keeps the previous contents as `<file>.bak`.
+            let bak = dir.join(format!("{name}.bak"));
+            let _ = std::fs::remove_file(&bak);
+            if std::fs::hard_link(path, &bak).is_err() {
+                std::fs::copy(path, &bak)?;
+            }
+        }
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_encode_relative_and_decode() {
+        let root = Path::new("/t");
+        let enc = encode_reads(
+            root,
+            &[
+                Read::File {
+                    path: "/t/keyboards/a/info.json".into(),
+                    digest: Some([7; 32]),
+                },
+                Read::IsFile {
+                    path: "/elsewhere/x".into(),
+                    yes: false,
+                },
+                Read::Folder {
+                    path: "/t/data/schemas".into(),
+                    names: vec!["a.jsonschema".into()],
+                },
+            ],
+        );
+        assert_eq!(
+            enc,
+            vec![
+                (
+                    PathBuf::from("d:data/schemas"),
+                    listing_digest(&["a.jsonschema".into()])
+                ),
+                (PathBuf::from("e:/elsewhere/x"), absent()),
+                (PathBuf::from("f:keyboards/a/info.json"), Digest([7; 32])),
+            ]
+        );
+        let (kind, path) = decode_read(&enc[2].0).unwrap();
+        assert!(matches!(kind, ReadKind::File));
+        assert_eq!(path, Path::new("keyboards/a/info.json"));
+        assert!(decode_read(Path::new("x:y")).is_none());
+    }
+
+    #[test]
+    fn stored_outputs_come_back_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = LocalCas::open(dir.path().join("cache")).unwrap();
+        let head = head_key(
+            &["kf".into(), "qmk".into()],
+            dir.path(),
+            Digest::of(b"kf"),
+            "",
+        );
+        let old = vec![(PathBuf::from("f:a"), Digest::of(b"1"))];
+        let new = vec![(PathBuf::from("f:a"), Digest::of(b"2"))];
+        store(&cas, &head, "out.h", old.clone(), b"one", Duration::ZERO).unwrap();
+        store(&cas, &head, "out.h", new.clone(), b"two", Duration::ZERO).unwrap();
+        let known = load_known(&cas, &head, "out.h");
+        assert_eq!(
+            known,
+            vec![
+                GeneratedRecord {
+                    reads: new,
+                    output: Digest::of(b"two")
+                },
+                GeneratedRecord {
+                    reads: old,
+                    output: Digest::of(b"one")
+                },
+            ]
+        );
+        let other = head_key(
+            &["kf".into(), "qmk".into()],
+            dir.path(),
+            Digest::of(b"kf"),
+            "2027",
+        );
+        assert!(load_known(&cas, &other, "out.h").is_empty());
+    }
+
+    #[test]
+    fn write_generated_keeps_unchanged_files_and_a_bak() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/out.h");
+        assert!(write_generated(&p, b"a").unwrap());
+        assert!(!write_generated(&p, b"a").unwrap());
+        assert!(write_generated(&p, b"b").unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), b"b");
+        assert_eq!(
+            std::fs::read(dir.path().join("sub/out.h.bak")).unwrap(),
+            b"a"
+        );
+    }
+}
