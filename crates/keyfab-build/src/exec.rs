@@ -48,6 +48,10 @@ pub struct BuildReport {
     pub compiled: usize,
     pub compiled_from_cache: usize,
     pub linked_from_cache: bool,
+    /// Generator calls that ran, and those whose output came from the cache
+    /// (or was in place already).
+    pub generated: usize,
+    pub generated_from_cache: usize,
     /// Nothing ran: the target's last build still held (see
     /// `target::build_target_in`).
     pub up_to_date: bool,
@@ -205,12 +209,12 @@ impl<'a> Executor<'a> {
     /// (`known`) is written from the cache when its output differs; the
     /// others run, in this process when the host knows them, each output
     /// then stored under the call's head key with what it read. Returns,
-    /// per job, the output it stored.
+    /// per job, whether it came from the cache and the output it stored.
     pub fn run_generator_jobs(
         &self,
         jobs: &[GenJob<'_>],
         prov: &Log,
-    ) -> Result<Vec<Option<GeneratedRecord>>, BuildError> {
+    ) -> Result<Vec<(bool, Option<GeneratedRecord>)>, BuildError> {
         self.check_cancel()?;
         self.pool.install(|| {
             jobs.par_iter()
@@ -223,7 +227,7 @@ impl<'a> Executor<'a> {
         &self,
         job: &GenJob<'_>,
         prov: &Log,
-    ) -> Result<Option<GeneratedRecord>, BuildError> {
+    ) -> Result<(bool, Option<GeneratedRecord>), BuildError> {
         self.check_cancel()?;
         let step = || match job.output {
             Some(o) => format!("generating {o}"),
@@ -285,7 +289,7 @@ impl<'a> Executor<'a> {
             let written = self.digest(Path::new(output)).ok();
             prov.with(|l| l.step("generate", job.argv, &files, output, written, from_cache));
         }
-        Ok(stored)
+        Ok((from_cache, stored))
     }
 
     /// Puts a cached generator output in place (left alone when it holds

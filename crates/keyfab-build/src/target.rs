@@ -366,11 +366,13 @@ pub fn build_target_in(
         target: target.name(),
         source,
     };
+    let mut generated = (0, 0);
     if planned.from_cache {
-        run_generators(db, cas, exec, &plan, true, log).map_err(build_err)?;
+        generated = run_generators(db, cas, exec, &plan, true, log).map_err(build_err)?;
     }
     let gen_started = Instant::now();
-    run_generators(db, cas, exec, &plan, false, log).map_err(build_err)?;
+    let steps = run_generators(db, cas, exec, &plan, false, log).map_err(build_err)?;
+    generated = (generated.0 + steps.0, generated.1 + steps.1);
     let build = match up_to_date(tree, cas, db, &clock, &target.name(), &plan, opts) {
         Some((previous, mut report)) => {
             // This build is the last one again: record it as such.
@@ -386,6 +388,11 @@ pub fn build_target_in(
             report.duration_ms = gen_started.elapsed().as_millis();
             report
         }
+    };
+    let build = BuildReport {
+        generated: generated.0,
+        generated_from_cache: generated.1,
+        ..build
     };
     // QMK's size: of the .hex when there is one (`size --target=ihex`; an
     // ARM .bin carries a 16-byte DFU suffix), else of the firmware.
@@ -414,7 +421,8 @@ pub fn build_target_in(
 /// makefiles (`parse_time`, for a plan it did not just make) or its
 /// generator steps. The database answers which calls' outputs still hold
 /// ([`db::generated`], from the cache's records of what each call read);
-/// only the others run, and what they give is remembered.
+/// only the others run, and what they give is remembered. Returns how many
+/// ran and how many came from the cache.
 fn run_generators(
     db: &mut BuildDb,
     cas: &LocalCas,
@@ -422,7 +430,7 @@ fn run_generators(
     plan: &Plan,
     parse_time: bool,
     log: &Log,
-) -> Result<(), crate::exec::BuildError> {
+) -> Result<(usize, usize), crate::exec::BuildError> {
     let mut calls: Vec<(&[String], Option<String>)> = Vec::new();
     if parse_time {
         // Each distinct call once (make's restart re-runs its `$(shell …)`).
@@ -468,13 +476,21 @@ fn run_generators(
             step: !parse_time,
         });
     }
-    let stored = exec.run_generator_jobs(&jobs, log)?;
-    for (input, record) in inputs.into_iter().zip(stored) {
+    let outcomes = exec.run_generator_jobs(&jobs, log)?;
+    let mut counts = (0, 0);
+    for (input, (from_cache, record)) in inputs.into_iter().zip(outcomes) {
+        if from_cache {
+            counts.1 += 1;
+        } else {
+            counts.0 += 1;
+        }
         if let (Some(input), Some(record)) = (input, record) {
             db.add_generated(input, record);
+            // Settled now: the next build asks a memo, not the reads.
+            db::generated(db, input);
         }
     }
-    Ok(())
+    Ok(counts)
 }
 
 /// What every provenance record of a run carries: the run, the tree and its

@@ -1,28 +1,14 @@
-//! The `keyfab` binary: parse the command line, dispatch, print. All the work
-//! happens in the library crates; this file only turns their results into
-//! output and their errors into messages and exit codes.
-
-mod audit_cmds;
-mod build_cmds;
-mod cache_cmds;
-mod cli;
-mod gen_cmds;
-mod info_cmds;
-mod qmk_cmds;
-mod sweep_cmds;
-mod tree_cmds;
-mod watch_cmds;
+//! The `keyfab` binary: parse the command line, run it (see the
+//! `keyfab_cli` library), turn an error into a message and an exit code.
 
 use clap::Parser;
+use keyfab_cli::{cli, EXIT_FAILURE};
+use std::process::ExitCode;
 
 /// Merging thousands of infos is allocation-heavy; mimalloc is markedly
 /// faster at it than the system allocator.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use std::process::ExitCode;
-
-/// Exit status when the command itself failed (bad input, unknown keyboard).
-pub(crate) const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     // `keyfab list-keyboards | head` must end quietly, like any Unix tool,
@@ -32,40 +18,11 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let args = cli::Cli::parse_from(cli::qmk_style_args(std::env::args_os()));
-    match run(args) {
+    match keyfab_cli::run(args) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("keyfab: error: {err:#}");
             ExitCode::from(EXIT_FAILURE)
         }
-    }
-}
-
-fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
-    // Called by make while planning; needs no tree.
-    if let cli::Command::RecordGenerator(a) = args.command {
-        return build_cmds::record_generator(a);
-    }
-    // The cache commands need no tree.
-    if let cli::Command::Cache(a) = args.command {
-        return cache_cmds::run(&args.global, a);
-    }
-    let ctx = cli::Context::from_global(&args.global)?;
-    match args.command {
-        cli::Command::ListKeyboards(a) => tree_cmds::list_keyboards(&ctx, a),
-        cli::Command::ListKeymaps(a) => tree_cmds::list_keymaps(&ctx, a),
-        cli::Command::Resolve(a) => tree_cmds::resolve(&ctx, a),
-        cli::Command::UserspaceList(a) => tree_cmds::userspace_list(&ctx, a),
-        cli::Command::Build(a) => build_cmds::build(&ctx, a),
-        cli::Command::Watch(a) => watch_cmds::watch(&ctx, a),
-        cli::Command::Sweep(a) => sweep_cmds::sweep(&ctx, a),
-        cli::Command::ProbeCcOption(a) => build_cmds::probe_cc_option(&ctx, a),
-        cli::Command::RecordGenerator(_) => unreachable!("handled above"),
-        cli::Command::Cache(_) => unreachable!("handled above"),
-        cli::Command::Info(a) => info_cmds::info(&ctx, a),
-        cli::Command::Qmk(a) => qmk_cmds::qmk(&ctx, &a.args),
-        cli::Command::Generate(a) => gen_cmds::generate(&ctx, a),
-        cli::Command::Audit(a) => audit_cmds::audit(&ctx, a),
-        cli::Command::Explain(a) => audit_cmds::explain(&ctx, a),
     }
 }

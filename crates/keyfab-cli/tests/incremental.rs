@@ -20,6 +20,10 @@ struct Session {
     cas: LocalCas,
     db: BuildDb,
     opts: Options,
+    keymap: &'static str,
+    /// Generators run in this process (as `keyfab build` runs them), where
+    /// what they read is recorded and their outputs are cached.
+    in_process: bool,
 }
 
 /// What one rebuild did: tracked functions executed (name → times), and
@@ -29,6 +33,11 @@ struct Rebuild {
     executed: BTreeMap<String, usize>,
     compiled: usize,
     from_cache: usize,
+    /// Generator calls that ran.
+    generated: usize,
+    generated_from_cache: usize,
+    /// The plan's generator steps: output → came from the cache.
+    generate_steps: BTreeMap<String, bool>,
 }
 
 impl Rebuild {
@@ -39,6 +48,10 @@ impl Rebuild {
 
 impl Session {
     fn new() -> Session {
+        Session::of("default", false)
+    }
+
+    fn of(keymap: &'static str, in_process: bool) -> Session {
         let fx = util::Fixture::new();
         let tree = Tree::open(&fx.tree).unwrap();
         let cas = LocalCas::open(&fx.cache).unwrap();
@@ -60,6 +73,8 @@ impl Session {
             cas,
             db,
             opts,
+            keymap,
+            in_process,
         }
     }
 
@@ -69,7 +84,14 @@ impl Session {
         let paths: Vec<PathBuf> = changed.iter().map(PathBuf::from).collect();
         self.db.refresh(&paths);
         self.db.take_executed();
-        let report = self.build();
+        let (report, log) = self.build();
+        let generate_steps = log
+            .into_collector()
+            .steps
+            .into_iter()
+            .filter(|s| s.kind == "generate")
+            .map(|s| (s.output, s.cached))
+            .collect();
         let mut executed = BTreeMap::new();
         for name in self.db.take_executed() {
             *executed.entry(name).or_insert(0) += 1;
@@ -78,12 +100,21 @@ impl Session {
             executed,
             compiled: report.build.compiled,
             from_cache: report.build.compiled_from_cache,
+            generated: report.build.generated,
+            generated_from_cache: report.build.generated_from_cache,
+            generate_steps,
         }
     }
 
-    fn build(&mut self) -> TargetReport {
+    fn build(&mut self) -> (TargetReport, Log) {
         let exec = Executor::new(self.tree.root(), &self.cas, 2);
-        let t = target::resolve(&self.tree, "solo", "default", &[]).unwrap();
+        if self.in_process {
+            let host = keyfab_cli::qmk_cmds::generator_host(&self.tree, &self.opts.keyfab_exe);
+            assert!(host.is_some(), "KEYFAB_SPAWN_GENERATORS is set");
+            exec.set_generator_host(host);
+        }
+        let t = target::resolve(&self.tree, "solo", self.keymap, &[]).unwrap();
+        let log = Log::default();
         let (report, _) = target::build_target_in(
             &mut self.db,
             &self.tree,
@@ -91,10 +122,10 @@ impl Session {
             &exec,
             &t,
             &self.opts,
-            &Log::default(),
+            &log,
         )
         .unwrap_or_else(|e| panic!("build failed: {e:?}"));
-        report
+        (report, log)
     }
 
     fn append(&self, rel: &str, text: &str) {
@@ -176,5 +207,75 @@ fn each_kind_of_edit_reruns_only_what_depends_on_it() {
     // And all quiet again.
     let r = s.rebuild(&[]);
     assert!(r.executed.is_empty(), "{r:?}");
+    assert_eq!(r.compiled, 0, "{r:?}");
+}
+
+#[test]
+fn generator_calls_rerun_only_when_what_they_read_changes() {
+    let mut s = Session::of("jsonmap", true);
+    let src = ".build/obj_solo_jsonmap/src";
+    let keymap_c = format!("{src}/keymap.c");
+    let info_config = format!("{src}/info_config.h");
+
+    let cold = s.rebuild(&[]);
+    assert!(cold.generate_steps.len() >= 4, "{cold:?}");
+    assert!(
+        cold.generate_steps.values().all(|cached| !cached),
+        "{cold:?}"
+    );
+    // The first no-op also runs the calls make made while planning (the
+    // plan now comes from the database); from then on nothing is computed.
+    s.rebuild(&[]);
+    let noop = s.rebuild(&[]);
+    assert!(noop.executed.is_empty(), "{noop:?}");
+    assert!(
+        noop.generate_steps.values().all(|cached| *cached),
+        "{noop:?}"
+    );
+    // Only version.h (git, the clock: never reused) runs again.
+    assert_eq!(noop.generated, 1, "{noop:?}");
+    assert!(noop.generated_from_cache >= 4, "{noop:?}");
+
+    // The keymap.json: keymap.c is generated again (and compiled); the
+    // keyboard's generated files hold.
+    let km = "keyboards/solo/keymaps/jsonmap/keymap.json";
+    s.fx.edit(km, |t| t.replacen("KC_B", "KC_C", 1));
+    let r = s.rebuild(&[km]);
+    assert_eq!(r.generate_steps.get(&keymap_c), Some(&false), "{r:?}");
+    assert_eq!(r.generate_steps.get(&info_config), Some(&true), "{r:?}");
+    assert!(r.ran("generated") >= 1, "{r:?}");
+    assert!(r.generated < cold.generate_steps.len() + 1, "{r:?}");
+    assert_eq!(r.compiled, 1, "{r:?}");
+
+    // Back to the old bytes: every output is known, nothing generates anew.
+    s.fx.edit(km, |t| t.replacen("KC_C", "KC_B", 1));
+    let r = s.rebuild(&[km]);
+    assert!(r.generate_steps.values().all(|cached| *cached), "{r:?}");
+    assert_eq!(r.generated, 1, "{r:?}");
+
+    // The keyboard's info: its generated files again, the keymap's hold.
+    let kb = "keyboards/solo/keyboard.json";
+    s.fx.edit(kb, |t| {
+        t.replacen("keyfab fixtures", "keyfab incremental", 1)
+    });
+    let r = s.rebuild(&[kb]);
+    assert_eq!(r.generate_steps.get(&info_config), Some(&false), "{r:?}");
+    assert_eq!(r.generate_steps.get(&keymap_c), Some(&true), "{r:?}");
+
+    // A file only a memo read (the mapping tables, parsed once per process
+    // and shared by every call) still counts for each call that used it.
+    let mapping = "data/mappings/info_config.hjson";
+    s.append(mapping, "\n");
+    let r = s.rebuild(&[mapping]);
+    assert_eq!(r.generate_steps.get(&info_config), Some(&false), "{r:?}");
+
+    // Another process (a fresh database), no build folder: every generated
+    // file comes from the cache.
+    std::fs::remove_dir_all(s.fx.tree.join(".build")).unwrap();
+    s.db = BuildDb::new(s.tree.root());
+    let r = s.rebuild(&[]);
+    assert!(r.generate_steps.values().all(|cached| *cached), "{r:?}");
+    assert!(s.fx.tree.join(&keymap_c).is_file());
+    // The same bytes as before: every object from the cache.
     assert_eq!(r.compiled, 0, "{r:?}");
 }
