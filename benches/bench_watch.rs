@@ -28,9 +28,8 @@
 
 mod common;
 
-use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -63,126 +62,6 @@ fn parse(line: &str) -> Line {
             .and_then(|t| t.trim_end_matches(" ms").parse().ok())
             .unwrap_or(0.0),
     }
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The plan's steps (`keyfab build -n`), as JSON.
-fn plan(bin: &Path, tree: &Path, cache: &Path, target: &str) -> Vec<Value> {
-    let out = Command::new(bin)
-        .arg("--tree")
-        .arg(tree)
-        .arg("--cache")
-        .arg(cache)
-        .args(["build", target, "-n"])
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .expect("keyfab build -n");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a plan step"))
-        .collect()
-}
-
-/// Names of the programs the plan's compile, link and conversion steps run
-/// through PATH.
-fn programs(steps: &[Value]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for s in steps {
-        let mut argvs = vec![strings(&s["argv"])];
-        if s["kind"] == "generate" || s["kind"] == "copy" {
-            continue;
-        }
-        argvs.extend(s["then"].as_array().into_iter().flatten().map(strings));
-        for argv in argvs {
-            if let Some(p) = argv.first().filter(|p| !p.contains('/')) {
-                if !names.contains(p) {
-                    names.push(p.clone());
-                }
-            }
-        }
-    }
-    names
-}
-
-/// When run under a wrapped program's name (see [`main`]): runs the real
-/// program (the next one of that name on PATH) and logs `START END KIND`
-/// (UNIX ns; KIND `compile` for `-c`, else `link`) to `$BENCH_WATCH_LOG`.
-fn wrapper_mode() -> Option<i32> {
-    let wrapped = std::env::var_os("BENCH_WATCH_WRAPPED")?;
-    let mut args = std::env::args_os();
-    let name = PathBuf::from(args.next()?);
-    let name = name.file_name()?.to_os_string();
-    let rest: Vec<_> = args.collect();
-    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .filter(|d| d.as_os_str() != wrapped)
-        .map(|d| d.join(&name))
-        .find(|p| p.is_file())
-        .expect("the wrapped program on PATH");
-    let start = now_ns();
-    let status = Command::new(real).args(&rest).status().expect("run it");
-    let end = now_ns();
-    let kind = if rest.iter().any(|a| a == "-c") {
-        "compile"
-    } else {
-        "link"
-    };
-    if let Some(log) = std::env::var_os("BENCH_WATCH_LOG") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(log)
-            .unwrap();
-        f.write_all(format!("{start} {end} {kind}\n").as_bytes())
-            .unwrap();
-    }
-    Some(status.code().unwrap_or(1))
-}
-
-fn now_ns() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-/// Milliseconds during which steps of `kind` (any, with `None`) that
-/// started at or after `since` were running (overlaps counted once).
-fn step_ms(log: &Path, since: u128, kind: Option<&str>) -> f64 {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut spans: Vec<(u128, u128)> = text
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split(' ');
-            let (s, e, k) = (w.next()?.parse().ok()?, w.next()?.parse().ok()?, w.next()?);
-            (s >= since && kind.is_none_or(|want| want == k)).then_some((s, e))
-        })
-        .collect();
-    spans.sort();
-    let mut total = 0u128;
-    let mut covered_to = 0u128;
-    for (s, e) in spans {
-        let s = s.max(covered_to);
-        if e > s {
-            total += e - s;
-            covered_to = e;
-        }
-    }
-    total as f64 / 1e6
 }
 
 /// Writes a file's text back when dropped.
@@ -234,7 +113,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    if let Some(code) = wrapper_mode() {
+    if let Some(code) = common::wrapper_mode() {
         std::process::exit(code);
     }
     let bin = common::keyfab_bin();
@@ -299,21 +178,17 @@ fn main() {
         "watch latency on the {what} ({target}, {keymap_rel}), load average {}",
         uptime.split(' ').take(3).collect::<Vec<_>>().join(" ")
     );
-    // The plan (made, or from the cache), for the programs to wrap.
-    let steps = plan(&bin, &tree, &cache, &target);
-    let wrap = scratch.path().join("wrap");
-    std::fs::create_dir_all(&wrap).unwrap();
-    let me = std::env::current_exe().unwrap();
-    let wrapped = programs(&steps);
-    for name in &wrapped {
-        std::os::unix::fs::symlink(&me, wrap.join(name)).unwrap();
-    }
-    println!("steps timed through a wrapper of {}", wrapped.join(", "));
+    // The plan (made, or from the cache) names the programs to wrap.
     let log = scratch.path().join("steps.log");
-    let path = std::env::join_paths(std::iter::once(wrap.clone()).chain(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    )))
-    .unwrap();
+    let (wrapped, wrap_env) = common::wrap_programs(
+        &bin,
+        &tree,
+        &cache,
+        &target,
+        &scratch.path().join("wrap"),
+        &log,
+    );
+    println!("steps timed through a wrapper of {}", wrapped.join(", "));
 
     let kinds = 3 * samples;
     let mut child = Command::new(&bin)
@@ -323,9 +198,7 @@ fn main() {
         .arg(&cache)
         .args(["watch", &target, "--max-builds", &(kinds + 1).to_string()])
         .env("SOURCE_DATE_EPOCH", "1700000000")
-        .env("PATH", &path)
-        .env("BENCH_WATCH_WRAPPED", &wrap)
-        .env("BENCH_WATCH_LOG", &log)
+        .envs(wrap_env)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -337,7 +210,7 @@ fn main() {
 
     let pid = child.id();
     let mut save = |text: &str| -> Sample {
-        let since = now_ns();
+        let since = common::now_ns();
         let cpu_before = cpu_ns(pid);
         let saved = Instant::now();
         std::fs::write(&keymap, text).unwrap();
@@ -346,8 +219,8 @@ fn main() {
         assert!(!line.contains(": error:"), "the rebuild failed: {line}");
         Sample {
             latency,
-            steps: step_ms(&log, since, None),
-            compiles: step_ms(&log, since, Some("compile")),
+            steps: common::step_ms(&log, since, None),
+            compiles: common::step_ms(&log, since, Some("compile")),
             cpu: (cpu_ns(pid) - cpu_before) as f64 / 1e6,
             line,
         }

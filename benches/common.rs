@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -96,4 +97,179 @@ pub fn copy_dir(src: &Path, dest: &Path) {
             std::fs::copy(entry.path(), &to).unwrap();
         }
     }
+}
+
+// ---- Steps timed through a wrapper ----
+//
+// The compilers, linker and converters a plan runs are wrapped by the bench
+// binary itself (symlinked under their names first on keyfab's PATH, see
+// [`wrap_programs`]): each run logs when it started and ended, so a bench
+// can tell keyfab's own time from the steps'. Every bench `main` first
+// calls [`wrapper_mode`].
+
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The plan's steps (`keyfab build -n`), as JSON.
+pub fn plan(bin: &Path, tree: &Path, cache: &Path, target: &str) -> Vec<Value> {
+    let out = Command::new(bin)
+        .arg("--tree")
+        .arg(tree)
+        .arg("--cache")
+        .arg(cache)
+        .args(["build", target, "-n"])
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .expect("keyfab build -n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a plan step"))
+        .collect()
+}
+
+/// Names of the programs the plan's compile, link and conversion steps run
+/// through PATH.
+pub fn programs(steps: &[Value]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for s in steps {
+        let mut argvs = vec![strings(&s["argv"])];
+        if s["kind"] == "generate" || s["kind"] == "copy" {
+            continue;
+        }
+        argvs.extend(s["then"].as_array().into_iter().flatten().map(strings));
+        for argv in argvs {
+            if let Some(p) = argv.first().filter(|p| !p.contains('/')) {
+                if !names.contains(p) {
+                    names.push(p.clone());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// When run under a wrapped program's name (see [`main`]): runs the real
+/// program (the next one of that name on PATH) and logs `START END KIND`
+/// (UNIX ns; KIND `compile` for `-c`, else `link`) to `$BENCH_STEP_LOG`.
+pub fn wrapper_mode() -> Option<i32> {
+    let wrapped = std::env::var_os("BENCH_WRAPPED")?;
+    let mut args = std::env::args_os();
+    let name = PathBuf::from(args.next()?);
+    let name = name.file_name()?.to_os_string();
+    let rest: Vec<_> = args.collect();
+    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .filter(|d| d.as_os_str() != wrapped)
+        .map(|d| d.join(&name))
+        .find(|p| p.is_file())
+        .expect("the wrapped program on PATH");
+    let start = now_ns();
+    let status = Command::new(real).args(&rest).status().expect("run it");
+    let end = now_ns();
+    let kind = if rest.iter().any(|a| a == "-c") {
+        "compile"
+    } else {
+        "link"
+    };
+    if let Some(log) = std::env::var_os("BENCH_STEP_LOG") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)
+            .unwrap();
+        f.write_all(format!("{start} {end} {kind}\n").as_bytes())
+            .unwrap();
+    }
+    Some(status.code().unwrap_or(1))
+}
+
+pub fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Milliseconds during which steps of `kind` (any, with `None`) that
+/// started at or after `since` were running (overlaps counted once).
+pub fn step_ms(log: &Path, since: u128, kind: Option<&str>) -> f64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut spans: Vec<(u128, u128)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split(' ');
+            let (s, e, k) = (w.next()?.parse().ok()?, w.next()?.parse().ok()?, w.next()?);
+            (s >= since && kind.is_none_or(|want| want == k)).then_some((s, e))
+        })
+        .collect();
+    spans.sort();
+    let mut total = 0u128;
+    let mut covered_to = 0u128;
+    for (s, e) in spans {
+        let s = s.max(covered_to);
+        if e > s {
+            total += e - s;
+            covered_to = e;
+        }
+    }
+    total as f64 / 1e6
+}
+
+/// Milliseconds of all steps of `kind` (any, with `None`) that started at
+/// or after `since`, added up (overlapping steps each count: the "sum of
+/// compiler time").
+pub fn step_sum_ms(log: &Path, since: u128, kind: Option<&str>) -> f64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let ns: u128 = text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split(' ');
+            let (s, e, k): (u128, u128, &str) =
+                (w.next()?.parse().ok()?, w.next()?.parse().ok()?, w.next()?);
+            (s >= since && kind.is_none_or(|want| want == k)).then_some(e.saturating_sub(s))
+        })
+        .sum();
+    ns as f64 / 1e6
+}
+
+/// The plan's programs (see [`programs`]) wrapped in `dir`: returns the
+/// PATH to run keyfab with, and the env to set (wrapped folder, log).
+pub fn wrap_programs(
+    bin: &Path,
+    tree: &Path,
+    cache: &Path,
+    target: &str,
+    dir: &Path,
+    log: &Path,
+) -> (Vec<String>, Vec<(String, std::ffi::OsString)>) {
+    let steps = plan(bin, tree, cache, target);
+    std::fs::create_dir_all(dir).unwrap();
+    let me = std::env::current_exe().unwrap();
+    let wrapped = programs(&steps);
+    for name in &wrapped {
+        let _ = std::fs::remove_file(dir.join(name));
+        std::os::unix::fs::symlink(&me, dir.join(name)).unwrap();
+    }
+    let path = std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let env = vec![
+        ("PATH".to_string(), path),
+        ("BENCH_WRAPPED".to_string(), dir.as_os_str().to_owned()),
+        ("BENCH_STEP_LOG".to_string(), log.as_os_str().to_owned()),
+    ];
+    (wrapped, env)
 }
