@@ -181,6 +181,9 @@ pub struct Env<'a> {
     engine: Option<Engine>,
     /// An engine shared with other calls (in-process generation).
     shared: Option<&'a Engine>,
+    /// version.h's values, found once for the calls sharing them (by the
+    /// `--skip-git` and `--skip-all` flags).
+    versions: Option<&'a Versions>,
     pub cwd: PathBuf,
     pub year: i32,
     /// Keep QMK's informational messages to ourselves (in-process calls:
@@ -194,6 +197,7 @@ impl<'a> Env<'a> {
             ctx,
             engine: None,
             shared: None,
+            versions: None,
             cwd: std::env::current_dir().context("cannot read the current folder")?,
             year: crate::gen_cmds::current_year(),
             quiet: false,
@@ -488,7 +492,15 @@ pub fn generate(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<Genera
                 .map_err(gen_err(&format!("keyboard {kb}")))?
         }
         Kind::VersionH => {
-            let v = crate::gen_cmds::version_info(env.ctx, a.skip_git, a.skip_all, env.quiet);
+            let find = || crate::gen_cmds::version_info(env.ctx, a.skip_git, a.skip_all, env.quiet);
+            let v = match env.versions {
+                // A sweep's targets share one tree: git runs once for them all.
+                Some(memo) => {
+                    let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+                    memo.entry((a.skip_git, a.skip_all)).or_insert_with(find).clone()
+                }
+                None => find(),
+            };
             keyfab_gen::version_h(&v, year)
         }
         Kind::MakeDependencies => {
@@ -645,8 +657,12 @@ pub struct InProcessGenerators {
     ctx: Context,
     exe: String,
     engine: std::sync::OnceLock<Engine>,
+    versions: Versions,
     year: i32,
 }
+
+/// version.h's values by (`--skip-git`, `--skip-all`).
+type Versions = std::sync::Mutex<std::collections::HashMap<(bool, bool), keyfab_gen::VersionInfo>>;
 
 impl InProcessGenerators {
     /// For builds in `tree` by this binary (`exe`). The context is the one a
@@ -664,6 +680,7 @@ impl InProcessGenerators {
             },
             exe: exe.display().to_string(),
             engine: std::sync::OnceLock::new(),
+            versions: Default::default(),
             year: crate::gen_cmds::current_year(),
         })
     }
@@ -692,6 +709,7 @@ impl InProcessGenerators {
             ctx: &self.ctx,
             engine: None,
             shared: Some(engine),
+            versions: Some(&self.versions),
             cwd: self.ctx.tree.root().to_path_buf(),
             year: self.year,
             quiet: true,
