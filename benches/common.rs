@@ -182,6 +182,15 @@ pub fn wrapper_mode() -> Option<i32> {
     } else {
         "link"
     };
+    // CPU time of the program and everything it started (cc1, as, an LTO
+    // link's partitions), waited for above.
+    let cpu_ns = {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+        let ns = |t: libc::timeval| t.tv_sec as u128 * 1_000_000_000 + t.tv_usec as u128 * 1000;
+        ns(u.ru_utime) + ns(u.ru_stime)
+    };
     if let Some(log) = std::env::var_os("BENCH_STEP_LOG") {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
@@ -189,7 +198,7 @@ pub fn wrapper_mode() -> Option<i32> {
             .create(true)
             .open(log)
             .unwrap();
-        f.write_all(format!("{start} {end} {kind}\n").as_bytes())
+        f.write_all(format!("{start} {end} {kind} {cpu_ns}\n").as_bytes())
             .unwrap();
     }
     Some(status.code().unwrap_or(1))
@@ -239,6 +248,21 @@ pub fn step_sum_ms(log: &Path, since: u128, kind: Option<&str>) -> f64 {
             let (s, e, k): (u128, u128, &str) =
                 (w.next()?.parse().ok()?, w.next()?.parse().ok()?, w.next()?);
             (s >= since && kind.is_none_or(|want| want == k)).then_some(e.saturating_sub(s))
+        })
+        .sum();
+    ns as f64 / 1e6
+}
+
+/// CPU milliseconds of all steps that started at or after `since` (the
+/// programs and what they started: the compiler's own work).
+pub fn step_cpu_ms(log: &Path, since: u128) -> f64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let ns: u128 = text
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            let s: u128 = w.first()?.parse().ok()?;
+            (s >= since).then_some(w.get(3)?.parse::<u128>().ok()?)
         })
         .sum();
     ns as f64 / 1e6

@@ -497,7 +497,9 @@ pub fn generate(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<Genera
                 // A sweep's targets share one tree: git runs once for them all.
                 Some(memo) => {
                     let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
-                    memo.entry((a.skip_git, a.skip_all)).or_insert_with(find).clone()
+                    memo.entry((a.skip_git, a.skip_all))
+                        .or_insert_with(find)
+                        .clone()
                 }
                 None => find(),
             };
