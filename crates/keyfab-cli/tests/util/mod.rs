@@ -76,10 +76,14 @@ impl Run {
 /// leaking in from the machine), run from `cwd`.
 pub fn keyfab(cwd: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyfab"));
+    // Never the user's cache (`$XDG_CACHE_HOME/keyfab`): a command given no
+    // `--cache` gets one of this test process's own.
+    let xdg = std::env::temp_dir().join(format!("keyfab-test-xdg-{}", std::process::id()));
     cmd.current_dir(cwd)
         .env_remove("QMK_HOME")
         .env_remove("QMK_USERSPACE")
-        .env_remove("KEYFAB_CACHE");
+        .env_remove("KEYFAB_CACHE")
+        .env("XDG_CACHE_HOME", xdg);
     cmd
 }
 
