@@ -48,6 +48,35 @@ pub struct Collector {
     pub toolchains: BTreeMap<String, Digest>,
     pub outputs: BTreeMap<String, Digest>,
     pub steps: Vec<StepRecord>,
+    /// The build was up to date: it read, ran and wrote what this earlier
+    /// record says (then the fields above are empty; see
+    /// [`Collector::from_previous`]).
+    pub previous: Option<Box<Previous>>,
+}
+
+/// An earlier record that a build reproduces (an up-to-date build).
+#[derive(Debug, Clone)]
+pub struct Previous {
+    /// Its body's digest in the cache.
+    pub body: Digest,
+    pub provenance: Provenance,
+    /// Its steps (parsed from its `step` notes).
+    pub steps: Vec<StepRecord>,
+}
+
+impl Previous {
+    /// This build's record would be the earlier one byte for byte: every
+    /// step already came from the cache, and the notes before the steps
+    /// are `notes` (the run's and the options', see
+    /// `target::provenance_record`). Inputs, toolchains and outputs are the
+    /// same by the up-to-date check.
+    pub fn same_record(&self, notes: &[(String, String)]) -> bool {
+        let p = &self.provenance;
+        self.steps.iter().all(|s| s.cached)
+            && p.notes.len() == notes.len() + self.steps.len()
+            && p.notes[..notes.len()] == *notes
+            && p.notes[notes.len()..].iter().all(|(k, _)| k == "step")
+    }
 }
 
 /// One target's [`Collector`] while its build runs: the steps of one plan
@@ -74,6 +103,23 @@ pub fn argv_digest(argv: &[String]) -> Digest {
 }
 
 impl Collector {
+    /// What an up-to-date build read, ran and wrote: the earlier record's,
+    /// every step from the cache.
+    pub fn from_previous(previous: Previous) -> Collector {
+        let p = previous.provenance;
+        Collector {
+            inputs: p.inputs.into_iter().collect(),
+            toolchains: p.toolchains.into_iter().collect(),
+            outputs: p.outputs.into_iter().collect(),
+            steps: previous
+                .steps
+                .into_iter()
+                .map(|s| StepRecord { cached: true, ..s })
+                .collect(),
+            previous: None,
+        }
+    }
+
     pub fn input(&mut self, name: impl Into<String>, digest: Digest) {
         self.inputs.insert(name.into(), digest);
     }
