@@ -412,3 +412,74 @@ fn audit_filters_recorded_targets_like_sweep_and_rebuilds_them_together() {
         assert!(r.stderr.contains(bad), "{}", r.stderr);
     }
 }
+
+/// An up-to-date build records a row naming the record it reproduced, not
+/// a new copy of it: once a record says every step came from the cache,
+/// further no-op builds add rows but no provenance body, and explain, audit,
+/// verify and an index rebuilt from the blobs keep answering.
+#[test]
+fn up_to_date_builds_add_rows_not_bodies() {
+    let fx = fixture();
+    let epoch = Some("1700000000");
+    let stats = || {
+        fx.run_with(None, &["cache", "stats", "--format", "json"])
+            .json()
+            .get("stats")
+            .cloned()
+            .unwrap()
+    };
+    let num = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v:#}"));
+    let build = || {
+        fx.run_with(epoch, &["build", "solo:default"])
+            .ok()
+            .to_string()
+    };
+    build();
+    // Up to date; its record differs from the first only in that every
+    // step came from the cache.
+    build();
+    let before = stats();
+    assert_eq!(num(&before, "provenance"), 2, "{before:#}");
+    assert_eq!(num(&before, "provenance_bodies"), 2, "{before:#}");
+    for n in 1..=3 {
+        build();
+        let now = stats();
+        assert_eq!(num(&now, "provenance"), 2 + n, "{now:#}");
+        assert_eq!(num(&now, "provenance_bodies"), 2, "{now:#}");
+        assert_eq!(
+            num(&now, "provenance_body_bytes"),
+            num(&before, "provenance_body_bytes")
+        );
+        // One small blob per build: the row's own record.
+        assert_eq!(num(&now, "blobs"), num(&before, "blobs") + n);
+        let grew = num(&now, "bytes") - num(&before, "bytes");
+        assert!(grew < 1000 * n, "{grew} bytes for {n} no-op builds");
+    }
+    let (changed, ran) = explain(&fx);
+    assert!(changed.is_empty() && ran.is_empty(), "{changed:?} {ran:?}");
+    let text = fx.run_with(None, &["audit", "solo:default"]);
+    assert!(
+        text.ok().starts_with("solo:default: PASS"),
+        "{}",
+        text.stdout
+    );
+    fx.run_with(None, &["cache", "verify"]).ok();
+
+    // The index is lost: rebuilt from the blobs, with the same rows and bodies.
+    let kept = stats();
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", fx.cache.join("index.sqlite").display()));
+    }
+    let rebuilt = stats();
+    for k in ["provenance", "provenance_bodies", "provenance_body_bytes"] {
+        assert_eq!(num(&rebuilt, k), num(&kept, k), "{k}");
+    }
+    let (changed, ran) = explain(&fx);
+    assert!(changed.is_empty() && ran.is_empty(), "{changed:?} {ran:?}");
+    fx.run_with(None, &["cache", "verify"]).ok();
+    // … and the next no-op build still adds no body.
+    build();
+    let after = stats();
+    assert_eq!(num(&after, "provenance"), num(&kept, "provenance") + 1);
+    assert_eq!(num(&after, "provenance_bodies"), 2);
+}
