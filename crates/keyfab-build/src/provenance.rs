@@ -14,7 +14,11 @@
 //! `notes` hold the facts that are not digests: `tree` (absolute path),
 //! `tree_revision`, `reproducible`, `env:*`/`make:*` values, and one
 //! `step` note per step (JSON of [`StepRecord`]): its kind, output, the
-//! names of its inputs and whether it came from the cache.
+//! names of its inputs and whether it came from the cache. The record of
+//! an up-to-date build has the note `up_to_date` = `yes` and the steps of
+//! the build it reproduced (none ran). `tree_revision` and `up_to_date`
+//! are the run's ([`ROW_NOTES`]): the cache keeps them in the record's row,
+//! apart from its body, so runs that differ only in them share one body.
 //!
 //! Records of failed builds carry the note `status` = `failed`, the
 //! `stage` (`plan` or `build`) and the `error`, with the inputs known when
@@ -65,18 +69,31 @@ pub struct Previous {
 }
 
 impl Previous {
-    /// This build's record would be the earlier one byte for byte: every
-    /// step already came from the cache, and the notes before the steps
-    /// are `notes` (the run's and the options', see
-    /// `target::provenance_record`). Inputs, toolchains and outputs are the
-    /// same by the up-to-date check.
+    /// This build's record body would be the earlier one byte for byte:
+    /// its notes before the steps are `notes` (the body's part of what
+    /// `target::provenance_record` notes) and every step note was read.
+    /// Inputs, toolchains, outputs and steps are the same by the up-to-date
+    /// check.
     pub fn same_record(&self, notes: &[(String, String)]) -> bool {
         let p = &self.provenance;
-        self.steps.iter().all(|s| s.cached)
-            && p.notes.len() == notes.len() + self.steps.len()
+        p.notes.len() == notes.len() + self.steps.len()
             && p.notes[..notes.len()] == *notes
             && p.notes[notes.len()..].iter().all(|(k, _)| k == "step")
     }
+}
+
+/// Notes that are a run's, not a build's: kept in the record's row, not in
+/// its body, so builds that differ only in them share one body. The tree's
+/// revision changes with every commit; `up_to_date` (`yes`) marks a build
+/// that reproduced the record it names: nothing ran, whatever the body's
+/// steps say.
+pub const ROW_NOTES: [&str; 2] = ["tree_revision", "up_to_date"];
+
+/// Splits notes into the body's and the row's ([`ROW_NOTES`]), each in order.
+pub fn split_notes(notes: Vec<(String, String)>) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    notes
+        .into_iter()
+        .partition(|(k, _)| !ROW_NOTES.contains(&k.as_str()))
 }
 
 /// One target's [`Collector`] while its build runs: the steps of one plan
@@ -103,19 +120,16 @@ pub fn argv_digest(argv: &[String]) -> Digest {
 }
 
 impl Collector {
-    /// What an up-to-date build read, ran and wrote: the earlier record's,
-    /// every step from the cache.
+    /// What an up-to-date build read, ran and wrote: the earlier record's
+    /// (its steps as it recorded them; the record's `up_to_date` note says
+    /// that none ran this time).
     pub fn from_previous(previous: Previous) -> Collector {
         let p = previous.provenance;
         Collector {
             inputs: p.inputs.into_iter().collect(),
             toolchains: p.toolchains.into_iter().collect(),
             outputs: p.outputs.into_iter().collect(),
-            steps: previous
-                .steps
-                .into_iter()
-                .map(|s| StepRecord { cached: true, ..s })
-                .collect(),
+            steps: previous.steps,
             previous: None,
         }
     }
@@ -179,12 +193,18 @@ impl Collector {
     }
 }
 
-/// The steps of a record (its `step` notes).
+/// The steps of a record (its `step` notes); in the record of an
+/// up-to-date build (note `up_to_date`), every step came from the cache.
 pub fn steps(p: &Provenance) -> Vec<StepRecord> {
+    let up_to_date = note(p, "up_to_date") == Some("yes");
     p.notes
         .iter()
         .filter(|(k, _)| k == "step")
-        .filter_map(|(_, v)| serde_json::from_str(v).ok())
+        .filter_map(|(_, v)| serde_json::from_str::<StepRecord>(v).ok())
+        .map(|s| StepRecord {
+            cached: s.cached || up_to_date,
+            ..s
+        })
         .collect()
 }
 

@@ -469,7 +469,8 @@ fn up_to_date(
     plan: &Plan,
     opts: &Options,
 ) -> Option<(Previous, BuildReport)> {
-    let (_, body, p) = cas.last_provenance(target).ok()??;
+    let row = cas.last_provenance(target).ok()??;
+    let (body, p) = (row.body, row.provenance);
     let root = tree.root().display().to_string();
     if !provenance::is_ok(&p)
         || provenance::note(&p, "tree") != Some(root.as_str())
@@ -618,9 +619,11 @@ fn record_notes(
 /// Stores the provenance record of a target's build (see
 /// [`provenance_record`]) in the index as part of `rec.run`, with the bytes
 /// of the generated files it read (small; `audit` diffs them). An
-/// interrupted build is not recorded. An up-to-date build whose record is
-/// the previous one byte for byte adds a row naming that record's body: no
-/// record is built, serialised or stored again.
+/// interrupted build is not recorded. The run's notes
+/// ([`provenance::ROW_NOTES`]) go to the record's row, the rest is its body,
+/// stored once per distinct content. An up-to-date build whose body is the
+/// previous one byte for byte adds a row naming that body (and the note
+/// `up_to_date`): no record is built, serialised or stored again.
 pub fn record(
     tree: &Tree,
     cas: &LocalCas,
@@ -634,18 +637,28 @@ pub fn record(
         return Ok(());
     }
     let mut log = log.into_collector();
+    let reproduced = outcome.is_ok() && log.previous.is_some();
+    let up_to_date = || ("up_to_date".to_string(), "yes".to_string());
     if let Some(previous) = log.previous.take() {
-        if outcome.is_ok() && previous.same_record(&record_notes(opts, rec, outcome)) {
+        let (body_notes, mut row_notes) = provenance::split_notes(record_notes(opts, rec, outcome));
+        if reproduced && previous.same_record(&body_notes) {
+            row_notes.push(up_to_date());
             store_generated(tree, cas, &previous.provenance)?;
-            if cas.record_provenance_again(rec.run, target, &previous.body)? {
+            if cas.record_provenance_again(rec.run, target, &previous.body, &row_notes)? {
                 return Ok(());
             }
         }
         log = Collector::from_previous(*previous);
     }
-    let p = provenance_record(log, opts, rec, outcome);
+    let mut p = provenance_record(log, opts, rec, outcome);
     store_generated(tree, cas, &p)?;
-    cas.record_provenance(rec.run, target, &p).map(drop)
+    let (body_notes, mut row_notes) = provenance::split_notes(std::mem::take(&mut p.notes));
+    p.notes = body_notes;
+    if reproduced {
+        row_notes.push(up_to_date());
+    }
+    cas.record_provenance_with(rec.run, target, &p, &row_notes)
+        .map(drop)
 }
 
 /// Stores the generated files a record read (`version.h`, …) as blobs, once:

@@ -41,6 +41,18 @@ pub struct RunInfo {
     pub status: Option<String>,
 }
 
+/// A target's provenance in a run, as the index holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvenanceRow {
+    pub run: i64,
+    /// The body's digest (what a row of a later run may name again).
+    pub body: Digest,
+    /// The body: what is not the run's.
+    pub provenance: Provenance,
+    /// The row's own notes: what is the run's.
+    pub notes: Vec<(String, String)>,
+}
+
 /// A blob row: what gc and verify work from.
 #[derive(Clone, Copy, Debug)]
 pub struct BlobRow {
@@ -416,14 +428,14 @@ impl Index {
         rows.map_err(|e| self.err(e))
     }
 
-    /// The newest records of a target, newest first: run, body digest, body.
-    /// A row whose body is gone or unreadable is skipped.
-    pub fn provenance(&self, target: &str, limit: u32) -> Result<Vec<(i64, Digest, Provenance)>> {
+    /// The newest records of a target, newest first. A row whose body is
+    /// gone or unreadable is skipped.
+    pub fn provenance(&self, target: &str, limit: u32) -> Result<Vec<ProvenanceRow>> {
         self.end_snapshot();
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT p.run, p.body, b.body FROM provenance p
+                "SELECT p.run, p.body, b.body, p.notes FROM provenance p
                  JOIN provenance_bodies b ON b.digest = p.body
                  WHERE p.target = ?1 ORDER BY p.run DESC LIMIT ?2",
             )
@@ -434,6 +446,7 @@ impl Index {
                     r.get::<_, i64>(0)?,
                     col_digest(r, 1)?,
                     r.get_ref(2)?.as_bytes()?.to_vec(),
+                    r.get::<_, Option<String>>(3)?,
                 ))
             })
             .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>());
@@ -441,8 +454,16 @@ impl Index {
         let rows = rows.map_err(|e| self.err(e))?;
         Ok(rows
             .into_iter()
-            .filter_map(|(run, digest, body)| {
-                serde_json::from_slice(&body).ok().map(|p| (run, digest, p))
+            .filter_map(|(run, body, json, notes)| {
+                Some(ProvenanceRow {
+                    run,
+                    body,
+                    provenance: serde_json::from_slice(&json).ok()?,
+                    notes: match notes {
+                        Some(n) => serde_json::from_str(&n).ok()?,
+                        None => Vec::new(),
+                    },
+                })
             })
             .collect())
     }
@@ -698,18 +719,25 @@ pub mod tx {
     }
 
     /// A provenance row: `record` is its own record blob, `body` a body
-    /// the index holds (`insert_provenance_body`).
+    /// the index holds (`insert_provenance_body`), `notes` the row's own.
     pub fn insert_provenance(
         tx: &Transaction<'_>,
         run: i64,
         target: &str,
         record: &Digest,
         body: &Digest,
+        notes: &[(String, String)],
     ) -> rusqlite::Result<()> {
+        let notes = if notes.is_empty() {
+            None
+        } else {
+            Some(to_json(&notes)?)
+        };
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO provenance (run, target, record, body) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO provenance (run, target, record, body, notes)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![run, target, d(record), d(body)])?;
+        .execute(params![run, target, d(record), d(body), notes])?;
         Ok(())
     }
 
@@ -832,7 +860,12 @@ mod tests {
         drop(c);
         let idx = Index::open(&p).unwrap();
         assert_eq!(idx.user_version().unwrap(), 2);
-        let got = idx.provenance("a:default", 10).unwrap();
+        let got: Vec<(i64, Digest, Provenance)> = idx
+            .provenance("a:default", 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.run, r.body, r.provenance))
+            .collect();
         assert_eq!(
             got,
             vec![

@@ -414,7 +414,7 @@ impl LocalCas {
                             if let Some(Some(json)) = bodies.get(rd) {
                                 tx::insert_run(t, Some(*run), *run_started_ns, run_command)?;
                                 tx::insert_provenance_body(t, rd, json)?;
-                                tx::insert_provenance(t, *run, target, rd, rd)?;
+                                tx::insert_provenance(t, *run, target, rd, rd, &[])?;
                             }
                         }
                         Record::ProvenanceRef {
@@ -423,6 +423,7 @@ impl LocalCas {
                             run_command,
                             target,
                             body,
+                            notes,
                         } => {
                             let held = match bodies.get(body) {
                                 Some(Some(json)) => {
@@ -433,7 +434,7 @@ impl LocalCas {
                             };
                             if held && blobs.exists(body) {
                                 tx::insert_run(t, Some(*run), *run_started_ns, run_command)?;
-                                tx::insert_provenance(t, *run, target, rd, body)?;
+                                tx::insert_provenance(t, *run, target, rd, body, notes)?;
                             }
                         }
                         // A body alone is a blob; it comes back with a row.

@@ -58,6 +58,9 @@ pub enum Record {
         run_command: String,
         target: String,
         body: Digest,
+        /// The row's own notes (what is the run's, not the body's).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        notes: Vec<(String, String)>,
     },
 }
 

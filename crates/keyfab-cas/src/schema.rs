@@ -79,8 +79,9 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX provenance_record ON provenance(record);
     "#,
     // 2: provenance bodies stored once per distinct content. A row is the
-    // run, the target, its own (small) record blob and the body's digest;
-    // an up-to-date build adds a row that names the body it reproduced.
+    // run, the target, its own (small) record blob, the body's digest and
+    // the notes that are the run's (read before the body's); an up-to-date
+    // build adds a row that names the body it reproduced.
     // Rows of schema 1 keep their body, keyed by the record blob that
     // holds it (a schema-1 record is the run, the target and the body).
     r#"
@@ -97,6 +98,7 @@ pub const MIGRATIONS: &[&str] = &[
         target TEXT NOT NULL,
         record BLOB NOT NULL,               -- digest of the row's record blob
         body   BLOB NOT NULL,               -- provenance_bodies.digest
+        notes  TEXT,                        -- the row's own notes (JSON pairs), or NULL
         PRIMARY KEY (run, target)
     );
     CREATE INDEX provenance_target ON provenance(target, run);

@@ -488,6 +488,16 @@ fn remove_index(dir: &Path) {
 fn provenance_bodies_are_stored_once() {
     let t = tempfile::tempdir().unwrap();
     let p = big_provenance(2000);
+    let row_notes = vec![("tree_revision".to_string(), "v1-2-gabc".to_string())];
+    // The row's notes come first when the record is read whole.
+    let mut whole = p.clone();
+    whole.notes.insert(0, row_notes[0].clone());
+    let last = |r3: RunId, body| ProvenanceRow {
+        run: r3.0,
+        body,
+        provenance: p.clone(),
+        notes: row_notes.clone(),
+    };
     let (r1, r2, r3, body);
     {
         let cas = open(t.path());
@@ -500,10 +510,12 @@ fn provenance_bodies_are_stored_once() {
         r2 = cas.begin_run("keyfab sweep").unwrap();
         assert_eq!(cas.record_provenance(r2, "a:default", &p).unwrap(), body);
         r3 = cas.begin_run("keyfab sweep").unwrap();
-        assert!(cas.record_provenance_again(r3, "a:default", &body).unwrap());
+        assert!(cas
+            .record_provenance_again(r3, "a:default", &body, &row_notes)
+            .unwrap());
         // A body the index does not hold: nothing is recorded.
         assert!(!cas
-            .record_provenance_again(r3, "b:default", &Digest::of(b"nope"))
+            .record_provenance_again(r3, "b:default", &Digest::of(b"nope"), &[])
             .unwrap());
         let now = cas.stats().unwrap().counts;
         assert_eq!((now.provenance, now.provenance_bodies), (3, 1));
@@ -521,10 +533,11 @@ fn provenance_bodies_are_stored_once() {
             hist.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
             vec![r3, r2, r1]
         );
-        assert!(hist.iter().all(|(_, q)| *q == p));
+        assert_eq!(hist[0].1, whole);
+        assert!(hist[1..].iter().all(|(_, q)| *q == p));
         assert_eq!(
             cas.last_provenance("a:default").unwrap(),
-            Some((r3, body, p.clone()))
+            Some(last(r3, body))
         );
         assert!(cas.provenance("b:default", 10).unwrap().is_empty());
         assert!(cas.verify(false).unwrap().is_clean());
@@ -538,7 +551,7 @@ fn provenance_bodies_are_stored_once() {
         assert_eq!((c.provenance, c.provenance_bodies), (3, 1));
         assert_eq!(
             cas.last_provenance("a:default").unwrap(),
-            Some((r3, body, p.clone()))
+            Some(last(r3, body))
         );
         assert!(cas.verify(false).unwrap().is_clean());
 
@@ -577,7 +590,9 @@ fn gc_keeps_provenance_consistent() {
     // A later run names the body again: it is recent again, the first
     // row's own record blob is not.
     let r2 = cas.begin_run("keyfab build").unwrap();
-    assert!(cas.record_provenance_again(r2, "a:default", &body).unwrap());
+    assert!(cas
+        .record_provenance_again(r2, "a:default", &body, &[])
+        .unwrap());
     let c = cas.stats().unwrap().counts;
     // Evict only the oldest blob (the first row's record).
     let report = cas.gc(c.bytes - 1).unwrap();
@@ -613,13 +628,15 @@ fn schema_1_provenance_records_rebuild() {
     }
     remove_index(t.path());
     let cas = open(t.path());
-    let (run, _, got) = cas.last_provenance("a:default").unwrap().unwrap();
-    assert_eq!((run, got), (RunId(7), p.clone()));
+    let row = cas.last_provenance("a:default").unwrap().unwrap();
+    assert_eq!((row.run, row.provenance), (7, p.clone()));
     assert_eq!(cas.runs(10).unwrap()[0].command, "keyfab build");
     // The next build of the same record names that body.
     let r = cas.begin_run("keyfab build").unwrap();
-    let (_, body, _) = cas.last_provenance("a:default").unwrap().unwrap();
-    assert!(cas.record_provenance_again(r, "a:default", &body).unwrap());
+    let body = cas.last_provenance("a:default").unwrap().unwrap().body;
+    assert!(cas
+        .record_provenance_again(r, "a:default", &body, &[])
+        .unwrap());
     assert_eq!(cas.provenance("a:default", 10).unwrap().len(), 2);
     assert!(cas.verify(false).unwrap().is_clean());
 }
