@@ -89,8 +89,11 @@ impl Previous {
 /// steps say.
 pub const ROW_NOTES: [&str; 2] = ["tree_revision", "up_to_date"];
 
+/// A record's notes: (name, value), in order.
+pub type Notes = Vec<(String, String)>;
+
 /// Splits notes into the body's and the row's ([`ROW_NOTES`]), each in order.
-pub fn split_notes(notes: Vec<(String, String)>) -> (Vec<(String, String)>, Vec<(String, String)>) {
+pub fn split_notes(notes: Notes) -> (Notes, Notes) {
     notes
         .into_iter()
         .partition(|(k, _)| !ROW_NOTES.contains(&k.as_str()))
@@ -269,5 +272,34 @@ mod tests {
         assert_eq!(input_kind("argv:a.o"), "argv");
         assert_eq!(input_kind(".build/obj_x/src/version.h"), "generated");
         assert_eq!(input_kind("quantum/main.c"), "file");
+    }
+
+    #[test]
+    fn run_notes_and_up_to_date_records() {
+        let n = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let (body, row) = split_notes(vec![
+            n("tree", "/t"),
+            n("tree_revision", "abc"),
+            n("status", "ok"),
+            n("up_to_date", "yes"),
+        ]);
+        assert_eq!(body, [n("tree", "/t"), n("status", "ok")]);
+        assert_eq!(row, [n("tree_revision", "abc"), n("up_to_date", "yes")]);
+
+        let mut c = Collector::default();
+        let d = Digest::of(b"x");
+        c.step("compile", &["cc".into()], &[], "a.o", Some(d), false);
+        let mut p = c.into_provenance(vec![n("status", "ok")]);
+        assert!(!steps(&p)[0].cached);
+        let previous = Previous {
+            body: d,
+            steps: steps(&p),
+            provenance: p.clone(),
+        };
+        assert!(previous.same_record(&[n("status", "ok")]));
+        assert!(!previous.same_record(&[n("status", "ok"), n("reproducible", "yes")]));
+        // The row of an up-to-date build says no step ran.
+        p.notes.insert(0, n("up_to_date", "yes"));
+        assert!(steps(&p)[0].cached);
     }
 }
