@@ -8,6 +8,11 @@
 //! - one keymap changed (goal: one compile);
 //! - one core `.c` changed (goal: one compile per target, nothing else).
 //!
+//! Each line also gives the sweep's CPU time (user + system, children) and
+//! the cache after it (`keyfab cache stats`: blob bytes, provenance rows and
+//! the bytes of their distinct bodies in the index), so what a no-op sweep
+//! adds is visible.
+//!
 //! Run: `cargo build --release -p keyfab-cli && BENCH_N=100 cargo run --release -p keyfab-benches --bin bench-sweep`
 
 mod common;
@@ -31,8 +36,35 @@ fn children_maxrss_mib() -> f64 {
     ru.ru_maxrss as f64 / 1024.0
 }
 
+/// CPU time (user + system) of the children waited for so far.
+fn children_cpu() -> Duration {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// The cache's blob bytes, provenance rows and provenance body bytes.
+fn cache_stats(bin: &Path, cache: &Path) -> (u64, u64, u64) {
+    let out = Command::new(bin)
+        .arg("--cache")
+        .arg(cache)
+        .args(["cache", "stats", "--format", "json"])
+        .output()
+        .expect("run keyfab cache stats");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let n = |k: &str| v["stats"][k].as_u64().unwrap_or(0);
+    (n("bytes"), n("provenance"), n("provenance_body_bytes"))
+}
+
 struct Sweep {
     took: Duration,
+    cpu: Duration,
+    /// The cache after the sweep: blob bytes, provenance rows, bytes of
+    /// the provenance bodies the index holds.
+    blob_bytes: u64,
+    provenance_rows: u64,
+    body_bytes: u64,
     targets: u64,
     ok: u64,
     compiled: u64,
@@ -53,9 +85,11 @@ fn sweep(bin: &Path, tree: &Path, cache: &Path, report: &Path, jobs: Option<usiz
     if let Some(j) = jobs {
         cmd.args(["-j", &j.to_string()]);
     }
+    let cpu_before = children_cpu();
     let start = Instant::now();
     let out = cmd.output().expect("run keyfab");
     let took = start.elapsed();
+    let cpu = children_cpu().saturating_sub(cpu_before);
     assert!(
         out.status.success(),
         "sweep failed:\n{}",
@@ -65,8 +99,13 @@ fn sweep(bin: &Path, tree: &Path, cache: &Path, report: &Path, jobs: Option<usiz
         serde_json::from_slice(&std::fs::read(report.join("sweep.json")).unwrap()).unwrap();
     let c = &json["counts"];
     let targets = json["targets"].as_array().unwrap();
+    let (blob_bytes, provenance_rows, body_bytes) = cache_stats(bin, cache);
     Sweep {
         took,
+        cpu,
+        blob_bytes,
+        provenance_rows,
+        body_bytes,
         targets: c["total"].as_u64().unwrap(),
         ok: c["ok"].as_u64().unwrap(),
         compiled: c["compiled"].as_u64().unwrap(),
@@ -95,15 +134,30 @@ fn line(name: &str, s: &Sweep, goal_per_target: Option<Duration>) {
         })
         .unwrap_or_default();
     println!(
-        "{name}: {:.2} s, {per:.1} ms/target; {}/{} ok; {} compiled, {} from cache; {} plans made, {} links ran; peak RSS so far {:.0} MiB{goal}",
+        "{name}: {:.2} s (cpu {:.2} s), {per:.1} ms/target; {}/{} ok; {} compiled, {} from cache; {} plans made, {} links ran; peak RSS so far {:.0} MiB; cache: blobs {:.1} MiB, {} provenance rows, bodies {:.1} MiB{goal}",
         s.took.as_secs_f64(),
+        s.cpu.as_secs_f64(),
         s.ok,
         s.targets,
         s.compiled,
         s.cached,
         s.plans_made,
         s.links_ran,
-        children_maxrss_mib()
+        children_maxrss_mib(),
+        s.blob_bytes as f64 / (1 << 20) as f64,
+        s.provenance_rows,
+        s.body_bytes as f64 / (1 << 20) as f64,
+    );
+}
+
+/// What a sweep added to the cache after `before`.
+fn growth(before: &Sweep, after: &Sweep) {
+    let per = |a: u64, b: u64| (a as f64 - b as f64) / after.targets.max(1) as f64;
+    println!(
+        "  added: {:.0} blob bytes/target, {:.0} provenance body bytes/target, {} provenance rows",
+        per(after.blob_bytes, before.blob_bytes),
+        per(after.body_bytes, before.body_bytes),
+        after.provenance_rows as i64 - before.provenance_rows as i64
     );
 }
 
@@ -137,6 +191,10 @@ fn main() {
     line("cold sweep", &cold, None);
     let noop = sweep(&bin, &tree, &cache, &report, jobs);
     line("no-op sweep", &noop, Some(Duration::from_millis(5)));
+    growth(&cold, &noop);
+    let noop2 = sweep(&bin, &tree, &cache, &report, jobs);
+    line("no-op sweep again", &noop2, Some(Duration::from_millis(5)));
+    growth(&noop, &noop2);
     std::fs::remove_dir_all(tree.join(".build")).unwrap();
     let fresh = sweep(&bin, &tree, &cache, &report, jobs);
     line(

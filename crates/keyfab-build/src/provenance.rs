@@ -14,7 +14,11 @@
 //! `notes` hold the facts that are not digests: `tree` (absolute path),
 //! `tree_revision`, `reproducible`, `env:*`/`make:*` values, and one
 //! `step` note per step (JSON of [`StepRecord`]): its kind, output, the
-//! names of its inputs and whether it came from the cache.
+//! names of its inputs and whether it came from the cache. The record of
+//! an up-to-date build has the note `up_to_date` = `yes` and the steps of
+//! the build it reproduced (none ran). `tree_revision` and `up_to_date`
+//! are the run's ([`ROW_NOTES`]): the cache keeps them in the record's row,
+//! apart from its body, so runs that differ only in them share one body.
 //!
 //! Records of failed builds carry the note `status` = `failed`, the
 //! `stage` (`plan` or `build`) and the `error`, with the inputs known when
@@ -48,6 +52,51 @@ pub struct Collector {
     pub toolchains: BTreeMap<String, Digest>,
     pub outputs: BTreeMap<String, Digest>,
     pub steps: Vec<StepRecord>,
+    /// The build was up to date: it read, ran and wrote what this earlier
+    /// record says (then the fields above are empty; see
+    /// [`Collector::from_previous`]).
+    pub previous: Option<Box<Previous>>,
+}
+
+/// An earlier record that a build reproduces (an up-to-date build).
+#[derive(Debug, Clone)]
+pub struct Previous {
+    /// Its body's digest in the cache.
+    pub body: Digest,
+    pub provenance: Provenance,
+    /// Its steps (parsed from its `step` notes).
+    pub steps: Vec<StepRecord>,
+}
+
+impl Previous {
+    /// This build's record body would be the earlier one byte for byte:
+    /// its notes before the steps are `notes` (the body's part of what
+    /// `target::provenance_record` notes) and every step note was read.
+    /// Inputs, toolchains, outputs and steps are the same by the up-to-date
+    /// check.
+    pub fn same_record(&self, notes: &[(String, String)]) -> bool {
+        let p = &self.provenance;
+        p.notes.len() == notes.len() + self.steps.len()
+            && p.notes[..notes.len()] == *notes
+            && p.notes[notes.len()..].iter().all(|(k, _)| k == "step")
+    }
+}
+
+/// Notes that are a run's, not a build's: kept in the record's row, not in
+/// its body, so builds that differ only in them share one body. The tree's
+/// revision changes with every commit; `up_to_date` (`yes`) marks a build
+/// that reproduced the record it names: nothing ran, whatever the body's
+/// steps say.
+pub const ROW_NOTES: [&str; 2] = ["tree_revision", "up_to_date"];
+
+/// A record's notes: (name, value), in order.
+pub type Notes = Vec<(String, String)>;
+
+/// Splits notes into the body's and the row's ([`ROW_NOTES`]), each in order.
+pub fn split_notes(notes: Notes) -> (Notes, Notes) {
+    notes
+        .into_iter()
+        .partition(|(k, _)| !ROW_NOTES.contains(&k.as_str()))
 }
 
 /// One target's [`Collector`] while its build runs: the steps of one plan
@@ -74,6 +123,20 @@ pub fn argv_digest(argv: &[String]) -> Digest {
 }
 
 impl Collector {
+    /// What an up-to-date build read, ran and wrote: the earlier record's
+    /// (its steps as it recorded them; the record's `up_to_date` note says
+    /// that none ran this time).
+    pub fn from_previous(previous: Previous) -> Collector {
+        let p = previous.provenance;
+        Collector {
+            inputs: p.inputs.into_iter().collect(),
+            toolchains: p.toolchains.into_iter().collect(),
+            outputs: p.outputs.into_iter().collect(),
+            steps: previous.steps,
+            previous: None,
+        }
+    }
+
     pub fn input(&mut self, name: impl Into<String>, digest: Digest) {
         self.inputs.insert(name.into(), digest);
     }
@@ -133,12 +196,18 @@ impl Collector {
     }
 }
 
-/// The steps of a record (its `step` notes).
+/// The steps of a record (its `step` notes); in the record of an
+/// up-to-date build (note `up_to_date`), every step came from the cache.
 pub fn steps(p: &Provenance) -> Vec<StepRecord> {
+    let up_to_date = note(p, "up_to_date") == Some("yes");
     p.notes
         .iter()
         .filter(|(k, _)| k == "step")
-        .filter_map(|(_, v)| serde_json::from_str(v).ok())
+        .filter_map(|(_, v)| serde_json::from_str::<StepRecord>(v).ok())
+        .map(|s| StepRecord {
+            cached: s.cached || up_to_date,
+            ..s
+        })
         .collect()
 }
 
@@ -203,5 +272,34 @@ mod tests {
         assert_eq!(input_kind("argv:a.o"), "argv");
         assert_eq!(input_kind(".build/obj_x/src/version.h"), "generated");
         assert_eq!(input_kind("quantum/main.c"), "file");
+    }
+
+    #[test]
+    fn run_notes_and_up_to_date_records() {
+        let n = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let (body, row) = split_notes(vec![
+            n("tree", "/t"),
+            n("tree_revision", "abc"),
+            n("status", "ok"),
+            n("up_to_date", "yes"),
+        ]);
+        assert_eq!(body, [n("tree", "/t"), n("status", "ok")]);
+        assert_eq!(row, [n("tree_revision", "abc"), n("up_to_date", "yes")]);
+
+        let mut c = Collector::default();
+        let d = Digest::of(b"x");
+        c.step("compile", &["cc".into()], &[], "a.o", Some(d), false);
+        let mut p = c.into_provenance(vec![n("status", "ok")]);
+        assert!(!steps(&p)[0].cached);
+        let previous = Previous {
+            body: d,
+            steps: steps(&p),
+            provenance: p.clone(),
+        };
+        assert!(previous.same_record(&[n("status", "ok")]));
+        assert!(!previous.same_record(&[n("status", "ok"), n("reproducible", "yes")]));
+        // The row of an up-to-date build says no step ran.
+        p.notes.insert(0, n("up_to_date", "yes"));
+        assert!(steps(&p)[0].cached);
     }
 }

@@ -7,7 +7,7 @@ use crate::exec::{BuildError, BuildReport, Executor};
 use crate::plan::{self, Plan};
 use crate::plan_cache::{self, PlanCacheError, PlanContext};
 use crate::probe;
-use crate::provenance::{self, Collector, Log};
+use crate::provenance::{self, Collector, Log, Previous};
 use keyfab_cas::{Digest, LocalCas, Provenance, RunClock, RunId};
 use keyfab_tree::Tree;
 use serde::Serialize;
@@ -376,7 +376,12 @@ pub fn build_target_in(
     let build = match up_to_date(tree, cas, db, &clock, &target.name(), &plan, opts) {
         Some((previous, mut report)) => {
             // This build is the last one again: record it as such.
-            log.with(|l| *l = previous);
+            log.with(|l| {
+                *l = Collector {
+                    previous: Some(Box::new(previous)),
+                    ..Collector::default()
+                }
+            });
             report.duration_ms = gen_started.elapsed().as_millis();
             report
         }
@@ -534,8 +539,8 @@ const MAX_ERROR_NOTE: usize = 4096;
 /// depfiles, generated files, makefiles, link inputs) and every output still
 /// has its recorded digest (through the stat cache), and the copies to the
 /// tree root are in place. Then nothing needs to run: the answer is that
-/// record (as what this build read, ran and wrote) and a report of an
-/// all-cached build. Generators have run before (their read sets are not
+/// record (as what this build read, ran and wrote; parsed once, here) and a
+/// report of an all-cached build. Generators have run before (their read sets are not
 /// recorded; what they wrote is checked like any input).
 #[allow(clippy::too_many_arguments)]
 fn up_to_date(
@@ -546,8 +551,9 @@ fn up_to_date(
     target: &str,
     plan: &Plan,
     opts: &Options,
-) -> Option<(Collector, BuildReport)> {
-    let (_, p) = cas.provenance(target, 1).ok()?.into_iter().next()?;
+) -> Option<(Previous, BuildReport)> {
+    let row = cas.last_provenance(target).ok()??;
+    let (body, p) = (row.body, row.provenance);
     let root = tree.root().display().to_string();
     if !provenance::is_ok(&p)
         || provenance::note(&p, "tree") != Some(root.as_str())
@@ -626,14 +632,10 @@ fn up_to_date(
             _ => {}
         }
     }
-    let previous = Collector {
-        inputs: p.inputs.iter().cloned().collect(),
-        toolchains: p.toolchains.iter().cloned().collect(),
-        outputs: p.outputs.iter().cloned().collect(),
-        steps: steps
-            .into_iter()
-            .map(|s| provenance::StepRecord { cached: true, ..s })
-            .collect(),
+    let previous = Previous {
+        body,
+        provenance: p,
+        steps,
     };
     Some((previous, report))
 }
@@ -648,14 +650,32 @@ pub fn provenance_record(
     rec: &Recording,
     outcome: Result<(), &TargetError>,
 ) -> Provenance {
-    let mut log = log;
-    let mut notes = rec.notes.clone();
+    let mut log = match log.previous {
+        Some(previous) => Collector::from_previous(*previous),
+        None => log,
+    };
     for (k, v) in crate::exec::compiler_env() {
         log.input(format!("env:{k}"), Digest::of(v.as_bytes()));
-        notes.push((format!("env:{k}"), v));
     }
     for (k, v) in &opts.env {
         log.input(format!("make:{k}"), Digest::of(v.as_bytes()));
+    }
+    log.into_provenance(record_notes(opts, rec, outcome))
+}
+
+/// The notes of a record before its steps: the run's, the environment
+/// that matters and the `-e` variables with their values, the generators,
+/// the outcome.
+fn record_notes(
+    opts: &Options,
+    rec: &Recording,
+    outcome: Result<(), &TargetError>,
+) -> Vec<(String, String)> {
+    let mut notes = rec.notes.clone();
+    for (k, v) in crate::exec::compiler_env() {
+        notes.push((format!("env:{k}"), v));
+    }
+    for (k, v) in &opts.env {
         notes.push((format!("make:{k}"), v.clone()));
     }
     notes.push(("qmk_bin".into(), opts.qmk_bin.clone()));
@@ -676,13 +696,17 @@ pub fn provenance_record(
             notes.push(("error".into(), error));
         }
     }
-    log.into_provenance(notes)
+    notes
 }
 
 /// Stores the provenance record of a target's build (see
 /// [`provenance_record`]) in the index as part of `rec.run`, with the bytes
 /// of the generated files it read (small; `audit` diffs them). An
-/// interrupted build is not recorded.
+/// interrupted build is not recorded. The run's notes
+/// ([`provenance::ROW_NOTES`]) go to the record's row, the rest is its body,
+/// stored once per distinct content. An up-to-date build whose body is the
+/// previous one byte for byte adds a row naming that body (and the note
+/// `up_to_date`): no record is built, serialised or stored again.
 pub fn record(
     tree: &Tree,
     cas: &LocalCas,
@@ -695,9 +719,39 @@ pub fn record(
     if outcome.is_err_and(TargetError::is_cancelled) {
         return Ok(());
     }
-    let p = provenance_record(log.into_collector(), opts, rec, outcome);
+    let mut log = log.into_collector();
+    let reproduced = outcome.is_ok() && log.previous.is_some();
+    let up_to_date = || ("up_to_date".to_string(), "yes".to_string());
+    if let Some(previous) = log.previous.take() {
+        let (body_notes, mut row_notes) = provenance::split_notes(record_notes(opts, rec, outcome));
+        if reproduced && previous.same_record(&body_notes) {
+            row_notes.push(up_to_date());
+            store_generated(tree, cas, &previous.provenance)?;
+            if cas.record_provenance_again(rec.run, target, &previous.body, &row_notes)? {
+                return Ok(());
+            }
+        }
+        log = Collector::from_previous(*previous);
+    }
+    let mut p = provenance_record(log, opts, rec, outcome);
+    store_generated(tree, cas, &p)?;
+    let (body_notes, mut row_notes) = provenance::split_notes(std::mem::take(&mut p.notes));
+    p.notes = body_notes;
+    if reproduced {
+        row_notes.push(up_to_date());
+    }
+    cas.record_provenance_with(rec.run, target, &p, &row_notes)
+        .map(drop)
+}
+
+/// Stores the generated files a record read (`version.h`, …) as blobs, once:
+/// a no-op build finds them all in the cache already.
+fn store_generated(
+    tree: &Tree,
+    cas: &LocalCas,
+    p: &Provenance,
+) -> Result<(), keyfab_cas::CasError> {
     for (name, digest) in &p.inputs {
-        // Stored once: a no-op build finds them all in the cache already.
         if provenance::input_kind(name) == "generated"
             && !is_artifact(name)
             && !cas.has_blob(digest)
@@ -708,7 +762,7 @@ pub fn record(
             }
         }
     }
-    cas.record_provenance(rec.run, target, &p)
+    Ok(())
 }
 
 /// Build products (objects, archives, firmware, maps) among generated files.

@@ -41,6 +41,18 @@ pub struct RunInfo {
     pub status: Option<String>,
 }
 
+/// A target's provenance in a run, as the index holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvenanceRow {
+    pub run: i64,
+    /// The body's digest (what a row of a later run may name again).
+    pub body: Digest,
+    /// The body: what is not the run's.
+    pub provenance: Provenance,
+    /// The row's own notes: what is the run's.
+    pub notes: Vec<(String, String)>,
+}
+
 /// A blob row: what gc and verify work from.
 #[derive(Clone, Copy, Debug)]
 pub struct BlobRow {
@@ -57,7 +69,11 @@ pub struct Counts {
     pub manifests: u64,
     pub stat_entries: u64,
     pub runs: u64,
+    /// Provenance rows (one per target and run).
     pub provenance: u64,
+    /// Distinct provenance bodies the rows name, and their bytes.
+    pub provenance_bodies: u64,
+    pub provenance_body_bytes: u64,
 }
 
 fn d(digest: &Digest) -> &[u8] {
@@ -412,25 +428,55 @@ impl Index {
         rows.map_err(|e| self.err(e))
     }
 
-    pub fn provenance(&self, target: &str, limit: u32) -> Result<Vec<(i64, Provenance)>> {
+    /// The newest records of a target, newest first. A row whose body is
+    /// gone or unreadable is skipped.
+    pub fn provenance(&self, target: &str, limit: u32) -> Result<Vec<ProvenanceRow>> {
         self.end_snapshot();
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT run, body FROM provenance WHERE target = ?1 ORDER BY run DESC LIMIT ?2",
+                "SELECT p.run, p.body, b.body, p.notes FROM provenance p
+                 JOIN provenance_bodies b ON b.digest = p.body
+                 WHERE p.target = ?1 ORDER BY p.run DESC LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map(params![target, limit], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    col_digest(r, 1)?,
+                    r.get_ref(2)?.as_bytes()?.to_vec(),
+                    r.get::<_, Option<String>>(3)?,
+                ))
             })
             .and_then(|it| it.collect::<rusqlite::Result<Vec<_>>>());
         drop(st);
         let rows = rows.map_err(|e| self.err(e))?;
         Ok(rows
             .into_iter()
-            .filter_map(|(run, body)| serde_json::from_str(&body).ok().map(|p| (run, p)))
+            .filter_map(|(run, body, json, notes)| {
+                Some(ProvenanceRow {
+                    run,
+                    body,
+                    provenance: serde_json::from_slice(&json).ok()?,
+                    notes: match notes {
+                        Some(n) => serde_json::from_str(&n).ok()?,
+                        None => Vec::new(),
+                    },
+                })
+            })
             .collect())
+    }
+
+    /// Whether the index holds a provenance body (read fresh, not from the
+    /// lookups' shared snapshot).
+    pub fn has_provenance_body(&self, digest: &Digest) -> Result<bool> {
+        self.end_snapshot();
+        self.conn
+            .prepare_cached("SELECT 1 FROM provenance_bodies WHERE digest = ?1")
+            .and_then(|mut st| st.query_row([d(digest)], |_| Ok(())).optional())
+            .map(|r| r.is_some())
+            .map_err(|e| self.err(e))
     }
 
     // ---- whole-index queries for stats, gc and verify ----
@@ -464,6 +510,8 @@ impl Index {
             stat_entries: q("SELECT count(*) FROM stat_cache")?,
             runs: q("SELECT count(*) FROM runs")?,
             provenance: q("SELECT count(*) FROM provenance")?,
+            provenance_bodies: q("SELECT count(*) FROM provenance_bodies")?,
+            provenance_body_bytes: q("SELECT coalesce(sum(size), 0) FROM provenance_bodies")?,
         })
     }
 
@@ -486,8 +534,8 @@ impl Index {
         rows.map_err(|e| self.err(e))
     }
 
-    /// Blobs referenced by actions, manifests or provenance but absent
-    /// from the blobs table.
+    /// Blobs referenced by actions, manifests or provenance (rows and
+    /// bodies) but absent from the blobs table.
     pub fn dangling_refs(&self) -> Result<Vec<Digest>> {
         self.end_snapshot();
         let mut st = self
@@ -495,7 +543,8 @@ impl Index {
             .prepare(
                 "SELECT digest FROM action_blobs WHERE digest NOT IN (SELECT digest FROM blobs)
                  UNION SELECT record FROM manifests WHERE record NOT IN (SELECT digest FROM blobs)
-                 UNION SELECT record FROM provenance WHERE record NOT IN (SELECT digest FROM blobs)",
+                 UNION SELECT record FROM provenance WHERE record NOT IN (SELECT digest FROM blobs)
+                 UNION SELECT digest FROM provenance_bodies WHERE digest NOT IN (SELECT digest FROM blobs)",
             )
             .map_err(|e| self.err(e))?;
         let rows = st
@@ -536,7 +585,20 @@ impl Index {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(|e| self.err(e))?;
+        let bodiless: i64 = snapshot
+            .query_row(
+                "SELECT count(*) FROM provenance
+                 WHERE body NOT IN (SELECT digest FROM provenance_bodies)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
         drop(snapshot);
+        if bodiless > 0 {
+            problems.push(format!(
+                "{bodiless} provenance rows name a body the index does not hold"
+            ));
+        }
         if (count, bytes) != (real_count, real_bytes) {
             problems.push(format!(
                 "totals say {count} blobs / {bytes} bytes, the blobs table holds {real_count} / {real_bytes}"
@@ -656,19 +718,48 @@ pub mod tx {
         Ok(id.unwrap_or_else(|| tx.last_insert_rowid()))
     }
 
+    /// A provenance row: `record` is its own record blob, `body` a body
+    /// the index holds (`insert_provenance_body`), `notes` the row's own.
     pub fn insert_provenance(
         tx: &Transaction<'_>,
         run: i64,
         target: &str,
         record: &Digest,
-        p: &Provenance,
+        body: &Digest,
+        notes: &[(String, String)],
     ) -> rusqlite::Result<()> {
-        let json = to_json(p)?;
+        let notes = if notes.is_empty() {
+            None
+        } else {
+            Some(to_json(&notes)?)
+        };
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO provenance (run, target, record, body) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO provenance (run, target, record, body, notes)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![run, target, d(record), json])?;
+        .execute(params![run, target, d(record), d(body), notes])?;
         Ok(())
+    }
+
+    /// A provenance body (JSON of a `Provenance`) under the digest of the
+    /// blob that holds it; a body already held is left as it is.
+    pub fn insert_provenance_body(
+        tx: &Transaction<'_>,
+        digest: &Digest,
+        json: &str,
+    ) -> rusqlite::Result<()> {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO provenance_bodies (digest, size, body) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![d(digest), json.len() as i64, json])?;
+        Ok(())
+    }
+
+    pub fn has_provenance_body(tx: &Transaction<'_>, digest: &Digest) -> rusqlite::Result<bool> {
+        tx.prepare_cached("SELECT 1 FROM provenance_bodies WHERE digest = ?1")?
+            .query_row([d(digest)], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
     }
 
     /// Removes a blob's row and every entry that needs it: such entries
@@ -686,8 +777,25 @@ pub mod tx {
         }
         tx.prepare_cached("DELETE FROM manifests WHERE record = ?1")?
             .execute([d(digest)])?;
+        // A provenance row goes with its record blob or its body; a body
+        // goes with its blob, or when no row names it any more.
+        let bodies: Vec<Vec<u8>> = tx
+            .prepare_cached("SELECT DISTINCT body FROM provenance WHERE record = ?1")?
+            .query_map([d(digest)], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
         tx.prepare_cached("DELETE FROM provenance WHERE record = ?1")?
             .execute([d(digest)])?;
+        tx.prepare_cached("DELETE FROM provenance WHERE body = ?1")?
+            .execute([d(digest)])?;
+        tx.prepare_cached("DELETE FROM provenance_bodies WHERE digest = ?1")?
+            .execute([d(digest)])?;
+        for b in bodies {
+            tx.prepare_cached(
+                "DELETE FROM provenance_bodies WHERE digest = ?1
+                 AND NOT EXISTS (SELECT 1 FROM provenance WHERE body = ?1)",
+            )?
+            .execute([&b])?;
+        }
         tx.prepare_cached("DELETE FROM blobs WHERE digest = ?1")?
             .execute([d(digest)])?;
         Ok(())
@@ -726,6 +834,49 @@ mod tests {
             Index::open(&p),
             Err(CasError::SchemaTooNew { found: 99, .. })
         ));
+    }
+
+    /// An index of schema 1 with provenance rows keeps them: each body
+    /// under the digest of the record blob that holds it.
+    #[test]
+    fn migrates_schema_1_provenance() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("index.sqlite");
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        let body = Provenance {
+            notes: vec![("status".into(), "ok".into())],
+            ..Provenance::default()
+        };
+        let json = serde_json::to_string(&body).unwrap();
+        for (run, rec) in [(1, b"r1"), (2, b"r2")] {
+            c.execute(
+                "INSERT INTO provenance (run, target, record, body) VALUES (?1, 'a:default', ?2, ?3)",
+                params![run, d(&Digest::of(rec)), json],
+            )
+            .unwrap();
+        }
+        drop(c);
+        let idx = Index::open(&p).unwrap();
+        assert_eq!(idx.user_version().unwrap(), 2);
+        let got: Vec<(i64, Digest, Provenance)> = idx
+            .provenance("a:default", 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.run, r.body, r.provenance))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, Digest::of(b"r2"), body.clone()),
+                (1, Digest::of(b"r1"), body.clone())
+            ]
+        );
+        let counts = idx.counts().unwrap();
+        assert_eq!((counts.provenance, counts.provenance_bodies), (2, 2));
+        assert_eq!(counts.provenance_body_bytes, 2 * json.len() as u64);
+        assert!(idx.quick_check().unwrap().is_empty());
     }
 
     #[test]

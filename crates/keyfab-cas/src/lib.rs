@@ -34,7 +34,7 @@ pub mod storage;
 pub use action::{ActionResult, NewAction, NewOutput, OutputFile, OutputSource};
 pub use digest::{hash_file, Digest};
 pub use error::{CasError, Result};
-pub use index::{Counts, RunInfo};
+pub use index::{Counts, ProvenanceRow, RunInfo};
 pub use keys::{
     ActionKey, CommandKey, CompileKey, DirectKey, GenerateKey, KeyHasher, ToolIdentity,
 };

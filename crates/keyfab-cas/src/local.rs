@@ -16,7 +16,7 @@ use crate::blobs::{BlobDir, BlobRead};
 use crate::digest::{hash_file, Digest};
 use crate::error::{CasError, Result};
 use crate::fsutil::{self, FileLock, LockKind};
-use crate::index::{tx, Index, RunInfo};
+use crate::index::{tx, Index, ProvenanceRow, RunInfo};
 use crate::keys::ActionKey;
 use crate::layout::{self, Layout};
 use crate::manifest::Manifest;
@@ -487,17 +487,77 @@ impl LocalCas {
         })
     }
 
-    pub fn record_provenance(&self, run: RunId, target: &str, p: &Provenance) -> Result<()> {
+    /// Records a target's provenance in a run, all of it in the body.
+    pub fn record_provenance(&self, run: RunId, target: &str, p: &Provenance) -> Result<Digest> {
+        self.record_provenance_with(run, target, p, &[])
+    }
+
+    /// Records a target's provenance in a run: `p` is the body, stored once
+    /// per distinct content (a blob, and a row of the index's bodies);
+    /// `notes` are the run's (say, the tree's revision), kept in the row,
+    /// which names the body. Returns the body's digest.
+    pub fn record_provenance_with(
+        &self,
+        run: RunId,
+        target: &str,
+        p: &Provenance,
+        notes: &[(String, String)],
+    ) -> Result<Digest> {
         self.writable("recording provenance")?;
         let _lock = self.publish_lock()?;
+        let json = record::provenance_json(p)?;
+        let body_blob = record::provenance_body_blob(&json);
+        let body = Digest::of(&body_blob);
+        // A body held already (the same record as an earlier build) is
+        // neither written nor stored again.
+        if self.with_index(|i| i.has_provenance_body(&body))?
+            && self.put_row(run, target, &body, notes, None)?
+        {
+            return Ok(body);
+        }
+        // Not fsynced, like the row's record (see `put_row`).
+        self.blobs.put_bytes_synced(&body_blob, false)?;
+        let size = body_blob.len() as u64;
+        self.put_row(run, target, &body, notes, Some((json.as_str(), size)))?;
+        Ok(body)
+    }
+
+    /// Records that a target's build in `run` has the body of an earlier
+    /// record (an up-to-date build), with the row's own `notes`: a small
+    /// row, no new body. Ok(false) when the index no longer holds that body
+    /// (then nothing is recorded).
+    pub fn record_provenance_again(
+        &self,
+        run: RunId,
+        target: &str,
+        body: &Digest,
+        notes: &[(String, String)],
+    ) -> Result<bool> {
+        self.writable("recording provenance")?;
+        let _lock = self.publish_lock()?;
+        self.put_row(run, target, body, notes, None)
+    }
+
+    /// Writes a row's record blob, then in one transaction the row (and the
+    /// body, when `new_body` gives its JSON and blob size). Ok(false) when
+    /// the body is neither given nor held by the index.
+    fn put_row(
+        &self,
+        run: RunId,
+        target: &str,
+        body: &Digest,
+        notes: &[(String, String)],
+        new_body: Option<(&str, u64)>,
+    ) -> Result<bool> {
         let info = self.with_index(|i| i.run(run.0))?;
         let (started, command) = info.map(|r| (r.started_ns, r.command)).unwrap_or_default();
-        let rec = record::encode(&Record::Provenance {
+        let rec = record::encode(&Record::ProvenanceRef {
             run: run.0,
             run_started_ns: started,
             run_command: command,
             target: target.to_string(),
-            provenance: p.clone(),
+            body: *body,
+            notes: notes.to_vec(),
         })?;
         // Not fsynced: the index row is the record's primary copy (and
         // SQLite's synchronous=NORMAL may lose it on a power failure
@@ -508,8 +568,17 @@ impl LocalCas {
         let now = now_ms();
         self.with_index(|i| {
             i.write(|t| {
+                match new_body {
+                    Some((json, size)) => {
+                        tx::insert_blob(t, body, size, now)?;
+                        tx::insert_provenance_body(t, body, json)?;
+                    }
+                    None if tx::has_provenance_body(t, body)? => tx::touch_blob(t, body, now)?,
+                    None => return Ok(false),
+                }
                 tx::insert_blob(t, &rd, rec.len() as u64, now)?;
-                tx::insert_provenance(t, run.0, target, &rd, p)
+                tx::insert_provenance(t, run.0, target, &rd, body, notes)?;
+                Ok(true)
             })
         })
     }
@@ -519,10 +588,28 @@ impl LocalCas {
         self.with_index(|i| i.provenance_targets())
     }
 
-    /// The newest provenance records of a target, newest first.
+    /// The newest provenance records of a target, newest first, whole: the
+    /// row's notes, then the body's.
     pub fn provenance(&self, target: &str, limit: u32) -> Result<Vec<(RunId, Provenance)>> {
-        self.with_index(|i| i.provenance(target, limit))
-            .map(|v| v.into_iter().map(|(r, p)| (RunId(r), p)).collect())
+        self.with_index(|i| i.provenance(target, limit)).map(|v| {
+            v.into_iter()
+                .map(|r| {
+                    let mut p = r.provenance;
+                    if !r.notes.is_empty() {
+                        p.notes.splice(0..0, r.notes);
+                    }
+                    (RunId(r.run), p)
+                })
+                .collect()
+        })
+    }
+
+    /// The newest provenance record of a target as stored: body (with its
+    /// digest, what [`LocalCas::record_provenance_again`] takes) and the
+    /// row's notes apart.
+    pub fn last_provenance(&self, target: &str) -> Result<Option<ProvenanceRow>> {
+        self.with_index(|i| i.provenance(target, 1))
+            .map(|v| v.into_iter().next())
     }
 
     pub fn runs(&self, limit: u32) -> Result<Vec<RunInfo>> {

@@ -202,7 +202,8 @@ impl LocalCas {
                 i.write(|t| {
                     t.execute_batch(
                         "DELETE FROM action_blobs; DELETE FROM actions; DELETE FROM manifests;
-                         DELETE FROM provenance; DELETE FROM runs; DELETE FROM stat_cache;
+                         DELETE FROM provenance; DELETE FROM provenance_bodies;
+                         DELETE FROM runs; DELETE FROM stat_cache;
                          DELETE FROM blobs; UPDATE totals SET count = 0, bytes = 0;",
                     )
                 })
@@ -338,7 +339,8 @@ impl LocalCas {
     }
 
     /// Adds blobs found on disk to the index; record blobs bring their
-    /// entries back too (if every blob they need is there).
+    /// entries back too (if every blob they need is there). A provenance
+    /// body comes back with the rows that name it.
     fn register_found(&self, found: &[(Digest, u64)]) -> Result<u64> {
         let now = now_ms();
         let mut records = Vec::new();
@@ -348,6 +350,30 @@ impl LocalCas {
                     if let Some(rec) = record::decode(&bytes) {
                         records.push((*d, rec));
                     }
+                }
+            }
+        }
+        // The JSON of every body a row names: found with it, or on disk
+        // (already indexed); None when it is nowhere (then the row comes
+        // back only if the index still holds the body).
+        let mut bodies: HashMap<Digest, Option<String>> = records
+            .iter()
+            .filter_map(|(d, r)| {
+                Some((
+                    *d,
+                    Some(record::provenance_json(r.provenance_body()?).ok()?),
+                ))
+            })
+            .collect();
+        for (_, rec) in &records {
+            if let Record::ProvenanceRef { body, .. } = rec {
+                if !bodies.contains_key(body) {
+                    let json = match self.blobs.read(body)? {
+                        BlobRead::Hit(bytes) => record::decode(&bytes)
+                            .and_then(|r| record::provenance_json(r.provenance_body()?).ok()),
+                        _ => None,
+                    };
+                    bodies.insert(*body, json);
                 }
             }
         }
@@ -382,11 +408,37 @@ impl LocalCas {
                             run_started_ns,
                             run_command,
                             target,
-                            provenance,
+                            ..
                         } => {
-                            tx::insert_run(t, Some(*run), *run_started_ns, run_command)?;
-                            tx::insert_provenance(t, *run, target, rd, provenance)?;
+                            // Schema 1: the record holds its body.
+                            if let Some(Some(json)) = bodies.get(rd) {
+                                tx::insert_run(t, Some(*run), *run_started_ns, run_command)?;
+                                tx::insert_provenance_body(t, rd, json)?;
+                                tx::insert_provenance(t, *run, target, rd, rd, &[])?;
+                            }
                         }
+                        Record::ProvenanceRef {
+                            run,
+                            run_started_ns,
+                            run_command,
+                            target,
+                            body,
+                            notes,
+                        } => {
+                            let held = match bodies.get(body) {
+                                Some(Some(json)) => {
+                                    tx::insert_provenance_body(t, body, json)?;
+                                    true
+                                }
+                                _ => tx::has_provenance_body(t, body)?,
+                            };
+                            if held && blobs.exists(body) {
+                                tx::insert_run(t, Some(*run), *run_started_ns, run_command)?;
+                                tx::insert_provenance(t, *run, target, rd, body, notes)?;
+                            }
+                        }
+                        // A body alone is a blob; it comes back with a row.
+                        Record::ProvenanceBody { .. } => {}
                     }
                 }
                 Ok(())
@@ -409,7 +461,7 @@ impl LocalCas {
             i.write(|t| {
                 t.execute_batch(
                     "DELETE FROM action_blobs; DELETE FROM actions; DELETE FROM manifests;
-                     DELETE FROM provenance; DELETE FROM blobs;",
+                     DELETE FROM provenance; DELETE FROM provenance_bodies; DELETE FROM blobs;",
                 )
             })
         })?;

@@ -35,6 +35,9 @@ pub enum Record {
         key: Digest,
         manifest: Manifest,
     },
+    /// A provenance row as schema 1 wrote it: the run, the target and the
+    /// whole body. Still read (rebuilding an index from old blobs), no
+    /// longer written.
     Provenance {
         run: i64,
         run_started_ns: i64,
@@ -42,6 +45,58 @@ pub enum Record {
         target: String,
         provenance: Provenance,
     },
+    /// A provenance body, stored once per distinct content: its blob's
+    /// digest is what rows name.
+    ProvenanceBody {
+        provenance: Provenance,
+    },
+    /// A provenance row: a target's record in a run names its body (the
+    /// blob of a `ProvenanceBody`, or of a schema-1 `Provenance` record).
+    ProvenanceRef {
+        run: i64,
+        run_started_ns: i64,
+        run_command: String,
+        target: String,
+        body: Digest,
+        /// The row's own notes (what is the run's, not the body's).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        notes: Vec<(String, String)>,
+    },
+}
+
+impl Record {
+    /// The body a record carries, if it is a provenance body (or a schema-1
+    /// provenance record, which holds its body).
+    pub fn provenance_body(&self) -> Option<&Provenance> {
+        match self {
+            Record::ProvenanceBody { provenance } | Record::Provenance { provenance, .. } => {
+                Some(provenance)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The JSON of a provenance body, as the index holds it. Fails only for
+/// values JSON cannot hold.
+pub fn provenance_json(p: &Provenance) -> Result<String, crate::error::CasError> {
+    serde_json::to_string(p).map_err(|e| crate::error::CasError::Invalid {
+        what: "provenance record (paths must be UTF-8)",
+        value: e.to_string(),
+    })
+}
+
+/// The blob of a `ProvenanceBody` record from the body's JSON
+/// ([`provenance_json`]): the same bytes as `encode`, without serialising
+/// the body a second time.
+pub fn provenance_body_blob(json: &str) -> Vec<u8> {
+    const HEAD: &str = r#"{"type":"provenance_body","provenance":"#;
+    let mut out = Vec::with_capacity(MAGIC.len() + HEAD.len() + json.len() + 1);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(HEAD.as_bytes());
+    out.extend_from_slice(json.as_bytes());
+    out.push(b'}');
+    out
 }
 
 /// Fails only for values JSON cannot hold (a header path that is not
@@ -84,5 +139,21 @@ mod tests {
         assert_eq!(decode(&encode(&r).unwrap()), Some(r));
         assert_eq!(decode(b"keyfab-record 1\n{not json"), None);
         assert_eq!(decode(b"\x7fELF"), None);
+    }
+
+    #[test]
+    fn provenance_body_blob_is_the_encoded_record() {
+        let p = Provenance {
+            inputs: vec![("a.c".into(), Digest::of(b"a"))],
+            toolchains: vec![("cc".into(), Digest::of(b"cc"))],
+            outputs: vec![("a.o".into(), Digest::of(b"o"))],
+            notes: vec![("step".into(), r#"{"kind":"compile"}"#.into())],
+        };
+        let r = Record::ProvenanceBody {
+            provenance: p.clone(),
+        };
+        let blob = provenance_body_blob(&provenance_json(&p).unwrap());
+        assert_eq!(blob, encode(&r).unwrap());
+        assert_eq!(decode(&blob), Some(r));
     }
 }

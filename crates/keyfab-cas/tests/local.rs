@@ -463,3 +463,180 @@ fn commits_of_another_handle_become_visible() {
     std::thread::sleep(Duration::from_millis(25));
     assert!(reader.get_action(&key("later")).unwrap().is_some());
 }
+
+fn big_provenance(n: usize) -> Provenance {
+    Provenance {
+        inputs: (0..n)
+            .map(|i| (format!("quantum/file{i}.h"), Digest::of(&i.to_le_bytes())))
+            .collect(),
+        toolchains: vec![("avr-gcc".into(), Digest::of(b"gcc"))],
+        outputs: vec![("a_default.hex".into(), Digest::of(b"hex"))],
+        notes: vec![("status".into(), "ok".into())],
+    }
+}
+
+fn remove_index(dir: &Path) {
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", dir.join("index.sqlite").display()));
+    }
+}
+
+/// The same record in several runs is one body: each run adds a small row
+/// (and its small record blob). Rebuilding the index from the blobs brings
+/// rows and body back; a corrupt body takes its rows with it.
+#[test]
+fn provenance_bodies_are_stored_once() {
+    let t = tempfile::tempdir().unwrap();
+    let p = big_provenance(2000);
+    let row_notes = vec![("tree_revision".to_string(), "v1-2-gabc".to_string())];
+    // The row's notes come first when the record is read whole.
+    let mut whole = p.clone();
+    whole.notes.insert(0, row_notes[0].clone());
+    let last = |r3: RunId, body| ProvenanceRow {
+        run: r3.0,
+        body,
+        provenance: p.clone(),
+        notes: row_notes.clone(),
+    };
+    let (r1, r2, r3, body);
+    {
+        let cas = open(t.path());
+        r1 = cas.begin_run("keyfab sweep").unwrap();
+        body = cas.record_provenance(r1, "a:default", &p).unwrap();
+        let first = cas.stats().unwrap().counts;
+        assert_eq!((first.provenance, first.provenance_bodies), (1, 1));
+        assert!(first.provenance_body_bytes > 50_000, "{first:?}");
+
+        r2 = cas.begin_run("keyfab sweep").unwrap();
+        assert_eq!(cas.record_provenance(r2, "a:default", &p).unwrap(), body);
+        r3 = cas.begin_run("keyfab sweep").unwrap();
+        assert!(cas
+            .record_provenance_again(r3, "a:default", &body, &row_notes)
+            .unwrap());
+        // A body the index does not hold: nothing is recorded.
+        assert!(!cas
+            .record_provenance_again(r3, "b:default", &Digest::of(b"nope"), &[])
+            .unwrap());
+        let now = cas.stats().unwrap().counts;
+        assert_eq!((now.provenance, now.provenance_bodies), (3, 1));
+        assert_eq!(now.provenance_body_bytes, first.provenance_body_bytes);
+        // Each run added one small blob (its row's record), nothing more.
+        assert_eq!(now.blobs, first.blobs + 2);
+        assert!(
+            now.bytes - first.bytes < 1000,
+            "{} bytes for two rows",
+            now.bytes - first.bytes
+        );
+
+        let hist = cas.provenance("a:default", 10).unwrap();
+        assert_eq!(
+            hist.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+            vec![r3, r2, r1]
+        );
+        assert_eq!(hist[0].1, whole);
+        assert!(hist[1..].iter().all(|(_, q)| *q == p));
+        assert_eq!(
+            cas.last_provenance("a:default").unwrap(),
+            Some(last(r3, body))
+        );
+        assert!(cas.provenance("b:default", 10).unwrap().is_empty());
+        assert!(cas.verify(false).unwrap().is_clean());
+    }
+
+    // The index is lost: the blobs bring rows and the one body back.
+    remove_index(t.path());
+    {
+        let cas = open(t.path());
+        let c = cas.stats().unwrap().counts;
+        assert_eq!((c.provenance, c.provenance_bodies), (3, 1));
+        assert_eq!(
+            cas.last_provenance("a:default").unwrap(),
+            Some(last(r3, body))
+        );
+        assert!(cas.verify(false).unwrap().is_clean());
+
+        // The body's blob is corrupt: repair drops it with every row naming it.
+        let hex = body.to_hex();
+        let path = t.path().join("blobs").join(&hex[..2]).join(&hex[2..]);
+        std::fs::write(&path, b"garbage").unwrap();
+        let report = cas.verify(true).unwrap();
+        assert_eq!(report.corrupt, vec![body]);
+        let c = cas.stats().unwrap().counts;
+        assert_eq!((c.provenance, c.provenance_bodies), (0, 0));
+        assert!(cas.provenance("a:default", 10).unwrap().is_empty());
+        assert!(cas.verify(false).unwrap().is_clean());
+    }
+}
+
+/// gc: a body stays while a row names it, and goes with the last row.
+#[test]
+fn gc_keeps_provenance_consistent() {
+    let t = tempfile::tempdir().unwrap();
+    let cas = LocalCas::open_with(
+        t.path(),
+        OpenOptions {
+            durable: false,
+            touch_after: Duration::ZERO,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    let p = big_provenance(500);
+    let r1 = cas.begin_run("keyfab build").unwrap();
+    let body = cas.record_provenance(r1, "a:default", &p).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    put(&cas, "obj", 100_000);
+    std::thread::sleep(Duration::from_millis(5));
+    // A later run names the body again: it is recent again, the first
+    // row's own record blob is not.
+    let r2 = cas.begin_run("keyfab build").unwrap();
+    assert!(cas
+        .record_provenance_again(r2, "a:default", &body, &[])
+        .unwrap());
+    let c = cas.stats().unwrap().counts;
+    // Evict only the oldest blob (the first row's record).
+    let report = cas.gc(c.bytes - 1).unwrap();
+    assert_eq!(report.blobs_removed, 1, "{report:?}");
+    let hist = cas.provenance("a:default", 10).unwrap();
+    assert_eq!(hist.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![r2]);
+    assert_eq!(cas.stats().unwrap().counts.provenance_bodies, 1);
+    assert!(cas.verify(false).unwrap().is_clean());
+    cas.gc(0).unwrap();
+    let c = cas.stats().unwrap().counts;
+    assert_eq!((c.provenance, c.provenance_bodies, c.blobs), (0, 0, 0));
+    assert!(cas.verify(false).unwrap().is_clean());
+}
+
+/// A cache whose blobs hold schema-1 provenance records (run, target and
+/// body in one blob) rebuilds an index that answers for them.
+#[test]
+fn schema_1_provenance_records_rebuild() {
+    let t = tempfile::tempdir().unwrap();
+    let p = big_provenance(10);
+    {
+        let cas = open(t.path());
+        put(&cas, "a", 1000);
+        let rec = record::encode(&record::Record::Provenance {
+            run: 7,
+            run_started_ns: 1,
+            run_command: "keyfab build".into(),
+            target: "a:default".into(),
+            provenance: p.clone(),
+        })
+        .unwrap();
+        cas.put_bytes(&rec).unwrap();
+    }
+    remove_index(t.path());
+    let cas = open(t.path());
+    let row = cas.last_provenance("a:default").unwrap().unwrap();
+    assert_eq!((row.run, row.provenance), (7, p.clone()));
+    assert_eq!(cas.runs(10).unwrap()[0].command, "keyfab build");
+    // The next build of the same record names that body.
+    let r = cas.begin_run("keyfab build").unwrap();
+    let body = cas.last_provenance("a:default").unwrap().unwrap().body;
+    assert!(cas
+        .record_provenance_again(r, "a:default", &body, &[])
+        .unwrap());
+    assert_eq!(cas.provenance("a:default", 10).unwrap().len(), 2);
+    assert!(cas.verify(false).unwrap().is_clean());
+}

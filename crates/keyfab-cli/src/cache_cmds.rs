@@ -97,8 +97,11 @@ pub fn run(g: &GlobalArgs, a: CacheArgs) -> anyhow::Result<ExitCode> {
                 println!("manifests:   {}", c.manifests);
                 println!("stat cache:  {} files", c.stat_entries);
                 println!(
-                    "runs:        {} ({} provenance records)",
-                    c.runs, c.provenance
+                    "runs:        {} ({} provenance records, {} distinct: {})",
+                    c.runs,
+                    c.provenance,
+                    c.provenance_bodies,
+                    format_size(c.provenance_body_bytes)
                 );
                 println!("temp files:  {}", s.temp_files);
             }

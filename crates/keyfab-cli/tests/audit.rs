@@ -412,3 +412,131 @@ fn audit_filters_recorded_targets_like_sweep_and_rebuilds_them_together() {
         assert!(r.stderr.contains(bad), "{}", r.stderr);
     }
 }
+
+/// An up-to-date build records a row naming the record it reproduced, not
+/// a new copy of it: no-op builds add rows but no provenance body, and
+/// explain, audit, verify and an index rebuilt from the blobs keep
+/// answering.
+#[test]
+fn up_to_date_builds_add_rows_not_bodies() {
+    let fx = fixture();
+    let epoch = Some("1700000000");
+    let stats = || {
+        fx.run_with(None, &["cache", "stats", "--format", "json"])
+            .json()
+            .get("stats")
+            .cloned()
+            .unwrap()
+    };
+    let num = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v:#}"));
+    let build = || {
+        fx.run_with(epoch, &["build", "solo:default"])
+            .ok()
+            .to_string()
+    };
+    build();
+    assert_eq!(num(&stats(), "provenance_bodies"), 1);
+    // The first no-op build also stores the generator calls make made while
+    // planning (it ran them itself; now keyfab does, and remembers them).
+    build();
+    let before = stats();
+    assert_eq!(num(&before, "provenance"), 2, "{before:#}");
+    assert_eq!(num(&before, "provenance_bodies"), 1, "{before:#}");
+    for n in 1..=3 {
+        build();
+        let now = stats();
+        assert_eq!(num(&now, "provenance"), 2 + n, "{now:#}");
+        assert_eq!(num(&now, "provenance_bodies"), 1, "{now:#}");
+        assert_eq!(
+            num(&now, "provenance_body_bytes"),
+            num(&before, "provenance_body_bytes")
+        );
+        // One small blob per build: the row's own record.
+        assert_eq!(num(&now, "blobs"), num(&before, "blobs") + n);
+        let grew = num(&now, "bytes") - num(&before, "bytes");
+        assert!(grew < 1000 * n, "{grew} bytes for {n} no-op builds");
+    }
+    let (changed, ran) = explain(&fx);
+    assert!(changed.is_empty() && ran.is_empty(), "{changed:?} {ran:?}");
+    let text = fx.run_with(None, &["audit", "solo:default"]);
+    assert!(
+        text.ok().starts_with("solo:default: PASS"),
+        "{}",
+        text.stdout
+    );
+    fx.run_with(None, &["cache", "verify"]).ok();
+
+    // The index is lost: rebuilt from the blobs, with the same rows and bodies.
+    let kept = stats();
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", fx.cache.join("index.sqlite").display()));
+    }
+    let rebuilt = stats();
+    for k in ["provenance", "provenance_bodies", "provenance_body_bytes"] {
+        assert_eq!(num(&rebuilt, k), num(&kept, k), "{k}");
+    }
+    let (changed, ran) = explain(&fx);
+    assert!(changed.is_empty() && ran.is_empty(), "{changed:?} {ran:?}");
+    fx.run_with(None, &["cache", "verify"]).ok();
+    // … and the next no-op build still adds no body.
+    build();
+    let after = stats();
+    assert_eq!(num(&after, "provenance"), num(&kept, "provenance") + 1);
+    assert_eq!(num(&after, "provenance_bodies"), 1);
+}
+
+/// `git -C tree ARGS` (asserting success), its output.
+fn git(tree: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(tree)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(["-c", "core.hooksPath=/dev/null"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The tree's revision is the run's, not the build's: a commit that does
+/// not touch what a target reads leaves it up to date, and its no-op build
+/// adds a row with the new revision but no body.
+#[test]
+fn a_new_revision_alone_adds_no_provenance_body() {
+    let fx = fixture();
+    std::fs::write(fx.tree.join(".gitignore"), ".build/\n*.hex\n").unwrap();
+    git(&fx.tree, &["init", "-q"]);
+    git(&fx.tree, &["add", "-A"]);
+    git(&fx.tree, &["commit", "-q", "-m", "base"]);
+    let epoch = Some("1700000000");
+    let stats = || {
+        fx.run_with(None, &["cache", "stats", "--format", "json"])
+            .json()
+            .get("stats")
+            .cloned()
+            .unwrap()
+    };
+    fx.run_with(epoch, &["build", "solo:default"]).ok();
+    let before = stats();
+    std::fs::write(fx.tree.join("NOTES.txt"), "not read by any build\n").unwrap();
+    git(&fx.tree, &["add", "NOTES.txt"]);
+    git(&fx.tree, &["commit", "-q", "-m", "notes"]);
+    let revision = git(&fx.tree, &["describe", "--always", "--dirty"]);
+    fx.run_with(epoch, &["build", "solo:default"]).ok();
+    let after = stats();
+    assert_eq!(after["provenance"], 2, "{after:#}");
+    assert_eq!(after["provenance_bodies"], before["provenance_bodies"]);
+    let report = fx
+        .run_with(None, &["audit", "solo:default", "--format", "json"])
+        .json();
+    assert_eq!(report["pass"], true, "{report:#}");
+    assert_eq!(
+        report["targets"][0]["tree_revision"], revision,
+        "{report:#}"
+    );
+}
