@@ -540,8 +540,8 @@ const MAX_ERROR_NOTE: usize = 4096;
 /// has its recorded digest (through the stat cache), and the copies to the
 /// tree root are in place. Then nothing needs to run: the answer is that
 /// record (as what this build read, ran and wrote; parsed once, here) and a
-/// report of an all-cached build. Generators have run before (their read sets are not
-/// recorded; what they wrote is checked like any input).
+/// report of an all-cached build. Generators have run before (their read
+/// sets are not recorded; what they wrote is checked like any input).
 #[allow(clippy::too_many_arguments)]
 fn up_to_date(
     tree: &Tree,

@@ -45,7 +45,8 @@ pub struct RunInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProvenanceRow {
     pub run: i64,
-    /// The body's digest (what a row of a later run may name again).
+    /// The body's digest (what a row of a later run may name again; for a
+    /// row of schema 1, which holds its body, its record's digest).
     pub body: Digest,
     /// The body: what is not the run's.
     pub provenance: Provenance,
@@ -435,8 +436,10 @@ impl Index {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT p.run, p.body, b.body, p.notes FROM provenance p
-                 JOIN provenance_bodies b ON b.digest = p.body
+                // A row of schema 1 holds its body (its `body_ref` is NULL);
+                // a row whose body is gone reads as '' and is skipped.
+                "SELECT p.run, coalesce(p.body_ref, p.record), coalesce(b.body, p.body), p.notes
+                 FROM provenance p LEFT JOIN provenance_bodies b ON b.digest = p.body_ref
                  WHERE p.target = ?1 ORDER BY p.run DESC LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
@@ -587,8 +590,8 @@ impl Index {
             .map_err(|e| self.err(e))?;
         let bodiless: i64 = snapshot
             .query_row(
-                "SELECT count(*) FROM provenance
-                 WHERE body NOT IN (SELECT digest FROM provenance_bodies)",
+                "SELECT count(*) FROM provenance WHERE body_ref IS NOT NULL
+                 AND body_ref NOT IN (SELECT digest FROM provenance_bodies)",
                 [],
                 |r| r.get(0),
             )
@@ -734,10 +737,26 @@ pub mod tx {
             Some(to_json(&notes)?)
         };
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO provenance (run, target, record, body, notes)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR REPLACE INTO provenance (run, target, record, body, body_ref, notes)
+             VALUES (?1, ?2, ?3, '', ?4, ?5)",
         )?
         .execute(params![run, target, d(record), d(body), notes])?;
+        Ok(())
+    }
+
+    /// A provenance row of schema 1 (rebuilt from its record blob): the
+    /// body inline.
+    pub fn insert_provenance_inline(
+        tx: &Transaction<'_>,
+        run: i64,
+        target: &str,
+        record: &Digest,
+        json: &str,
+    ) -> rusqlite::Result<()> {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO provenance (run, target, record, body) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![run, target, d(record), json])?;
         Ok(())
     }
 
@@ -780,19 +799,21 @@ pub mod tx {
         // A provenance row goes with its record blob or its body; a body
         // goes with its blob, or when no row names it any more.
         let bodies: Vec<Vec<u8>> = tx
-            .prepare_cached("SELECT DISTINCT body FROM provenance WHERE record = ?1")?
+            .prepare_cached(
+                "SELECT DISTINCT body_ref FROM provenance WHERE record = ?1 AND body_ref IS NOT NULL",
+            )?
             .query_map([d(digest)], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         tx.prepare_cached("DELETE FROM provenance WHERE record = ?1")?
             .execute([d(digest)])?;
-        tx.prepare_cached("DELETE FROM provenance WHERE body = ?1")?
+        tx.prepare_cached("DELETE FROM provenance WHERE body_ref = ?1")?
             .execute([d(digest)])?;
         tx.prepare_cached("DELETE FROM provenance_bodies WHERE digest = ?1")?
             .execute([d(digest)])?;
         for b in bodies {
             tx.prepare_cached(
                 "DELETE FROM provenance_bodies WHERE digest = ?1
-                 AND NOT EXISTS (SELECT 1 FROM provenance WHERE body = ?1)",
+                 AND NOT EXISTS (SELECT 1 FROM provenance WHERE body_ref = ?1)",
             )?
             .execute([&b])?;
         }
@@ -836,8 +857,8 @@ mod tests {
         ));
     }
 
-    /// An index of schema 1 with provenance rows keeps them: each body
-    /// under the digest of the record blob that holds it.
+    /// An index of schema 1 with provenance rows keeps them as they are
+    /// (bodies inline); each reads with its record's digest as its body's.
     #[test]
     fn migrates_schema_1_provenance() {
         let t = tempfile::tempdir().unwrap();
@@ -874,8 +895,7 @@ mod tests {
             ]
         );
         let counts = idx.counts().unwrap();
-        assert_eq!((counts.provenance, counts.provenance_bodies), (2, 2));
-        assert_eq!(counts.provenance_body_bytes, 2 * json.len() as u64);
+        assert_eq!((counts.provenance, counts.provenance_bodies), (2, 0));
         assert!(idx.quick_check().unwrap().is_empty());
     }
 

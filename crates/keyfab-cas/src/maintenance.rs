@@ -413,8 +413,7 @@ impl LocalCas {
                             // Schema 1: the record holds its body.
                             if let Some(Some(json)) = bodies.get(rd) {
                                 tx::insert_run(t, Some(*run), *run_started_ns, run_command)?;
-                                tx::insert_provenance_body(t, rd, json)?;
-                                tx::insert_provenance(t, *run, target, rd, rd, &[])?;
+                                tx::insert_provenance_inline(t, *run, target, rd, json)?;
                             }
                         }
                         Record::ProvenanceRef {

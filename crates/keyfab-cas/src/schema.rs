@@ -78,37 +78,22 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX provenance_target ON provenance(target, run);
     CREATE INDEX provenance_record ON provenance(record);
     "#,
-    // 2: provenance bodies stored once per distinct content. A row is the
-    // run, the target, its own (small) record blob, the body's digest and
-    // the notes that are the run's (read before the body's); an up-to-date
-    // build adds a row that names the body it reproduced.
-    // Rows of schema 1 keep their body, keyed by the record blob that
-    // holds it (a schema-1 record is the run, the target and the body).
+    // 2: provenance bodies stored once per distinct content. A row of
+    // schema 2 names its body (`body_ref`, a digest in provenance_bodies),
+    // keeps `body` empty, and holds the notes that are the run's (read
+    // before the body's); an up-to-date build adds a row that names the
+    // body it reproduced. Rows of schema 1 keep their body inline
+    // (`body_ref` NULL): the migration rewrites nothing, so it costs no
+    // time and no room however large the index.
     r#"
     CREATE TABLE provenance_bodies (
         digest BLOB PRIMARY KEY,            -- the blob that holds the body
         size   INTEGER NOT NULL,            -- bytes of `body`
         body   TEXT NOT NULL                -- the Provenance, JSON
     );
-    ALTER TABLE provenance RENAME TO provenance_v1;
-    DROP INDEX provenance_target;
-    DROP INDEX provenance_record;
-    CREATE TABLE provenance (
-        run    INTEGER NOT NULL,
-        target TEXT NOT NULL,
-        record BLOB NOT NULL,               -- digest of the row's record blob
-        body   BLOB NOT NULL,               -- provenance_bodies.digest
-        notes  TEXT,                        -- the row's own notes (JSON pairs), or NULL
-        PRIMARY KEY (run, target)
-    );
-    CREATE INDEX provenance_target ON provenance(target, run);
-    CREATE INDEX provenance_record ON provenance(record);
-    CREATE INDEX provenance_body ON provenance(body);
-    INSERT OR IGNORE INTO provenance_bodies (digest, size, body)
-        SELECT record, length(CAST(body AS BLOB)), body FROM provenance_v1;
-    INSERT INTO provenance (run, target, record, body)
-        SELECT run, target, record, record FROM provenance_v1;
-    DROP TABLE provenance_v1;
+    ALTER TABLE provenance ADD COLUMN body_ref BLOB;   -- provenance_bodies.digest
+    ALTER TABLE provenance ADD COLUMN notes TEXT;      -- the row's own notes (JSON pairs)
+    CREATE INDEX provenance_body ON provenance(body_ref);
     "#,
 ];
 

@@ -631,12 +631,30 @@ fn schema_1_provenance_records_rebuild() {
     let row = cas.last_provenance("a:default").unwrap().unwrap();
     assert_eq!((row.run, row.provenance), (7, p.clone()));
     assert_eq!(cas.runs(10).unwrap()[0].command, "keyfab build");
-    // The next build of the same record names that body.
+    // Its body is inline, not a stored body a new row could name: the next
+    // build of the same record stores it as one.
     let r = cas.begin_run("keyfab build").unwrap();
-    let body = cas.last_provenance("a:default").unwrap().unwrap().body;
-    assert!(cas
-        .record_provenance_again(r, "a:default", &body, &[])
+    let legacy = cas.last_provenance("a:default").unwrap().unwrap().body;
+    assert!(!cas
+        .record_provenance_again(r, "a:default", &legacy, &[])
         .unwrap());
-    assert_eq!(cas.provenance("a:default", 10).unwrap().len(), 2);
+    let stored = cas.record_provenance(r, "a:default", &p).unwrap();
+    assert_ne!(stored, legacy);
+    let hist = cas.provenance("a:default", 10).unwrap();
+    assert_eq!(hist.len(), 2);
+    assert!(hist.iter().all(|(_, q)| *q == p));
+    let c = cas.stats().unwrap().counts;
+    assert_eq!((c.provenance, c.provenance_bodies), (2, 1));
+    assert!(cas.verify(false).unwrap().is_clean());
+    // The schema-1 record blob torn: its row goes, the new one stays.
+    let hex = legacy.to_hex();
+    std::fs::write(
+        t.path().join("blobs").join(&hex[..2]).join(&hex[2..]),
+        b"torn",
+    )
+    .unwrap();
+    assert_eq!(cas.verify(true).unwrap().corrupt, vec![legacy]);
+    let hist = cas.provenance("a:default", 10).unwrap();
+    assert_eq!(hist.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![r]);
     assert!(cas.verify(false).unwrap().is_clean());
 }
