@@ -1,0 +1,143 @@
+//! The sweep on a real QMK tree (issue #7): `KEYFAB_QMK_TREE` (built in
+//! place: use a scratch copy), the targets one per line in
+//! `BENCH_TARGETS` (a file). Prints, with the load average:
+//! - cold sweep (empty cache, no `.build/`) against the CPU time its
+//!   compilers, linkers and converters took, per job (goal ≤ 1.1); they run
+//!   through a wrapper that logs them (see `common`);
+//! - no-op sweeps (goal ≤ 0.2 s): wall and keyfab's CPU;
+//! - the CI night: a fresh checkout (no `.build/`) with the warm cache (goal
+//!   ≤ 100 ms per target).
+//!
+//! `SOURCE_DATE_EPOCH` is pinned (else `version.h` carries the time of day
+//! and the boards that include it recompile on every sweep, as with QMK).
+//! `BENCH_CACHE` keeps the cache in a folder of your choosing (default: a
+//! temp folder).
+//!
+//! Run: `cargo build --release -p keyfab-cli && KEYFAB_QMK_TREE=… BENCH_TARGETS=… cargo run --release -p keyfab-benches --bin bench-real-sweep`
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// CPU time (user + system) of the children waited for so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let d = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    d(ru.ru_utime) + d(ru.ru_stime)
+}
+
+fn load() -> String {
+    let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    l.split(' ').take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// Runs a sweep; returns (wall, CPU of keyfab and what it ran, summary line).
+fn sweep(
+    bin: &Path,
+    tree: &Path,
+    cache: &Path,
+    targets: &[String],
+    env: &[(String, std::ffi::OsString)],
+) -> (Duration, Duration, String) {
+    let cpu = children_cpu();
+    let start = Instant::now();
+    let out = Command::new(bin)
+        .arg("--tree")
+        .arg(tree)
+        .arg("--cache")
+        .arg(cache)
+        .args(["sweep", "--progress", "none"])
+        .args(targets)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run keyfab sweep");
+    let wall = start.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned()
+        + &String::from_utf8_lossy(&out.stderr);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("sweep:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(out.status.success(), "{text}");
+    (wall, children_cpu() - cpu, line)
+}
+
+fn main() {
+    if let Some(code) = common::wrapper_mode() {
+        std::process::exit(code);
+    }
+    let bin = common::keyfab_bin();
+    let (tree, what) = common::tree();
+    assert_eq!(what, "real QMK tree", "set KEYFAB_QMK_TREE (a scratch copy)");
+    let list = std::env::var("BENCH_TARGETS").expect("BENCH_TARGETS: a file of targets");
+    let targets: Vec<String> = std::fs::read_to_string(&list)
+        .unwrap()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let n = targets.len() as f64;
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = std::env::var_os("BENCH_CACHE")
+        .map(Into::into)
+        .unwrap_or_else(|| scratch.path().join("cache"));
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    println!(
+        "keyfab sweep on the real tree, {} targets, {jobs} jobs",
+        targets.len()
+    );
+
+    // The programs to wrap, from the first target's plan (a throw-away cache).
+    let log = scratch.path().join("steps.log");
+    let (wrapped, env) = common::wrap_programs(
+        &bin,
+        &tree,
+        &scratch.path().join("plan-cache"),
+        &targets[0],
+        &scratch.path().join("wrap"),
+        &log,
+    );
+    let _ = std::fs::remove_dir_all(tree.join(".build"));
+    println!("cold sweep, load average {}", load());
+    let since = common::now_ns();
+    let (wall, _, line) = sweep(&bin, &tree, &cache, &targets, &env);
+    let cpu = common::step_cpu_ms(&log, since);
+    let ratio = wall.as_secs_f64() * 1e3 / (cpu / jobs);
+    println!("  {line}");
+    println!(
+        "  {:.1} s; steps ({}) {:.1} s CPU, {:.1} s per job; ratio {ratio:.2}, goal 1.1 {}",
+        wall.as_secs_f64(),
+        wrapped.join(", "),
+        cpu / 1e3,
+        cpu / jobs / 1e3,
+        if ratio <= 1.1 { "ok" } else { "OVER GOAL" }
+    );
+
+    for i in 1..=5 {
+        let l = load();
+        let (wall, cpu, line) = sweep(&bin, &tree, &cache, &targets, &env);
+        println!(
+            "no-op sweep {i} (load {l}): {:.0} ms wall, {:.0} ms CPU; goal 200 ms {}  [{line}]",
+            wall.as_secs_f64() * 1e3,
+            cpu.as_secs_f64() * 1e3,
+            if wall.as_secs_f64() <= 0.2 { "ok" } else { "OVER GOAL" }
+        );
+    }
+    for i in 1..=3 {
+        std::fs::remove_dir_all(tree.join(".build")).unwrap();
+        let l = load();
+        let (wall, cpu, line) = sweep(&bin, &tree, &cache, &targets, &env);
+        let per = wall.as_secs_f64() * 1e3 / n;
+        println!(
+            "CI night {i} (no .build/, warm cache; load {l}): {:.0} ms wall, {per:.0} ms per target, {:.0} ms CPU; goal 100 ms per target {}  [{line}]",
+            wall.as_secs_f64() * 1e3,
+            cpu.as_secs_f64() * 1e3,
+            if per <= 100.0 { "ok" } else { "OVER GOAL" }
+        );
+    }
+}
