@@ -198,8 +198,10 @@ pub fn wrapper_mode() -> Option<i32> {
             .create(true)
             .open(log)
             .unwrap();
-        f.write_all(format!("{start} {end} {kind} {cpu_ns} {}\n", name.to_string_lossy()).as_bytes())
-            .unwrap();
+        f.write_all(
+            format!("{start} {end} {kind} {cpu_ns} {}\n", name.to_string_lossy()).as_bytes(),
+        )
+        .unwrap();
     }
     Some(status.code().unwrap_or(1))
 }
