@@ -410,7 +410,14 @@ mod tests {
         let mut c = Collector::default();
         let d = Digest::of(b"x");
         for (kind, out, cached) in cached {
-            c.step(kind, &["t".into(), out.to_string()], &[], out, Some(d), *cached);
+            c.step(
+                kind,
+                &["t".into(), out.to_string()],
+                &[],
+                out,
+                Some(d),
+                *cached,
+            );
         }
         c
     }

@@ -915,7 +915,10 @@ mod tests {
             p
         };
         let p2 = at(2);
-        assert_eq!(Index::open_read_only(&p2).unwrap().user_version().unwrap(), 2);
+        assert_eq!(
+            Index::open_read_only(&p2).unwrap().user_version().unwrap(),
+            2
+        );
         assert_eq!(Index::open(&p2).unwrap().user_version().unwrap(), 3);
         assert!(matches!(
             Index::open_read_only(&at(1)),

@@ -604,7 +604,11 @@ fn a_fresh_checkout_adds_a_row_not_a_body() {
         text.stdout
     );
     let audit = fx.run_with(None, &["audit", "solo:default"]);
-    assert!(audit.ok().starts_with("solo:default: PASS"), "{}", audit.stdout);
+    assert!(
+        audit.ok().starts_with("solo:default: PASS"),
+        "{}",
+        audit.stdout
+    );
 
     // A real edit in a fresh checkout: a new body; explain names the
     // keymap's compile, the link and the conversion, the rest came from
@@ -656,7 +660,10 @@ fn older_records_still_explain() {
     fx.run_with(epoch, &["build", "solo:default"]).ok();
     let (changed, ran) = explain(&fx);
     assert_eq!(ran.len(), 3, "{ran:?}");
-    let text = fx.run_with(None, &["explain", "solo:default"]).ok().to_string();
+    let text = fx
+        .run_with(None, &["explain", "solo:default"])
+        .ok()
+        .to_string();
 
     // The two records whole, oldest first, in the older form: the steps'
     // `cached` flags in the body, no `ran` note.
@@ -715,7 +722,11 @@ fn older_records_still_explain() {
             // Rebuilt from the blobs: rows with their bodies inline.
             std::fs::remove_file(fx.cache.join("index.sqlite")).unwrap();
         }
-        assert_eq!(explain(&fx), (changed.clone(), ran.clone()), "schema {schema}");
+        assert_eq!(
+            explain(&fx),
+            (changed.clone(), ran.clone()),
+            "schema {schema}"
+        );
         let now = fx.run_with(None, &["explain", "solo:default"]);
         assert_eq!(now.ok(), text, "schema {schema}");
     }
