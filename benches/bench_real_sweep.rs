@@ -57,8 +57,8 @@ fn sweep(
         .output()
         .expect("run keyfab sweep");
     let wall = start.elapsed();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let line = text
         .lines()
         .find(|l| l.starts_with("sweep:"))
@@ -74,7 +74,10 @@ fn main() {
     }
     let bin = common::keyfab_bin();
     let (tree, what) = common::tree();
-    assert_eq!(what, "real QMK tree", "set KEYFAB_QMK_TREE (a scratch copy)");
+    assert_eq!(
+        what, "real QMK tree",
+        "set KEYFAB_QMK_TREE (a scratch copy)"
+    );
     let list = std::env::var("BENCH_TARGETS").expect("BENCH_TARGETS: a file of targets");
     let targets: Vec<String> = std::fs::read_to_string(&list)
         .unwrap()
@@ -125,7 +128,11 @@ fn main() {
             "no-op sweep {i} (load {l}): {:.0} ms wall, {:.0} ms CPU; goal 200 ms {}  [{line}]",
             wall.as_secs_f64() * 1e3,
             cpu.as_secs_f64() * 1e3,
-            if wall.as_secs_f64() <= 0.2 { "ok" } else { "OVER GOAL" }
+            if wall.as_secs_f64() <= 0.2 {
+                "ok"
+            } else {
+                "OVER GOAL"
+            }
         );
     }
     for i in 1..=3 {
