@@ -11,7 +11,7 @@
 //! Each line also gives the sweep's CPU time (user + system, children) and
 //! the cache after it (`keyfab cache stats`: blob bytes, provenance rows and
 //! the bytes of their distinct bodies in the index), so what a no-op sweep
-//! adds is visible.
+//! and a fresh checkout add is visible.
 //!
 //! Run: `cargo build --release -p keyfab-cli && BENCH_N=100 cargo run --release -p keyfab-benches --bin bench-sweep`
 
@@ -202,6 +202,9 @@ fn main() {
         &fresh,
         Some(Duration::from_millis(100)),
     );
+    // Everything from the cache, but not up to date: the same bodies as
+    // the no-op sweeps' (which steps ran is the rows').
+    growth(&noop2, &fresh);
 
     edit(
         &tree.join("keyboards/synth/kb00000/keymaps/default/keymap.c"),

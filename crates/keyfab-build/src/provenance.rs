@@ -12,13 +12,17 @@
 //! - `make:<VAR>`: a `-e VAR=VALUE` of the build (value in the note too).
 //!
 //! `notes` hold the facts that are not digests: `tree` (absolute path),
-//! `tree_revision`, `reproducible`, `env:*`/`make:*` values, and one
-//! `step` note per step (JSON of [`StepRecord`]): its kind, output, the
-//! names of its inputs and whether it came from the cache. The record of
-//! an up-to-date build has the note `up_to_date` = `yes` and the steps of
-//! the build it reproduced (none ran). `tree_revision` and `up_to_date`
-//! are the run's ([`ROW_NOTES`]): the cache keeps them in the record's row,
-//! apart from its body, so runs that differ only in them share one body.
+//! `tree_revision`, `reproducible`, `env:*`/`make:*` values, one `step`
+//! note per step (JSON of [`StepRecord`] without `cached`: its kind, output
+//! and the names of its inputs; generators and compiles sorted by output,
+//! so the order does not depend on which finished first), and `ran`: which
+//! steps ran rather than came from the cache (see [`ran_note`]). The record
+//! of an up-to-date build has the note `up_to_date` = `yes` and the steps
+//! of the build it reproduced (none ran). `tree_revision`, `up_to_date` and
+//! `ran` are the run's ([`ROW_NOTES`]): the cache keeps them in the
+//! record's row, apart from its body, so runs that read and wrote the same
+//! bytes share one body whatever came from the cache. (Records written
+//! before `ran` existed have a `cached` flag in each step note instead.)
 //!
 //! Records of failed builds carry the note `status` = `failed`, the
 //! `stage` (`plan` or `build`) and the `error`, with the inputs known when
@@ -34,15 +38,27 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// One step of a build as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepRecord {
     /// `compile`, `link`, `convert`, `archive`, `generate`.
     pub kind: String,
     pub output: String,
     /// Names of its inputs (keys of the record's `inputs`).
     pub inputs: Vec<String>,
-    /// Its output came from the cache (it did not run).
+    /// Its output came from the cache (it did not run). Not in the step's
+    /// note: the run's `ran` note says it.
     pub cached: bool,
+}
+
+/// A `step` note as the body holds it.
+#[derive(Serialize, Deserialize)]
+struct StepNote {
+    kind: String,
+    output: String,
+    inputs: Vec<String>,
+    /// Only in records written before the `ran` note existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cached: Option<bool>,
 }
 
 /// What the executor saw while building one target.
@@ -87,7 +103,8 @@ impl Previous {
 /// revision changes with every commit; `up_to_date` (`yes`) marks a build
 /// that reproduced the record it names: nothing ran, whatever the body's
 /// steps say.
-pub const ROW_NOTES: [&str; 2] = ["tree_revision", "up_to_date"];
+/// `ran` says which of the body's steps ran this time ([`ran_note`]).
+pub const ROW_NOTES: [&str; 3] = ["tree_revision", "up_to_date", "ran"];
 
 /// A record's notes: (name, value), in order.
 pub type Notes = Vec<(String, String)>;
@@ -124,15 +141,18 @@ pub fn argv_digest(argv: &[String]) -> Digest {
 
 impl Collector {
     /// What an up-to-date build read, ran and wrote: the earlier record's
-    /// (its steps as it recorded them; the record's `up_to_date` note says
-    /// that none ran this time).
+    /// (its steps, none of which ran this time).
     pub fn from_previous(previous: Previous) -> Collector {
         let p = previous.provenance;
         Collector {
             inputs: p.inputs.into_iter().collect(),
             toolchains: p.toolchains.into_iter().collect(),
             outputs: p.outputs.into_iter().collect(),
-            steps: previous.steps,
+            steps: previous
+                .steps
+                .into_iter()
+                .map(|s| StepRecord { cached: true, ..s })
+                .collect(),
             previous: None,
         }
     }
@@ -178,13 +198,24 @@ impl Collector {
     }
 
     /// The record: inputs, toolchains and outputs sorted by name; `notes`
-    /// first, then one `step` note per step in the order they ran.
-    pub fn into_provenance(self, notes: Vec<(String, String)>) -> Provenance {
+    /// first, then `ran` (a row note: which steps ran), then one `step` note
+    /// per step: generators, then compiles (each group sorted by output:
+    /// they run in parallel), then the rest in the order they ran (archive,
+    /// link, conversions run one after another, in the plan's order).
+    pub fn into_provenance(mut self, notes: Vec<(String, String)>) -> Provenance {
         let mut notes = notes;
+        self.steps.sort_by(|a, b| step_order(a).cmp(&step_order(b)));
+        notes.push(("ran".into(), ran_note(&self.steps)));
         for s in &self.steps {
+            let note = StepNote {
+                kind: s.kind.clone(),
+                output: s.output.clone(),
+                inputs: s.inputs.clone(),
+                cached: None,
+            };
             notes.push((
                 "step".into(),
-                serde_json::to_string(s).expect("a step record is JSON"),
+                serde_json::to_string(&note).expect("a step record is JSON"),
             ));
         }
         Provenance {
@@ -196,17 +227,86 @@ impl Collector {
     }
 }
 
-/// The steps of a record (its `step` notes); in the record of an
-/// up-to-date build (note `up_to_date`), every step came from the cache.
+/// Where a step goes among a record's `step` notes: generators first, then
+/// compiles, each sorted by output; the rest keep the order they ran in.
+fn step_order(s: &StepRecord) -> (u8, &str) {
+    match s.kind.as_str() {
+        "generate" => (0, &s.output),
+        "compile" => (1, &s.output),
+        _ => (2, ""),
+    }
+}
+
+/// The `ran` note of steps in record order: the positions (from 0) of the
+/// steps that ran, as comma-separated ranges (`0-2,5`; empty when none ran).
+pub fn ran_note(steps: &[StepRecord]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < steps.len() {
+        if steps[i].cached {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i + 1 < steps.len() && !steps[i + 1].cached {
+            i += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == i {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}-{i}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The positions a `ran` note names; None when it is not one.
+fn parse_ran(note: &str, steps: usize) -> Option<Vec<bool>> {
+    let mut ran = vec![false; steps];
+    for part in note.split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+        if a > b || b >= steps {
+            return None;
+        }
+        ran[a..=b].iter_mut().for_each(|r| *r = true);
+    }
+    Some(ran)
+}
+
+/// The steps of a record (its `step` notes), with whether each came from
+/// the cache: in the record of an up-to-date build (note `up_to_date`)
+/// every step did; else the `ran` note names those that ran. A record
+/// without a `ran` note (written before it existed) says it in each step
+/// note (`cached`); a step that says nothing counts as run. A `ran` note
+/// that does not fit the steps is ignored like a missing one.
 pub fn steps(p: &Provenance) -> Vec<StepRecord> {
     let up_to_date = note(p, "up_to_date") == Some("yes");
-    p.notes
+    // Positions count every step note, read or not.
+    let notes: Vec<Option<StepNote>> = p
+        .notes
         .iter()
         .filter(|(k, _)| k == "step")
-        .filter_map(|(_, v)| serde_json::from_str::<StepRecord>(v).ok())
-        .map(|s| StepRecord {
-            cached: s.cached || up_to_date,
-            ..s
+        .map(|(_, v)| serde_json::from_str(v).ok())
+        .collect();
+    let ran = note(p, "ran").and_then(|r| parse_ran(r, notes.len()));
+    notes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, s)| Some((i, s?)))
+        .map(|(i, s)| StepRecord {
+            cached: up_to_date
+                || match &ran {
+                    Some(ran) => !ran[i],
+                    None => s.cached.unwrap_or(false),
+                },
+            kind: s.kind,
+            output: s.output,
+            inputs: s.inputs,
         })
         .collect()
 }
@@ -289,8 +389,11 @@ mod tests {
         let mut c = Collector::default();
         let d = Digest::of(b"x");
         c.step("compile", &["cc".into()], &[], "a.o", Some(d), false);
-        let mut p = c.into_provenance(vec![n("status", "ok")]);
+        let p = c.into_provenance(vec![n("status", "ok")]);
         assert!(!steps(&p)[0].cached);
+        let (body, row) = split_notes(p.notes.clone());
+        assert_eq!(row, [n("ran", "0")]);
+        let mut p = Provenance { notes: body, ..p };
         let previous = Previous {
             body: d,
             steps: steps(&p),
@@ -301,5 +404,107 @@ mod tests {
         // The row of an up-to-date build says no step ran.
         p.notes.insert(0, n("up_to_date", "yes"));
         assert!(steps(&p)[0].cached);
+    }
+
+    fn collector(cached: &[(&str, &str, bool)]) -> Collector {
+        let mut c = Collector::default();
+        let d = Digest::of(b"x");
+        for (kind, out, cached) in cached {
+            c.step(
+                kind,
+                &["t".into(), out.to_string()],
+                &[],
+                out,
+                Some(d),
+                *cached,
+            );
+        }
+        c
+    }
+
+    /// Two builds that read and wrote the same bytes have the same body,
+    /// whichever steps came from the cache and whatever order parallel
+    /// steps finished in; only the row's `ran` note differs.
+    #[test]
+    fn what_came_from_the_cache_is_the_rows() {
+        let cold = collector(&[
+            ("generate", "g.h", false),
+            ("compile", "b.o", false),
+            ("compile", "a.o", false),
+            ("compile", "c.o", false),
+            ("link", "x.elf", false),
+            ("convert", "x.hex", false),
+        ])
+        .into_provenance(vec![]);
+        let warm = collector(&[
+            ("generate", "g.h", false),
+            ("compile", "c.o", true),
+            ("compile", "a.o", true),
+            ("compile", "b.o", false),
+            ("link", "x.elf", true),
+            ("convert", "x.hex", true),
+        ])
+        .into_provenance(vec![]);
+        let (cold_body, cold_row) = split_notes(cold.notes.clone());
+        let (warm_body, warm_row) = split_notes(warm.notes.clone());
+        assert_eq!(cold_body, warm_body);
+        let n = |v: &str| vec![("ran".to_string(), v.to_string())];
+        assert_eq!(cold_row, n("0-5"));
+        assert_eq!(warm_row, n("0,2"));
+        assert!(!cold_body.iter().any(|(_, v)| v.contains("cached")));
+        let order: Vec<(String, bool)> = steps(&warm)
+            .into_iter()
+            .map(|s| (s.output, s.cached))
+            .collect();
+        let o = |s: &str, c| (s.to_string(), c);
+        assert_eq!(
+            order,
+            [
+                o("g.h", false),
+                o("a.o", true),
+                o("b.o", false),
+                o("c.o", true),
+                o("x.elf", true),
+                o("x.hex", true)
+            ]
+        );
+        assert!(steps(&cold).iter().all(|s| !s.cached));
+        // Nothing ran: an empty note.
+        let none = collector(&[("compile", "a.o", true), ("link", "x.elf", true)]);
+        assert_eq!(ran_note(&none.steps), "");
+        // Notes that are not ranges of the steps are ignored.
+        for bad in ["7", "1-0", "x", "0-", "-1"] {
+            let mut p = warm.clone();
+            p.notes.retain(|(k, _)| k != "ran");
+            p.notes.insert(0, ("ran".into(), bad.into()));
+            assert!(steps(&p).iter().all(|s| !s.cached), "{bad}");
+        }
+    }
+
+    /// Records written before the `ran` note carry `cached` in each step.
+    #[test]
+    fn older_step_notes_still_read() {
+        let step = |out: &str, cached: bool| {
+            (
+                "step".to_string(),
+                format!(
+                    r#"{{"kind":"compile","output":"{out}","inputs":["argv:{out}"],"cached":{cached}}}"#
+                ),
+            )
+        };
+        let mut p = Provenance {
+            notes: vec![
+                ("status".into(), "ok".into()),
+                step("a.o", true),
+                step("b.o", false),
+            ],
+            ..Provenance::default()
+        };
+        let cached: Vec<bool> = steps(&p).iter().map(|s| s.cached).collect();
+        assert_eq!(cached, [true, false]);
+        assert_eq!(steps(&p)[1].inputs, ["argv:b.o"]);
+        // An up-to-date row naming an old body: nothing ran.
+        p.notes.insert(0, ("up_to_date".into(), "yes".into()));
+        assert!(steps(&p).iter().all(|s| s.cached));
     }
 }

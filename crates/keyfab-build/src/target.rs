@@ -703,10 +703,13 @@ fn record_notes(
 /// [`provenance_record`]) in the index as part of `rec.run`, with the bytes
 /// of the generated files it read (small; `audit` diffs them). An
 /// interrupted build is not recorded. The run's notes
-/// ([`provenance::ROW_NOTES`]) go to the record's row, the rest is its body,
-/// stored once per distinct content. An up-to-date build whose body is the
-/// previous one byte for byte adds a row naming that body (and the note
-/// `up_to_date`): no record is built, serialised or stored again.
+/// ([`provenance::ROW_NOTES`]: the revision, `up_to_date`, and `ran`, which
+/// steps ran rather than came from the cache) go to the record's row, the
+/// rest is its body, stored once per distinct content: a build that read
+/// and wrote what an earlier one did (a fresh checkout built from the
+/// cache) adds a row naming that body. An up-to-date build whose body is
+/// the previous one byte for byte adds such a row (and the note
+/// `up_to_date`) without building, serialising or hashing a record.
 pub fn record(
     tree: &Tree,
     cas: &LocalCas,

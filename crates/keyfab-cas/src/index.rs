@@ -137,7 +137,7 @@ impl Index {
         if v > schema::latest() {
             return Err(idx.too_new(v));
         }
-        if v < schema::latest() {
+        if v < schema::READ_ONLY_FROM {
             return Err(CasError::NotACache {
                 path: path.to_path_buf(),
                 reason: format!(
@@ -880,7 +880,7 @@ mod tests {
         }
         drop(c);
         let idx = Index::open(&p).unwrap();
-        assert_eq!(idx.user_version().unwrap(), 2);
+        assert_eq!(idx.user_version().unwrap(), schema::latest());
         let got: Vec<(i64, Digest, Provenance)> = idx
             .provenance("a:default", 10)
             .unwrap()
@@ -897,6 +897,33 @@ mod tests {
         let counts = idx.counts().unwrap();
         assert_eq!((counts.provenance, counts.provenance_bodies), (2, 0));
         assert!(idx.quick_check().unwrap().is_empty());
+    }
+
+    /// Schema 3 changed no table: a read-only open takes a schema-2 index
+    /// as it is (it writes nothing); a writable open migrates it. Schema 1
+    /// still needs the migration.
+    #[test]
+    fn read_only_opens_schema_2() {
+        let t = tempfile::tempdir().unwrap();
+        let at = |v: usize| {
+            let p = t.path().join(format!("index-{v}.sqlite"));
+            let c = Connection::open(&p).unwrap();
+            for sql in &schema::MIGRATIONS[..v] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", v as i64).unwrap();
+            p
+        };
+        let p2 = at(2);
+        assert_eq!(
+            Index::open_read_only(&p2).unwrap().user_version().unwrap(),
+            2
+        );
+        assert_eq!(Index::open(&p2).unwrap().user_version().unwrap(), 3);
+        assert!(matches!(
+            Index::open_read_only(&at(1)),
+            Err(CasError::NotACache { .. })
+        ));
     }
 
     #[test]

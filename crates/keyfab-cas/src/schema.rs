@@ -95,8 +95,21 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE provenance ADD COLUMN notes TEXT;      -- the row's own notes (JSON pairs)
     CREATE INDEX provenance_body ON provenance(body_ref);
     "#,
+    // 3: no table changes. What is a run's rather than a build's moved from
+    // bodies to rows (keyfab-build: which steps came from the cache is the
+    // row's `ran` note, no longer a flag in the body's steps), so builds
+    // that read and wrote the same bytes share a body. An older keyfab
+    // would read such bodies as having no steps; the version keeps it out.
+    r#"
+    -- nothing to change: rows and bodies of schema 2 read as they are
+    "#,
 ];
 
 pub fn latest() -> i64 {
     MIGRATIONS.len() as i64
 }
+
+/// The oldest schema a read-only open accepts: the migrations after it
+/// change no table, only what a writer puts in them (a reader that writes
+/// nothing reads the older rows as they are).
+pub const READ_ONLY_FROM: i64 = 2;

@@ -963,7 +963,8 @@ fn compare(
         .collect();
     let steps = provenance::steps(rebuilt);
     let rec_steps = provenance::steps(recorded);
-    // Build order: the steps' outputs as they ran, then anything else (map files).
+    // Build order: the steps' outputs in record order (generators, compiles,
+    // then archive, link, conversions), then anything else (map files).
     let mut order: Vec<&str> = steps.iter().map(|s| s.output.as_str()).collect();
     for k in rec_out.keys().chain(new_out.keys()) {
         if !order.contains(k) {

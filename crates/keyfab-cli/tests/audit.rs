@@ -540,3 +540,194 @@ fn a_new_revision_alone_adds_no_provenance_body() {
         "{report:#}"
     );
 }
+
+/// A fresh checkout (no `.build/`, no firmware at the root) with a warm
+/// cache builds everything from the cache without being up to date: its
+/// record reads and writes what the last one did, so it adds a row naming
+/// that body (which steps came from the cache is the row's), and explain
+/// still says no step ran. After a real edit explain names what re-ran.
+#[test]
+fn a_fresh_checkout_adds_a_row_not_a_body() {
+    let fx = fixture();
+    let epoch = Some("1700000000");
+    let stats = || {
+        fx.run_with(None, &["cache", "stats", "--format", "json"])
+            .json()
+            .get("stats")
+            .cloned()
+            .unwrap()
+    };
+    let num = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v:#}"));
+    let build = || {
+        fx.run_with(epoch, &["build", "solo:default"])
+            .ok()
+            .to_string()
+    };
+    let fresh_checkout = || {
+        std::fs::remove_dir_all(fx.tree.join(".build")).unwrap();
+        std::fs::remove_file(fx.tree.join("solo_default.hex")).unwrap();
+    };
+    let out = build();
+    assert!(out.contains(" 5 compiled, 0 from cache"), "{out}");
+    build();
+    let before = stats();
+    assert_eq!(num(&before, "provenance_bodies"), 1, "{before:#}");
+    for n in 1..=2 {
+        fresh_checkout();
+        let out = build();
+        assert!(out.contains(" 0 compiled, 5 from cache"), "{out}");
+        assert!(!out.contains("up to date"), "{out}");
+        let now = stats();
+        assert_eq!(num(&now, "provenance"), num(&before, "provenance") + n);
+        assert_eq!(num(&now, "provenance_bodies"), 1, "{now:#}");
+        assert_eq!(
+            num(&now, "provenance_body_bytes"),
+            num(&before, "provenance_body_bytes")
+        );
+        let (changed, ran) = explain(&fx);
+        assert!(changed.is_empty() && ran.is_empty(), "{changed:?} {ran:?}");
+    }
+    let j = fx
+        .run_with(None, &["explain", "solo:default", "--format", "json"])
+        .json();
+    let compiles = j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "compile")
+        .count();
+    assert_eq!(compiles, 5, "{j:#}");
+    let text = fx.run_with(None, &["explain", "solo:default"]);
+    assert!(
+        text.ok().contains("0 step(s) re-ran, 10 from the cache"),
+        "{}",
+        text.stdout
+    );
+    let audit = fx.run_with(None, &["audit", "solo:default"]);
+    assert!(
+        audit.ok().starts_with("solo:default: PASS"),
+        "{}",
+        audit.stdout
+    );
+
+    // A real edit in a fresh checkout: a new body; explain names the
+    // keymap's compile, the link and the conversion, the rest came from
+    // the cache.
+    fx.edit("keyboards/solo/keymaps/default/keymap.c", |t| {
+        t.replacen("KC_A", "KC_B", 1)
+    });
+    fresh_checkout();
+    let out = build();
+    assert!(out.contains(" 1 compiled, 4 from cache"), "{out}");
+    assert_eq!(num(&stats(), "provenance_bodies"), 2);
+    let keymap = [
+        "compile .build/obj_solo_default/keyboards/solo/keymaps/default/keymap.o",
+        "link .build/solo_default.elf",
+        "convert .build/solo_default.hex",
+    ];
+    let (changed, ran) = explain(&fx);
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0].0, "keyboards/solo/keymaps/default/keymap.c");
+    assert_eq!(changed[0].1, keymap);
+    assert_eq!(ran, [&keymap[0][8..], &keymap[1][5..], &keymap[2][8..]]);
+
+    // An index rebuilt from the blobs: the rows' notes come back with them.
+    let kept = stats();
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", fx.cache.join("index.sqlite").display()));
+    }
+    let rebuilt = stats();
+    for k in ["provenance", "provenance_bodies", "provenance_body_bytes"] {
+        assert_eq!(num(&rebuilt, k), num(&kept, k), "{k}");
+    }
+    assert_eq!(explain(&fx), (changed, ran));
+    fx.run_with(None, &["cache", "verify"]).ok();
+}
+
+/// Records as older keyfabs wrote them — schema 2 (a row naming a body
+/// whose step notes say `cached`) and schema 1 (row and body in one record
+/// blob) — explain as the records this keyfab writes do.
+#[test]
+fn older_records_still_explain() {
+    use keyfab_build::provenance;
+    use keyfab_cas::{record, LocalCas, Provenance};
+    let fx = fixture();
+    let epoch = Some("1700000000");
+    fx.run_with(epoch, &["build", "solo:default"]).ok();
+    fx.edit("keyboards/solo/keymaps/default/keymap.c", |t| {
+        t.replacen("KC_A", "KC_B", 1)
+    });
+    fx.run_with(epoch, &["build", "solo:default"]).ok();
+    let (changed, ran) = explain(&fx);
+    assert_eq!(ran.len(), 3, "{ran:?}");
+    let text = fx
+        .run_with(None, &["explain", "solo:default"])
+        .ok()
+        .to_string();
+
+    // The two records whole, oldest first, in the older form: the steps'
+    // `cached` flags in the body, no `ran` note.
+    let recs: Vec<(Provenance, Vec<(String, String)>)> = {
+        let cas = LocalCas::open(&fx.cache).unwrap();
+        let mut recs = cas.provenance("solo:default", 10).unwrap();
+        recs.reverse();
+        recs.into_iter()
+            .map(|(_, p)| {
+                let steps = provenance::steps(&p);
+                let (mut body, row) = provenance::split_notes(
+                    p.notes
+                        .iter()
+                        .filter(|(k, _)| k != "step")
+                        .cloned()
+                        .collect(),
+                );
+                let row: Vec<_> = row.into_iter().filter(|(k, _)| k != "ran").collect();
+                for s in steps {
+                    let note = serde_json::json!({
+                        "kind": s.kind, "output": s.output, "inputs": s.inputs, "cached": s.cached,
+                    });
+                    body.push(("step".into(), note.to_string()));
+                }
+                (Provenance { notes: body, ..p }, row)
+            })
+            .collect()
+    };
+    assert_eq!(recs.len(), 2);
+    std::fs::rename(&fx.cache, fx.tmp.path().join("cache-new")).unwrap();
+    for schema in [2, 1] {
+        let _ = std::fs::remove_dir_all(&fx.cache);
+        {
+            let cas = LocalCas::open(&fx.cache).unwrap();
+            for (body, row) in &recs {
+                let run = cas.begin_run("keyfab build").unwrap();
+                if schema == 2 {
+                    cas.record_provenance_with(run, "solo:default", body, row)
+                        .unwrap();
+                } else {
+                    let mut whole = body.clone();
+                    whole.notes.splice(0..0, row.iter().cloned());
+                    let rec = record::encode(&record::Record::Provenance {
+                        run: run.0,
+                        run_started_ns: 1,
+                        run_command: "keyfab build".into(),
+                        target: "solo:default".into(),
+                        provenance: whole,
+                    })
+                    .unwrap();
+                    cas.put_bytes(&rec).unwrap();
+                }
+            }
+        }
+        if schema == 1 {
+            // Rebuilt from the blobs: rows with their bodies inline.
+            std::fs::remove_file(fx.cache.join("index.sqlite")).unwrap();
+        }
+        assert_eq!(
+            explain(&fx),
+            (changed.clone(), ran.clone()),
+            "schema {schema}"
+        );
+        let now = fx.run_with(None, &["explain", "solo:default"]);
+        assert_eq!(now.ok(), text, "schema {schema}");
+    }
+}
