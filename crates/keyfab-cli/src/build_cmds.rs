@@ -163,12 +163,8 @@ pub fn summary_line(r: &target::TargetReport) -> String {
 /// table at once (a sweep or a watch session looks at most files of the
 /// tree, many again and again).
 pub fn open_cache(opts: &target::Options, preload: bool) -> anyhow::Result<Arc<LocalCas>> {
-    let options = keyfab_cas::OpenOptions {
-        durable: cache_fsync(),
-        ..Default::default()
-    };
     let cas = Arc::new(
-        LocalCas::open_with(&opts.cache_dir, options)
+        LocalCas::open(&opts.cache_dir)
             .with_context(|| format!("opening the cache at {}", opts.cache_dir.display()))?,
     );
     keyfab_build::db::use_stat_cache(cas.clone());
@@ -177,20 +173,6 @@ pub fn open_cache(opts: &target::Options, preload: bool) -> anyhow::Result<Arc<L
             .context("reading the cache's stat table")?;
     }
     Ok(cas)
-}
-
-/// Whether blobs are fsynced before they are published: only when
-/// `KEYFAB_CACHE_FSYNC` is set to a true value. Every blob is verified
-/// (hashed) when read, so a blob a power failure tore is a miss, never a
-/// wrong result; an fsync per blob (~5 ms here, two per compile) would
-/// leave cores idle while builds wait on the disk.
-fn cache_fsync() -> bool {
-    std::env::var("KEYFAB_CACHE_FSYNC").is_ok_and(|v| {
-        matches!(
-            v.trim().to_lowercase().as_str(),
-            "1" | "true" | "yes" | "on"
-        )
-    })
 }
 
 /// `-j`, else the number of cores.
