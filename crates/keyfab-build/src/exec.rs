@@ -620,12 +620,39 @@ impl<'a> Executor<'a> {
             argv: chain[1..].iter().map(OsString::from).collect(),
             cwd: self.tree.clone(),
             env: env.iter().cloned().chain(compiler_env()).collect(),
-            inputs,
+            inputs: inputs.clone(),
         }
         .key();
         let map = map_file(argv);
-        if let Some(result) = self.cas.get_action(&key)? {
+        // A link with a map file is cached in direct mode: `key` heads a
+        // manifest of the files outside the tree the linker loaded last time
+        // (crt objects, libgcc, libc, libm from its `LOAD` lines), so a
+        // toolchain library that changed under the same compiler relinks.
+        let direct = map.is_some();
+        let found = if direct {
+            match self.cas.get_manifest(&key)? {
+                Some(manifest) => {
+                    let entry = manifest.entries.iter().find(|e| {
+                        e.headers.iter().all(|(p, d)| {
+                            self.cas.file_digest(p, &self.clock).ok().as_ref() == Some(d)
+                        })
+                    });
+                    match entry {
+                        Some(e) => self
+                            .cas
+                            .get_action(&e.action)?
+                            .map(|r| (r, e.headers.clone())),
+                        None => None,
+                    }
+                }
+                None => None,
+            }
+        } else {
+            self.cas.get_action(&key)?.map(|r| (r, Vec::new()))
+        };
+        if let Some((result, libraries)) = found {
             if self.restore_named(&result, output, map.as_deref())? {
+                let files = with_libraries(&files, &libraries);
                 self.record_command(
                     kind,
                     &chain,
@@ -661,7 +688,45 @@ impl<'a> Executor<'a> {
             exit_code: 0,
             duration: started.elapsed(),
         };
-        let stored = self.cas.put_action(&key, &action)?;
+        let mut libraries = Vec::new();
+        let stored = if direct {
+            let text = map_path
+                .as_deref()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .unwrap_or_default();
+            for lib in loaded_outside(&text, &self.tree) {
+                let d = self.cas.file_digest(&lib, &self.clock)?;
+                libraries.push((lib, d));
+            }
+            let full = CommandKey {
+                inputs: inputs
+                    .iter()
+                    .cloned()
+                    .chain(
+                        libraries
+                            .iter()
+                            .map(|(p, d)| (PathBuf::from(format!("lib:{}", p.display())), *d)),
+                    )
+                    .collect(),
+                kind: kind.to_string(),
+                tool,
+                argv: chain[1..].iter().map(OsString::from).collect(),
+                cwd: self.tree.clone(),
+                env: env.iter().cloned().chain(compiler_env()).collect(),
+            }
+            .key();
+            let stored = self.cas.put_action(&full, &action)?;
+            let mut manifest = self.cas.get_manifest(&key)?.unwrap_or_default();
+            manifest.add(ManifestEntry {
+                headers: libraries.clone(),
+                action: full,
+            });
+            self.cas.put_manifest(&key, &manifest)?;
+            stored
+        } else {
+            self.cas.put_action(&key, &action)?
+        };
+        let files = with_libraries(&files, &libraries);
         self.record_command(
             kind,
             &chain,
@@ -775,6 +840,32 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// `-Wl,-Map=.build/x.map,--cref` → `.build/x.map`.
+/// The files outside `tree` a GNU ld map file says the linker loaded
+/// (`LOAD path` lines: crt objects, libgcc, libc, libm, linker scripts of
+/// `.so` stubs), that still exist (an LTO link's partitions are gone),
+/// sorted. Inside the tree, inputs are part of the key already.
+fn loaded_outside(map: &str, tree: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = map
+        .lines()
+        .filter_map(|l| l.strip_prefix("LOAD "))
+        .map(|p| PathBuf::from(p.trim()))
+        .filter(|p| p.is_absolute() && !p.starts_with(tree) && p.is_file())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A step's input files plus the libraries it loaded (by absolute path).
+fn with_libraries(
+    files: &[(String, Digest)],
+    libraries: &[(PathBuf, Digest)],
+) -> Vec<(String, Digest)> {
+    let mut all = files.to_vec();
+    all.extend(libraries.iter().map(|(p, d)| (p.display().to_string(), *d)));
+    all
+}
+
 fn map_file(argv: &[String]) -> Option<String> {
     argv.iter().find_map(|a| {
         let rest = a.strip_prefix("-Wl,")?;
@@ -898,6 +989,24 @@ mod tests {
             depfile_inputs("a.o: my\\ dir/a.c b.h\n"),
             ["my dir/a.c", "b.h"]
         );
+    }
+
+    #[test]
+    fn loaded_files_outside_the_tree_from_a_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        let lib = dir.path().join("lib/libc.a");
+        std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(&lib, "!<arch>\n").unwrap();
+        std::fs::write(tree.join("main.o"), "").unwrap();
+        let map = format!(
+            "Archive member included\nLOAD {}\nLOAD {}\nLOAD /tmp/keyfab-gone.ltrans0.o\nLOAD {}\n",
+            tree.join("main.o").display(),
+            lib.display(),
+            lib.display()
+        );
+        assert_eq!(loaded_outside(&map, &tree), vec![lib]);
     }
 
     #[test]

@@ -690,3 +690,63 @@ fn an_unchanged_target_is_up_to_date_and_anything_changed_runs_again() {
         explain.stdout
     );
 }
+
+/// A library the linker loads from outside the tree (a toolchain's libc,
+/// libgcc, crt objects; here an archive of our own named on the command
+/// line) is part of the link's cache entry: when it changes under the same
+/// compiler, the firmware relinks, and explain names it.
+#[test]
+fn a_changed_library_outside_the_tree_relinks() {
+    let fx = fixture();
+    let libs = tempfile::tempdir().unwrap();
+    let lib = libs.path().join("libkfextra.a");
+    let make_lib = |value: u32| {
+        let src = libs.path().join("extra.c");
+        std::fs::write(&src, format!("int keyfab_extra = {value};\n")).unwrap();
+        let obj = libs.path().join("extra.o");
+        let ok = std::process::Command::new("cc")
+            .args(["-c", "-o"])
+            .arg(&obj)
+            .arg(&src)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let _ = std::fs::remove_file(&lib);
+        let ok = std::process::Command::new("ar")
+            .arg("rcs")
+            .arg(&lib)
+            .arg(&obj)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    make_lib(1);
+    let ldflags = format!(
+        "LDFLAGS=-Wl,--gc-sections -Wl,-Map=.build/solo_default.map {}",
+        lib.display()
+    );
+    let build = || {
+        let r = run(&mut fx.build_cmd(&["-e", &ldflags, "solo:default"]));
+        r.ok().lines().last().unwrap().to_string()
+    };
+    let first = build();
+    assert!(!counts(&first).link_cached, "{first}");
+    let again = build();
+    assert!(again.contains("up to date"), "{again}");
+
+    // The archive changes (same compiler, same objects): the link runs.
+    make_lib(2);
+    let changed = build();
+    let c = counts(&changed);
+    assert_eq!(c.compiled, 0, "{changed}");
+    assert!(!c.link_cached, "{changed}");
+    let explain = run(fx.keyfab().args(["explain", "solo:default"]));
+    assert!(explain.ok().contains("libkfextra.a"), "{}", explain.stdout);
+
+    // Back to the first archive: that link comes from the cache.
+    make_lib(1);
+    let back = build();
+    assert!(counts(&back).link_cached, "{back}");
+}
