@@ -598,11 +598,11 @@ pub fn plan_fresh(db: &dyn Db, target: TargetInput) -> bool {
             .all(|(p, d)| db.file(p).digest(db) == Some(*d))
 }
 
-/// The output of a generator call that still holds: the newest one known
-/// whose every read is unchanged (files by digest, presence, folder
-/// listings). `None`: the call must run.
+/// The output of a generator call that still holds (the action holding
+/// it): the newest one known whose every read is unchanged (files by
+/// digest, presence, folder listings). `None`: the call must run.
 #[salsa::tracked(returns(copy))]
-pub fn generated(db: &dyn Db, call: GeneratorInput) -> Option<Digest> {
+pub fn generated(db: &dyn Db, call: GeneratorInput) -> Option<keyfab_cas::ActionKey> {
     use crate::generated::{absent, decode_read, listing_digest, present, ReadKind};
     let holds = |(encoded, want): &(PathBuf, Digest)| {
         let Some((kind, path)) = decode_read(encoded) else {
@@ -620,7 +620,7 @@ pub fn generated(db: &dyn Db, call: GeneratorInput) -> Option<Digest> {
     call.known(db)
         .iter()
         .find(|r| r.reads.iter().all(holds))
-        .map(|r| r.output)
+        .map(|r| r.action)
 }
 
 /// An object's direct-mode key and the source digest it was made from (the

@@ -82,8 +82,9 @@ pub struct GenJob<'p> {
     /// Its head key in the cache ([`crate::generated::head_key`]); `None`:
     /// its output is not stored.
     pub head: Option<ActionKey>,
-    /// The output the database says still holds ([`crate::db::generated`]).
-    pub known: Option<Digest>,
+    /// The action holding the output the database says still holds
+    /// ([`crate::db::generated`]).
+    pub known: Option<ActionKey>,
     /// A step of the plan (recorded in provenance), not a call make made
     /// while reading the makefiles.
     pub step: bool,
@@ -235,7 +236,10 @@ impl<'a> Executor<'a> {
         };
         let mut stored = None;
         let from_cache = match (job.known, job.output) {
-            (Some(d), Some(o)) => self.materialize_generated(&d, o)?,
+            (Some(action), Some(o)) => match crate::generated::output_of(self.cas, &action, o)? {
+                Some(d) => self.materialize_generated(&d, o)?,
+                None => false,
+            },
             _ => false,
         };
         if !from_cache {

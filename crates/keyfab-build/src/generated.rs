@@ -27,12 +27,13 @@ pub struct Generation {
     pub reads: Option<Vec<Read>>,
 }
 
-/// An output a call gave, and what it was made from (reads encoded by
-/// [`encode_reads`]).
+/// An output a call gave, as the action that holds it, and what it was
+/// made from (reads encoded by [`encode_reads`]). The action is looked up
+/// only for the entry that still holds: a call's manifest keeps up to 16.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GeneratedRecord {
     pub reads: Vec<(PathBuf, Digest)>,
-    pub output: Digest,
+    pub action: ActionKey,
 }
 
 /// What an encoded read is.
@@ -115,22 +116,32 @@ pub fn head_key(argv: &[String], root: &Path, keyfab: Digest, salt: &str) -> Act
     .key()
 }
 
-/// The outputs the cache knows for a call, newest first.
-pub fn load_known(cas: &LocalCas, head: &ActionKey, output: &str) -> Vec<GeneratedRecord> {
+/// The outputs the cache knows for a call, newest first (one look-up: the
+/// manifest).
+pub fn load_known(cas: &LocalCas, head: &ActionKey) -> Vec<GeneratedRecord> {
     let Ok(Some(manifest)) = cas.get_manifest(head) else {
         return Vec::new();
     };
     manifest
         .entries
         .iter()
-        .filter_map(|e| {
-            let result = cas.get_action(&e.action).ok()??;
-            Some(GeneratedRecord {
-                reads: e.headers.clone(),
-                output: result.output(output)?.digest,
-            })
+        .map(|e| GeneratedRecord {
+            reads: e.headers.clone(),
+            action: e.action,
         })
         .collect()
+}
+
+/// The digest of the output `name` an action holds (`None`: the cache no
+/// longer has it).
+pub fn output_of(
+    cas: &LocalCas,
+    action: &ActionKey,
+    name: &str,
+) -> keyfab_cas::Result<Option<Digest>> {
+    Ok(cas
+        .get_action(action)?
+        .and_then(|r| r.output(name).map(|o| o.digest)))
 }
 
 /// Stores a call's output under its head key, with what it read.
@@ -152,7 +163,7 @@ pub fn store(
             .collect(),
     }
     .key();
-    let result = cas.put_action(
+    cas.put_action(
         &action,
         &NewAction {
             outputs: vec![NewOutput {
@@ -172,11 +183,7 @@ pub fn store(
         action,
     });
     cas.put_manifest(head, &manifest)?;
-    let output = result
-        .output(output)
-        .map(|o| o.digest)
-        .unwrap_or_else(|| Digest::of(contents));
-    Ok(GeneratedRecord { reads, output })
+    Ok(GeneratedRecord { reads, action })
 }
 
 /// Writes `contents` to `path` as QMK's `dump_lines` does, atomically:
@@ -282,18 +289,19 @@ mod tests {
         let new = vec![(PathBuf::from("f:a"), Digest::of(b"2"))];
         store(&cas, &head, "out.h", old.clone(), b"one", Duration::ZERO).unwrap();
         store(&cas, &head, "out.h", new.clone(), b"two", Duration::ZERO).unwrap();
-        let known = load_known(&cas, &head, "out.h");
+        let known = load_known(&cas, &head);
+        let got: Vec<_> = known
+            .iter()
+            .map(|r| {
+                let out = output_of(&cas, &r.action, "out.h").unwrap();
+                (r.reads.clone(), out)
+            })
+            .collect();
         assert_eq!(
-            known,
+            got,
             vec![
-                GeneratedRecord {
-                    reads: new,
-                    output: Digest::of(b"two")
-                },
-                GeneratedRecord {
-                    reads: old,
-                    output: Digest::of(b"one")
-                },
+                (new, Some(Digest::of(b"two"))),
+                (old, Some(Digest::of(b"one"))),
             ]
         );
         let other = head_key(
@@ -302,7 +310,7 @@ mod tests {
             Digest::of(b"kf"),
             "2027",
         );
-        assert!(load_known(&cas, &other, "out.h").is_empty());
+        assert!(load_known(&cas, &other).is_empty());
     }
 
     #[test]

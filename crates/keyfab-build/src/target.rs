@@ -466,11 +466,7 @@ fn run_generators(
             }
             _ => None,
         };
-        let input = head.map(|h| {
-            db.generator(h, || {
-                crate::generated::load_known(cas, &h, output.as_deref().unwrap_or_default())
-            })
-        });
+        let input = head.map(|h| db.generator(h, || crate::generated::load_known(cas, &h)));
         let known = input.and_then(|i| db::generated(db, i));
         inputs.push(input);
         jobs.push(crate::exec::GenJob {
