@@ -314,16 +314,40 @@ mod tests {
     }
 
     #[test]
-    fn write_generated_keeps_unchanged_files_and_a_bak() {
+    fn atomic_write_keeps_unchanged_files_and_bak() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("sub/out.h");
-        assert!(write_generated(&p, b"a").unwrap());
-        assert!(!write_generated(&p, b"a").unwrap());
-        assert!(write_generated(&p, b"b").unwrap());
-        assert_eq!(std::fs::read(&p).unwrap(), b"b");
+        let f = dir.path().join("sub/out.h");
+        assert!(write_generated(&f, b"one\n").unwrap());
+        assert!(!write_generated(&f, b"one\n").unwrap());
+        assert!(!dir.path().join("sub/out.h.bak").exists());
+        assert!(write_generated(&f, b"two\n").unwrap());
+        assert_eq!(std::fs::read(&f).unwrap(), b"two\n");
         assert_eq!(
             std::fs::read(dir.path().join("sub/out.h.bak")).unwrap(),
-            b"a"
+            b"one\n"
         );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn concurrent_writes_of_one_file_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("src/version.h");
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let f = &f;
+                s.spawn(move || {
+                    for i in 0..50 {
+                        write_generated(f, format!("{t} {i}\n").as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(std::fs::read_to_string(&f).unwrap().ends_with(" 49\n"));
     }
 }

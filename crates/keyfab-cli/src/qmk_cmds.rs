@@ -816,42 +816,4 @@ mod tests {
         assert!(parse_args(&["-o".into()]).is_err());
         assert!(parse_args(&["a".into(), "b".into()]).is_err());
     }
-
-    #[test]
-    fn atomic_write_keeps_unchanged_files_and_bak() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("sub/out.h");
-        assert!(write_output(&f, b"one\n").unwrap());
-        assert!(!write_output(&f, b"one\n").unwrap());
-        assert!(!dir.path().join("sub/out.h.bak").exists());
-        assert!(write_output(&f, b"two\n").unwrap());
-        assert_eq!(std::fs::read(&f).unwrap(), b"two\n");
-        assert_eq!(
-            std::fs::read(dir.path().join("sub/out.h.bak")).unwrap(),
-            b"one\n"
-        );
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-            .collect();
-        assert!(leftovers.is_empty());
-    }
-
-    #[test]
-    fn concurrent_writes_of_one_file_all_succeed() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("src/version.h");
-        std::thread::scope(|s| {
-            for t in 0..4 {
-                let f = &f;
-                s.spawn(move || {
-                    for i in 0..50 {
-                        write_output(f, format!("{t} {i}\n").as_bytes()).unwrap();
-                    }
-                });
-            }
-        });
-        assert!(std::fs::read_to_string(&f).unwrap().ends_with(" 49\n"));
-    }
 }

@@ -27,6 +27,27 @@ impl Fixture {
         }
         run(cmd.args(args))
     }
+
+    /// `keyfab cache stats`' figures, as JSON.
+    fn cache_stats(&self) -> Value {
+        self.run_with(None, &["cache", "stats", "--format", "json"])
+            .json()
+            .get("stats")
+            .cloned()
+            .unwrap()
+    }
+
+    /// `keyfab build solo:default`; its output.
+    fn build_default(&self, epoch: Option<&str>) -> String {
+        self.run_with(epoch, &["build", "solo:default"])
+            .ok()
+            .to_string()
+    }
+}
+
+/// A count from [`Fixture::cache_stats`].
+fn num(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v:#}"))
 }
 
 const COMMAND: [&str; 2] = ["-e", "COMMAND_ENABLE=yes"];
@@ -243,13 +264,8 @@ fn explain(fx: &Fixture) -> (Vec<Changed>, Vec<String>) {
 fn explain_after_each_kind_of_edit() {
     let fx = fixture();
     let epoch = Some("1700000000");
-    let build = || {
-        fx.run_with(epoch, &["build", "solo:default"])
-            .ok()
-            .to_string()
-    };
-    build();
-    build();
+    fx.build_default(epoch);
+    fx.build_default(epoch);
     let (changed, ran) = explain(&fx);
     assert!(changed.is_empty(), "{changed:?}");
     assert!(ran.is_empty(), "{ran:?}");
@@ -260,7 +276,7 @@ fn explain_after_each_kind_of_edit() {
     fx.edit("keyboards/solo/keymaps/default/keymap.c", |t| {
         t.replacen("KC_A", "KC_B", 1)
     });
-    build();
+    fx.build_default(epoch);
     let (changed, ran) = explain(&fx);
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert_eq!(changed[0].0, "keyboards/solo/keymaps/default/keymap.c");
@@ -278,7 +294,7 @@ fn explain_after_each_kind_of_edit() {
     fx.edit("quantum/quantum.h", |t| {
         t + "static inline int quantum_edit(void) { return 1; }\n"
     });
-    build();
+    fx.build_default(epoch);
     let (changed, ran) = explain(&fx);
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert_eq!(changed[0].0, "quantum/quantum.h");
@@ -297,7 +313,7 @@ fn explain_after_each_kind_of_edit() {
     fx.edit("keyboards/solo/keyboard.json", |t| {
         t.replace("\"pid\": \"0x1311\"", "\"pid\": \"0x1312\"")
     });
-    let out = build();
+    let out = fx.build_default(epoch);
     assert!(out.contains("plan made"), "{out}");
     let (changed, ran) = explain(&fx);
     let kj = changed
@@ -421,30 +437,17 @@ fn audit_filters_recorded_targets_like_sweep_and_rebuilds_them_together() {
 fn up_to_date_builds_add_rows_not_bodies() {
     let fx = fixture();
     let epoch = Some("1700000000");
-    let stats = || {
-        fx.run_with(None, &["cache", "stats", "--format", "json"])
-            .json()
-            .get("stats")
-            .cloned()
-            .unwrap()
-    };
-    let num = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v:#}"));
-    let build = || {
-        fx.run_with(epoch, &["build", "solo:default"])
-            .ok()
-            .to_string()
-    };
-    build();
-    assert_eq!(num(&stats(), "provenance_bodies"), 1);
+    fx.build_default(epoch);
+    assert_eq!(num(&fx.cache_stats(), "provenance_bodies"), 1);
     // The first no-op build also stores the generator calls make made while
     // planning (it ran them itself; now keyfab does, and remembers them).
-    build();
-    let before = stats();
+    fx.build_default(epoch);
+    let before = fx.cache_stats();
     assert_eq!(num(&before, "provenance"), 2, "{before:#}");
     assert_eq!(num(&before, "provenance_bodies"), 1, "{before:#}");
     for n in 1..=3 {
-        build();
-        let now = stats();
+        fx.build_default(epoch);
+        let now = fx.cache_stats();
         assert_eq!(num(&now, "provenance"), 2 + n, "{now:#}");
         assert_eq!(num(&now, "provenance_bodies"), 1, "{now:#}");
         assert_eq!(
@@ -467,11 +470,11 @@ fn up_to_date_builds_add_rows_not_bodies() {
     fx.run_with(None, &["cache", "verify"]).ok();
 
     // The index is lost: rebuilt from the blobs, with the same rows and bodies.
-    let kept = stats();
+    let kept = fx.cache_stats();
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", fx.cache.join("index.sqlite").display()));
     }
-    let rebuilt = stats();
+    let rebuilt = fx.cache_stats();
     for k in ["provenance", "provenance_bodies", "provenance_body_bytes"] {
         assert_eq!(num(&rebuilt, k), num(&kept, k), "{k}");
     }
@@ -479,28 +482,10 @@ fn up_to_date_builds_add_rows_not_bodies() {
     assert!(changed.is_empty() && ran.is_empty(), "{changed:?} {ran:?}");
     fx.run_with(None, &["cache", "verify"]).ok();
     // … and the next no-op build still adds no body.
-    build();
-    let after = stats();
+    fx.build_default(epoch);
+    let after = fx.cache_stats();
     assert_eq!(num(&after, "provenance"), num(&kept, "provenance") + 1);
     assert_eq!(num(&after, "provenance_bodies"), 1);
-}
-
-/// `git -C tree ARGS` (asserting success), its output.
-fn git(tree: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(tree)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(["-c", "core.hooksPath=/dev/null"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The tree's revision is the run's, not the build's: a commit that does
@@ -514,21 +499,14 @@ fn a_new_revision_alone_adds_no_provenance_body() {
     git(&fx.tree, &["add", "-A"]);
     git(&fx.tree, &["commit", "-q", "-m", "base"]);
     let epoch = Some("1700000000");
-    let stats = || {
-        fx.run_with(None, &["cache", "stats", "--format", "json"])
-            .json()
-            .get("stats")
-            .cloned()
-            .unwrap()
-    };
     fx.run_with(epoch, &["build", "solo:default"]).ok();
-    let before = stats();
+    let before = fx.cache_stats();
     std::fs::write(fx.tree.join("NOTES.txt"), "not read by any build\n").unwrap();
     git(&fx.tree, &["add", "NOTES.txt"]);
     git(&fx.tree, &["commit", "-q", "-m", "notes"]);
     let revision = git(&fx.tree, &["describe", "--always", "--dirty"]);
     fx.run_with(epoch, &["build", "solo:default"]).ok();
-    let after = stats();
+    let after = fx.cache_stats();
     assert_eq!(after["provenance"], 2, "{after:#}");
     assert_eq!(after["provenance_bodies"], before["provenance_bodies"]);
     let report = fx
@@ -550,34 +528,21 @@ fn a_new_revision_alone_adds_no_provenance_body() {
 fn a_fresh_checkout_adds_a_row_not_a_body() {
     let fx = fixture();
     let epoch = Some("1700000000");
-    let stats = || {
-        fx.run_with(None, &["cache", "stats", "--format", "json"])
-            .json()
-            .get("stats")
-            .cloned()
-            .unwrap()
-    };
-    let num = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v:#}"));
-    let build = || {
-        fx.run_with(epoch, &["build", "solo:default"])
-            .ok()
-            .to_string()
-    };
     let fresh_checkout = || {
         std::fs::remove_dir_all(fx.tree.join(".build")).unwrap();
         std::fs::remove_file(fx.tree.join("solo_default.hex")).unwrap();
     };
-    let out = build();
+    let out = fx.build_default(epoch);
     assert!(out.contains(" 5 compiled, 0 from cache"), "{out}");
-    build();
-    let before = stats();
+    fx.build_default(epoch);
+    let before = fx.cache_stats();
     assert_eq!(num(&before, "provenance_bodies"), 1, "{before:#}");
     for n in 1..=2 {
         fresh_checkout();
-        let out = build();
+        let out = fx.build_default(epoch);
         assert!(out.contains(" 0 compiled, 5 from cache"), "{out}");
         assert!(!out.contains("up to date"), "{out}");
-        let now = stats();
+        let now = fx.cache_stats();
         assert_eq!(num(&now, "provenance"), num(&before, "provenance") + n);
         assert_eq!(num(&now, "provenance_bodies"), 1, "{now:#}");
         assert_eq!(
@@ -617,9 +582,9 @@ fn a_fresh_checkout_adds_a_row_not_a_body() {
         t.replacen("KC_A", "KC_B", 1)
     });
     fresh_checkout();
-    let out = build();
+    let out = fx.build_default(epoch);
     assert!(out.contains(" 1 compiled, 4 from cache"), "{out}");
-    assert_eq!(num(&stats(), "provenance_bodies"), 2);
+    assert_eq!(num(&fx.cache_stats(), "provenance_bodies"), 2);
     let keymap = [
         "compile .build/obj_solo_default/keyboards/solo/keymaps/default/keymap.o",
         "link .build/solo_default.elf",
@@ -632,11 +597,11 @@ fn a_fresh_checkout_adds_a_row_not_a_body() {
     assert_eq!(ran, [&keymap[0][8..], &keymap[1][5..], &keymap[2][8..]]);
 
     // An index rebuilt from the blobs: the rows' notes come back with them.
-    let kept = stats();
+    let kept = fx.cache_stats();
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", fx.cache.join("index.sqlite").display()));
     }
-    let rebuilt = stats();
+    let rebuilt = fx.cache_stats();
     for k in ["provenance", "provenance_bodies", "provenance_body_bytes"] {
         assert_eq!(num(&rebuilt, k), num(&kept, k), "{k}");
     }

@@ -435,29 +435,6 @@ fn a_keymap_folder_moved_away_and_back() {
     );
 }
 
-/// `git -C tree ARGS`, asserting success.
-fn git(tree: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(tree)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "core.hooksPath=/dev/null",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn a_branch_switch_is_one_rebuild_and_switching_back_is_all_from_cache() {
     let (t, tree) = copy_fixture("tree");

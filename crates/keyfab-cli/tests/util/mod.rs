@@ -74,6 +74,25 @@ impl Run {
 
 /// A `keyfab` command with a clean environment (no QMK_HOME/QMK_USERSPACE
 /// leaking in from the machine), run from `cwd`.
+/// `git -C tree ARGS` with a throw-away identity and no hooks, asserting
+/// success; its output, trimmed.
+pub fn git(tree: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(tree)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(["-c", "core.hooksPath=/dev/null"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 pub fn keyfab(cwd: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyfab"));
     // Never the user's cache (`$XDG_CACHE_HOME/keyfab`): a command given no
