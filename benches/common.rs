@@ -213,17 +213,39 @@ pub fn now_ns() -> u128 {
         .as_nanos()
 }
 
+/// One step the wrapper logged: when it ran (UNIX ns), its kind
+/// (`compile` or `link`) and its CPU time (ns, with what it started).
+pub struct LoggedStep {
+    pub start: u128,
+    pub end: u128,
+    pub kind: String,
+    pub cpu_ns: u128,
+}
+
+/// The steps in `log` that started at or after `since`, of `kind` (any,
+/// with `None`).
+pub fn logged_steps(log: &Path, since: u128, kind: Option<&str>) -> Vec<LoggedStep> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split(' ');
+            let step = LoggedStep {
+                start: w.next()?.parse().ok()?,
+                end: w.next()?.parse().ok()?,
+                kind: w.next()?.to_string(),
+                cpu_ns: w.next().and_then(|c| c.parse().ok()).unwrap_or(0),
+            };
+            (step.start >= since && kind.is_none_or(|want| want == step.kind)).then_some(step)
+        })
+        .collect()
+}
+
 /// Milliseconds during which steps of `kind` (any, with `None`) that
 /// started at or after `since` were running (overlaps counted once).
 pub fn step_ms(log: &Path, since: u128, kind: Option<&str>) -> f64 {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut spans: Vec<(u128, u128)> = text
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split(' ');
-            let (s, e, k) = (w.next()?.parse().ok()?, w.next()?.parse().ok()?, w.next()?);
-            (s >= since && kind.is_none_or(|want| want == k)).then_some((s, e))
-        })
+    let mut spans: Vec<(u128, u128)> = logged_steps(log, since, kind)
+        .iter()
+        .map(|s| (s.start, s.end))
         .collect();
     spans.sort();
     let mut total = 0u128;
@@ -239,18 +261,11 @@ pub fn step_ms(log: &Path, since: u128, kind: Option<&str>) -> f64 {
 }
 
 /// Milliseconds of all steps of `kind` (any, with `None`) that started at
-/// or after `since`, added up (overlapping steps each count: the "sum of
-/// compiler time").
+/// or after `since`, added up (overlapping steps each count).
 pub fn step_sum_ms(log: &Path, since: u128, kind: Option<&str>) -> f64 {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let ns: u128 = text
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split(' ');
-            let (s, e, k): (u128, u128, &str) =
-                (w.next()?.parse().ok()?, w.next()?.parse().ok()?, w.next()?);
-            (s >= since && kind.is_none_or(|want| want == k)).then_some(e.saturating_sub(s))
-        })
+    let ns: u128 = logged_steps(log, since, kind)
+        .iter()
+        .map(|s| s.end.saturating_sub(s.start))
         .sum();
     ns as f64 / 1e6
 }
@@ -258,14 +273,9 @@ pub fn step_sum_ms(log: &Path, since: u128, kind: Option<&str>) -> f64 {
 /// CPU milliseconds of all steps that started at or after `since` (the
 /// programs and what they started: the compiler's own work).
 pub fn step_cpu_ms(log: &Path, since: u128) -> f64 {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let ns: u128 = text
-        .lines()
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split(' ').collect();
-            let s: u128 = w.first()?.parse().ok()?;
-            (s >= since).then_some(w.get(3)?.parse::<u128>().ok()?)
-        })
+    let ns: u128 = logged_steps(log, since, None)
+        .iter()
+        .map(|s| s.cpu_ns)
         .sum();
     ns as f64 / 1e6
 }

@@ -618,15 +618,15 @@ impl<'a> Executor<'a> {
             ));
         }
         let chain = crate::plan::command_chain(argv, then);
-        let key = CommandKey {
+        let command = CommandKey {
             kind: kind.to_string(),
             tool,
             argv: chain[1..].iter().map(OsString::from).collect(),
             cwd: self.tree.clone(),
             env: env.iter().cloned().chain(compiler_env()).collect(),
-            inputs: inputs.clone(),
-        }
-        .key();
+            inputs,
+        };
+        let key = command.key();
         let map = map_file(argv);
         // A link with a map file is cached in direct mode: `key` heads a
         // manifest of the files outside the tree the linker loaded last time
@@ -702,23 +702,13 @@ impl<'a> Executor<'a> {
                 let d = self.cas.file_digest(&lib, &self.clock)?;
                 libraries.push((lib, d));
             }
-            let full = CommandKey {
-                inputs: inputs
+            let mut full = command;
+            full.inputs.extend(
+                libraries
                     .iter()
-                    .cloned()
-                    .chain(
-                        libraries
-                            .iter()
-                            .map(|(p, d)| (PathBuf::from(format!("lib:{}", p.display())), *d)),
-                    )
-                    .collect(),
-                kind: kind.to_string(),
-                tool,
-                argv: chain[1..].iter().map(OsString::from).collect(),
-                cwd: self.tree.clone(),
-                env: env.iter().cloned().chain(compiler_env()).collect(),
-            }
-            .key();
+                    .map(|(p, d)| (PathBuf::from(format!("lib:{}", p.display())), *d)),
+            );
+            let full = full.key();
             let stored = self.cas.put_action(&full, &action)?;
             let mut manifest = self.cas.get_manifest(&key)?.unwrap_or_default();
             manifest.add(ManifestEntry {

@@ -36,15 +36,20 @@ impl ManifestEntry {
 impl Manifest {
     /// The action key of the first entry whose headers all still have the
     /// recorded digests. `digest_of` returns None for a vanished header.
-    pub fn find(&self, mut digest_of: impl FnMut(&Path) -> Option<Digest>) -> Option<ActionKey> {
-        self.entries
-            .iter()
-            .find(|e| {
-                e.headers
-                    .iter()
-                    .all(|(p, d)| digest_of(p).as_ref() == Some(d))
-            })
-            .map(|e| e.action)
+    pub fn find(&self, digest_of: impl FnMut(&Path) -> Option<Digest>) -> Option<ActionKey> {
+        self.find_entry(digest_of).map(|e| e.action)
+    }
+
+    /// [`Manifest::find`], the whole entry.
+    pub fn find_entry(
+        &self,
+        mut digest_of: impl FnMut(&Path) -> Option<Digest>,
+    ) -> Option<&ManifestEntry> {
+        self.entries.iter().find(|e| {
+            e.headers
+                .iter()
+                .all(|(p, d)| digest_of(p).as_ref() == Some(d))
+        })
     }
 
     /// Puts an entry first, dropping an older one with the same action and

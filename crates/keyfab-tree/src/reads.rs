@@ -34,18 +34,19 @@ thread_local! {
 /// thread (in order, repeats removed). Recordings nest: an inner one's reads
 /// count for the outer one too.
 pub fn record<T>(f: impl FnOnce() -> T) -> (T, Vec<Read>) {
-    RECORDING.with(|r| r.borrow_mut().push(Vec::new()));
-    // Popped even if `f` panics, so a caught panic leaves no stale recording.
-    struct Pop;
-    impl Drop for Pop {
+    /// This recording's frame, popped when dropped: also when `f` panics,
+    /// so a caught panic leaves no stale frame behind.
+    struct Frame;
+    impl Drop for Frame {
         fn drop(&mut self) {
             let _ = RECORDING.try_with(|r| r.borrow_mut().pop());
         }
     }
-    let guard = Pop;
+    RECORDING.with(|r| r.borrow_mut().push(Vec::new()));
+    let frame = Frame;
     let out = f();
-    let mut reads = RECORDING.with(|r| r.borrow_mut().pop()).unwrap_or_default();
-    std::mem::forget(guard);
+    let mut reads = RECORDING.with(|r| std::mem::take(r.borrow_mut().last_mut().unwrap()));
+    drop(frame);
     dedup(&mut reads);
     replay(&reads);
     (out, reads)
