@@ -15,6 +15,7 @@
 //! salsa's lazy-input example) and in [`BuildDb::refresh`]; make and the
 //! compilers are run by [`crate::plan_cache`] and [`crate::exec`].
 
+use crate::exec::ToolProbe;
 use crate::generated::GeneratedRecord;
 use crate::plan::{Plan, Step};
 use keyfab_cas::{Digest, DirectKey};
@@ -131,36 +132,41 @@ struct FileStamp {
     ino: u64,
 }
 
-/// Program identities found in this process, with the binary they were
-/// found for: a sweep's databases run `--version` once per program, not
-/// once per target.
+/// What running each program told this process, with the binary it was
+/// run for: a sweep's databases run `--version` once per program, not once
+/// per target.
 static TOOLS: std::sync::LazyLock<Mutex<ToolMemo>> = std::sync::LazyLock::new(Mutex::default);
-/// Program → (resolved path, binary digest, identity).
-type ToolMemo = HashMap<String, (PathBuf, Digest, Digest)>;
+/// Program → (resolved path, binary digest, probe).
+type ToolMemo = HashMap<String, (PathBuf, Digest, Arc<ToolProbe>)>;
 
-/// A program's identity (path + `--version` + binary digest), reused while
-/// the program resolves to the same binary with the same digest.
+/// A program's identity (path + `--version` + binary digest + a driver's
+/// helper programs and their digests). The program runs again only when it
+/// resolves to another binary; its helpers are hashed through the stat
+/// cache each time, so a new `as` or `ld` is seen at once.
 pub(crate) fn tool_identity(program: &str) -> Option<Digest> {
     let path = crate::exec::resolve_program(program)?;
     let binary = file_digest(&path)?;
-    if let Some((p, b, id)) = TOOLS.lock().unwrap().get(program) {
-        if *p == path && *b == binary {
-            return Some(*id);
-        }
-    }
-    let id = match remembered_identity(&path, &binary) {
-        Some(id) => id,
-        None => {
-            let id = crate::exec::identify_tool(program, |_| Ok(binary)).ok()?;
-            remember_identity(&path, &binary, &id);
-            id
+    let memo = TOOLS.lock().unwrap().get(program).cloned();
+    let probe = match memo {
+        Some((p, b, probe)) if p == path && b == binary => probe,
+        _ => {
+            let probe = match remembered_probe(&path, &binary) {
+                Some(probe) => probe,
+                None => {
+                    let probe = ToolProbe::run(program, &path).ok()?;
+                    remember_probe(&path, &binary, &probe);
+                    probe
+                }
+            };
+            let probe = Arc::new(probe);
+            TOOLS
+                .lock()
+                .unwrap()
+                .insert(program.to_string(), (path.clone(), binary, probe.clone()));
+            probe
         }
     };
-    TOOLS
-        .lock()
-        .unwrap()
-        .insert(program.to_string(), (path, binary, id));
-    Some(id)
+    Some(probe.identity(&path, binary, file_digest))
 }
 
 /// Folder listings read in this process, by absolute path, with the
@@ -191,34 +197,43 @@ fn folder_listing(abs: &Path) -> Vec<String> {
     names
 }
 
-/// The cache entry of a program's identity: by its path and binary digest
-/// (what `--version` prints is a function of the binary), so a process
-/// does not run `--version` for a compiler an earlier one identified.
-fn identity_key(path: &Path, binary: &Digest) -> keyfab_cas::ActionKey {
+/// The cache entry of what running a program told: by its path, binary
+/// digest and the variables that move a driver's program search (what it
+/// prints is a function of those), so a process does not run `--version`
+/// for a compiler an earlier one probed.
+fn probe_key(path: &Path, binary: &Digest) -> keyfab_cas::ActionKey {
+    let env = ["COMPILER_PATH", "GCC_EXEC_PREFIX"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
     keyfab_cas::CommandKey {
-        kind: "tool-identity".into(),
+        kind: "tool-probe".into(),
         tool: *binary,
         argv: vec![path.as_os_str().to_owned()],
         cwd: PathBuf::new(),
-        env: BTreeMap::new(),
+        env,
         inputs: Vec::new(),
     }
     .key()
 }
 
-fn remembered_identity(path: &Path, binary: &Digest) -> Option<Digest> {
+fn remembered_probe(path: &Path, binary: &Digest) -> Option<ToolProbe> {
     let (cas, _) = STAT_CACHE.get()?;
-    let result = cas.get_action(&identity_key(path, binary)).ok()??;
-    let bytes = cas.get_blob(&result.output("identity")?.digest).ok()??;
-    Some(Digest(bytes.try_into().ok()?))
+    let result = cas.get_action(&probe_key(path, binary)).ok()??;
+    let version = cas.get_blob(&result.output("version")?.digest).ok()??;
+    let helpers = cas.get_blob(&result.output("helpers")?.digest).ok()??;
+    ToolProbe::from_parts(version, &helpers)
 }
 
-fn remember_identity(path: &Path, binary: &Digest, id: &Digest) {
+fn remember_probe(path: &Path, binary: &Digest, probe: &ToolProbe) {
     if let Some((cas, _)) = STAT_CACHE.get() {
-        let action =
-            keyfab_cas::NewAction::success(vec![keyfab_cas::NewOutput::bytes("identity", &id.0)]);
-        // A hint: failing to store it only costs a `--version` next time.
-        let _ = cas.put_action(&identity_key(path, binary), &action);
+        let helpers = probe.helpers_text();
+        let action = keyfab_cas::NewAction::success(vec![
+            keyfab_cas::NewOutput::bytes("version", &probe.version_output),
+            keyfab_cas::NewOutput::bytes("helpers", helpers.as_bytes()),
+        ]);
+        // A hint: failing to store it only costs a few runs of the program.
+        let _ = cas.put_action(&probe_key(path, binary), &action);
     }
 }
 

@@ -775,30 +775,144 @@ impl<'a> Executor<'a> {
     }
 }
 
+/// The programs a GCC-style driver runs for it, by the names
+/// `-print-prog-name` takes, and the LTO plugin its linker loads (role
+/// `lto-plugin`, found with `-print-file-name`).
+const DRIVER_HELPERS: &[&str] = &[
+    "cc1",
+    "cc1plus",
+    "as",
+    "collect2",
+    "ld",
+    "lto1",
+    "lto-wrapper",
+];
+const LTO_PLUGIN: &str = "liblto_plugin.so";
+
+/// What running a program tells about it, found once per binary: its
+/// `--version` output and, for a compiler driver, where the programs it
+/// runs are (`-print-prog-name` / `-print-file-name` answers: an absolute
+/// path, or a bare name the driver looks up on `PATH`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolProbe {
+    pub version_output: Vec<u8>,
+    /// (role, the driver's answer); empty when the program is no driver.
+    pub helpers: Vec<(String, String)>,
+}
+
+impl ToolProbe {
+    /// Runs the program at `path` (`program` names it in errors).
+    pub fn run(program: &str, path: &Path) -> Result<ToolProbe, BuildError> {
+        let ask = |arg: &str| {
+            Command::new(path)
+                .arg(arg)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| BuildError::Spawn {
+                    program: program.to_string(),
+                    message: e.to_string(),
+                })
+        };
+        let version_output = ask("--version")?.stdout;
+        // One answer per run: the driver prints only the first `-print-*`.
+        let answer = |arg: &str| -> Result<Option<String>, BuildError> {
+            let out = ask(arg)?;
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            Ok((out.status.success() && !text.is_empty() && !text.contains('\n')).then_some(text))
+        };
+        let mut helpers = Vec::new();
+        // Programs that are no driver (objcopy, size, ar) reject the option.
+        if answer("-print-prog-name=cc1")?.is_some() {
+            for name in DRIVER_HELPERS {
+                if let Some(at) = answer(&format!("-print-prog-name={name}"))? {
+                    helpers.push((name.to_string(), at));
+                }
+            }
+            if let Some(at) = answer(&format!("-print-file-name={LTO_PLUGIN}"))? {
+                helpers.push(("lto-plugin".to_string(), at));
+            }
+        }
+        Ok(ToolProbe {
+            version_output,
+            helpers,
+        })
+    }
+
+    /// The identity of the program at `path` whose binary has digest
+    /// `binary`: the helpers' files are resolved now (a bare name on `PATH`,
+    /// as the driver does) and hashed with `digest`.
+    pub fn identity(
+        &self,
+        path: &Path,
+        binary: Digest,
+        digest: impl Fn(&Path) -> Option<Digest>,
+    ) -> Digest {
+        let helpers = self
+            .helpers
+            .iter()
+            .map(|(role, at)| {
+                let resolved = if Path::new(at).is_absolute() {
+                    let p = Path::new(at);
+                    p.is_file()
+                        .then(|| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
+                } else if role == "lto-plugin" {
+                    None
+                } else {
+                    resolve_program(at)
+                };
+                let d = resolved.as_deref().and_then(&digest);
+                (role.clone(), resolved.unwrap_or_else(|| at.into()), d)
+            })
+            .collect();
+        ToolIdentity {
+            path: path.to_path_buf(),
+            version_output: self.version_output.clone(),
+            binary,
+            helpers,
+        }
+        .digest()
+    }
+
+    /// The helpers as text to keep in the cache: a line `role<TAB>answer`
+    /// each (read back by [`Self::from_parts`]).
+    pub fn helpers_text(&self) -> String {
+        self.helpers
+            .iter()
+            .map(|(role, at)| format!("{role}\t{at}\n"))
+            .collect()
+    }
+
+    /// The probe back from its `--version` output and [`Self::helpers_text`].
+    pub fn from_parts(version: Vec<u8>, helpers: &[u8]) -> Option<ToolProbe> {
+        let helpers = std::str::from_utf8(helpers)
+            .ok()?
+            .lines()
+            .map(|l| {
+                let (role, at) = l.split_once('\t')?;
+                Some((role.to_string(), at.to_string()))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(ToolProbe {
+            version_output: version,
+            helpers,
+        })
+    }
+}
+
 /// A program's identity: resolved path + `--version` output + the digest
-/// of its binary (computed by `binary_digest`).
+/// of its binary (computed by `digest`), and for a compiler driver the
+/// programs and plugin it runs with their digests.
 pub fn identify_tool(
     program: &str,
-    binary_digest: impl FnOnce(&Path) -> Result<Digest, BuildError>,
+    digest: impl Fn(&Path) -> Result<Digest, BuildError>,
 ) -> Result<Digest, BuildError> {
     let path = resolve_program(program).ok_or_else(|| BuildError::Spawn {
         program: program.to_string(),
         message: "not found on PATH".into(),
     })?;
-    let version = Command::new(&path)
-        .arg("--version")
-        .output()
-        .map_err(|e| BuildError::Spawn {
-            program: program.to_string(),
-            message: e.to_string(),
-        })?;
-    let binary = binary_digest(&path)?;
-    Ok(ToolIdentity {
-        path,
-        version_output: version.stdout,
-        binary,
-    }
-    .digest())
+    let probe = ToolProbe::run(program, &path)?;
+    let binary = digest(&path)?;
+    Ok(probe.identity(&path, binary, |p| digest(p).ok()))
 }
 
 /// Environment variables that change what GCC produces (`__DATE__` follows

@@ -750,3 +750,58 @@ fn a_changed_library_outside_the_tree_relinks() {
     let back = build();
     assert!(counts(&back).link_cached, "{back}");
 }
+
+/// Binutils are packaged apart from the compiler: a new assembler under the
+/// same compiler driver produces other objects, so nothing may come from
+/// the cache for it. (Here `COMPILER_PATH` puts an `as` of our own first.)
+#[test]
+fn a_changed_assembler_under_the_same_compiler_recompiles() {
+    let fx = fixture();
+    let real_as = String::from_utf8(
+        std::process::Command::new("cc")
+            .arg("-print-prog-name=as")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let tools = tempfile::tempdir().unwrap();
+    let wrapper = tools.path().join("as");
+    let write_as = |version: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(
+            &wrapper,
+            format!("#!/bin/sh\n# assembler {version}\nexec {real_as} \"$@\"\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write_as(1);
+    let build = || {
+        let r = run(fx
+            .build_cmd(&["solo:default"])
+            .env("COMPILER_PATH", tools.path()));
+        r.ok().lines().last().unwrap().to_string()
+    };
+    let first = build();
+    let all = counts(&first).compiled;
+    assert!(all > 0, "{first}");
+    let again = build();
+    assert!(again.contains("up to date"), "{again}");
+
+    // Same compiler binary, same command lines, another assembler.
+    write_as(2);
+    let changed = build();
+    let c = counts(&changed);
+    assert_eq!((c.compiled, c.cached), (all, 0), "{changed}");
+    assert!(!c.link_cached, "{changed}");
+
+    // The first assembler again: everything comes from the cache.
+    write_as(1);
+    let back = build();
+    let c = counts(&back);
+    assert_eq!((c.compiled, c.cached), (0, all), "{back}");
+    assert!(c.link_cached, "{back}");
+}

@@ -1,6 +1,7 @@
 //! Compile keys, direct mode (as ccache and sccache do it):
 //! 1. `ToolIdentity`: which compiler, exactly (resolved path, `--version`
-//!    output, digest of the binary).
+//!    output, digest of the binary, and for a compiler driver the programs
+//!    and plugin it runs: `cc1`, `as`, `ld`, the LTO plugin, …).
 //! 2. `DirectKey`: hash(compiler, argv, cwd, env, source). Known before the
 //!    compiler runs; indexes a manifest of the headers seen last time.
 //! 3. `CompileKey`: hash(direct key, every header path and digest): the
@@ -19,16 +20,28 @@ pub struct ToolIdentity {
     pub path: PathBuf,
     pub version_output: Vec<u8>,
     pub binary: Digest,
+    /// What a compiler driver runs besides itself (empty for other tools):
+    /// role (`as`, `ld`, `lto-plugin`, …), the path it resolves to, and that
+    /// file's digest (`None`: not found). Binutils are packaged apart from
+    /// the compiler: a new `as` or `ld` under the same driver is another tool.
+    pub helpers: Vec<(String, PathBuf, Option<Digest>)>,
 }
 
 impl ToolIdentity {
-    pub const VERSION: u32 = 1;
+    pub const VERSION: u32 = 2;
 
     pub fn digest(&self) -> Digest {
         KeyHasher::new("tool-identity", Self::VERSION)
             .path("path", &self.path)
             .bytes("version-output", &self.version_output)
             .digest("binary", &self.binary)
+            .list("helpers", &self.helpers, |k, (role, path, digest)| {
+                k.str("role", role).path("path", path);
+                match digest {
+                    Some(d) => k.digest("digest", d),
+                    None => k.str("digest", "absent"),
+                };
+            })
             .finish()
             .0
     }
@@ -96,6 +109,11 @@ mod tests {
             path: "/usr/bin/avr-gcc".into(),
             version_output: b"avr-gcc (GCC) 7.3.0".to_vec(),
             binary: Digest::of(b"elf"),
+            helpers: vec![(
+                "as".into(),
+                "/usr/avr/bin/as".into(),
+                Some(Digest::of(b"as")),
+            )],
         };
         assert_each_field_changes(
             &base,
@@ -106,6 +124,7 @@ mod tests {
                     t.version_output = b"avr-gcc (GCC) 8.1.0".to_vec()
                 }),
                 ("binary", &|t| t.binary = Digest::of(b"elf2")),
+                ("helpers", &|t| t.helpers[0].2 = Some(Digest::of(b"as2"))),
             ],
         );
     }
