@@ -436,9 +436,22 @@ pub fn dry_run(tree: &Path, args: &[String]) -> Result<String, String> {
         .output()
         .map_err(|e| format!("cannot run make: {e}"))?;
     if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        return Err(failure_text(&String::from_utf8_lossy(&out.stderr)));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What make printed when it failed, each line once (in a tree that is no
+/// git checkout every generator call make made repeats the same warnings,
+/// burying make's own error below them).
+fn failure_text(stderr: &str) -> String {
+    let mut seen = std::collections::HashSet::new();
+    stderr
+        .trim()
+        .lines()
+        .filter(|l| seen.insert(*l))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -464,6 +477,15 @@ mod tests {
             "if [ 28672 -gt 0 ] && [ 0 -gt 0 ]; then \\".to_string(),
         ]
         .join("\n")
+    }
+
+    #[test]
+    fn a_failure_names_each_line_once() {
+        let stderr = "w: no git\nw: fatal\nw: no git\nw: fatal\nx.mk:104: y.mk: No such file\nmake: *** Stop.\n";
+        assert_eq!(
+            failure_text(stderr),
+            "w: no git\nw: fatal\nx.mk:104: y.mk: No such file\nmake: *** Stop."
+        );
     }
 
     #[test]
