@@ -657,7 +657,7 @@ pub fn object_key<'db>(db: &'db dyn Db, unit: CompileUnit<'db>) -> Option<Object
     let key = DirectKey {
         compiler,
         argv: argv[1..].iter().map(OsString::from).collect(),
-        cwd: db.root().to_path_buf(),
+        cwd: crate::exec::key_cwd(argv, db.root()),
         env: db.compiler_env().clone(),
         source,
     }
@@ -704,7 +704,7 @@ mod tests {
 
     #[test]
     fn object_key_is_the_executors_direct_key() {
-        let (dir, db) = tree();
+        let (_dir, db) = tree();
         let argv: Vec<String> = ["cc", "-c", "kb/a.c", "-o", "a.o"]
             .map(String::from)
             .to_vec();
@@ -717,7 +717,7 @@ mod tests {
             })
             .unwrap(),
             argv: argv[1..].iter().map(OsString::from).collect(),
-            cwd: dir.path().to_path_buf(),
+            cwd: PathBuf::new(),
             env: crate::exec::compiler_env(),
             source,
         }

@@ -1,8 +1,8 @@
 //! The executor: runs a plan's steps from the content-addressed cache.
 //!
-//! Compiles use direct mode: key = (compiler identity, argv, cwd, source
-//! digest); the manifest for that key lists the headers seen last time with
-//! their digests; when they all still match, the object and its warnings come
+//! Compiles use direct mode: key = (compiler identity, argv, cwd when it
+//! matters ([`key_cwd`]), source digest); the manifest for that key lists
+//! the headers seen last time with their digests; when they all still match, the object and its warnings come
 //! from the cache. Link and conversions are keyed by the digests of their
 //! inputs. Failed steps are never cached.
 
@@ -434,7 +434,7 @@ impl<'a> Executor<'a> {
             _ => DirectKey {
                 compiler,
                 argv: argv[1..].iter().map(OsString::from).collect(),
-                cwd: self.tree.clone(),
+                cwd: key_cwd(argv, &self.tree),
                 env: compiler_env(),
                 source: source_digest,
             }
@@ -622,7 +622,7 @@ impl<'a> Executor<'a> {
             kind: kind.to_string(),
             tool,
             argv: chain[1..].iter().map(OsString::from).collect(),
-            cwd: self.tree.clone(),
+            cwd: key_cwd(&chain, &self.tree),
             env: env.iter().cloned().chain(compiler_env()).collect(),
             inputs,
         };
@@ -915,6 +915,40 @@ pub fn identify_tool(
     Ok(probe.identity(&path, binary, |p| digest(p).ok()))
 }
 
+/// The working folder as keys see it: the tree's path only when the
+/// command's output depends on it, else empty, so checkouts of one tree in
+/// different folders (CI runners, shards) share objects and links.
+///
+/// GCC writes the working folder into its output only for debug info and
+/// coverage or profile data (as ccache's `hash_dir` assumes); QMK's compiles
+/// pass every path tree-relative, and an absolute path in argv is in the key
+/// as it is. Flags whose effect we cannot see (`@file`) keep the folder.
+pub fn key_cwd(argv: &[String], cwd: &Path) -> PathBuf {
+    let debug = |flag: &str| {
+        (flag.starts_with("-g") && flag != "-g0")
+            || ["--gdwarf", "--gstabs", "--gen-debug"]
+                .iter()
+                .any(|f| flag.starts_with(f))
+    };
+    let depends = argv.iter().skip(1).any(|a| {
+        debug(a)
+            || a == "--coverage"
+            || a.starts_with("-ftest-coverage")
+            || a.starts_with("-fprofile")
+            || a.starts_with("-fauto-profile")
+            || a.contains("prefix-map")
+            || a.starts_with('@')
+            // Flags handed to the assembler or linker: `-Wa,-g`, `-Wl,…`.
+            || (a.starts_with("-Wa,") || a.starts_with("-Wl,") || a.starts_with("-Xassembler"))
+                && a.split(',').skip(1).any(debug)
+    });
+    if depends {
+        cwd.to_path_buf()
+    } else {
+        PathBuf::new()
+    }
+}
+
 /// Environment variables that change what GCC produces (`__DATE__` follows
 /// SOURCE_DATE_EPOCH; the others move include and program search paths).
 const COMPILER_ENV: &[&str] = &[
@@ -1077,6 +1111,43 @@ pub fn millis(d: Duration) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_working_folder_is_keyed_only_where_output_depends_on_it() {
+        let tree = Path::new("/work/tree");
+        let keyed = |args: &[&str]| {
+            let argv: Vec<String> = std::iter::once("avr-gcc")
+                .chain(args.iter().copied())
+                .map(String::from)
+                .collect();
+            !key_cwd(&argv, tree).as_os_str().is_empty()
+        };
+        assert!(!keyed(&[
+            "-c",
+            "-Os",
+            "-Iquantum",
+            "quantum/led.c",
+            "-o",
+            "led.o"
+        ]));
+        assert!(!keyed(&["-g0", "-c", "a.c"]));
+        assert!(!keyed(&["-Wl,--gc-sections,-Map=x.map", "a.o"]));
+        for flag in [
+            "-g",
+            "-ggdb3",
+            "-gdwarf-4",
+            "--coverage",
+            "-fprofile-arcs",
+            "-ftest-coverage",
+            "-ffile-prefix-map=/work/tree=.",
+            "-Wa,-g",
+            "-Wa,--gdwarf-5",
+            "@flags.txt",
+        ] {
+            assert!(keyed(&["-c", flag, "a.c"]), "{flag}");
+        }
+        assert_eq!(key_cwd(&["cc".into(), "-g".into()], tree), tree);
+    }
 
     #[test]
     fn depfile_with_phony_targets() {

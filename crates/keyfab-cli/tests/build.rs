@@ -805,3 +805,47 @@ fn a_changed_assembler_under_the_same_compiler_recompiles() {
     assert_eq!((c.compiled, c.cached), (0, all), "{back}");
     assert!(c.link_cached, "{back}");
 }
+
+/// CI runners and shards check the tree out into folders of their own. The
+/// compiler writes no folder into objects built without debug info, so a
+/// checkout elsewhere gets its objects and link from the cache, and the
+/// firmware is the one the compilers make there; with `-g` it compiles.
+#[test]
+fn a_checkout_in_another_folder_shares_objects_and_links() {
+    let fx = fixture();
+    let first = fx.built("solo:default");
+    assert!(first.compiled > 0);
+
+    let (_other_tmp, other) = util::copy_fixture("tree");
+    let build_other = |cache: &std::path::Path, args: &[&str]| {
+        let r = run(util::keyfab(&other)
+            .arg("--cache")
+            .arg(cache)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("build")
+            .args(args));
+        r.ok().lines().last().unwrap().to_string()
+    };
+    let shared = build_other(&fx.cache, &["solo:default"]);
+    let c = counts(&shared);
+    assert_eq!((c.compiled, c.cached), (0, first.compiled), "{shared}");
+    assert!(c.link_cached, "{shared}");
+    let hex = |tree: &std::path::Path| std::fs::read(tree.join("solo_default.hex")).unwrap();
+    let from_cache = hex(&other);
+
+    // What the compilers make in that folder from nothing is the same.
+    let fresh_cache = tempfile::tempdir().unwrap();
+    std::fs::remove_dir_all(other.join(".build")).unwrap();
+    let fresh = build_other(fresh_cache.path(), &["solo:default"]);
+    assert_eq!(counts(&fresh).cached, 0, "{fresh}");
+    assert_eq!(hex(&other), from_cache);
+    assert_eq!(hex(&fx.tree), from_cache);
+
+    // Debug info records the folder: those objects are the folder's own.
+    let debug = ["-e", "EXTRAFLAGS=-g", "solo:default"];
+    let first_g = run(&mut fx.build_cmd(&debug));
+    let first_g = counts(first_g.ok().lines().last().unwrap());
+    assert_eq!(first_g.cached, 0);
+    let other_g = build_other(&fx.cache, &debug);
+    assert_eq!(counts(&other_g).cached, 0, "{other_g}");
+}
