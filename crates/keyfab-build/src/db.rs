@@ -169,6 +169,19 @@ pub(crate) fn tool_identity(program: &str) -> Option<Digest> {
     Some(probe.identity(&path, binary, file_digest))
 }
 
+/// The files a program's identity covers besides its binary (a driver's
+/// `as`, `ld`, …) that exist, with their digests now.
+pub(crate) fn tool_helpers(program: &str) -> Vec<(PathBuf, Digest)> {
+    let Some((_, _, probe)) = TOOLS.lock().unwrap().get(program).cloned() else {
+        return Vec::new();
+    };
+    probe
+        .helpers(file_digest)
+        .into_iter()
+        .filter_map(|(_, path, digest)| Some((path, digest?)))
+        .collect()
+}
+
 /// Folder listings read in this process, by absolute path, with the
 /// folder's stamp then: a sweep's targets share parent folders (QMK's
 /// `keyboards/handwired` holds hundreds of keyboards).

@@ -185,18 +185,31 @@ impl<'a> Executor<'a> {
     /// Compiler identity: resolved path + `--version` output + binary digest,
     /// computed once per program per run; recorded in `prov`.
     pub fn tool(&self, program: &str, prov: &Log) -> Result<Digest, BuildError> {
-        if let Some(d) = self.tools.lock().unwrap().get(program) {
-            prov.with(|l| l.tool(program, *d));
-            return Ok(*d);
-        }
-        // The process-wide (and cached) identity when there is one; else
-        // identify it here, which names what went wrong.
-        let id = match crate::db::tool_identity(program) {
+        let known = self.tools.lock().unwrap().get(program).copied();
+        let id = match known {
             Some(id) => id,
-            None => identify_tool(program, |p| Ok(self.cas.file_digest(p, &self.clock)?))?,
+            None => {
+                // The process-wide (and cached) identity when there is one;
+                // else identify it here, which names what went wrong.
+                let id = match crate::db::tool_identity(program) {
+                    Some(id) => id,
+                    None => {
+                        identify_tool(program, |p| Ok(self.cas.file_digest(p, &self.clock)?))?
+                    }
+                };
+                self.tools.lock().unwrap().insert(program.to_string(), id);
+                id
+            }
         };
-        self.tools.lock().unwrap().insert(program.to_string(), id);
-        prov.with(|l| l.tool(program, id));
+        // The files a driver runs are inputs of their own, so `explain`
+        // names a new `as` or `ld`, not only a changed toolchain.
+        let helpers = crate::db::tool_helpers(program);
+        prov.with(|l| {
+            l.tool(program, id);
+            for (path, digest) in helpers {
+                l.input(path.to_string_lossy(), digest);
+            }
+        });
         Ok(id)
     }
 
@@ -847,8 +860,22 @@ impl ToolProbe {
         binary: Digest,
         digest: impl Fn(&Path) -> Option<Digest>,
     ) -> Digest {
-        let helpers = self
-            .helpers
+        ToolIdentity {
+            path: path.to_path_buf(),
+            version_output: self.version_output.clone(),
+            binary,
+            helpers: self.helpers(digest),
+        }
+        .digest()
+    }
+
+    /// The helpers' files as they are now: (role, resolved path or the
+    /// driver's answer, digest when found).
+    pub fn helpers(
+        &self,
+        digest: impl Fn(&Path) -> Option<Digest>,
+    ) -> Vec<(String, PathBuf, Option<Digest>)> {
+        self.helpers
             .iter()
             .map(|(role, at)| {
                 let resolved = if Path::new(at).is_absolute() {
@@ -863,14 +890,7 @@ impl ToolProbe {
                 let d = resolved.as_deref().and_then(&digest);
                 (role.clone(), resolved.unwrap_or_else(|| at.into()), d)
             })
-            .collect();
-        ToolIdentity {
-            path: path.to_path_buf(),
-            version_output: self.version_output.clone(),
-            binary,
-            helpers,
-        }
-        .digest()
+            .collect()
     }
 
     /// The helpers as text to keep in the cache: a line `role<TAB>answer`

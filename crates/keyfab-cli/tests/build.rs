@@ -797,6 +797,10 @@ fn a_changed_assembler_under_the_same_compiler_recompiles() {
     let c = counts(&changed);
     assert_eq!((c.compiled, c.cached), (all, 0), "{changed}");
     assert!(!c.link_cached, "{changed}");
+    // `explain` names the file that changed, not only the toolchain.
+    let explain = run(fx.keyfab().args(["explain", "solo:default"]));
+    let as_changed = format!("{} (file, changed)", wrapper.display());
+    assert!(explain.ok().contains(&as_changed), "{}", explain.stdout);
 
     // The first assembler again: everything comes from the cache.
     write_as(1);
