@@ -274,6 +274,7 @@ impl<'a> Executor<'a> {
                             stored = Some(crate::generated::store(
                                 self.cas,
                                 head,
+                                &self.tree,
                                 o,
                                 reads,
                                 &g.contents,

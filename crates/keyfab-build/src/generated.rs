@@ -100,15 +100,18 @@ pub fn decode_read(encoded: &Path) -> Option<(ReadKind, &Path)> {
     Some((kind, Path::new(path)))
 }
 
-/// The head key of a call: its command line, the tree, the digest of the
-/// keyfab binary that generates (its first word) and the host's `salt`.
-pub fn head_key(argv: &[String], root: &Path, keyfab: Digest, salt: &str) -> ActionKey {
+/// The head key of a call: its command line, the digest of the keyfab
+/// binary that generates (its first word) and the host's `salt`. Not the
+/// tree's folder: reads inside the tree are tree-relative, so a checkout in
+/// another folder finds the outputs. An output that names the folder itself
+/// (make dependency files list absolute paths) is kept under
+/// [`folder_head`] instead.
+pub fn head_key(argv: &[String], keyfab: Digest, salt: &str) -> ActionKey {
     GenerateKey {
         generator: "qmk".into(),
-        generator_version: 1,
+        generator_version: 2,
         params: BTreeMap::from([
             ("argv".into(), argv.join("\0")),
-            ("tree".into(), root.display().to_string()),
             ("host".into(), salt.to_string()),
         ]),
         inputs: vec![("keyfab".into(), keyfab)],
@@ -116,17 +119,38 @@ pub fn head_key(argv: &[String], root: &Path, keyfab: Digest, salt: &str) -> Act
     .key()
 }
 
-/// The outputs the cache knows for a call, newest first (one look-up: the
-/// manifest).
-pub fn load_known(cas: &LocalCas, head: &ActionKey) -> Vec<GeneratedRecord> {
-    let Ok(Some(manifest)) = cas.get_manifest(head) else {
-        return Vec::new();
-    };
-    manifest
-        .entries
+/// The head under which a call's outputs that name the tree's folder are
+/// kept: `head` in that folder only.
+pub fn folder_head(head: &ActionKey, root: &Path) -> ActionKey {
+    GenerateKey {
+        generator: "qmk-in-folder".into(),
+        generator_version: 1,
+        params: BTreeMap::from([
+            ("head".into(), head.0.to_hex()),
+            ("tree".into(), root.display().to_string()),
+        ]),
+        inputs: Vec::new(),
+    }
+    .key()
+}
+
+/// Whether `contents` name the folder `root` (then they hold in that
+/// folder only).
+pub(crate) fn names_folder(contents: &[u8], root: &Path) -> bool {
+    let folder = root.as_os_str().as_encoded_bytes();
+    !folder.is_empty() && contents.windows(folder.len()).any(|w| w == folder)
+}
+
+/// The outputs the cache knows for a call in the tree at `root`, newest
+/// first: those that hold in any folder, then those of this folder (two
+/// look-ups: the manifests).
+pub fn load_known(cas: &LocalCas, head: &ActionKey, root: &Path) -> Vec<GeneratedRecord> {
+    [*head, folder_head(head, root)]
         .iter()
+        .filter_map(|h| cas.get_manifest(h).ok().flatten())
+        .flat_map(|manifest| manifest.entries)
         .map(|e| GeneratedRecord {
-            reads: e.headers.clone(),
+            reads: e.headers,
             action: e.action,
         })
         .collect()
@@ -144,15 +168,22 @@ pub fn output_of(
         .and_then(|r| r.output(name).map(|o| o.digest)))
 }
 
-/// Stores a call's output under its head key, with what it read.
+/// Stores a call's output in the tree at `root` under its head key (its
+/// [`folder_head`] when the output names the folder), with what it read.
 pub fn store(
     cas: &LocalCas,
     head: &ActionKey,
+    root: &Path,
     output: &str,
     reads: Vec<(PathBuf, Digest)>,
     contents: &[u8],
     took: Duration,
 ) -> keyfab_cas::Result<GeneratedRecord> {
+    let head = &if names_folder(contents, root) {
+        folder_head(head, root)
+    } else {
+        *head
+    };
     let action = GenerateKey {
         generator: "qmk-output".into(),
         generator_version: 1,
@@ -279,38 +310,50 @@ mod tests {
     fn stored_outputs_come_back_newest_first() {
         let dir = tempfile::tempdir().unwrap();
         let cas = LocalCas::open(dir.path().join("cache")).unwrap();
-        let head = head_key(
-            &["kf".into(), "qmk".into()],
-            dir.path(),
-            Digest::of(b"kf"),
-            "",
-        );
+        let root = Path::new("/work/tree");
+        let head = head_key(&["kf".into(), "qmk".into()], Digest::of(b"kf"), "");
         let old = vec![(PathBuf::from("f:a"), Digest::of(b"1"))];
         let new = vec![(PathBuf::from("f:a"), Digest::of(b"2"))];
-        store(&cas, &head, "out.h", old.clone(), b"one", Duration::ZERO).unwrap();
-        store(&cas, &head, "out.h", new.clone(), b"two", Duration::ZERO).unwrap();
-        let known = load_known(&cas, &head);
-        let got: Vec<_> = known
-            .iter()
-            .map(|r| {
-                let out = output_of(&cas, &r.action, "out.h").unwrap();
-                (r.reads.clone(), out)
-            })
-            .collect();
+        let put = |reads: &Vec<_>, out: &[u8]| {
+            store(
+                &cas,
+                &head,
+                root,
+                "out.h",
+                reads.clone(),
+                out,
+                Duration::ZERO,
+            )
+            .unwrap();
+        };
+        put(&old, b"one");
+        put(&new, b"two");
+        let outputs = |root: &Path| -> Vec<_> {
+            load_known(&cas, &head, root)
+                .iter()
+                .map(|r| {
+                    let out = output_of(&cas, &r.action, "out.h").unwrap();
+                    (r.reads.clone(), out)
+                })
+                .collect()
+        };
         assert_eq!(
-            got,
+            outputs(root),
             vec![
-                (new, Some(Digest::of(b"two"))),
-                (old, Some(Digest::of(b"one"))),
+                (new.clone(), Some(Digest::of(b"two"))),
+                (old.clone(), Some(Digest::of(b"one"))),
             ]
         );
-        let other = head_key(
-            &["kf".into(), "qmk".into()],
-            dir.path(),
-            Digest::of(b"kf"),
-            "2027",
-        );
-        assert!(load_known(&cas, &other).is_empty());
+        let other = head_key(&["kf".into(), "qmk".into()], Digest::of(b"kf"), "2027");
+        assert!(load_known(&cas, &other, root).is_empty());
+
+        // Outputs hold in any folder, but one that names its folder.
+        let elsewhere = Path::new("/ci/runner-2/tree");
+        assert_eq!(outputs(elsewhere).len(), 2);
+        let deps = b"generated-files: $(wildcard /work/tree/keyboards/a/keymap.json)\n";
+        put(&old, deps);
+        assert_eq!(outputs(elsewhere).len(), 2);
+        assert_eq!(outputs(root)[2], (old, Some(Digest::of(deps))));
     }
 
     #[test]

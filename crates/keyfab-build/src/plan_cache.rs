@@ -8,7 +8,10 @@
 //! folders (their file names, and the digest of every file in them but C
 //! sources); its manifest lists the makefiles read with their digests.
 //! Makefiles make generated under `.build/` are left out of the manifest:
-//! they are functions of what the head key covers.
+//! they are functions of what the head key covers. The tree's folder is not
+//! in the head key (QMK's makefiles work with tree-relative paths), so a
+//! checkout in another folder finds the plan; a plan that names its folder
+//! is kept under a head of that folder only ([`folder_head`]).
 
 use crate::plan::{self, Plan};
 use keyfab_cas::{
@@ -83,11 +86,25 @@ fn head_key(
             .chain(std::iter::once(&ctx.qmk_bin))
             .map(OsString::from)
             .collect(),
-        cwd: ctx.tree.to_path_buf(),
+        cwd: PathBuf::new(),
         env: plan_env(),
         inputs,
     }
     .key())
+}
+
+/// Where a plan that names the tree's folder is kept: `head` in that
+/// folder only.
+fn folder_head(head: &keyfab_cas::ActionKey, tree: &Path) -> keyfab_cas::ActionKey {
+    CommandKey {
+        kind: "plan-head-in-folder".into(),
+        tool: head.0,
+        argv: Vec::new(),
+        cwd: tree.to_path_buf(),
+        env: BTreeMap::new(),
+        inputs: Vec::new(),
+    }
+    .key()
 }
 
 /// The plan of a target: from the cache when nothing it depends on changed,
@@ -98,8 +115,12 @@ pub fn plan_target(
     ctx: &PlanContext<'_>,
     inputs: &[(PathBuf, Digest)],
 ) -> Result<CachedPlan, PlanCacheError> {
-    let head = head_key(ctx, inputs)?;
-    if let Some(manifest) = cas.get_manifest(&head)? {
+    let anywhere = head_key(ctx, inputs)?;
+    let in_folder = folder_head(&anywhere, ctx.tree);
+    for head in [anywhere, in_folder] {
+        let Some(manifest) = cas.get_manifest(&head)? else {
+            continue;
+        };
         let found = manifest.entries.iter().find(|e| {
             e.headers
                 .iter()
@@ -167,11 +188,16 @@ pub fn plan_target(
             eprintln!("plan makefile {f} {}", makefiles.last().unwrap().1.to_hex());
         }
     }
+    let json = serde_json::to_vec(&plan).map_err(|e| PlanCacheError::Other(e.to_string()))?;
+    let head = if crate::generated::names_folder(&json, ctx.tree) {
+        in_folder
+    } else {
+        anywhere
+    };
     let key = CompileKey {
         direct: head,
         headers: makefiles.clone(),
     };
-    let json = serde_json::to_vec(&plan).map_err(|e| PlanCacheError::Other(e.to_string()))?;
     let action = NewAction::success(vec![NewOutput::bytes("plan", &json)]);
     cas.put_action(&key.key(), &action)?;
     let mut manifest = cas.get_manifest(&head)?.unwrap_or_default();

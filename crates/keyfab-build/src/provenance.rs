@@ -19,7 +19,7 @@
 //! steps ran rather than came from the cache (see [`ran_note`]). The record
 //! of an up-to-date build has the note `up_to_date` = `yes` and the steps
 //! of the build it reproduced (none ran). `tree_revision`, `up_to_date` and
-//! `ran` are the run's ([`ROW_NOTES`]): the cache keeps them in the
+//! `ran` are the run's ([`ROW_NOTES`], with `tree`, the folder): the cache keeps them in the
 //! record's row, apart from its body, so runs that read and wrote the same
 //! bytes share one body whatever came from the cache. (Records written
 //! before `ran` existed have a `cached` flag in each step note instead.)
@@ -100,11 +100,12 @@ impl Previous {
 
 /// Notes that are a run's, not a build's: kept in the record's row, not in
 /// its body, so builds that differ only in them share one body. The tree's
-/// revision changes with every commit; `up_to_date` (`yes`) marks a build
+/// folder differs between checkouts (CI runners) that read and write the
+/// same bytes; its revision changes with every commit; `up_to_date` (`yes`) marks a build
 /// that reproduced the record it names: nothing ran, whatever the body's
 /// steps say.
 /// `ran` says which of the body's steps ran this time ([`ran_note`]).
-pub const ROW_NOTES: [&str; 3] = ["tree_revision", "up_to_date", "ran"];
+pub const ROW_NOTES: [&str; 4] = ["tree", "tree_revision", "up_to_date", "ran"];
 
 /// A record's notes: (name, value), in order.
 pub type Notes = Vec<(String, String)>;
@@ -383,8 +384,15 @@ mod tests {
             n("status", "ok"),
             n("up_to_date", "yes"),
         ]);
-        assert_eq!(body, [n("tree", "/t"), n("status", "ok")]);
-        assert_eq!(row, [n("tree_revision", "abc"), n("up_to_date", "yes")]);
+        assert_eq!(body, [n("status", "ok")]);
+        assert_eq!(
+            row,
+            [
+                n("tree", "/t"),
+                n("tree_revision", "abc"),
+                n("up_to_date", "yes")
+            ]
+        );
 
         let mut c = Collector::default();
         let d = Digest::of(b"x");

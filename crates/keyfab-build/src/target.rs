@@ -462,11 +462,11 @@ fn run_generators(
         let keyfab = argv.first().and_then(|p| db.file(Path::new(p)).digest(db));
         let head = match (&salt, keyfab, output) {
             (Some(salt), Some(keyfab), Some(_)) => {
-                Some(crate::generated::head_key(argv, &root, keyfab, salt))
+                Some(crate::generated::head_key(argv, keyfab, salt))
             }
             _ => None,
         };
-        let input = head.map(|h| db.generator(h, || crate::generated::load_known(cas, &h)));
+        let input = head.map(|h| db.generator(h, || crate::generated::load_known(cas, &h, &root)));
         let known = input.and_then(|i| db::generated(db, i));
         inputs.push(input);
         jobs.push(crate::exec::GenJob {
@@ -551,8 +551,15 @@ fn up_to_date(
     let row = cas.last_provenance(target).ok()??;
     let (body, p) = (row.body, row.provenance);
     let root = tree.root().display().to_string();
+    // The folder is the row's (records before it moved there: the body's).
+    let folder = row
+        .notes
+        .iter()
+        .find(|(k, _)| k == "tree")
+        .map(|(_, v)| v.as_str())
+        .or_else(|| provenance::note(&p, "tree"));
     if !provenance::is_ok(&p)
-        || provenance::note(&p, "tree") != Some(root.as_str())
+        || folder != Some(root.as_str())
         || provenance::note(&p, "qmk_bin") != Some(opts.qmk_bin.as_str())
     {
         return None;
@@ -699,7 +706,7 @@ fn record_notes(
 /// [`provenance_record`]) in the index as part of `rec.run`, with the bytes
 /// of the generated files it read (small; `audit` diffs them). An
 /// interrupted build is not recorded. The run's notes
-/// ([`provenance::ROW_NOTES`]: the revision, `up_to_date`, and `ran`, which
+/// ([`provenance::ROW_NOTES`]: the folder, the revision, `up_to_date`, and `ran`, which
 /// steps ran rather than came from the cache) go to the record's row, the
 /// rest is its body, stored once per distinct content: a build that read
 /// and wrote what an earlier one did (a fresh checkout built from the

@@ -811,9 +811,10 @@ fn a_changed_assembler_under_the_same_compiler_recompiles() {
 }
 
 /// CI runners and shards check the tree out into folders of their own. The
-/// compiler writes no folder into objects built without debug info, so a
-/// checkout elsewhere gets its objects and link from the cache, and the
-/// firmware is the one the compilers make there; with `-g` it compiles.
+/// compiler writes no folder into objects built without debug info, and
+/// plans and generated files are tree-relative, so a checkout elsewhere gets
+/// its plan, objects and link from the cache, and the firmware is the one
+/// the compilers make there; with `-g` it compiles.
 #[test]
 fn a_checkout_in_another_folder_shares_objects_and_links() {
     let fx = fixture();
@@ -833,9 +834,14 @@ fn a_checkout_in_another_folder_shares_objects_and_links() {
     let shared = build_other(&fx.cache, &["solo:default"]);
     let c = counts(&shared);
     assert_eq!((c.compiled, c.cached), (0, first.compiled), "{shared}");
-    assert!(c.link_cached, "{shared}");
+    assert!(c.link_cached && c.plan_cached, "{shared}");
     let hex = |tree: &std::path::Path| std::fs::read(tree.join("solo_default.hex")).unwrap();
     let from_cache = hex(&other);
+    // Its provenance is a row naming the first folder's body: the folder is
+    // the run's, not the build's.
+    let stats = run(fx.keyfab().args(["cache", "stats", "--format", "json"])).json();
+    let n = |k: &str| stats["stats"][k].as_u64().unwrap();
+    assert_eq!((n("provenance"), n("provenance_bodies")), (2, 1), "{stats}");
 
     // What the compilers make in that folder from nothing is the same.
     let fresh_cache = tempfile::tempdir().unwrap();
