@@ -439,7 +439,10 @@ impl BuildDb {
             .collect()
     }
 
-    /// Re-reads every input known (after events may have been missed).
+    /// Re-reads every input known (after events may have been missed),
+    /// program identities too: a compiler, assembler or linker upgraded
+    /// while a watch runs sends no event in the tree. Unchanged files and
+    /// programs cost a stat each.
     pub fn refresh_all(&mut self) -> usize {
         let paths: Vec<PathBuf> = {
             let inputs = self.inputs.lock().unwrap();
@@ -450,7 +453,30 @@ impl BuildDb {
                 .cloned()
                 .collect()
         };
-        self.refresh(&paths)
+        self.refresh(&paths) + self.refresh_tools()
+    }
+
+    /// Sets the identity of every program whose identity changed.
+    fn refresh_tools(&mut self) -> usize {
+        let tools: Vec<Toolchain> = self
+            .inputs
+            .lock()
+            .unwrap()
+            .tools
+            .values()
+            .copied()
+            .collect();
+        let mut set = 0;
+        for t in tools {
+            let now = tool_identity(t.program(self));
+            if t.identity(self) != now {
+                t.set_identity(self)
+                    .with_durability(Durability::HIGH)
+                    .to(now);
+                set += 1;
+            }
+        }
+        set
     }
 
     /// The input of a generator call, made once per head key; `load` gives

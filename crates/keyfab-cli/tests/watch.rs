@@ -32,7 +32,18 @@ impl Watch {
         max_builds: usize,
         extra: &[&str],
     ) -> Watch {
-        let mut child = keyfab(tree)
+        Watch::start_in(keyfab(tree), cache, targets, max_builds, extra)
+    }
+
+    /// `keyfab watch` run through `cmd` (its folder and environment).
+    fn start_in(
+        mut cmd: std::process::Command,
+        cache: &std::path::Path,
+        targets: &[&str],
+        max_builds: usize,
+        extra: &[&str],
+    ) -> Watch {
+        let mut child = cmd
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .arg("--cache")
             .arg(cache)
@@ -603,4 +614,43 @@ fn a_top_level_folder_made_during_the_session_is_watched_and_build_output_is_not
     std::fs::write(tree.join("extra/deeper/more.c"), "int y;\n").unwrap();
     let line = w.next();
     assert!(line.contains("extra/deeper"), "{line}");
+}
+
+/// A toolchain upgraded while a watch runs sends no event in the tree, but
+/// the next rebuild must not take objects made by the old one: here the
+/// assembler changes (`COMPILER_PATH` puts one of our own first), then a
+/// keymap edit rebuilds everything.
+#[test]
+fn a_toolchain_changed_during_a_watch_is_seen_by_the_next_rebuild() {
+    let (t, tree) = copy_fixture("tree");
+    let tools = t.path().join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    let real_as = String::from_utf8(
+        std::process::Command::new("cc")
+            .arg("-print-prog-name=as")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let write_as = |version: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        let wrapper = tools.join("as");
+        let script = format!("#!/bin/sh\n# {version}\nexec {} \"$@\"\n", real_as.trim());
+        std::fs::write(&wrapper, script).unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write_as(1);
+    let mut cmd = keyfab(&tree);
+    cmd.env("COMPILER_PATH", &tools);
+    let w = Watch::start_in(cmd, &t.path().join("cache"), &["solo:default"], 2, &[]);
+    let first = w.next();
+    assert!(first.contains("5 compiled"), "{first}");
+    settle();
+    write_as(2);
+    let keymap = tree.join("keyboards/solo/keymaps/default/keymap.c");
+    let text = std::fs::read_to_string(&keymap).unwrap();
+    atomic_save(&keymap, &text.replacen("KC_A", "KC_D", 1));
+    let line = w.next();
+    assert!(line.contains("5 compiled, 0 from cache"), "{line}");
 }
