@@ -423,17 +423,20 @@ impl BuildDb {
         set
     }
 
-    /// The program identities found so far.
-    pub fn tool_identities(&self) -> Vec<(String, Digest)> {
-        let tools: Vec<Toolchain> = self
-            .inputs
+    /// The programs' inputs made so far.
+    fn toolchains(&self) -> Vec<Toolchain> {
+        self.inputs
             .lock()
             .unwrap()
             .tools
             .values()
             .copied()
-            .collect();
-        tools
+            .collect()
+    }
+
+    /// The program identities found so far.
+    pub fn tool_identities(&self) -> Vec<(String, Digest)> {
+        self.toolchains()
             .into_iter()
             .filter_map(|t| Some((t.program(self).clone(), t.identity(self)?)))
             .collect()
@@ -458,16 +461,8 @@ impl BuildDb {
 
     /// Sets the identity of every program whose identity changed.
     fn refresh_tools(&mut self) -> usize {
-        let tools: Vec<Toolchain> = self
-            .inputs
-            .lock()
-            .unwrap()
-            .tools
-            .values()
-            .copied()
-            .collect();
         let mut set = 0;
-        for t in tools {
+        for t in self.toolchains() {
             let now = tool_identity(t.program(self));
             if t.identity(self) != now {
                 t.set_identity(self)

@@ -757,27 +757,9 @@ fn a_changed_library_outside_the_tree_relinks() {
 #[test]
 fn a_changed_assembler_under_the_same_compiler_recompiles() {
     let fx = fixture();
-    let real_as = String::from_utf8(
-        std::process::Command::new("cc")
-            .arg("-print-prog-name=as")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
     let tools = tempfile::tempdir().unwrap();
     let wrapper = tools.path().join("as");
-    let write_as = |version: u32| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::write(
-            &wrapper,
-            format!("#!/bin/sh\n# assembler {version}\nexec {real_as} \"$@\"\n"),
-        )
-        .unwrap();
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    };
+    let write_as = |version| write_assembler(tools.path(), version);
     write_as(1);
     let build = || {
         let r = run(fx

@@ -625,21 +625,7 @@ fn a_toolchain_changed_during_a_watch_is_seen_by_the_next_rebuild() {
     let (t, tree) = copy_fixture("tree");
     let tools = t.path().join("tools");
     std::fs::create_dir(&tools).unwrap();
-    let real_as = String::from_utf8(
-        std::process::Command::new("cc")
-            .arg("-print-prog-name=as")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let write_as = |version: u32| {
-        use std::os::unix::fs::PermissionsExt;
-        let wrapper = tools.join("as");
-        let script = format!("#!/bin/sh\n# {version}\nexec {} \"$@\"\n", real_as.trim());
-        std::fs::write(&wrapper, script).unwrap();
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    };
+    let write_as = |version| write_assembler(&tools, version);
     write_as(1);
     let mut cmd = keyfab(&tree);
     cmd.env("COMPILER_PATH", &tools);

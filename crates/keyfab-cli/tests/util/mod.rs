@@ -148,3 +148,22 @@ impl Fixture {
         std::fs::write(&p, f(text)).unwrap();
     }
 }
+
+/// Writes `dir/as`: an assembler that runs the real one (the one `cc`
+/// uses), with `version` in a comment, so each version is another file.
+/// With `COMPILER_PATH=dir`, `cc` runs it.
+pub fn write_assembler(dir: &Path, version: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let out = Command::new("cc")
+        .arg("-print-prog-name=as")
+        .output()
+        .unwrap();
+    let real = String::from_utf8(out.stdout).unwrap();
+    let wrapper = dir.join("as");
+    let script = format!(
+        "#!/bin/sh\n# assembler {version}\nexec {} \"$@\"\n",
+        real.trim()
+    );
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
