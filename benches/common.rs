@@ -77,8 +77,25 @@ pub fn report(name: &str, times: &[Duration], goal: Duration) {
 /// Copies a tree (or a file) for a scratch run: symlinks stay symlinks, and
 /// build output (`.build/`) is left behind.
 pub fn copy_dir(src: &Path, dest: &Path) {
+    replicate(src, dest, &|from, to| {
+        std::fs::copy(from, to).unwrap();
+    });
+}
+
+/// A second checkout of a tree in another folder, as a CI runner has: like
+/// [`copy_dir`], but files are hard links where the file system allows
+/// (a real tree is gigabytes; nothing here writes into a tree file).
+pub fn link_dir(src: &Path, dest: &Path) {
+    replicate(src, dest, &|from, to| {
+        if std::fs::hard_link(from, to).is_err() {
+            std::fs::copy(from, to).unwrap();
+        }
+    });
+}
+
+fn replicate(src: &Path, dest: &Path, file: &dyn Fn(&Path, &Path)) {
     if src.is_file() {
-        std::fs::copy(src, dest).unwrap();
+        file(src, dest);
         return;
     }
     std::fs::create_dir_all(dest).unwrap();
@@ -92,9 +109,9 @@ pub fn copy_dir(src: &Path, dest: &Path) {
         if ft.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &to).unwrap();
         } else if ft.is_dir() {
-            copy_dir(&entry.path(), &to);
+            replicate(&entry.path(), &to, file);
         } else {
-            std::fs::copy(entry.path(), &to).unwrap();
+            file(&entry.path(), &to);
         }
     }
 }
