@@ -366,10 +366,11 @@ pub fn build_target_in(
         target: target.name(),
         source,
     };
-    let mut generated = (0, 0);
-    if planned.from_cache {
-        generated = run_generators(db, cas, exec, &plan, true, log).map_err(build_err)?;
-    }
+    // The calls make made while reading the makefiles: run by make itself
+    // when it just planned, but through the database all the same, so their
+    // outputs are remembered with what they read and the next build (a
+    // no-op, a fresh checkout) takes them from the cache.
+    let mut generated = run_generators(db, cas, exec, &plan, true, log).map_err(build_err)?;
     let gen_started = Instant::now();
     let steps = run_generators(db, cas, exec, &plan, false, log).map_err(build_err)?;
     generated = (generated.0 + steps.0, generated.1 + steps.1);
@@ -423,8 +424,7 @@ pub fn build_target_in(
 }
 
 /// Runs the plan's generator calls: those make made while reading the
-/// makefiles (`parse_time`, for a plan it did not just make) or its
-/// generator steps. The database answers which calls' outputs still hold
+/// makefiles (`parse_time`) or its generator steps. The database answers which calls' outputs still hold
 /// ([`db::generated`], from the cache's records of what each call read);
 /// only the others run, and what they give is remembered. Returns how many
 /// ran and how many came from the cache.
