@@ -267,7 +267,11 @@ pub fn probe_cc_option(ctx: &Context, a: crate::cli::ProbeArgs) -> anyhow::Resul
 }
 
 /// `keyfab record-generator --log FILE -- CMD…`: append CMD's argv to FILE
-/// (one JSON array per line), then run it with our stdio and exit with its status.
+/// (one JSON array per line), then run it with our stdio and exit with its
+/// status. When CMD is this keyfab's own `qmk` entry point (the default
+/// `QMK_BIN`) it runs in this process: make starts a recorder for each
+/// generator call while planning, and a second process each would cost as
+/// much again.
 pub fn record_generator(a: crate::cli::RecordArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     let Some((program, rest)) = a.command.split_first() else {
@@ -280,6 +284,20 @@ pub fn record_generator(a: crate::cli::RecordArgs) -> anyhow::Result<ExitCode> {
         .open(&a.log)?;
     writeln!(f, "{}", serde_json::to_string(&a.command)?)?;
     drop(f);
+    let ours = rest.first().is_some_and(|w| w == "qmk")
+        && std::env::current_exe()
+            .ok()
+            .zip(std::fs::canonicalize(program).ok())
+            .is_some_and(|(me, it)| std::fs::canonicalize(me).is_ok_and(|me| me == it));
+    if ours {
+        let args = crate::cli::qmk_style_args(a.command.iter().map(std::ffi::OsString::from));
+        let parsed = <crate::cli::Cli as clap::Parser>::try_parse_from(args)?;
+        // As `main` ends a failed command.
+        return Ok(crate::run(parsed).unwrap_or_else(|err| {
+            eprintln!("keyfab: error: {err:#}");
+            ExitCode::from(crate::EXIT_FAILURE)
+        }));
+    }
     let status = std::process::Command::new(program).args(rest).status()?;
     Ok(ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8
