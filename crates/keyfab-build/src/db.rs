@@ -87,6 +87,8 @@ pub struct PlanRecord {
     pub inputs: Vec<(PathBuf, Digest)>,
     /// The makefiles make read (tree-relative) and their digests.
     pub makefiles: Vec<(PathBuf, Digest)>,
+    /// The compilers the plan runs and their identities then.
+    pub compilers: Vec<(String, Digest)>,
 }
 
 /// One compile of a plan: what its direct-mode key is made of besides the
@@ -634,7 +636,8 @@ pub fn plan_inputs(db: &dyn Db, target: TargetInput) -> Vec<(PathBuf, Digest)> {
 }
 
 /// Whether the plan on record still holds: made from the same
-/// [`plan_inputs`], and every makefile make read unchanged.
+/// [`plan_inputs`], every makefile make read unchanged, and the same
+/// compilers (their `cc-option` answers shaped the flags).
 #[salsa::tracked(returns(copy))]
 pub fn plan_fresh(db: &dyn Db, target: TargetInput) -> bool {
     let Some(record) = target.planned(db) else {
@@ -645,6 +648,10 @@ pub fn plan_fresh(db: &dyn Db, target: TargetInput) -> bool {
             .makefiles
             .iter()
             .all(|(p, d)| db.file(p).digest(db) == Some(*d))
+        && record
+            .compilers
+            .iter()
+            .all(|(c, d)| db.tool(c).identity(db) == Some(*d))
 }
 
 /// The output of a generator call that still holds (the action holding

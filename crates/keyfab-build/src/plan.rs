@@ -59,6 +59,25 @@ pub fn command_chain(argv: &[String], then: &[Vec<String>]) -> Vec<String> {
     chain
 }
 
+impl Plan {
+    /// The programs that compile and link (argv[0] of those steps),
+    /// sorted, each once: what QMK's `cc-option` probes ran while make
+    /// planned, so the plan holds only while they are the same programs.
+    pub fn compilers(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Compile { argv, .. } | Step::Link { argv, .. } => argv.first().cloned(),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 impl Step {
     /// The command line a step's provenance records as `argv:<output>`
     /// (none for a copy).

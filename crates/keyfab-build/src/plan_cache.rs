@@ -6,7 +6,10 @@
 //! compile: the head key covers the command line, the environment, the tool,
 //! keyfab itself, the tree's `data/` tables and the keyboard and keymap
 //! folders (their file names, and the digest of every file in them but C
-//! sources); its manifest lists the makefiles read with their digests.
+//! sources); its manifest lists the makefiles read with their digests, and
+//! the identities of the compilers the plan runs (`tool:<program>`): QMK's
+//! `cc-option` probes asked them while make planned, so another compiler
+//! (an upgrade) may be given other flags.
 //! Makefiles make generated under `.build/` are left out of the manifest:
 //! they are functions of what the head key covers. The tree's folder is not
 //! in the head key (QMK's makefiles work with tree-relative paths), so a
@@ -40,6 +43,20 @@ pub struct CachedPlan {
     pub from_cache: bool,
     /// The makefiles make read (tree-relative) and their digests.
     pub makefiles: Vec<(PathBuf, Digest)>,
+    /// The compilers the plan runs and their identities when it was made.
+    pub compilers: Vec<(String, Digest)>,
+}
+
+/// How a compiler is named among a manifest entry's files.
+const TOOL_PREFIX: &str = "tool:";
+
+/// The compilers `plan` runs with their identities now (`None` when one
+/// cannot be identified: such a plan is not stored).
+fn compiler_identities(plan: &Plan) -> Option<Vec<(String, Digest)>> {
+    plan.compilers()
+        .into_iter()
+        .map(|c| Some((c.clone(), crate::db::tool_identity(&c)?)))
+        .collect()
 }
 
 /// What a plan depends on besides the makefiles read.
@@ -121,11 +138,16 @@ pub fn plan_target(
         let Some(manifest) = cas.get_manifest(&head)? else {
             continue;
         };
-        let found = manifest.entries.iter().find(|e| {
-            e.headers
-                .iter()
-                .all(|(p, d)| cas.file_digest(&ctx.tree.join(p), clock).ok().as_ref() == Some(d))
-        });
+        let holds =
+            |(p, d): &(PathBuf, Digest)| match p.to_str().and_then(|p| p.strip_prefix(TOOL_PREFIX))
+            {
+                Some(program) => crate::db::tool_identity(program).as_ref() == Some(d),
+                None => cas.file_digest(&ctx.tree.join(p), clock).ok().as_ref() == Some(d),
+            };
+        let found = manifest
+            .entries
+            .iter()
+            .find(|e| e.headers.iter().all(holds));
         if let Some(entry) = found {
             if let Some(result) = cas.get_action(&entry.action)? {
                 if let Some(bytes) = result
@@ -133,10 +155,19 @@ pub fn plan_target(
                     .and_then(|o| cas.get_blob(&o.digest).ok().flatten())
                 {
                     if let Ok(plan) = serde_json::from_slice::<Plan>(&bytes) {
+                        let (tools, makefiles): (Vec<_>, Vec<_>) =
+                            entry.headers.iter().cloned().partition(|(p, _)| {
+                                p.to_str().is_some_and(|p| p.starts_with(TOOL_PREFIX))
+                            });
+                        let compilers = tools
+                            .into_iter()
+                            .map(|(p, d)| (p.to_string_lossy()[TOOL_PREFIX.len()..].to_string(), d))
+                            .collect();
                         return Ok(CachedPlan {
                             plan,
                             from_cache: true,
-                            makefiles: entry.headers.clone(),
+                            makefiles,
+                            compilers,
                         });
                     }
                 }
@@ -194,18 +225,30 @@ pub fn plan_target(
     } else {
         anywhere
     };
-    let key = CompileKey {
-        direct: head,
-        headers: makefiles.clone(),
-    };
-    let action = NewAction::success(vec![NewOutput::bytes("plan", &json)]);
-    cas.put_action(&key.key(), &action)?;
-    let mut manifest = cas.get_manifest(&head)?.unwrap_or_default();
-    manifest.add(ManifestEntry::from_compile(&key));
-    cas.put_manifest(&head, &manifest)?;
+    // A compiler that cannot be identified (not installed) fails the build
+    // with its name at the first compile; such a plan is not kept.
+    let compilers = compiler_identities(&plan);
+    if let Some(compilers) = &compilers {
+        let mut headers = makefiles.clone();
+        headers.extend(
+            compilers
+                .iter()
+                .map(|(c, d)| (PathBuf::from(format!("{TOOL_PREFIX}{c}")), *d)),
+        );
+        let key = CompileKey {
+            direct: head,
+            headers,
+        };
+        let action = NewAction::success(vec![NewOutput::bytes("plan", &json)]);
+        cas.put_action(&key.key(), &action)?;
+        let mut manifest = cas.get_manifest(&head)?.unwrap_or_default();
+        manifest.add(ManifestEntry::from_compile(&key));
+        cas.put_manifest(&head, &manifest)?;
+    }
     Ok(CachedPlan {
         plan,
         from_cache: false,
         makefiles,
+        compilers: compilers.unwrap_or_default(),
     })
 }

@@ -253,6 +253,7 @@ pub fn plan_target(
                     plan: record.plan.clone(),
                     from_cache: true,
                     makefiles: record.makefiles.clone(),
+                    compilers: record.compilers.clone(),
                 },
                 input,
             ));
@@ -280,6 +281,7 @@ pub fn plan_target(
             plan: planned.plan.clone(),
             inputs,
             makefiles: planned.makefiles.clone(),
+            compilers: planned.compilers.clone(),
         },
     );
     // Settle the check now, in this revision: the next no-op build then

@@ -639,4 +639,5 @@ fn a_toolchain_changed_during_a_watch_is_seen_by_the_next_rebuild() {
     atomic_save(&keymap, &text.replacen("KC_A", "KC_D", 1));
     let line = w.next();
     assert!(line.contains("5 compiled, 0 from cache"), "{line}");
+    assert!(line.contains("plan made"), "{line}");
 }
