@@ -145,7 +145,7 @@ type ToolMemo = HashMap<String, (PathBuf, Digest, Arc<ToolProbe>)>;
 /// helper programs and their digests). The program runs again only when it
 /// resolves to another binary; its helpers are hashed through the stat
 /// cache each time, so a new `as` or `ld` is seen at once.
-pub(crate) fn tool_identity(program: &str) -> Option<Digest> {
+pub fn tool_identity(program: &str) -> Option<Digest> {
     let path = crate::exec::resolve_program(program)?;
     let binary = file_digest(&path)?;
     let memo = TOOLS.lock().unwrap().get(program).cloned();

@@ -220,17 +220,17 @@ fn cache_dir(ctx: &Context) -> anyhow::Result<std::path::PathBuf> {
 /// from the cache when this compiler was asked before.
 pub fn probe_cc_option(ctx: &Context, a: crate::cli::ProbeArgs) -> anyhow::Result<ExitCode> {
     let cache_dir = cache_dir(ctx)?;
-    let cas = LocalCas::open(&cache_dir)?;
-    let clock = RunClock::now();
+    let cas = std::sync::Arc::new(LocalCas::open(&cache_dir)?);
+    keyfab_build::db::use_stat_cache(cas.clone());
     let program =
         a.cc.split_whitespace()
             .last()
             .unwrap_or_default()
             .to_string();
-    let tool = match keyfab_build::exec::resolve_program(&program) {
-        Some(p) => cas.file_digest(&p, &clock)?,
-        None => Digest::of(program.as_bytes()),
-    };
+    // The compiler's whole identity, its assembler and linker included:
+    // probes link, and some ask the linker (`-Wl,--no-warn-rwx-segments`).
+    let tool =
+        keyfab_build::db::tool_identity(&program).unwrap_or_else(|| Digest::of(program.as_bytes()));
     let key = CommandKey {
         kind: "cc-option".into(),
         tool,

@@ -845,3 +845,38 @@ fn a_checkout_in_another_folder_shares_objects_and_links() {
     let other_g = build_other(&fx.cache, &debug);
     assert_eq!(counts(&other_g).cached, 0, "{other_g}");
 }
+
+/// QMK's `cc-option` probes link a test program, and some ask the assembler
+/// or linker (`-Wl,--no-warn-rwx-segments`). After an assembler that took an
+/// option is replaced by one that refuses it, the probe must be asked again
+/// (the plan made again) and the fallback used, never the old answer.
+#[test]
+fn probes_are_asked_again_when_the_assembler_changes() {
+    let fx = fixture();
+    let tools = tempfile::tempdir().unwrap();
+    let write_as = |script: &str| write_assembler_script(tools.path(), script);
+    // Takes `--kf-flag` (and drops it); the next one refuses it.
+    let takes = r#"for a; do shift; [ "$a" = --kf-flag ] || set -- "$@" "$a"; done"#;
+    let refuses = r#"for a; do [ "$a" = --kf-flag ] && { echo "as: unrecognized option '--kf-flag'" >&2; exit 1; }; done"#;
+    let probed = [
+        "-e",
+        "kf_comma=,",
+        "-e",
+        "EXTRAFLAGS=$(call cc-option,-Wa$(kf_comma)--kf-flag,-DKF_NO_FLAG)",
+        "solo:default",
+    ];
+    let build = || run(fx.build_cmd(&probed).env("COMPILER_PATH", tools.path()));
+    let uses = |flag: &str| {
+        let plan = run(fx
+            .build_cmd(&["-n", probed[0], probed[1], probed[2], probed[3], probed[4]])
+            .env("COMPILER_PATH", tools.path()));
+        plan.ok().contains(flag)
+    };
+    write_as(takes);
+    build().ok();
+    assert!(uses("--kf-flag"));
+    write_as(refuses);
+    let line = build().ok().lines().last().unwrap().to_string();
+    assert!(line.contains("plan made"), "{line}");
+    assert!(uses("-DKF_NO_FLAG") && !uses("--kf-flag"));
+}

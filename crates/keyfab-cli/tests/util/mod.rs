@@ -153,6 +153,12 @@ impl Fixture {
 /// uses), with `version` in a comment, so each version is another file.
 /// With `COMPILER_PATH=dir`, `cc` runs it.
 pub fn write_assembler(dir: &Path, version: u32) {
+    write_assembler_script(dir, &format!("# assembler {version}"));
+}
+
+/// Writes `dir/as`: `script` (shell lines that may change the arguments),
+/// then the real assembler run with them.
+pub fn write_assembler_script(dir: &Path, script: &str) {
     use std::os::unix::fs::PermissionsExt;
     let out = Command::new("cc")
         .arg("-print-prog-name=as")
@@ -160,10 +166,7 @@ pub fn write_assembler(dir: &Path, version: u32) {
         .unwrap();
     let real = String::from_utf8(out.stdout).unwrap();
     let wrapper = dir.join("as");
-    let script = format!(
-        "#!/bin/sh\n# assembler {version}\nexec {} \"$@\"\n",
-        real.trim()
-    );
-    std::fs::write(&wrapper, script).unwrap();
+    let text = format!("#!/bin/sh\n{script}\nexec {} \"$@\"\n", real.trim());
+    std::fs::write(&wrapper, text).unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
