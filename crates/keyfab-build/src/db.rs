@@ -648,6 +648,9 @@ pub fn plan_fresh(db: &dyn Db, target: TargetInput) -> bool {
             .makefiles
             .iter()
             .all(|(p, d)| db.file(p).digest(db) == Some(*d))
+        // A compiler missing then (not identified, so not recorded) may be
+        // installed now: its probes would answer otherwise.
+        && record.compilers.len() == record.plan.compilers().len()
         && record
             .compilers
             .iter()
@@ -764,6 +767,42 @@ mod tests {
         }
         .key();
         assert_eq!(got, ObjectKey { key: want, source });
+    }
+
+    #[test]
+    fn a_plan_holds_only_with_the_compilers_it_was_made_with() {
+        let (_dir, mut db) = tree();
+        let input = db.target("kb:km", vec![PathBuf::from("kb")], Vec::new());
+        let compile = Step::Compile {
+            source: "kb/a.c".into(),
+            object: "a.o".into(),
+            argv: ["cc", "-c", "kb/a.c", "-o", "a.o"]
+                .map(String::from)
+                .to_vec(),
+            depfile_tmp: None,
+            depfile: None,
+        };
+        let inputs = plan_inputs(&db, input).clone();
+        let record = |compilers: Vec<(String, Digest)>| PlanRecord {
+            plan: Plan {
+                steps: vec![compile.clone()],
+                ..Plan::default()
+            },
+            inputs: inputs.clone(),
+            makefiles: Vec::new(),
+            compilers,
+        };
+        let cc = tool_identity("cc").expect("cc is installed");
+        let made = record(vec![("cc".into(), cc)]);
+        db.set_plan(input, made);
+        assert!(plan_fresh(&db, input));
+        // Another compiler than the plan's, or one that was missing then.
+        let other = record(vec![("cc".into(), Digest::of(b"another cc"))]);
+        db.set_plan(input, other);
+        assert!(!plan_fresh(&db, input));
+        let missing = record(Vec::new());
+        db.set_plan(input, missing);
+        assert!(!plan_fresh(&db, input));
     }
 
     #[test]
