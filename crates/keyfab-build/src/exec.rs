@@ -2,8 +2,8 @@
 //!
 //! Compiles use direct mode: key = (compiler identity, argv, cwd when it
 //! matters ([`key_cwd`]), source digest); the manifest for that key lists
-//! the headers seen last time with their digests; when they all still match, the object and its warnings come
-//! from the cache. Link and conversions are keyed by the digests of their
+//! the headers seen last time with their digests; when they all still
+//! match, the object and its warnings come from the cache. Link and conversions are keyed by the digests of their
 //! inputs. Failed steps are never cached.
 
 use crate::db::ObjectKey;
@@ -184,8 +184,9 @@ impl<'a> Executor<'a> {
         Ok(self.cas.file_digest(&self.tree.join(rel), &self.clock)?)
     }
 
-    /// Compiler identity: resolved path + `--version` output + binary digest,
-    /// computed once per program per run; recorded in `prov`.
+    /// Compiler identity: resolved path + `--version` output + binary digest
+    /// (+ a driver's helper programs, see [`ToolProbe`]), computed once per
+    /// program per run; recorded in `prov` with the helpers' files.
     pub fn tool(&self, program: &str, prov: &Log) -> Result<Digest, BuildError> {
         let known = self.tools.lock().unwrap().get(program).copied();
         let id = match known {
