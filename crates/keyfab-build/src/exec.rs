@@ -3,8 +3,9 @@
 //! Compiles use direct mode: key = (compiler identity, argv, cwd when it
 //! matters ([`key_cwd`]), source digest); the manifest for that key lists
 //! the headers seen last time with their digests; when they all still
-//! match, the object and its warnings come from the cache. Link and conversions are keyed by the digests of their
-//! inputs. Failed steps are never cached.
+//! match, the object and its warnings come from the cache. Link and
+//! conversions are keyed by the digests of their inputs. Failed steps are
+//! never cached.
 
 use crate::db::ObjectKey;
 use crate::generated::{write_generated, GeneratedRecord, Generation};
@@ -90,6 +91,9 @@ pub struct GenJob<'p> {
     pub step: bool,
 }
 
+/// A driver's helper files (`as`, `ld`, …) and their digests.
+type HelperFiles = Arc<[(PathBuf, Digest)]>;
+
 /// Runs plans in one tree, with one cache.
 pub struct Executor<'a> {
     tree: PathBuf,
@@ -97,6 +101,9 @@ pub struct Executor<'a> {
     clock: RunClock,
     pool: rayon::ThreadPool,
     tools: Mutex<HashMap<String, Digest>>,
+    /// The files a driver runs, by program and the identity they were
+    /// found for (found once per run, not once per step).
+    helpers: Mutex<HashMap<(String, Digest), HelperFiles>>,
     cancel: Option<Arc<AtomicBool>>,
     host: Mutex<Option<Arc<dyn GeneratorHost>>>,
 }
@@ -113,6 +120,7 @@ impl<'a> Executor<'a> {
             clock: RunClock::now(),
             pool,
             tools: Mutex::new(HashMap::new()),
+            helpers: Mutex::new(HashMap::new()),
             cancel: None,
             host: Mutex::new(None),
         }
@@ -206,11 +214,17 @@ impl<'a> Executor<'a> {
         };
         // The files a driver runs are inputs of their own, so `explain`
         // names a new `as` or `ld`, not only a changed toolchain.
-        let helpers = crate::db::tool_helpers(program);
+        let helpers = self
+            .helpers
+            .lock()
+            .unwrap()
+            .entry((program.to_string(), id))
+            .or_insert_with(|| crate::db::tool_helpers(program).into())
+            .clone();
         prov.with(|l| {
             l.tool(program, id);
-            for (path, digest) in helpers {
-                l.input(path.to_string_lossy(), digest);
+            for (path, digest) in helpers.iter() {
+                l.input(path.to_string_lossy(), *digest);
             }
         });
         Ok(id)
@@ -962,9 +976,9 @@ pub fn key_cwd(argv: &[String], cwd: &Path) -> PathBuf {
             || a.starts_with("-fauto-profile")
             || a.contains("prefix-map")
             || a.starts_with('@')
-            // Flags handed to the assembler or linker: `-Wa,-g`, `-Wl,…`.
-            || (a.starts_with("-Wa,") || a.starts_with("-Wl,") || a.starts_with("-Xassembler"))
-                && a.split(',').skip(1).any(debug)
+            // Flags handed to the assembler or linker: `-Wa,-g`, `-Wl,…`
+            // (`-Xassembler -g` passes `-g` as an argument of its own).
+            || (a.starts_with("-Wa,") || a.starts_with("-Wl,")) && a.split(',').skip(1).any(debug)
     });
     if depends {
         cwd.to_path_buf()

@@ -426,8 +426,9 @@ pub fn build_target_in(
 }
 
 /// Runs the plan's generator calls: those make made while reading the
-/// makefiles (`parse_time`) or its generator steps. The database answers which calls' outputs still hold
-/// ([`db::generated`], from the cache's records of what each call read);
+/// makefiles (`parse_time`) or its generator steps. The database answers
+/// which calls' outputs still hold ([`db::generated`], from the cache's
+/// records of what each call read);
 /// only the others run, and what they give is remembered. Returns how many
 /// ran and how many came from the cache.
 fn run_generators(
