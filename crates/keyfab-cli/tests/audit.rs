@@ -28,15 +28,6 @@ impl Fixture {
         run(cmd.args(args))
     }
 
-    /// `keyfab cache stats`' figures, as JSON.
-    fn cache_stats(&self) -> Value {
-        self.run_with(None, &["cache", "stats", "--format", "json"])
-            .json()
-            .get("stats")
-            .cloned()
-            .unwrap()
-    }
-
     /// `keyfab build solo:default`; its output.
     fn build_default(&self, epoch: Option<&str>) -> String {
         self.run_with(epoch, &["build", "solo:default"])
@@ -45,9 +36,19 @@ impl Fixture {
     }
 }
 
-/// A count from [`Fixture::cache_stats`].
-fn num(v: &Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v:#}"))
+/// Deletes the index, as a lost or corrupt one would be, and asserts that
+/// the one rebuilt from the blobs holds the same provenance rows and bodies;
+/// returns the cache's figures from before.
+fn index_rebuilt_keeps_provenance(fx: &Fixture) -> Value {
+    let kept = fx.cache_stats();
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", fx.cache.join("index.sqlite").display()));
+    }
+    let rebuilt = fx.cache_stats();
+    for k in ["provenance", "provenance_bodies", "provenance_body_bytes"] {
+        assert_eq!(num(&rebuilt, k), num(&kept, k), "{k}");
+    }
+    kept
 }
 
 const COMMAND: [&str; 2] = ["-e", "COMMAND_ENABLE=yes"];
@@ -470,14 +471,7 @@ fn up_to_date_builds_add_rows_not_bodies() {
     fx.run_with(None, &["cache", "verify"]).ok();
 
     // The index is lost: rebuilt from the blobs, with the same rows and bodies.
-    let kept = fx.cache_stats();
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", fx.cache.join("index.sqlite").display()));
-    }
-    let rebuilt = fx.cache_stats();
-    for k in ["provenance", "provenance_bodies", "provenance_body_bytes"] {
-        assert_eq!(num(&rebuilt, k), num(&kept, k), "{k}");
-    }
+    let kept = index_rebuilt_keeps_provenance(&fx);
     let (changed, ran) = explain(&fx);
     assert!(changed.is_empty() && ran.is_empty(), "{changed:?} {ran:?}");
     fx.run_with(None, &["cache", "verify"]).ok();
@@ -597,14 +591,7 @@ fn a_fresh_checkout_adds_a_row_not_a_body() {
     assert_eq!(ran, [&keymap[0][8..], &keymap[1][5..], &keymap[2][8..]]);
 
     // An index rebuilt from the blobs: the rows' notes come back with them.
-    let kept = fx.cache_stats();
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", fx.cache.join("index.sqlite").display()));
-    }
-    let rebuilt = fx.cache_stats();
-    for k in ["provenance", "provenance_bodies", "provenance_body_bytes"] {
-        assert_eq!(num(&rebuilt, k), num(&kept, k), "{k}");
-    }
+    index_rebuilt_keeps_provenance(&fx);
     assert_eq!(explain(&fx), (changed, ran));
     fx.run_with(None, &["cache", "verify"]).ok();
 }

@@ -825,8 +825,8 @@ fn a_checkout_in_another_folder_shares_objects_and_links() {
     let from_cache = hex(&other);
     // Its provenance is a row naming the first folder's body: the folder is
     // the run's, not the build's.
-    let stats = run(fx.keyfab().args(["cache", "stats", "--format", "json"])).json();
-    let n = |k: &str| stats["stats"][k].as_u64().unwrap();
+    let stats = fx.cache_stats();
+    let n = |k| num(&stats, k);
     assert_eq!((n("provenance"), n("provenance_bodies")), (2, 1), "{stats}");
 
     // What the compilers make in that folder from nothing is the same.

@@ -141,6 +141,15 @@ impl Fixture {
         cmd
     }
 
+    /// `keyfab cache stats`' figures, as JSON.
+    pub fn cache_stats(&self) -> serde_json::Value {
+        run(self.keyfab().args(["cache", "stats", "--format", "json"]))
+            .json()
+            .get("stats")
+            .cloned()
+            .unwrap()
+    }
+
     /// Rewrites a tree file through `f`.
     pub fn edit(&self, rel: &str, f: impl FnOnce(String) -> String) {
         let p = self.tree.join(rel);
@@ -169,4 +178,9 @@ pub fn write_assembler_script(dir: &Path, script: &str) {
     let text = format!("#!/bin/sh\n{script}\nexec {} \"$@\"\n", real.trim());
     std::fs::write(&wrapper, text).unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A count from [`Fixture::cache_stats`].
+pub fn num(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v:#}"))
 }
