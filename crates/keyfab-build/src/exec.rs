@@ -834,33 +834,51 @@ pub struct ToolProbe {
 impl ToolProbe {
     /// Runs the program at `path` (`program` names it in errors).
     pub fn run(program: &str, path: &Path) -> Result<ToolProbe, BuildError> {
-        let ask = |arg: &str| {
-            Command::new(path)
-                .arg(arg)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .map_err(|e| BuildError::Spawn {
-                    program: program.to_string(),
-                    message: e.to_string(),
+        // One answer per run (the driver prints only the first `-print-*`),
+        // so every question is a process; they run at once, in two rounds:
+        // `--version` with the question only a driver answers, then the rest.
+        let ask_all = |args: &[String]| -> Result<Vec<std::process::Output>, BuildError> {
+            let children: Vec<_> = args
+                .iter()
+                .map(|arg| {
+                    Command::new(path)
+                        .arg(arg)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
                 })
+                .collect();
+            children
+                .into_iter()
+                .map(|c| {
+                    c.and_then(|c| c.wait_with_output())
+                        .map_err(|e| BuildError::Spawn {
+                            program: program.to_string(),
+                            message: e.to_string(),
+                        })
+                })
+                .collect()
         };
-        let version_output = ask("--version")?.stdout;
-        // One answer per run: the driver prints only the first `-print-*`.
-        let answer = |arg: &str| -> Result<Option<String>, BuildError> {
-            let out = ask(arg)?;
+        let answer = |out: &std::process::Output| {
             let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            Ok((out.status.success() && !text.is_empty() && !text.contains('\n')).then_some(text))
+            (out.status.success() && !text.is_empty() && !text.contains('\n')).then_some(text)
         };
+        let (first, rest) = DRIVER_HELPERS.split_first().expect("helpers");
+        let round = ask_all(&["--version".into(), format!("-print-prog-name={first}")])?;
+        let version_output = round[0].stdout.clone();
         let mut helpers = Vec::new();
         // Programs that are no driver (objcopy, size, ar) reject the option.
-        if answer("-print-prog-name=cc1")?.is_some() {
-            for name in DRIVER_HELPERS {
-                if let Some(at) = answer(&format!("-print-prog-name={name}"))? {
-                    helpers.push((name.to_string(), at));
+        if let Some(at) = answer(&round[1]) {
+            helpers.push((first.to_string(), at));
+            let mut questions: Vec<String> =
+                rest.iter().map(|n| format!("-print-prog-name={n}")).collect();
+            questions.push(format!("-print-file-name={LTO_PLUGIN}"));
+            let roles = rest.iter().copied().chain(["lto-plugin"]);
+            for (role, out) in roles.zip(ask_all(&questions)?) {
+                if let Some(at) = answer(&out) {
+                    helpers.push((role.to_string(), at));
                 }
-            }
-            if let Some(at) = answer(&format!("-print-file-name={LTO_PLUGIN}"))? {
-                helpers.push(("lto-plugin".to_string(), at));
             }
         }
         Ok(ToolProbe {
