@@ -871,8 +871,10 @@ impl ToolProbe {
         // Programs that are no driver (objcopy, size, ar) reject the option.
         if let Some(at) = answer(&round[1]) {
             helpers.push((first.to_string(), at));
-            let mut questions: Vec<String> =
-                rest.iter().map(|n| format!("-print-prog-name={n}")).collect();
+            let mut questions: Vec<String> = rest
+                .iter()
+                .map(|n| format!("-print-prog-name={n}"))
+                .collect();
             questions.push(format!("-print-file-name={LTO_PLUGIN}"));
             let roles = rest.iter().copied().chain(["lto-plugin"]);
             for (role, out) in roles.zip(ask_all(&questions)?) {

@@ -13,6 +13,7 @@
 pub mod db;
 pub mod exec;
 pub mod generated;
+pub mod info_db;
 pub mod ldscript;
 pub mod plan;
 pub mod plan_cache;

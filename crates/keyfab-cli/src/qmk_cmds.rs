@@ -12,6 +12,7 @@
 use crate::cli::Context;
 use anyhow::{anyhow, bail, Context as _};
 use keyfab_build::generated::Generation;
+use keyfab_build::info_db::InfoQueryHost;
 use keyfab_gen::{Generated, MapEntry, ModuleApis, ModuleInfo, PerModuleInclude};
 use keyfab_info::Engine;
 use keyfab_tree::reads;
@@ -20,6 +21,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// The subcommands, with their QMK names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,13 +216,11 @@ impl<'a> Env<'a> {
 
     /// QMK's `keyboard_folder`: aliases and `DEFAULT_FOLDER` resolved; the
     /// result must be a keyboard.
-    fn keyboard(&self, requested: &str) -> anyhow::Result<String> {
-        // The tree parses its alias table once per change of the file.
-        let res = self.ctx.tree.resolve_keyboard(requested)?;
-        if !self.ctx.tree.is_keyboard(&res.keyboard) {
-            bail!("invalid keyboard_folder value: {requested:?}");
+    fn keyboard(&mut self, requested: &str) -> anyhow::Result<String> {
+        match self.engine().keyboard_folder(requested)? {
+            Some(kb) => Ok(kb),
+            None => bail!("invalid keyboard_folder value: {requested:?}"),
         }
-        Ok(res.keyboard)
     }
 
     /// `info_json(keyboard)`; QMK's own fatal errors stop the command.
@@ -659,6 +659,8 @@ pub struct InProcessGenerators {
     ctx: Context,
     exe: String,
     engine: std::sync::OnceLock<Engine>,
+    /// The salsa queries the engine resolves and merges with.
+    queries: std::sync::OnceLock<Arc<InfoQueryHost>>,
     versions: Versions,
     year: i32,
 }
@@ -682,21 +684,43 @@ impl InProcessGenerators {
             },
             exe: exe.display().to_string(),
             engine: std::sync::OnceLock::new(),
+            queries: std::sync::OnceLock::new(),
             versions: Default::default(),
             year: crate::gen_cmds::current_year(),
         })
     }
 
-    /// Gives the generators `engine` (one for the same tree: e.g. a
-    /// [`Engine::renewed`] one) unless they made theirs already.
-    pub fn set_engine(&self, engine: Engine) {
-        let _ = self.engine.set(engine);
+    /// Goes on from `prev`'s generators (same tree, `data/` unchanged):
+    /// their mapping tables and compiled schemas, and their info queries,
+    /// whose inputs are refreshed now (only what changed is merged again).
+    /// Does nothing when these generators made their engine already.
+    pub fn continue_from(&self, prev: &InProcessGenerators) {
+        let Some(queries) = prev.queries.get() else {
+            return;
+        };
+        if self.engine.set(prev.engine().renewed()).is_ok() {
+            let _ = self.queries.set(queries.clone());
+            queries.refresh();
+        }
     }
 
-    /// The merged-info engine of the generators, made on first use.
+    /// The merged-info engine of the generators, made on first use; it
+    /// resolves keyboards and merges their infos through salsa queries.
     pub fn engine(&self) -> &Engine {
-        self.engine
-            .get_or_init(|| Engine::new(self.ctx.tree.clone()))
+        self.engine.get_or_init(|| {
+            let engine = Engine::new(self.ctx.tree.clone());
+            let queries = self
+                .queries
+                .get_or_init(|| InfoQueryHost::new(&engine))
+                .clone();
+            engine.with_queries(queries)
+        })
+    }
+
+    /// The queries the engine resolves and merges with (made with it).
+    pub fn info_queries(&self) -> &Arc<InfoQueryHost> {
+        self.engine();
+        self.queries.get().expect("made with the engine")
     }
 
     /// The generators see `tree` as it is (same root, same userspace): their

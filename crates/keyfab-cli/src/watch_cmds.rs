@@ -104,7 +104,7 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
         if let (Some(h), Some(prev)) = (&host, &last_host) {
             let tables_changed = events_lost || watch::tables_may_have_changed(&changes);
             if !tables_changed && h.sees(tree) && prev.sees(tree) {
-                h.set_engine(prev.engine().renewed());
+                h.continue_from(prev);
             }
         }
         last_host = host.clone();

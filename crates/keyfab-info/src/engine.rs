@@ -44,8 +44,22 @@ pub struct Mappings {
     pub info_defaults: Value,
 }
 
+/// Queries that answer for an engine what outlives one call: keyfab-build's
+/// salsa database, which keeps each keyboard's resolution and merged info
+/// while the files they read stay the same (and replays those reads to the
+/// caller's [`keyfab_tree::reads`] recording).
+pub trait InfoQueries: Send + Sync {
+    /// QMK's `keyboard_folder(requested)`: aliases and `DEFAULT_FOLDER`
+    /// resolved; `None` when the result is no keyboard.
+    fn keyboard_folder(&self, requested: &str) -> Result<Option<String>, keyfab_tree::TreeError>;
+    /// The keyboard's merged info (see [`Engine::info_json`]).
+    fn info_json(&self, keyboard: &str) -> crate::Info;
+}
+
 /// Merged-info engine for one tree. `Send + Sync`: share it across threads.
 pub struct Engine {
+    /// Answers in place of this engine's own memo tables, when set.
+    pub(crate) queries: Option<Arc<dyn InfoQueries>>,
     pub(crate) tree: Tree,
     /// The mapping tables and the problems reading them, loaded on first
     /// use (a keymap.json's `keymap.c` needs none).
@@ -79,12 +93,47 @@ impl Engine {
     /// compiled stay compiled), every other file to be read again: for a
     /// process that sees the tree change while `data/` does not (watch).
     pub fn renewed(&self) -> Engine {
-        Engine::with_tables(
+        let mut e = Engine::with_tables(
             self.tree.clone(),
             self.mappings.clone(),
             self.schemas.clone(),
             self.setup.clone(),
-        )
+        );
+        e.queries = self.queries.clone();
+        e
+    }
+
+    /// This engine computing resolution and merged infos itself.
+    pub fn without_queries(mut self) -> Engine {
+        self.queries = None;
+        self
+    }
+
+    /// This engine answering resolution and merged infos with `queries`.
+    pub fn with_queries(mut self, queries: Arc<dyn InfoQueries>) -> Engine {
+        self.queries = Some(queries);
+        self
+    }
+
+    /// QMK's `keyboard_folder(requested)`: the keyboard folder a name
+    /// resolves to (aliases, `DEFAULT_FOLDER`); `None` when it is no keyboard.
+    pub fn keyboard_folder(
+        &self,
+        requested: &str,
+    ) -> Result<Option<String>, keyfab_tree::TreeError> {
+        if let Some(q) = &self.queries {
+            return q.keyboard_folder(requested);
+        }
+        self.resolve_keyboard_folder(requested)
+    }
+
+    /// [`Engine::keyboard_folder`] computed now, from the files.
+    pub fn resolve_keyboard_folder(
+        &self,
+        requested: &str,
+    ) -> Result<Option<String>, keyfab_tree::TreeError> {
+        let res = self.tree.resolve_keyboard(requested)?;
+        Ok(self.tree.is_keyboard(&res.keyboard).then_some(res.keyboard))
     }
 
     fn with_tables(
@@ -94,6 +143,7 @@ impl Engine {
         setup: Arc<Recorded<Vec<Diagnostic>>>,
     ) -> Engine {
         Engine {
+            queries: None,
             tree,
             mappings,
             schemas,

@@ -239,6 +239,15 @@ impl Engine {
     /// it (before `qmk info` strips API-only keys; see
     /// [`crate::strip_api_content`]). Never fails.
     pub fn info_json(&self, keyboard: &str) -> Info {
+        match &self.queries {
+            Some(q) => q.info_json(keyboard),
+            None => self.merge_info_json(keyboard),
+        }
+    }
+
+    /// [`Engine::info_json`] merged now, from the files (through this
+    /// engine's memo tables).
+    pub fn merge_info_json(&self, keyboard: &str) -> Info {
         let mut m = Merge::new(self, keyboard);
         m.run_info_json();
         m.into_info()

@@ -24,7 +24,7 @@ mod render;
 mod schema;
 
 pub use cfile::{find_layouts, remove_comments, HeaderLayouts};
-pub use engine::{Engine, Mappings};
+pub use engine::{Engine, InfoQueries, Mappings};
 pub use info::{community_layouts_of, deep_update};
 pub use mapping::{
     config_to_json, parse_mappings, rules_to_json, Mapping, MappingSource, ValueType,

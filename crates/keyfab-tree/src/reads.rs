@@ -8,6 +8,11 @@
 //! files across calls [`replay`] the reads that made an entry whenever they
 //! hand it out, so a call's reads are complete whether or not it parsed the
 //! file itself. Outside [`record`] the functions are plain file system calls.
+//!
+//! A [`Source`] installed with [`with_source`] answers the reads instead of
+//! the file system (keyfab-build's salsa database serves them from its
+//! inputs, so the queries that read learn what they depend on); replayed
+//! reads are shown to it too.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -28,6 +33,50 @@ pub enum Read {
 
 thread_local! {
     static RECORDING: RefCell<Vec<Vec<Read>>> = const { RefCell::new(Vec::new()) };
+    static SOURCE: std::cell::Cell<Option<*const (dyn Source + 'static)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// What answers reads in place of the file system.
+pub trait Source {
+    /// A file's bytes; `None` when there is no readable file there.
+    fn read(&self, path: &Path) -> std::io::Result<Option<Vec<u8>>>;
+    /// Whether a regular file is at `path`.
+    fn is_file(&self, path: &Path) -> bool;
+    /// A folder's entries as [`folder_names`] lists them.
+    fn folder_names(&self, path: &Path) -> Vec<String>;
+    /// Reads a memo made earlier hands out again (see [`replay`]).
+    fn replayed(&self, reads: &[Read]);
+}
+
+/// Runs `f` with `source` answering this thread's reads (the previous
+/// source, if any, comes back after).
+pub fn with_source<T>(source: &dyn Source, f: impl FnOnce() -> T) -> T {
+    /// Puts the previous source back when dropped, also when `f` panics.
+    struct Restore(Option<*const (dyn Source + 'static)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SOURCE.with(|s| s.set(self.0));
+        }
+    }
+    // SAFETY: the pointer is only used while `f` runs (the guard takes it
+    // out again before `source`'s borrow ends), on this thread.
+    let erased: *const (dyn Source + '_) = source;
+    let erased: *const (dyn Source + 'static) = unsafe { std::mem::transmute(erased) };
+    let _restore = Restore(SOURCE.with(|s| s.replace(Some(erased))));
+    f()
+}
+
+/// Whether a [`Source`] answers this thread's reads (memo tables that check
+/// the file system themselves leave the work to it).
+pub fn source_installed() -> bool {
+    SOURCE.with(|s| s.get().is_some())
+}
+
+fn with_installed<T>(f: impl FnOnce(&dyn Source) -> T) -> Option<T> {
+    let ptr = SOURCE.with(|s| s.get())?;
+    // SAFETY: set only by `with_source`, which outlives this call.
+    Some(f(unsafe { &*ptr }))
 }
 
 /// Runs `f`, returning what it returned and every read it made on this
@@ -54,6 +103,7 @@ pub fn record<T>(f: impl FnOnce() -> T) -> (T, Vec<Read>) {
 
 /// Notes `reads` as made now (a memo handing out what they produced).
 pub fn replay(reads: &[Read]) {
+    with_installed(|src| src.replayed(reads));
     RECORDING.with(|r| {
         if let Some(top) = r.borrow_mut().last_mut() {
             top.extend_from_slice(reads);
@@ -76,7 +126,24 @@ fn dedup(reads: &mut Vec<Read>) {
 
 /// A file's bytes; `Ok(None)` when there is no file (or a folder) there.
 pub fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let result = match std::fs::read(path) {
+    let result = match with_installed(|src| src.read(path)) {
+        Some(answer) => answer,
+        None => read_file(path),
+    };
+    note(|| Read::File {
+        path: path.to_path_buf(),
+        digest: match &result {
+            Ok(Some(b)) => Some(*blake3::hash(b).as_bytes()),
+            _ => None,
+        },
+    });
+    result
+}
+
+/// A file's bytes from the file system; `Ok(None)` when there is no file
+/// (or a folder) there. Not noted.
+pub fn read_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e)
             if matches!(
@@ -89,20 +156,12 @@ pub fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
             Ok(None)
         }
         Err(e) => Err(e),
-    };
-    note(|| Read::File {
-        path: path.to_path_buf(),
-        digest: match &result {
-            Ok(Some(b)) => Some(*blake3::hash(b).as_bytes()),
-            _ => None,
-        },
-    });
-    result
+    }
 }
 
 /// Whether `path` is a regular file (following symlinks).
 pub fn is_file(path: &Path) -> bool {
-    let yes = path.is_file();
+    let yes = with_installed(|src| src.is_file(path)).unwrap_or_else(|| path.is_file());
     note(|| Read::IsFile {
         path: path.to_path_buf(),
         yes,
@@ -113,6 +172,15 @@ pub fn is_file(path: &Path) -> bool {
 /// Whether `path` is a folder (following symlinks). Noted as the folder's
 /// listing: conservative, an entry added there counts as a change.
 pub fn is_dir(path: &Path) -> bool {
+    if let Some(names) = with_installed(|src| src.folder_names(path)) {
+        // A source knows a folder by its listing: an empty folder is none.
+        let yes = !names.is_empty();
+        note(|| Read::Folder {
+            path: path.to_path_buf(),
+            names,
+        });
+        return yes;
+    }
     let yes = path.is_dir();
     note(|| Read::Folder {
         path: path.to_path_buf(),
@@ -128,7 +196,7 @@ pub fn exists(path: &Path) -> bool {
 
 /// A folder's entries (see [`folder_names`]), noted.
 pub fn list(path: &Path) -> Vec<String> {
-    let names = folder_names(path);
+    let names = with_installed(|src| src.folder_names(path)).unwrap_or_else(|| folder_names(path));
     note(|| Read::Folder {
         path: path.to_path_buf(),
         names: names.clone(),
