@@ -107,6 +107,15 @@ fn main() {
         &scratch.path().join("wrap"),
         &log,
     );
+    // The wrappers cost a process start per step: first the cold sweep
+    // without them (its own empty cache) for the wall time, then the one
+    // through them for the CPU time (its cache and `.build/` are what the
+    // later sweeps start from).
+    let _ = std::fs::remove_dir_all(tree.join(".build"));
+    let plain_load = load();
+    let plain_cache = scratch.path().join("cache-plain");
+    let (plain, _, _) = sweep(&bin, &tree, &plain_cache, &targets, &[]);
+    let _ = std::fs::remove_dir_all(&plain_cache);
     let _ = std::fs::remove_dir_all(tree.join(".build"));
     println!("cold sweep, load average {}", load());
     let since = common::now_ns();
@@ -121,16 +130,9 @@ fn main() {
         cpu / jobs / 1e3,
         wall.as_secs_f64() * 1e3 / (cpu / jobs),
     );
-    // The wrappers cost a process start per step: the same cold sweep
-    // without them (its own empty cache), against the same CPU time.
-    let _ = std::fs::remove_dir_all(tree.join(".build"));
-    let plain_cache = scratch.path().join("cache-plain");
-    let (plain, _, _) = sweep(&bin, &tree, &plain_cache, &targets, &[]);
-    let _ = std::fs::remove_dir_all(&plain_cache);
     let ratio = plain.as_secs_f64() * 1e3 / (cpu / jobs);
     println!(
-        "  without the wrappers (load {}): {:.1} s; ratio {ratio:.2}, goal 1.1 {}",
-        load(),
+        "  without the wrappers (run first; load {plain_load}): {:.1} s; ratio {ratio:.2}, goal 1.1 {}",
         plain.as_secs_f64(),
         if ratio <= 1.1 { "ok" } else { "OVER GOAL" }
     );
