@@ -315,6 +315,23 @@ fn stamp(path: &Path) -> Option<FileStamp> {
     })
 }
 
+/// A database's storage that notes the name of each tracked function that
+/// executes, in the list returned with it.
+pub(crate) fn logging_storage<D: salsa::Database>() -> (salsa::Storage<D>, Arc<Mutex<Vec<String>>>)
+{
+    let executed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = executed.clone();
+    let storage = salsa::Storage::new(Some(Box::new(move |event: salsa::Event| {
+        if let salsa::EventKind::WillExecute { database_key } = event.kind {
+            // `plan_fresh(Id(3))` → `plan_fresh`
+            let text = format!("{database_key:?}");
+            let name = text.split('(').next().unwrap_or_default().to_string();
+            log.lock().unwrap().push(name);
+        }
+    })));
+    (storage, executed)
+}
+
 /// The database of one keyfab process (a build, or a whole watch session).
 #[salsa::db]
 #[derive(Clone)]
@@ -340,17 +357,9 @@ impl BuildDb {
 
     /// A database for the tree at `root`.
     pub fn new(root: &Path) -> BuildDb {
-        let executed: Arc<Mutex<Vec<String>>> = Arc::default();
-        let log = executed.clone();
+        let (storage, executed) = logging_storage();
         BuildDb {
-            storage: salsa::Storage::new(Some(Box::new(move |event: salsa::Event| {
-                if let salsa::EventKind::WillExecute { database_key } = event.kind {
-                    // `plan_fresh(Id(3))` → `plan_fresh`
-                    let text = format!("{database_key:?}");
-                    let name = text.split('(').next().unwrap_or_default().to_string();
-                    log.lock().unwrap().push(name);
-                }
-            }))),
+            storage,
             root: root.to_path_buf(),
             env: crate::exec::compiler_env(),
             inputs: Arc::default(),

@@ -189,16 +189,9 @@ fn read_bytes(path: &Path) -> Option<Arc<[u8]>> {
 impl InfoDb {
     /// A database for the engine's tree.
     pub fn new(engine: &Engine) -> InfoDb {
-        let executed: Arc<Mutex<Vec<String>>> = Arc::default();
-        let log = executed.clone();
+        let (storage, executed) = crate::db::logging_storage();
         InfoDb {
-            storage: salsa::Storage::new(Some(Box::new(move |event: salsa::Event| {
-                if let salsa::EventKind::WillExecute { database_key } = event.kind {
-                    let text = format!("{database_key:?}");
-                    let name = text.split('(').next().unwrap_or_default().to_string();
-                    log.lock().unwrap().push(name);
-                }
-            }))),
+            storage,
             base: Arc::new(Mutex::new(Arc::new(engine.renewed().without_queries()))),
             inputs: Arc::default(),
             executed,
