@@ -127,7 +127,7 @@ struct Inputs {
 
 /// What we compare to decide a file may have changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     len: u64,
     mtime_ns: i128,
     ctime_ns: i128,
@@ -298,14 +298,14 @@ fn file_digest(abs: &Path) -> Option<Digest> {
     digest
 }
 
-fn recent(stamp: &FileStamp) -> bool {
+pub(crate) fn recent(stamp: &FileStamp) -> bool {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
     now - stamp.mtime_ns.max(stamp.ctime_ns) < 2_000_000_000
 }
 
-fn stamp(path: &Path) -> Option<FileStamp> {
+pub(crate) fn stamp(path: &Path) -> Option<FileStamp> {
     let m = std::fs::metadata(path).ok()?;
     Some(FileStamp {
         len: m.len(),

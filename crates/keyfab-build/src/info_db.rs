@@ -19,6 +19,7 @@
 //! run on the executor's pool): a target's generator calls share one
 //! answer, and a sweep's keyboards merge in parallel.
 
+use crate::db::{recent, stamp, FileStamp};
 use keyfab_info::{Engine, Info, InfoQueries};
 use keyfab_tree::reads::{self, Read};
 use keyfab_tree::TreeError;
@@ -84,7 +85,8 @@ pub fn keyboard_folder<'db>(
     db: &'db dyn InfoDbT,
     requested: KeyboardName<'db>,
 ) -> Traced<Result<Option<String>, TreeError>> {
-    let engine = db.base_engine().renewed();
+    // Resolution reads the tree alone (no memo table of the engine's).
+    let engine = db.base_engine();
     traced(db, || engine.resolve_keyboard_folder(requested.name(db)))
 }
 
@@ -134,27 +136,9 @@ impl reads::Source for DbSource<'_> {
     }
 }
 
-/// What a file looked like when read: refreshed only when this changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    mtime_ns: i128,
-    ino: u64,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        len: m.len(),
-        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        ino: m.ino(),
-    })
-}
-
 #[derive(Default)]
 struct Inputs {
-    files: HashMap<PathBuf, (TreeFile, Option<Stamp>)>,
+    files: HashMap<PathBuf, (TreeFile, Option<FileStamp>)>,
     folders: HashMap<PathBuf, TreeFolder>,
 }
 
@@ -163,6 +147,8 @@ struct Inputs {
 #[derive(Clone)]
 pub struct InfoDb {
     storage: salsa::Storage<Self>,
+    /// The tree's root (the base engine's).
+    root: PathBuf,
     base: Arc<Mutex<Arc<Engine>>>,
     inputs: Arc<Mutex<Inputs>>,
     /// Names of the queries that executed, for tests and `--explain`-style
@@ -192,6 +178,7 @@ impl InfoDb {
         let (storage, executed) = crate::db::logging_storage();
         InfoDb {
             storage,
+            root: engine.tree().root().to_path_buf(),
             base: Arc::new(Mutex::new(Arc::new(engine.renewed().without_queries()))),
             inputs: Arc::default(),
             executed,
@@ -203,15 +190,12 @@ impl InfoDb {
         std::mem::take(&mut *self.executed.lock().unwrap())
     }
 
-    fn root(&self) -> PathBuf {
-        self.base.lock().unwrap().tree().root().to_path_buf()
-    }
-
     /// Reads again every file and folder the queries read; sets the inputs
-    /// that changed (a file whose stamp is unchanged is not read). Returns
-    /// how many changed.
+    /// that changed (a file whose stamp is unchanged, and too old for an
+    /// edit within the same clock tick to hide behind it, is not read).
+    /// Returns how many changed.
     pub fn refresh(&mut self) -> usize {
-        let root = self.root();
+        let root = self.root.clone();
         let (files, folders) = {
             let inputs = self.inputs.lock().unwrap();
             let files: Vec<_> = inputs
@@ -230,7 +214,7 @@ impl InfoDb {
         let mut data_changed = false;
         for (path, file, old) in files {
             let now = stamp(&path);
-            if now.is_some() && now == old {
+            if now.is_some() && now == old && !old.as_ref().is_some_and(recent) {
                 continue;
             }
             let bytes = read_bytes(&path);
@@ -274,10 +258,9 @@ impl InfoDbT for InfoDb {
             return *f;
         }
         // IO at the edge: the input is read once, when first asked for.
-        let root = self.root();
         let before = stamp(path);
         let f = TreeFile::builder(path.to_path_buf(), read_bytes(path))
-            .durability(durability(path, &root))
+            .durability(durability(path, &self.root))
             .new(self);
         self.inputs
             .lock()
@@ -292,9 +275,8 @@ impl InfoDbT for InfoDb {
         if let Some(f) = self.inputs.lock().unwrap().folders.get(path) {
             return *f;
         }
-        let root = self.root();
         let f = TreeFolder::builder(path.to_path_buf(), Arc::new(reads::folder_names(path)))
-            .durability(durability(path, &root))
+            .durability(durability(path, &self.root))
             .new(self);
         *self
             .inputs
@@ -439,6 +421,32 @@ mod tests {
         assert_eq!(
             value_at(&solo, "manufacturer").and_then(|v| v.as_str()),
             Some("keyfab edited")
+        );
+    }
+
+    /// An edit that keeps the file's length and mtime (a second write in
+    /// the same clock tick, a tool restoring times) is still seen.
+    #[test]
+    fn an_edit_that_keeps_length_and_mtime_is_seen() {
+        let (_dir, root, engine, host) = setup();
+        let json = root.join("keyboards/solo/keyboard.json");
+        let text = std::fs::read_to_string(&json).unwrap();
+        engine.info_json("solo");
+        host.take_executed();
+        let mtime = std::fs::metadata(&json).unwrap().modified().unwrap();
+        std::fs::write(&json, text.replace("keyfab fixtures", "keyfab fixturez")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&json)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(host.refresh(), 1);
+        let solo = engine.info_json("solo");
+        assert_eq!(host.take_executed(), ["keyboard_info"]);
+        assert_eq!(
+            value_at(&solo, "manufacturer").and_then(|v| v.as_str()),
+            Some("keyfab fixturez")
         );
     }
 

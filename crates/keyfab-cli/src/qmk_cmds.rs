@@ -717,12 +717,6 @@ impl InProcessGenerators {
         })
     }
 
-    /// The queries the engine resolves and merges with (made with it).
-    pub fn info_queries(&self) -> &Arc<InfoQueryHost> {
-        self.engine();
-        self.queries.get().expect("made with the engine")
-    }
-
     /// The generators see `tree` as it is (same root, same userspace): their
     /// engine answers for it too.
     pub fn sees(&self, tree: &keyfab_tree::Tree) -> bool {
