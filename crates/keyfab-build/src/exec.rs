@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,8 @@ pub struct Executor<'a> {
     helpers: Mutex<HashMap<(String, Digest), HelperFiles>>,
     cancel: Option<Arc<AtomicBool>>,
     host: Mutex<Option<Arc<dyn GeneratorHost>>>,
+    /// How many processes the pool's steps are running now.
+    running: AtomicUsize,
 }
 
 impl<'a> Executor<'a> {
@@ -123,6 +125,7 @@ impl<'a> Executor<'a> {
             helpers: Mutex::new(HashMap::new()),
             cancel: None,
             host: Mutex::new(None),
+            running: AtomicUsize::new(0),
         }
     }
 
@@ -174,6 +177,13 @@ impl<'a> Executor<'a> {
     /// The number of threads of the pool.
     pub fn jobs(&self) -> usize {
         self.pool.current_num_threads()
+    }
+
+    /// The pool's slots no process runs in now, counting the caller's.
+    fn idle_slots(&self) -> usize {
+        self.jobs()
+            .saturating_sub(self.running.load(Ordering::Relaxed))
+            .max(1)
     }
 
     fn abs(&self, rel: &str) -> PathBuf {
@@ -349,7 +359,10 @@ impl<'a> Executor<'a> {
         env: &[(String, String)],
         step: impl FnOnce() -> String,
     ) -> Result<String, BuildError> {
-        let (code, log) = run(&self.tree, argv, env)?;
+        self.running.fetch_add(1, Ordering::Relaxed);
+        let ran = run(&self.tree, argv, env);
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        let (code, log) = ran?;
         if code != 0 {
             self.check_cancel()?;
             return Err(BuildError::StepFailed {
@@ -703,7 +716,11 @@ impl<'a> Executor<'a> {
         }
         self.check_cancel()?;
         let started = Instant::now();
-        let log = self.run_checked(argv, env, || format!("{kind} {output}"))?;
+        let run_argv = match kind {
+            "link" => lto_jobs(argv, self.idle_slots()),
+            _ => argv.to_vec(),
+        };
+        let log = self.run_checked(&run_argv, env, || format!("{kind} {output}"))?;
         for cmd in then {
             // Their output was sent to /dev/null by the recipe: shown only on failure.
             self.run_checked(cmd, &[], || format!("{kind} {output}: {}", cmd.join(" ")))?;
@@ -1072,6 +1089,23 @@ fn map_file(argv: &[String]) -> Option<String> {
         rest.split(',')
             .find_map(|p| p.strip_prefix("-Map=").map(str::to_string))
     })
+}
+
+/// A link's argv with QMK's `-flto=auto` turned into `-flto=<slots>`.
+/// gcc before 10 reads `auto` as one job and compiles its LTRANS partitions
+/// one after another (avr-gcc 5.4: ≈ 0.55 s alone at the end of a planck
+/// build); gcc 10 and later start one per core whatever else runs. The
+/// partitions are the same either way (their count comes from gcc's
+/// partitioning parameters, not from the job count), and so is the
+/// firmware; only how many run at once follows the pool's idle slots. The
+/// cache key and provenance keep QMK's argv.
+fn lto_jobs(argv: &[String], slots: usize) -> Vec<String> {
+    argv.iter()
+        .map(|a| match a.as_str() {
+            "-flto=auto" => format!("-flto={slots}"),
+            _ => a.clone(),
+        })
+        .collect()
 }
 
 /// Runs argv in `cwd`; returns (exit code, stdout+stderr as the build log).

@@ -435,6 +435,71 @@ pub fn makefiles_read(output: &str) -> Vec<String> {
     files
 }
 
+/// A makefile that QMK's build includes and has a rule for:
+/// `$(INTERMEDIATE_OUTPUT)/src/info_deps.d`, written by
+/// `$(QMK_BIN) generate-make-dependencies`. make makes such a file after its
+/// first parse and then parses every makefile again: half of a plan's make
+/// time. The planner writes it first and names it to make with `-o` (do not
+/// remake), so make reads it once. The recipes make prints are the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncludedMakefile {
+    /// Tree-relative, spelled as make names the target.
+    pub path: String,
+    /// The generator's arguments after `$(QMK_BIN)`.
+    pub generator_args: Vec<String>,
+}
+
+/// The generated makefile `build_keyboard.mk` (its text) includes, for a
+/// target with these make arguments; `None` when the makefile does not
+/// include and make it the way QMK's does (make then makes it, as before).
+pub fn included_makefile(build_keyboard_mk: &str, args: &[String]) -> Option<IncludedMakefile> {
+    const FILE: &str = "$(INTERMEDIATE_OUTPUT)/src/info_deps.d";
+    let has_line = |want: &str| build_keyboard_mk.lines().any(|l| l.trim() == want);
+    let recipe = format!(
+        "$(eval CMD=$(QMK_BIN) generate-make-dependencies -kb $(KEYBOARD) -km $(KEYMAP) -o {FILE})"
+    );
+    if !has_line(&format!("-include {FILE}"))
+        || !has_line(&recipe)
+        || !has_line("INTERMEDIATE_OUTPUT := $(BUILD_DIR)/obj_$(TARGET)")
+    {
+        return None;
+    }
+    let var = |name: &str| {
+        args.iter()
+            .rev()
+            .find_map(|a| a.strip_prefix(name)?.strip_prefix('='))
+    };
+    let path = format!(
+        "{}/obj_{}/src/info_deps.d",
+        var("BUILD_DIR").unwrap_or(".build"),
+        var("TARGET")?
+    );
+    let generator_args = [
+        "generate-make-dependencies",
+        "-kb",
+        var("KEYBOARD")?,
+        "-km",
+        var("KEYMAP")?,
+        "-o",
+        &path,
+    ]
+    .map(String::from)
+    .to_vec();
+    Some(IncludedMakefile {
+        path,
+        generator_args,
+    })
+}
+
+/// How many times make started over after making an included makefile
+/// (its `--debug=v` lines `Re-executing[N]: …`).
+pub fn restarts(output: &str) -> usize {
+    output
+        .lines()
+        .filter(|l| l.starts_with("Re-executing["))
+        .count()
+}
+
 /// The make program: `$MAKE`, else `make`.
 pub fn make_program() -> String {
     std::env::var("MAKE").unwrap_or_else(|_| "make".into())
@@ -496,6 +561,42 @@ mod tests {
             "if [ 28672 -gt 0 ] && [ 0 -gt 0 ]; then \\".to_string(),
         ]
         .join("\n")
+    }
+
+    const MAKES_ITS_INCLUDE: &str = "INTERMEDIATE_OUTPUT := $(BUILD_DIR)/obj_$(TARGET)
+$(INTERMEDIATE_OUTPUT)/src/info_deps.d:
+\t$(eval CMD=$(QMK_BIN) generate-make-dependencies -kb $(KEYBOARD) -km $(KEYMAP) -o $(INTERMEDIATE_OUTPUT)/src/info_deps.d)
+\t@$(BUILD_CMD)
+-include $(INTERMEDIATE_OUTPUT)/src/info_deps.d
+";
+
+    #[test]
+    fn the_included_makefile_is_named_as_make_names_it() {
+        let args = make_args("a/b", "km", &[]);
+        let made = included_makefile(MAKES_ITS_INCLUDE, &args).unwrap();
+        assert_eq!(made.path, ".build/obj_a_b_km/src/info_deps.d");
+        assert_eq!(
+            made.generator_args.join(" "),
+            "generate-make-dependencies -kb a/b -km km -o .build/obj_a_b_km/src/info_deps.d"
+        );
+        // make's command line wins over the makefile's `:=`, the last word wins
+        let env = [("BUILD_DIR".to_string(), "out".to_string())];
+        let args = make_args("a/b", "km", &env);
+        let made = included_makefile(MAKES_ITS_INCLUDE, &args).unwrap();
+        assert_eq!(made.path, "out/obj_a_b_km/src/info_deps.d");
+    }
+
+    #[test]
+    fn a_makefile_that_makes_its_include_otherwise_is_left_to_make() {
+        let args = make_args("a/b", "km", &[]);
+        for (from, to) in [
+            ("-include $(INTERMEDIATE_OUTPUT)/src/info_deps.d", ""),
+            ("-km $(KEYMAP) -o", "-km $(KEYMAP) -x -o"),
+            ("obj_$(TARGET)", "$(TARGET)"),
+        ] {
+            let text = MAKES_ITS_INCLUDE.replace(from, to);
+            assert_eq!(included_makefile(&text, &args), None, "{from}");
+        }
     }
 
     #[test]

@@ -124,6 +124,38 @@ fn folder_head(head: &keyfab_cas::ActionKey, tree: &Path) -> keyfab_cas::ActionK
     .key()
 }
 
+/// Makes the makefile that make would make and then parse everything again
+/// for ([`plan::included_makefile`]), with the generator called as make
+/// calls it (through `qmk_bin`, so the call is recorded with the parse-time
+/// ones and replayed with a cached plan). Returns make's `-o FILE` for it;
+/// nothing when it does not apply or the generator failed (make then makes
+/// it, and reports a failure itself).
+fn premake_included(ctx: &PlanContext<'_>, qmk_bin: &str) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(ctx.tree.join("builddefs/build_keyboard.mk")) else {
+        return Vec::new();
+    };
+    let Some(made) = plan::included_makefile(&text, &ctx.make_args) else {
+        return Vec::new();
+    };
+    let Ok(args) = shlex::try_join(made.generator_args.iter().map(String::as_str)) else {
+        return Vec::new();
+    };
+    let ran = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{qmk_bin} {args}"))
+        .current_dir(ctx.tree)
+        .env_remove("MAKEFLAGS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ran && ctx.tree.join(&made.path).is_file() {
+        vec!["-o".into(), made.path]
+    } else {
+        Vec::new()
+    }
+}
+
 /// The plan of a target: from the cache when nothing it depends on changed,
 /// else from make's dry run (and then stored).
 pub fn plan_target(
@@ -176,14 +208,19 @@ pub fn plan_target(
     }
     let log = tempfile::NamedTempFile::new()
         .map_err(|e| PlanCacheError::Other(format!("temp file: {e}")))?;
-    let mut args = ctx.make_args.clone();
-    args.push(format!(
-        "QMK_BIN={} --log {} -- {}",
+    let qmk_bin = format!(
+        "{} --log {} -- {}",
         ctx.recorder,
         log.path().display(),
         ctx.qmk_bin
-    ));
+    );
+    let mut args = premake_included(ctx, &qmk_bin);
+    args.extend(ctx.make_args.iter().cloned());
+    args.push(format!("QMK_BIN={qmk_bin}"));
     let output = plan::dry_run(ctx.tree, &args).map_err(PlanCacheError::Make)?;
+    if std::env::var_os("KEYFAB_DEBUG_PLAN_KEY").is_some() {
+        eprintln!("plan make restarts {}", plan::restarts(&output));
+    }
     let mut plan = plan::parse_dry_run(&output)?;
     // Recipes call $(QMK_BIN) too: run their generators directly, not
     // through the recorder and its (by then deleted) temp log.

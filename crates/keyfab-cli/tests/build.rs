@@ -362,6 +362,86 @@ fn makefile_edit_replans() {
 }
 
 #[test]
+fn make_parses_once_with_the_makefile_it_would_make_made_first() {
+    // The fixture includes a makefile it has a rule for, as QMK includes
+    // info_deps.d: keyfab makes it before make parses, so make never
+    // starts over, and the file is where make would have put it.
+    let fx = fixture();
+    let deps = fx.tree.join(".build/obj_solo_default/src/info_deps.d");
+    let planned = |fx: &Fixture, args: &[&str]| {
+        let r = run(fx.build_cmd(args).env("KEYFAB_DEBUG_PLAN_KEY", "1"));
+        r.ok();
+        let restarts: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("plan make restarts "))
+            .collect();
+        (r.stdout.clone(), restarts.join(","))
+    };
+    let (_, restarts) = planned(&fx, &["solo:default"]);
+    assert_eq!(restarts, "0");
+    let made = std::fs::read_to_string(&deps).unwrap();
+    assert!(
+        made.contains("generated-files: $(wildcard keyboards/solo/keyboard.json)"),
+        "{made}"
+    );
+    // A fresh checkout plans from the cache and still gets the file: the
+    // generator call is replayed with make's parse-time ones.
+    std::fs::remove_dir_all(fx.tree.join(".build")).unwrap();
+    assert!(fx.built("solo:default").plan_cached);
+    assert_eq!(std::fs::read_to_string(&deps).unwrap(), made);
+
+    // A makefile that makes it some other way is left to make: it makes
+    // the file, starts over once, and plans the same steps.
+    let (steps, _) = planned(&fx, &["-n", "solo:default"]);
+    fx.edit("builddefs/build_keyboard.mk", |t| {
+        t.replace("-km $(KEYMAP) -o", "-km $(KEYMAP)  -o")
+    });
+    std::fs::remove_dir_all(fx.tree.join(".build")).unwrap();
+    let (steps_after, restarts) = planned(&fx, &["-n", "solo:default"]);
+    assert_eq!(restarts, "1");
+    assert_eq!(steps_after, steps);
+    assert_eq!(std::fs::read_to_string(&deps).unwrap(), made);
+}
+
+#[test]
+fn an_lto_link_in_parallel_writes_what_the_recipe_writes() {
+    // QMK's `-flto=auto` link runs its LTRANS partitions with the pool's
+    // idle slots (`-flto=4` here); the ELF must be the recipe's own bytes.
+    let fx = fixture();
+    let args = ["solo:default", "-e", "LTO_ENABLE=yes", "-j", "4"];
+    let r = run(&mut fx.build_cmd(&args));
+    assert_eq!(counts(r.ok().lines().last().unwrap()).compiled, 5);
+    let elf = fx.tree.join(".build/solo_default.elf");
+    let ours = std::fs::read(&elf).unwrap();
+    assert!(firmware_runs(&fx.tree, "solo_default").starts_with("solo:default "));
+
+    let plan = run(&mut fx.build_cmd(&[&["-n"], &args[..]].concat()));
+    let link: serde_json::Value = plan
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|s| s["kind"] == "link")
+        .unwrap();
+    let argv: Vec<&str> = link["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(argv.contains(&"-flto=auto"), "{argv:?}");
+    std::fs::remove_file(&elf).unwrap();
+    let status = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .env("MAKE", "make")
+        .current_dir(&fx.tree)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read(&elf).unwrap(), ours);
+}
+
+#[test]
 fn new_keymap_that_shadows_another_is_picked_up() {
     let fx = fixture();
     fx.built("acme/board/rev1:default");
@@ -615,10 +695,12 @@ fn in_process_generators_write_what_spawned_ones_write() {
     names.sort();
     assert!(names.iter().any(|n| n == "keymap.c"), "{names:?}");
     for name in &names {
-        let a = std::fs::read(spawned.tree.join(gen).join(name)).unwrap();
-        let b = std::fs::read(inproc.tree.join(gen).join(name))
+        let a = std::fs::read_to_string(spawned.tree.join(gen).join(name)).unwrap();
+        let b = std::fs::read_to_string(inproc.tree.join(gen).join(name))
             .unwrap_or_else(|e| panic!("{name} not generated in-process: {e}"));
-        assert_eq!(a, b, "{name} differs");
+        // info_deps.d names the keymap's folder by its absolute path, as QMK's does.
+        let here = |t: &str, fx: &Fixture| t.replace(&*fx.tree.to_string_lossy(), "TREE");
+        assert_eq!(here(&a, &spawned), here(&b, &inproc), "{name} differs");
     }
     let fw = |fx: &Fixture| std::fs::read(fx.tree.join("acme_pad_default.hex")).ok();
     assert!(fw(&inproc).is_some(), "no firmware copied to the tree root");
