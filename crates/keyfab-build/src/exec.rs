@@ -12,8 +12,8 @@ use crate::generated::{write_generated, GeneratedRecord, Generation};
 use crate::plan::{Plan, Step};
 use crate::provenance::Log;
 use keyfab_cas::{
-    ActionKey, ActionResult, CommandKey, CompileKey, Digest, DirectKey, LocalCas, ManifestEntry,
-    NewAction, NewOutput, RunClock, ToolIdentity,
+    ActionKey, ActionResult, CommandKey, CompileKey, Digest, DirectKey, LocalCas, NewAction,
+    NewOutput, RunClock, ToolIdentity,
 };
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -556,15 +556,14 @@ impl<'a> Executor<'a> {
             exit_code: 0,
             duration,
         };
-        let stored = self.cas.put_action(&key.key(), &action)?;
+        let stored = self
+            .cas
+            .put_action_in_manifest(&key.key(), &action, &direct, &key.headers)?;
         record(
             &key.headers,
             stored.output("object").map(|o| o.digest),
             false,
         );
-        let mut manifest = self.cas.get_manifest(&direct)?.unwrap_or_default();
-        manifest.add(ManifestEntry::from_compile(&key));
-        self.cas.put_manifest(&direct, &manifest)?;
         Ok(CompileOutcome {
             source: source.clone(),
             from_cache: false,
@@ -756,15 +755,8 @@ impl<'a> Executor<'a> {
                     .iter()
                     .map(|(p, d)| (PathBuf::from(format!("lib:{}", p.display())), *d)),
             );
-            let full = full.key();
-            let stored = self.cas.put_action(&full, &action)?;
-            let mut manifest = self.cas.get_manifest(&key)?.unwrap_or_default();
-            manifest.add(ManifestEntry {
-                headers: libraries.clone(),
-                action: full,
-            });
-            self.cas.put_manifest(&key, &manifest)?;
-            stored
+            self.cas
+                .put_action_in_manifest(&full.key(), &action, &key, &libraries)?
         } else {
             self.cas.put_action(&key, &action)?
         };

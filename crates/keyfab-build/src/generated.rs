@@ -7,9 +7,7 @@
 //! ([`crate::db::generated`]) answers whether a known output still holds;
 //! the executor runs only the calls it cannot answer.
 
-use keyfab_cas::{
-    ActionKey, Digest, GenerateKey, LocalCas, ManifestEntry, NewAction, NewOutput, OutputSource,
-};
+use keyfab_cas::{ActionKey, Digest, GenerateKey, LocalCas, NewAction, NewOutput, OutputSource};
 use keyfab_tree::reads::Read;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -194,7 +192,7 @@ pub fn store(
             .collect(),
     }
     .key();
-    cas.put_action(
+    cas.put_action_in_manifest(
         &action,
         &NewAction {
             outputs: vec![NewOutput {
@@ -207,13 +205,9 @@ pub fn store(
             exit_code: 0,
             duration: took,
         },
+        head,
+        &reads,
     )?;
-    let mut manifest = cas.get_manifest(head)?.unwrap_or_default();
-    manifest.add(ManifestEntry {
-        headers: reads.clone(),
-        action,
-    });
-    cas.put_manifest(head, &manifest)?;
     Ok(GeneratedRecord { reads, action })
 }
 

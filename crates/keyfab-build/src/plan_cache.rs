@@ -17,9 +17,7 @@
 //! is kept under a head of that folder only ([`folder_head`]).
 
 use crate::plan::{self, Plan};
-use keyfab_cas::{
-    CommandKey, CompileKey, Digest, LocalCas, ManifestEntry, NewAction, NewOutput, RunClock,
-};
+use keyfab_cas::{CommandKey, CompileKey, Digest, LocalCas, NewAction, NewOutput, RunClock};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -277,10 +275,7 @@ pub fn plan_target(
             headers,
         };
         let action = NewAction::success(vec![NewOutput::bytes("plan", &json)]);
-        cas.put_action(&key.key(), &action)?;
-        let mut manifest = cas.get_manifest(&head)?.unwrap_or_default();
-        manifest.add(ManifestEntry::from_compile(&key));
-        cas.put_manifest(&head, &manifest)?;
+        cas.put_action_in_manifest(&key.key(), &action, &head, &key.headers)?;
     }
     Ok(CachedPlan {
         plan,

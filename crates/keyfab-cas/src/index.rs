@@ -5,7 +5,7 @@ use crate::action::ActionResult;
 use crate::digest::Digest;
 use crate::error::{CasError, Result};
 use crate::keys::ActionKey;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, ManifestEntry};
 use crate::record::Provenance;
 use crate::schema;
 use crate::statcache::FileStat;
@@ -684,6 +684,28 @@ pub mod tx {
         )?
         .execute(params![d(&key.0), d(record), json, now_ms])?;
         Ok(())
+    }
+
+    /// Adds `entry` to the manifest of `direct` (see [`Manifest::add`]),
+    /// read and written in the caller's transaction, so that entries two
+    /// processes add at once are both kept. The manifest goes with the
+    /// blob `record` (the newest entry's action record).
+    pub fn add_manifest_entry(
+        tx: &Transaction<'_>,
+        direct: &ActionKey,
+        record: &Digest,
+        entry: ManifestEntry,
+        now_ms: i64,
+    ) -> rusqlite::Result<()> {
+        let json: Option<String> = tx
+            .prepare_cached("SELECT manifest FROM manifests WHERE key = ?1")?
+            .query_row([d(&direct.0)], |r| r.get(0))
+            .optional()?;
+        let mut manifest: Manifest = json
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default();
+        manifest.add(entry);
+        insert_manifest(tx, direct, record, &manifest, now_ms)
     }
 
     pub fn insert_stat(

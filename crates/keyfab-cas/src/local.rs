@@ -19,7 +19,7 @@ use crate::fsutil::{self, FileLock, LockKind};
 use crate::index::{tx, Index, ProvenanceRow, RunInfo};
 use crate::keys::ActionKey;
 use crate::layout::{self, Layout};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, ManifestEntry};
 use crate::record::{self, Provenance, Record};
 use crate::statcache::{now_ns, FileStat, RunClock};
 use std::collections::{HashMap, HashSet};
@@ -252,6 +252,35 @@ impl LocalCas {
     /// Stores the outputs and captured output of a successful action, then
     /// its entry. A failed action (exit status ≠ 0) is refused.
     pub fn put_action(&self, key: &ActionKey, action: &NewAction<'_>) -> Result<ActionResult> {
+        self.store_action(key, action, None)
+    }
+
+    /// [`LocalCas::put_action`] for an action a direct-mode manifest leads
+    /// to: the entry (`headers` under `direct`, leading to `key`) is added
+    /// to the manifest in the same index transaction, and the action's
+    /// record holds it, so one record blob does what an action record and
+    /// a manifest record did, and entries that two processes add to one
+    /// manifest at once are both kept.
+    pub fn put_action_in_manifest(
+        &self,
+        key: &ActionKey,
+        action: &NewAction<'_>,
+        direct: &ActionKey,
+        headers: &[(PathBuf, Digest)],
+    ) -> Result<ActionResult> {
+        let entry = record::EntryRecord {
+            direct: direct.0,
+            headers: headers.to_vec(),
+        };
+        self.store_action(key, action, Some(entry))
+    }
+
+    fn store_action(
+        &self,
+        key: &ActionKey,
+        action: &NewAction<'_>,
+        entry: Option<record::EntryRecord>,
+    ) -> Result<ActionResult> {
         if action.exit_code != 0 {
             return Err(CasError::FailedAction {
                 exit_code: action.exit_code,
@@ -285,7 +314,7 @@ impl LocalCas {
             stderr,
             duration_ns: action.duration.as_nanos() as u64,
         };
-        self.commit_action(key, &result, &sized)?;
+        self.commit_action(key, &result, &sized, entry)?;
         Ok(result)
     }
 
@@ -315,7 +344,7 @@ impl LocalCas {
                 });
             }
         }
-        self.commit_action(key, result, &sized)
+        self.commit_action(key, result, &sized, None)
     }
 
     fn commit_action(
@@ -323,10 +352,12 @@ impl LocalCas {
         key: &ActionKey,
         result: &ActionResult,
         sized: &[(Digest, u64)],
+        entry: Option<record::EntryRecord>,
     ) -> Result<()> {
         let rec = record::encode(&Record::Action {
             key: key.0,
             result: result.clone(),
+            entry: entry.clone(),
         })?;
         let rec_digest = self.blobs.put_bytes(&rec)?;
         let now = now_ms();
@@ -336,7 +367,16 @@ impl LocalCas {
                     tx::insert_blob(t, d, *s, now)?;
                 }
                 tx::insert_blob(t, &rec_digest, rec.len() as u64, now)?;
-                tx::insert_action(t, key, &rec_digest, result, now)
+                tx::insert_action(t, key, &rec_digest, result, now)?;
+                if let Some(e) = entry {
+                    let direct = ActionKey(e.direct);
+                    let entry = ManifestEntry {
+                        headers: e.headers,
+                        action: *key,
+                    };
+                    tx::add_manifest_entry(t, &direct, &rec_digest, entry, now)?;
+                }
+                Ok(())
             })
         })
     }

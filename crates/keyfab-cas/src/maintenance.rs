@@ -385,23 +385,30 @@ impl LocalCas {
                 }
                 for (rd, rec) in &records {
                     match rec {
-                        Record::Action { key, result } => {
+                        Record::Action { key, result, entry } => {
                             if result.blobs().iter().all(|b| blobs.exists(b)) {
                                 let key = crate::keys::ActionKey(*key);
                                 for o in &result.outputs {
                                     tx::insert_blob(t, &o.digest, o.size, now)?;
                                 }
                                 tx::insert_action(t, &key, rd, result, now)?;
+                                if let Some(e) = entry {
+                                    let entry = crate::manifest::ManifestEntry {
+                                        headers: e.headers.clone(),
+                                        action: key,
+                                    };
+                                    let direct = crate::keys::ActionKey(e.direct);
+                                    tx::add_manifest_entry(t, &direct, rd, entry, now)?;
+                                }
                             }
                         }
                         Record::Manifest { key, manifest } => {
-                            tx::insert_manifest(
-                                t,
-                                &crate::keys::ActionKey(*key),
-                                rd,
-                                manifest,
-                                now,
-                            )?;
+                            // Written by keyfab before actions held their
+                            // entries: merged with the entries found so far.
+                            for entry in manifest.entries.iter().rev() {
+                                let direct = crate::keys::ActionKey(*key);
+                                tx::add_manifest_entry(t, &direct, rd, entry.clone(), now)?;
+                            }
                         }
                         Record::Provenance {
                             run,

@@ -6,6 +6,7 @@ use crate::action::ActionResult;
 use crate::digest::Digest;
 use crate::manifest::Manifest;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 pub const MAGIC: &[u8] = b"keyfab-record 1\n";
 
@@ -24,12 +25,25 @@ pub struct Provenance {
     pub notes: Vec<(String, String)>,
 }
 
+/// A manifest entry as an action's record holds it: the manifest's direct
+/// key and the headers (the entry's action is the record's own key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    pub direct: Digest,
+    pub headers: Vec<(PathBuf, Digest)>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
     Action {
         key: Digest,
         result: ActionResult,
+        /// The direct-mode manifest entry that leads to this action, when
+        /// one does: manifests are rebuilt from these (and from the
+        /// `Manifest` records older caches hold).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entry: Option<EntryRecord>,
     },
     Manifest {
         key: Digest,
@@ -135,8 +149,24 @@ mod tests {
                 stderr: Digest::empty(),
                 duration_ns: 5,
             },
+            entry: None,
         };
-        assert_eq!(decode(&encode(&r).unwrap()), Some(r));
+        let bytes = encode(&r).unwrap();
+        assert_eq!(decode(&bytes), Some(r.clone()));
+        // without an entry, the record is what keyfab wrote before entries
+        assert!(!String::from_utf8_lossy(&bytes).contains("entry"));
+        let Record::Action { key, result, .. } = r else {
+            unreachable!()
+        };
+        let with_entry = Record::Action {
+            key,
+            result,
+            entry: Some(EntryRecord {
+                direct: Digest::of(b"d"),
+                headers: vec![("a.h".into(), Digest::of(b"a"))],
+            }),
+        };
+        assert_eq!(decode(&encode(&with_entry).unwrap()), Some(with_entry));
         assert_eq!(decode(b"keyfab-record 1\n{not json"), None);
         assert_eq!(decode(b"\x7fELF"), None);
     }

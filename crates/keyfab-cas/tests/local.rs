@@ -658,3 +658,88 @@ fn schema_1_provenance_records_rebuild() {
     assert_eq!(hist.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![r]);
     assert!(cas.verify(false).unwrap().is_clean());
 }
+
+/// An action stored with its manifest entry: one record blob, the entry in
+/// the manifest, entries of two processes (handles) both kept, and the
+/// manifest rebuilt from the action records (merged with a manifest record
+/// of the kind keyfab wrote before) when the index is lost.
+#[test]
+fn actions_carry_their_manifest_entries() {
+    let t = tempfile::tempdir().unwrap();
+    let direct = key("direct");
+    let headers = |i: usize| vec![(format!("h{i}.h").into(), Digest::of(&i.to_le_bytes()))];
+    let put_entry = |cas: &LocalCas, i: usize| {
+        let bytes = content(&format!("o{i}"), 100);
+        let action = NewAction::success(vec![NewOutput::bytes("a.o", &bytes)]);
+        cas.put_action_in_manifest(&key(&format!("a{i}")), &action, &direct, &headers(i))
+            .unwrap();
+    };
+    {
+        let cas = open(t.path());
+        put_entry(&cas, 0);
+        // two files: the output and the record (stdout and stderr are the
+        // empty blob, which has none)
+        let files = walkdir(&t.path().join("blobs"));
+        assert_eq!(files, 2, "{:?}", cas.stats().unwrap().counts);
+        let m = cas.get_manifest(&direct).unwrap().unwrap();
+        assert_eq!(m.entries.len(), 1);
+        assert_eq!(m.entries[0].action, key("a0"));
+        assert_eq!(m.entries[0].headers, headers(0));
+    }
+    // two handles adding to one manifest at once lose nothing
+    std::thread::scope(|s| {
+        for half in [1, 8] {
+            let dir = t.path().to_path_buf();
+            s.spawn(move || {
+                let cas = open(&dir);
+                for i in half..half + 7 {
+                    put_entry(&cas, i);
+                }
+            });
+        }
+    });
+    let cas = open(t.path());
+    let mut m = Manifest::default();
+    m.add(ManifestEntry {
+        headers: vec![("old.h".into(), Digest::of(b"old"))],
+        action: key("a-old"),
+    });
+    cas.put_manifest(&key("direct-old"), &m).unwrap();
+    let actions = |cas: &LocalCas| {
+        let mut a: Vec<ActionKey> = cas
+            .get_manifest(&direct)
+            .unwrap()
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.action)
+            .collect();
+        a.sort();
+        a
+    };
+    let mut all: Vec<ActionKey> = (0..15).map(|i| key(&format!("a{i}"))).collect();
+    all.sort();
+    assert_eq!(actions(&cas), all);
+    drop(cas);
+
+    remove_index(t.path());
+    let cas = open(t.path());
+    assert_eq!(actions(&cas), all);
+    let old = cas.get_manifest(&key("direct-old")).unwrap().unwrap();
+    assert_eq!(old.entries[0].action, key("a-old"));
+    assert!(cas.verify(false).unwrap().is_clean());
+}
+
+fn walkdir(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walkdir(&p)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
