@@ -74,11 +74,6 @@ fn keymap_c(tree: &Path, target: &str) -> Option<PathBuf> {
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     if let Some(code) = common::wrapper_mode() {
         std::process::exit(code);
@@ -129,7 +124,7 @@ fn main() {
     // later builds start from.
     // The median of three: the first compiles after the system's caches
     // went cold (a fresh machine, the compiler's binaries) vary most.
-    let plain_ms = median(
+    let plain_ms = common::median(
         (0..3)
             .map(|i| {
                 let _ = std::fs::remove_dir_all(tree.join(".build"));
@@ -202,7 +197,7 @@ fn main() {
     }
     std::fs::write(&makefile, &original).unwrap();
     keyfab(&bin, &tree, &cache, &["build", &target]);
-    report("stale plan (make's dry run)", median(stale), 300.0);
+    report("stale plan (make's dry run)", common::median(stale), 300.0);
 
     let mut cached = Vec::new();
     let mut noop = Vec::new();
@@ -211,8 +206,11 @@ fn main() {
         cached.push(plan_ms(out.lines().last().unwrap()));
         noop.push(took.as_secs_f64() * 1e3);
     }
-    report("cached plan", median(cached), 5.0);
-    println!("no-op build, whole process: median {:.0} ms", median(noop));
+    report("cached plan", common::median(cached), 5.0);
+    println!(
+        "no-op build, whole process: median {:.0} ms",
+        common::median(noop)
+    );
 
     // Keymap edit → new firmware: one object compiles, the firmware links.
     let keymap = std::env::var_os("BENCH_KEYMAP")
@@ -236,7 +234,7 @@ fn main() {
     std::fs::write(&keymap, &keymap_text).unwrap();
     report(
         "keymap edit → new firmware, whole process",
-        median(edits),
+        common::median(edits),
         1500.0,
     );
     keyfab(&bin, &tree, &cache, &["build", &target]);
@@ -249,7 +247,7 @@ fn main() {
     }
     println!(
         "fresh checkout (no .build/), warm cache, whole process: median {:.0} ms",
-        median(fresh)
+        common::median(fresh)
     );
 }
 

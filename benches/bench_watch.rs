@@ -104,14 +104,6 @@ fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     if let Some(code) = common::wrapper_mode() {
         std::process::exit(code);
@@ -286,8 +278,8 @@ fn main() {
         if v.is_empty() {
             continue;
         }
-        let m = median(v.iter().map(Sample::overhead).collect());
-        let of = |f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
+        let m = common::median(v.iter().map(Sample::overhead).collect());
+        let of = |f: fn(&Sample) -> f64| common::median(v.iter().map(f).collect());
         println!(
             "{what}: median overhead {m:.0} ms {} (latency {:.0}, compile + link {:.0}, keyfab's build beyond them {:.0}; keyfab's CPU {:.0} ms), {} samples",
             verdict(m),

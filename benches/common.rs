@@ -326,3 +326,12 @@ pub fn wrap_programs(
     ];
     (wrapped, env)
 }
+
+/// The middle value (NaN for none).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

@@ -207,21 +207,15 @@ impl<'a> Executor<'a> {
     /// program per run; recorded in `prov` with the helpers' files.
     pub fn tool(&self, program: &str, prov: &Log) -> Result<Digest, BuildError> {
         let known = self.tools.lock().unwrap().get(program).copied();
-        let id = match known {
+        let id = match known.or_else(|| crate::db::tool_identity(program)) {
             Some(id) => id,
-            None => {
-                // The process-wide (and cached) identity when there is one;
-                // else identify it here, which names what went wrong.
-                let id = match crate::db::tool_identity(program) {
-                    Some(id) => id,
-                    None => {
-                        identify_tool(program, |p| Ok(self.cas.file_digest(p, &self.clock)?))?
-                    }
-                };
-                self.tools.lock().unwrap().insert(program.to_string(), id);
-                id
-            }
+            // No process-wide (cached) identity: identify it here, which
+            // names what went wrong.
+            None => identify_tool(program, |p| Ok(self.cas.file_digest(p, &self.clock)?))?,
         };
+        if known.is_none() {
+            self.tools.lock().unwrap().insert(program.to_string(), id);
+        }
         // The files a driver runs are inputs of their own, so `explain`
         // names a new `as` or `ld`, not only a changed toolchain.
         let helpers = self

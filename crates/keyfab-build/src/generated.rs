@@ -117,8 +117,8 @@ pub fn head_key(argv: &[String], keyfab: Digest, salt: &str) -> ActionKey {
     .key()
 }
 
-/// The head under which a call's outputs that name the tree's folder are
-/// kept: `head` in that folder only.
+/// The head under which what names the tree's folder is kept (a call's
+/// output, a plan): `head` in that folder only.
 pub fn folder_head(head: &ActionKey, root: &Path) -> ActionKey {
     GenerateKey {
         generator: "qmk-in-folder".into(),

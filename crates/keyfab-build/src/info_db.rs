@@ -318,26 +318,28 @@ impl InfoQueryHost {
         self.db.lock().unwrap().take_executed()
     }
 
-    fn handle(&self) -> InfoDb {
-        self.db.lock().unwrap().clone()
+    /// `query`'s answer for `name`, on a handle of its own; the reads that
+    /// made it are replayed to the caller's recording.
+    fn ask<T: Clone>(
+        &self,
+        name: &str,
+        query: impl for<'db> FnOnce(&'db dyn InfoDbT, KeyboardName<'db>) -> &'db Traced<T>,
+    ) -> T {
+        let db = self.db.lock().unwrap().clone();
+        let name = KeyboardName::new(&db, name.to_string());
+        let answer = query(&db, name);
+        reads::replay(&answer.reads);
+        answer.value.clone()
     }
 }
 
 impl InfoQueries for InfoQueryHost {
     fn keyboard_folder(&self, requested: &str) -> Result<Option<String>, TreeError> {
-        let db = self.handle();
-        let name = KeyboardName::new(&db, requested.to_string());
-        let answer = keyboard_folder(&db, name);
-        reads::replay(&answer.reads);
-        answer.value.clone()
+        self.ask(requested, keyboard_folder)
     }
 
     fn info_json(&self, keyboard: &str) -> Info {
-        let db = self.handle();
-        let name = KeyboardName::new(&db, keyboard.to_string());
-        let answer = keyboard_info(&db, name);
-        reads::replay(&answer.reads);
-        answer.value.clone()
+        self.ask(keyboard, keyboard_info)
     }
 }
 

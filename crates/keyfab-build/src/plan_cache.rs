@@ -14,7 +14,7 @@
 //! they are functions of what the head key covers. The tree's folder is not
 //! in the head key (QMK's makefiles work with tree-relative paths), so a
 //! checkout in another folder finds the plan; a plan that names its folder
-//! is kept under a head of that folder only ([`folder_head`]).
+//! is kept under a head of that folder only ([`crate::generated::folder_head`]).
 
 use crate::plan::{self, Plan};
 use keyfab_cas::{CommandKey, CompileKey, Digest, LocalCas, NewAction, NewOutput, RunClock};
@@ -47,6 +47,11 @@ pub struct CachedPlan {
 
 /// How a compiler is named among a manifest entry's files.
 const TOOL_PREFIX: &str = "tool:";
+
+/// The compiler a manifest entry's file names, if it names one.
+fn tool_of(file: &Path) -> Option<&str> {
+    file.to_str()?.strip_prefix(TOOL_PREFIX)
+}
 
 /// The compilers `plan` runs with their identities now (`None` when one
 /// cannot be identified: such a plan is not stored).
@@ -108,20 +113,6 @@ fn head_key(
     .key())
 }
 
-/// Where a plan that names the tree's folder is kept: `head` in that
-/// folder only.
-fn folder_head(head: &keyfab_cas::ActionKey, tree: &Path) -> keyfab_cas::ActionKey {
-    CommandKey {
-        kind: "plan-head-in-folder".into(),
-        tool: head.0,
-        argv: Vec::new(),
-        cwd: tree.to_path_buf(),
-        env: BTreeMap::new(),
-        inputs: Vec::new(),
-    }
-    .key()
-}
-
 /// Makes the makefile that make would make and then parse everything again
 /// for ([`plan::included_makefile`]), with the generator called as make
 /// calls it (through `qmk_bin`, so the call is recorded with the parse-time
@@ -135,12 +126,13 @@ fn premake_included(ctx: &PlanContext<'_>, qmk_bin: &str) -> Vec<String> {
     let Some(made) = plan::included_makefile(&text, &ctx.make_args) else {
         return Vec::new();
     };
-    let Ok(args) = shlex::try_join(made.generator_args.iter().map(String::as_str)) else {
+    // The words a shell would make of `$(QMK_BIN)`, run without one.
+    let Some(words) = shlex::split(qmk_bin).filter(|w| !w.is_empty()) else {
         return Vec::new();
     };
-    let ran = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{qmk_bin} {args}"))
+    let ran = std::process::Command::new(&words[0])
+        .args(&words[1..])
+        .args(&made.generator_args)
         .current_dir(ctx.tree)
         .env_remove("MAKEFLAGS")
         .stdout(std::process::Stdio::null())
@@ -163,17 +155,15 @@ pub fn plan_target(
     inputs: &[(PathBuf, Digest)],
 ) -> Result<CachedPlan, PlanCacheError> {
     let anywhere = head_key(ctx, inputs)?;
-    let in_folder = folder_head(&anywhere, ctx.tree);
+    let in_folder = crate::generated::folder_head(&anywhere, ctx.tree);
     for head in [anywhere, in_folder] {
         let Some(manifest) = cas.get_manifest(&head)? else {
             continue;
         };
-        let holds =
-            |(p, d): &(PathBuf, Digest)| match p.to_str().and_then(|p| p.strip_prefix(TOOL_PREFIX))
-            {
-                Some(program) => crate::db::tool_identity(program).as_ref() == Some(d),
-                None => cas.file_digest(&ctx.tree.join(p), clock).ok().as_ref() == Some(d),
-            };
+        let holds = |(p, d): &(PathBuf, Digest)| match tool_of(p) {
+            Some(program) => crate::db::tool_identity(program).as_ref() == Some(d),
+            None => cas.file_digest(&ctx.tree.join(p), clock).ok().as_ref() == Some(d),
+        };
         let found = manifest
             .entries
             .iter()
@@ -185,13 +175,14 @@ pub fn plan_target(
                     .and_then(|o| cas.get_blob(&o.digest).ok().flatten())
                 {
                     if let Ok(plan) = serde_json::from_slice::<Plan>(&bytes) {
-                        let (tools, makefiles): (Vec<_>, Vec<_>) =
-                            entry.headers.iter().cloned().partition(|(p, _)| {
-                                p.to_str().is_some_and(|p| p.starts_with(TOOL_PREFIX))
-                            });
+                        let (tools, makefiles): (Vec<_>, Vec<_>) = entry
+                            .headers
+                            .iter()
+                            .cloned()
+                            .partition(|(p, _)| tool_of(p).is_some());
                         let compilers = tools
-                            .into_iter()
-                            .map(|(p, d)| (p.to_string_lossy()[TOOL_PREFIX.len()..].to_string(), d))
+                            .iter()
+                            .filter_map(|(p, d)| Some((tool_of(p)?.to_string(), *d)))
                             .collect();
                         return Ok(CachedPlan {
                             plan,

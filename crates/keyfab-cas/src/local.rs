@@ -19,7 +19,7 @@ use crate::fsutil::{self, FileLock, LockKind};
 use crate::index::{tx, Index, ProvenanceRow, RunInfo};
 use crate::keys::ActionKey;
 use crate::layout::{self, Layout};
-use crate::manifest::{Manifest, ManifestEntry};
+use crate::manifest::Manifest;
 use crate::record::{self, Provenance, Record};
 use crate::statcache::{now_ns, FileStat, RunClock};
 use std::collections::{HashMap, HashSet};
@@ -369,11 +369,7 @@ impl LocalCas {
                 tx::insert_blob(t, &rec_digest, rec.len() as u64, now)?;
                 tx::insert_action(t, key, &rec_digest, result, now)?;
                 if let Some(e) = entry {
-                    let direct = ActionKey(e.direct);
-                    let entry = ManifestEntry {
-                        headers: e.headers,
-                        action: *key,
-                    };
+                    let (direct, entry) = e.into_entry(*key);
                     tx::add_manifest_entry(t, &direct, &rec_digest, entry, now)?;
                 }
                 Ok(())

@@ -393,11 +393,7 @@ impl LocalCas {
                                 }
                                 tx::insert_action(t, &key, rd, result, now)?;
                                 if let Some(e) = entry {
-                                    let entry = crate::manifest::ManifestEntry {
-                                        headers: e.headers.clone(),
-                                        action: key,
-                                    };
-                                    let direct = crate::keys::ActionKey(e.direct);
+                                    let (direct, entry) = e.clone().into_entry(key);
                                     tx::add_manifest_entry(t, &direct, rd, entry, now)?;
                                 }
                             }

@@ -4,7 +4,8 @@
 
 use crate::action::ActionResult;
 use crate::digest::Digest;
-use crate::manifest::Manifest;
+use crate::keys::ActionKey;
+use crate::manifest::{Manifest, ManifestEntry};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -31,6 +32,18 @@ pub struct Provenance {
 pub struct EntryRecord {
     pub direct: Digest,
     pub headers: Vec<(PathBuf, Digest)>,
+}
+
+impl EntryRecord {
+    /// The manifest it belongs to (its direct key) and the entry, which
+    /// leads to `action` (the key of the record that holds it).
+    pub fn into_entry(self, action: ActionKey) -> (ActionKey, ManifestEntry) {
+        let entry = ManifestEntry {
+            headers: self.headers,
+            action,
+        };
+        (ActionKey(self.direct), entry)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

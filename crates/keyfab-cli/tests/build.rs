@@ -409,14 +409,44 @@ fn an_lto_link_in_parallel_writes_what_the_recipe_writes() {
     // QMK's `-flto=auto` link runs its LTRANS partitions with the pool's
     // idle slots (`-flto=4` here); the ELF must be the recipe's own bytes.
     let fx = fixture();
+    // A `cc` first on PATH that notes its command line, then runs the real one.
+    let wrap = tempfile::tempdir().unwrap();
+    let log = wrap.path().join("cc.log");
+    let real = keyfab_build_has("cc").expect("cc on PATH");
+    let script = format!(
+        "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+        log.display(),
+        real.display()
+    );
+    let cc = wrap.path().join("cc");
+    std::fs::write(&cc, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        wrap.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let args = ["solo:default", "-e", "LTO_ENABLE=yes", "-j", "4"];
-    let r = run(&mut fx.build_cmd(&args));
+    let r = run(fx.build_cmd(&args).env("PATH", &path));
     assert_eq!(counts(r.ok().lines().last().unwrap()).compiled, 5);
+    // The link ran with the four idle slots.
+    let ran = std::fs::read_to_string(&log).unwrap();
+    let link = ran
+        .lines()
+        .find(|l| l.contains("--output .build/solo_default.elf"))
+        .unwrap_or_else(|| panic!("no link in {ran}"));
+    assert!(
+        link.contains("-flto=4") && !link.contains("-flto=auto"),
+        "{link}"
+    );
     let elf = fx.tree.join(".build/solo_default.elf");
     let ours = std::fs::read(&elf).unwrap();
     assert!(firmware_runs(&fx.tree, "solo_default").starts_with("solo:default "));
 
-    let plan = run(&mut fx.build_cmd(&[&["-n"], &args[..]].concat()));
+    let plan = run(fx
+        .build_cmd(&[&["-n"], &args[..]].concat())
+        .env("PATH", &path));
     let link: serde_json::Value = plan
         .ok()
         .lines()
@@ -431,7 +461,8 @@ fn an_lto_link_in_parallel_writes_what_the_recipe_writes() {
         .collect();
     assert!(argv.contains(&"-flto=auto"), "{argv:?}");
     std::fs::remove_file(&elf).unwrap();
-    let status = std::process::Command::new(argv[0])
+    // QMK's own link command, with the real compiler.
+    let status = std::process::Command::new(&real)
         .args(&argv[1..])
         .env("MAKE", "make")
         .current_dir(&fx.tree)

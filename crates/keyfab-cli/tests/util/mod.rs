@@ -72,8 +72,6 @@ impl Run {
     }
 }
 
-/// A `keyfab` command with a clean environment (no QMK_HOME/QMK_USERSPACE
-/// leaking in from the machine), run from `cwd`.
 /// `git -C tree ARGS` with a throw-away identity and no hooks, asserting
 /// success; its output, trimmed.
 pub fn git(tree: &Path, args: &[&str]) -> String {
@@ -93,6 +91,8 @@ pub fn git(tree: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A `keyfab` command with a clean environment (no QMK_HOME/QMK_USERSPACE
+/// leaking in from the machine), run from `cwd`.
 pub fn keyfab(cwd: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyfab"));
     // Never the user's cache (`$XDG_CACHE_HOME/keyfab`): a command given no
