@@ -899,7 +899,7 @@ impl ToolProbe {
         &self,
         path: &Path,
         binary: Digest,
-        digest: impl Fn(&Path) -> Option<Digest>,
+        digest: impl Fn(&Path) -> Option<Digest> + Sync,
     ) -> Digest {
         ToolIdentity {
             path: path.to_path_buf(),
@@ -911,13 +911,15 @@ impl ToolProbe {
     }
 
     /// The helpers' files as they are now: (role, resolved path or the
-    /// driver's answer, digest when found).
+    /// driver's answer, digest when found). Hashed side by side: a GCC's
+    /// `cc1` and `lto1` are ~12 MB each, and the first build with a fresh
+    /// cache waits for them while make plans.
     pub fn helpers(
         &self,
-        digest: impl Fn(&Path) -> Option<Digest>,
+        digest: impl Fn(&Path) -> Option<Digest> + Sync,
     ) -> Vec<(String, PathBuf, Option<Digest>)> {
         self.helpers
-            .iter()
+            .par_iter()
             .map(|(role, at)| {
                 let resolved = if Path::new(at).is_absolute() {
                     let p = Path::new(at);
@@ -965,7 +967,7 @@ impl ToolProbe {
 /// programs and plugin it runs with their digests.
 pub fn identify_tool(
     program: &str,
-    digest: impl Fn(&Path) -> Result<Digest, BuildError>,
+    digest: impl Fn(&Path) -> Result<Digest, BuildError> + Sync,
 ) -> Result<Digest, BuildError> {
     let path = resolve_program(program).ok_or_else(|| BuildError::Spawn {
         program: program.to_string(),
