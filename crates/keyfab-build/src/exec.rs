@@ -379,15 +379,17 @@ impl<'a> Executor<'a> {
         self.check_cancel()?;
         let start = Instant::now();
         let mut report = BuildReport::default();
-        let compiles: Vec<&Step> = plan.compiles().collect();
-        let results: Vec<Result<CompileOutcome, BuildError>> = self.pool.install(|| {
-            compiles
-                .par_iter()
-                .map(|s| self.compile(s, keys, prov))
+        let results: Vec<(usize, Result<CompileOutcome, BuildError>)> = self.pool.install(|| {
+            longest_first(plan.compiles().collect(), |s| self.expected_cost(s))
+                .into_iter()
+                .par_bridge()
+                .map(|(i, s)| (i, self.compile(s, keys, prov)))
                 .collect()
         });
+        let mut results = results;
+        results.sort_by_key(|(i, _)| *i);
         let mut first_error = None;
-        for r in results {
+        for (_, r) in results {
             match r {
                 Ok(o) => {
                     if o.from_cache {
@@ -445,6 +447,17 @@ impl<'a> Executor<'a> {
         }
         report.duration_ms = start.elapsed().as_millis();
         Ok(report)
+    }
+
+    /// What a compile is expected to cost, for ordering: its source's size
+    /// (all a cold build knows; 0 when it cannot be read yet).
+    fn expected_cost(&self, step: &Step) -> u64 {
+        match step {
+            Step::Compile { source, .. } => {
+                std::fs::metadata(self.abs(source)).map_or(0, |m| m.len())
+            }
+            _ => 0,
+        }
     }
 
     /// Runs a generator; generators decide themselves whether to rewrite.
@@ -1112,6 +1125,16 @@ fn run(cwd: &Path, argv: &[String], env: &[(String, String)]) -> Result<(i32, St
     Ok((out.status.code().unwrap_or(-1), log))
 }
 
+/// `steps` with their places, costliest first (ties keep plan order).
+/// Handed out one at a time to whichever slot is free (`par_bridge`), this
+/// is the longest-first schedule: the last compiles are short ones, so the
+/// link waits less for the slowest lane.
+fn longest_first<T>(steps: Vec<T>, cost: impl Fn(&T) -> u64) -> Vec<(usize, T)> {
+    let mut order: Vec<(usize, T)> = steps.into_iter().enumerate().collect();
+    order.sort_by_key(|(i, s)| (std::cmp::Reverse(cost(s)), *i));
+    order
+}
+
 /// The inputs named in a make depfile (`out.o: a.c b.h \` …, plus `-MP`
 /// phony targets `b.h:`), in order, without duplicates.
 pub fn depfile_inputs(text: &str) -> Vec<String> {
@@ -1227,6 +1250,13 @@ mod tests {
             assert!(keyed(&["-c", flag, "a.c"]), "{flag}");
         }
         assert_eq!(key_cwd(&["cc".into(), "-g".into()], tree), tree);
+    }
+
+    #[test]
+    fn longest_first_orders_by_cost_then_plan_order() {
+        let order = longest_first(vec![5u64, 30, 5, 12, 30], |c| *c);
+        let places: Vec<usize> = order.iter().map(|(i, _)| *i).collect();
+        assert_eq!(places, [1, 4, 3, 0, 2]);
     }
 
     #[test]
