@@ -379,14 +379,14 @@ impl<'a> Executor<'a> {
         self.check_cancel()?;
         let start = Instant::now();
         let mut report = BuildReport::default();
-        let results: Vec<(usize, Result<CompileOutcome, BuildError>)> = self.pool.install(|| {
-            longest_first(plan.compiles().collect(), |s| self.expected_cost(s))
-                .into_iter()
-                .par_bridge()
-                .map(|(i, s)| (i, self.compile(s, keys, prov)))
-                .collect()
-        });
-        let mut results = results;
+        let mut results: Vec<(usize, Result<CompileOutcome, BuildError>)> =
+            self.pool.install(|| {
+                longest_first(plan.compiles().collect(), |s| self.expected_cost(s))
+                    .into_iter()
+                    .par_bridge()
+                    .map(|(i, s)| (i, self.compile(s, keys, prov)))
+                    .collect()
+            });
         results.sort_by_key(|(i, _)| *i);
         let mut first_error = None;
         for (_, r) in results {
@@ -1125,13 +1125,14 @@ fn run(cwd: &Path, argv: &[String], env: &[(String, String)]) -> Result<(i32, St
     Ok((out.status.code().unwrap_or(-1), log))
 }
 
-/// `steps` with their places, costliest first (ties keep plan order).
-/// Handed out one at a time to whichever slot is free (`par_bridge`), this
-/// is the longest-first schedule: the last compiles are short ones, so the
-/// link waits less for the slowest lane.
+/// `steps` with their places, costliest first (ties keep plan order); the
+/// cost of each is asked once (it may stat a file). Handed out one at a
+/// time to whichever slot is free (`par_bridge`), this is the
+/// longest-first schedule: the last compiles are short ones, so the link
+/// waits less for the slowest lane.
 fn longest_first<T>(steps: Vec<T>, cost: impl Fn(&T) -> u64) -> Vec<(usize, T)> {
     let mut order: Vec<(usize, T)> = steps.into_iter().enumerate().collect();
-    order.sort_by_key(|(i, s)| (std::cmp::Reverse(cost(s)), *i));
+    order.sort_by_cached_key(|(i, s)| (std::cmp::Reverse(cost(s)), *i));
     order
 }
 
@@ -1254,9 +1255,15 @@ mod tests {
 
     #[test]
     fn longest_first_orders_by_cost_then_plan_order() {
-        let order = longest_first(vec![5u64, 30, 5, 12, 30], |c| *c);
+        let asked = std::cell::Cell::new(0);
+        let order = longest_first(vec![5u64, 30, 5, 12, 30], |c| {
+            asked.set(asked.get() + 1);
+            *c
+        });
         let places: Vec<usize> = order.iter().map(|(i, _)| *i).collect();
         assert_eq!(places, [1, 4, 3, 0, 2]);
+        // once per step, not per comparison
+        assert_eq!(asked.get(), 5);
     }
 
     #[test]

@@ -447,10 +447,8 @@ fn an_lto_link_in_parallel_writes_what_the_recipe_writes() {
     let plan = run(fx
         .build_cmd(&[&["-n"], &args[..]].concat())
         .env("PATH", &path));
-    let link: serde_json::Value = plan
-        .ok()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let link = dry_run_steps(plan.ok())
+        .into_iter()
         .find(|s| s["kind"] == "link")
         .unwrap();
     let argv: Vec<&str> = link["argv"]
@@ -567,15 +565,19 @@ fn other_keymaps_and_targets_share_the_cache() {
     );
 }
 
+/// The steps `keyfab build -n` printed: a JSON object a line.
+fn dry_run_steps(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn dry_run_prints_the_plan() {
     let fx = fixture();
     let r = run(&mut fx.build_cmd(&["-kb", "solo", "-km", "default", "-n"]));
-    let steps: Vec<serde_json::Value> = r
-        .ok()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let steps = dry_run_steps(r.ok());
     let kinds: Vec<&str> = steps.iter().map(|s| s["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds.iter().filter(|k| **k == "compile").count(),
