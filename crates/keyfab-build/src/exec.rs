@@ -146,6 +146,11 @@ impl<'a> Executor<'a> {
         *self.host.lock().unwrap() = host;
     }
 
+    /// The host that runs generator calls in this process, if any.
+    pub fn generator_host(&self) -> Option<Arc<dyn GeneratorHost>> {
+        self.host.lock().unwrap().clone()
+    }
+
     /// Stops starting new steps once `flag` is set (steps then fail with
     /// [`BuildError::Cancelled`]; nothing half-done is cached).
     pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> Self {

@@ -20,6 +20,7 @@ use crate::plan::{self, Plan};
 use keyfab_cas::{CommandKey, CompileKey, Digest, LocalCas, NewAction, NewOutput, RunClock};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Why no plan could be had.
@@ -72,6 +73,9 @@ pub struct PlanContext<'a> {
     /// A command that logs a generator call to the file named by its
     /// `--log` argument and then runs it: `<recorder> --log FILE -- <qmk_bin …>`.
     pub recorder: String,
+    /// Runs `qmk_bin`'s generator calls in this process, where it can: the
+    /// call made before make starts then costs no process of its own.
+    pub host: Option<std::sync::Arc<dyn crate::exec::GeneratorHost>>,
 }
 
 /// The environment variables a plan depends on.
@@ -115,30 +119,41 @@ fn head_key(
 
 /// Makes the makefile that make would make and then parse everything again
 /// for ([`plan::included_makefile`]), with the generator called as make
-/// calls it (through `qmk_bin`, so the call is recorded with the parse-time
-/// ones and replayed with a cached plan). Returns make's `-o FILE` for it;
-/// nothing when it does not apply or the generator failed (make then makes
-/// it, and reports a failure itself).
-fn premake_included(ctx: &PlanContext<'_>, qmk_bin: &str) -> Vec<String> {
+/// calls it: logged to `log` with the parse-time calls (so a cached plan
+/// replays it), in this process when the host runs it, else through
+/// `recorded_qmk_bin`. Returns make's `-o FILE` for it; nothing when it
+/// does not apply or the generator failed (make then makes it, and reports
+/// a failure itself).
+fn premake_included(ctx: &PlanContext<'_>, log: &Path, recorded_qmk_bin: &str) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(ctx.tree.join("builddefs/build_keyboard.mk")) else {
         return Vec::new();
     };
     let Some(made) = plan::included_makefile(&text, &ctx.make_args) else {
         return Vec::new();
     };
-    // The words a shell would make of `$(QMK_BIN)`, run without one.
-    let Some(words) = shlex::split(qmk_bin).filter(|w| !w.is_empty()) else {
-        return Vec::new();
+    let made_in_process = shlex::split(&ctx.qmk_bin).and_then(|mut argv| {
+        argv.extend(made.generator_args.iter().cloned());
+        let g = ctx.host.as_ref()?.generate(&argv)?.ok()?;
+        crate::generated::write_generated(&g.output, &g.contents).ok()?;
+        let mut f = std::fs::OpenOptions::new().append(true).open(log).ok()?;
+        writeln!(f, "{}", serde_json::to_string(&argv).ok()?).ok()
+    });
+    let ran = made_in_process.is_some() || {
+        // The words a shell would make of `$(QMK_BIN)`, run without one.
+        shlex::split(recorded_qmk_bin)
+            .filter(|w| !w.is_empty())
+            .is_some_and(|words| {
+                std::process::Command::new(&words[0])
+                    .args(&words[1..])
+                    .args(&made.generator_args)
+                    .current_dir(ctx.tree)
+                    .env_remove("MAKEFLAGS")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
     };
-    let ran = std::process::Command::new(&words[0])
-        .args(&words[1..])
-        .args(&made.generator_args)
-        .current_dir(ctx.tree)
-        .env_remove("MAKEFLAGS")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
     if ran && ctx.tree.join(&made.path).is_file() {
         vec!["-o".into(), made.path]
     } else {
@@ -203,7 +218,7 @@ pub fn plan_target(
         log.path().display(),
         ctx.qmk_bin
     );
-    let mut args = premake_included(ctx, &qmk_bin);
+    let mut args = premake_included(ctx, log.path(), &qmk_bin);
     args.extend(ctx.make_args.iter().cloned());
     args.push(format!("QMK_BIN={qmk_bin}"));
     let output = plan::dry_run(ctx.tree, &args).map_err(PlanCacheError::Make)?;

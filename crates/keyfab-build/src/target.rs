@@ -228,7 +228,8 @@ pub fn python_compact_json(value: &serde_json::Value) -> String {
 }
 
 /// The plan of a target: the one on record in `db` while [`db::plan_fresh`]
-/// holds, else from the plan cache, else from make's dry run.
+/// holds, else from the plan cache, else from make's dry run (`host` runs
+/// the generator call made before make starts, when it knows it).
 pub fn plan_target(
     tree: &Tree,
     cas: &LocalCas,
@@ -236,6 +237,7 @@ pub fn plan_target(
     db: &mut BuildDb,
     target: &Target,
     opts: &Options,
+    host: Option<std::sync::Arc<dyn crate::exec::GeneratorHost>>,
 ) -> Result<(plan_cache::CachedPlan, TargetInput), TargetError> {
     let plan_err = |source| TargetError::Plan {
         target: target.name(),
@@ -272,6 +274,7 @@ pub fn plan_target(
         make_args: args,
         qmk_bin: opts.qmk_bin.clone(),
         recorder: format!("{} record-generator", opts.keyfab_exe.display()),
+        host,
     };
     let inputs = db::plan_inputs(db, input).clone();
     let planned = plan_cache::plan_target(cas, clock, &ctx, &inputs).map_err(plan_err)?;
@@ -356,7 +359,7 @@ pub fn build_target_in(
         }
     }
     log.with(|l| files.into_iter().for_each(|(name, d)| l.input(name, d)));
-    let (planned, input) = plan_target(tree, cas, &clock, db, target, opts)?;
+    let (planned, input) = plan_target(tree, cas, &clock, db, target, opts, exec.generator_host())?;
     let plan_ms = started.elapsed().as_millis();
     log.with(|l| {
         for (p, d) in &planned.makefiles {

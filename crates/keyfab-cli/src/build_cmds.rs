@@ -36,8 +36,15 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let cas = open_cache(&opts, false)?;
     let mut db = BuildDb::new(tree.root());
     if a.dry_run || a.compiledb {
-        let (planned, _) =
-            target::plan_target(tree, &cas, &RunClock::now(), &mut db, &target, &opts)?;
+        let (planned, _) = target::plan_target(
+            tree,
+            &cas,
+            &RunClock::now(),
+            &mut db,
+            &target,
+            &opts,
+            crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe),
+        )?;
         cas.flush()?;
         if a.compiledb {
             write_compiledb(tree.root(), &planned.plan)?;
