@@ -73,6 +73,12 @@ pub struct PlanContext<'a> {
     /// A command that logs a generator call to the file named by its
     /// `--log` argument and then runs it: `<recorder> --log FILE -- <qmk_bin …>`.
     pub recorder: String,
+    /// A command that answers one `cc-option` probe (and logs the answer
+    /// to the file named by its `--log` argument).
+    pub prober: String,
+    /// The answers known before make starts (passed to it, so it asks no
+    /// process); what its probes answer is added to them.
+    pub answers: &'a crate::probe::Answers,
     /// Runs `qmk_bin`'s generator calls in this process, where it can: the
     /// call made before make starts then costs no process of its own.
     pub host: Option<std::sync::Arc<dyn crate::exec::GeneratorHost>>,
@@ -221,6 +227,13 @@ pub fn plan_target(
     let mut args = premake_included(ctx, log.path(), &qmk_bin);
     args.extend(ctx.make_args.iter().cloned());
     args.push(format!("QMK_BIN={qmk_bin}"));
+    // Not in the head key: the answers are those of the compilers the
+    // manifest names, whichever process gave them.
+    let prober = format!("{} --log {}", ctx.prober, log.path().display());
+    args.extend(crate::probe::cc_option_overrides(&prober));
+    let answered = ctx.answers.definitions(cas);
+    let answered_before = answered.len();
+    args.extend(answered);
     let output = plan::dry_run(ctx.tree, &args).map_err(PlanCacheError::Make)?;
     if std::env::var_os("KEYFAB_DEBUG_PLAN_KEY").is_some() {
         eprintln!("plan make restarts {}", plan::restarts(&output));
@@ -240,6 +253,14 @@ pub fn plan_target(
         }
     }
     let recorded = std::fs::read_to_string(log.path()).unwrap_or_default();
+    let asked = crate::probe::Answer::from_log(&recorded);
+    if std::env::var_os("KEYFAB_DEBUG_PLAN_KEY").is_some() {
+        eprintln!(
+            "plan probes answered before make {answered_before}, asked {}",
+            asked.len()
+        );
+    }
+    ctx.answers.learn(cas, asked);
     plan.parse_time = recorded
         .lines()
         .filter_map(|l| serde_json::from_str::<Vec<String>>(l).ok())

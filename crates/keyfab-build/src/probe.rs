@@ -6,6 +6,13 @@
 //! (command-line variables override the makefile's) that memoizes each
 //! distinct probe in a make variable, and asks keyfab — which answers from
 //! the cache, keyed on the compiler's identity — instead of the compiler.
+//! What the probes answered is learnt by the run ([`Answers`]) and given to
+//! make's later plans on its command line, so those ask no process at all.
+
+use keyfab_cas::{CommandKey, Digest, LocalCas, NewAction};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 /// The make command-line definitions that install the memoizing `cc-option`.
 /// `probe` is the command that answers one probe: it gets the compiler, the
@@ -27,6 +34,157 @@ pub fn probe_script(cc: &str, option: &str, extra: &str) -> String {
     format!(
         "echo 'int main(){{return 0;}}' | {cc} {option} {extra} -Wl,--unresolved-symbols=ignore-all -o /dev/null -x c /dev/null >/dev/null 2>&1"
     )
+}
+
+/// One `cc-option` question as make asked it, and what it printed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Answer {
+    pub cc: String,
+    pub option: String,
+    pub fallback: String,
+    pub extra: String,
+    /// What `cc-option` expanded to: `option` or `fallback`.
+    pub printed: String,
+}
+
+impl Answer {
+    /// The make variable our `cc-option` memoizes this question in (its
+    /// `key` in [`cc_option_overrides`]).
+    pub fn memo_name(&self) -> String {
+        format!(
+            "kf_cco_{}|{}|{}|{}",
+            self.cc, self.option, self.fallback, self.extra
+        )
+        .replace(' ', "_")
+        .replace(['=', ':'], ".")
+    }
+
+    /// The make command-line definition that answers the question before
+    /// make asks it; `None` when make would read the words otherwise than
+    /// the probe got them (quotes, `$`, comments, escapes).
+    pub fn definition(&self) -> Option<String> {
+        let plain = |w: &str| !w.contains(['$', '\'', '#', '\\', '\n', '\t']);
+        [
+            &self.cc,
+            &self.option,
+            &self.fallback,
+            &self.extra,
+            &self.printed,
+        ]
+        .iter()
+        .all(|w| plain(w))
+        .then(|| format!("{}:={}", self.memo_name(), self.printed))
+    }
+
+    /// The line a probe appends to the plan's log.
+    pub fn log_line(&self) -> String {
+        serde_json::json!({ "cc_option": self }).to_string()
+    }
+
+    /// The answers logged in `log` (other lines are generator calls).
+    pub fn from_log(log: &str) -> Vec<Answer> {
+        #[derive(Deserialize)]
+        struct Line {
+            cc_option: Answer,
+        }
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Line>(l).ok())
+            .map(|l| l.cc_option)
+            .collect()
+    }
+
+    /// The program whose identity the answer depends on: `cc`'s last word,
+    /// as the probe identifies it.
+    pub fn program(&self) -> &str {
+        self.cc.split_whitespace().last().unwrap_or_default()
+    }
+}
+
+/// The `cc-option` answers known to a run, each with the identity of the
+/// compiler it was asked of. Plans made later in the run (a sweep's other
+/// targets, a stale plan) get them on make's command line, so make asks no
+/// probe process what was answered before.
+#[derive(Debug, Default)]
+pub struct Answers {
+    known: Mutex<Option<BTreeMap<Answer, Digest>>>,
+}
+
+/// Where the answers live in the cache, across runs.
+fn answers_key() -> keyfab_cas::ActionKey {
+    CommandKey {
+        kind: "cc-option-answers".into(),
+        tool: Digest::of(b"cc-option-answers"),
+        argv: vec![],
+        cwd: "/".into(),
+        env: Default::default(),
+        inputs: vec![],
+    }
+    .key()
+}
+
+impl Answers {
+    fn with_known<T>(
+        &self,
+        cas: &LocalCas,
+        f: impl FnOnce(&mut BTreeMap<Answer, Digest>) -> T,
+    ) -> T {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let known = known.get_or_insert_with(|| load(cas).unwrap_or_default());
+        f(known)
+    }
+
+    /// make's definitions of every known answer that still holds: its
+    /// compiler has the identity it was asked with.
+    pub fn definitions(&self, cas: &LocalCas) -> Vec<String> {
+        let known = self.with_known(cas, |k| k.clone());
+        known
+            .iter()
+            .filter(|(a, id)| crate::db::tool_identity(a.program()).as_ref() == Some(id))
+            .filter_map(|(a, _)| a.definition())
+            .collect()
+    }
+
+    /// Learns the answers a plan's probes gave, and keeps them in the cache
+    /// when any is new.
+    pub fn learn(&self, cas: &LocalCas, answers: Vec<Answer>) {
+        let changed = self.with_known(cas, |known| {
+            let mut changed = false;
+            for a in answers {
+                let Some(id) = crate::db::tool_identity(a.program()) else {
+                    continue;
+                };
+                changed |= known.insert(a, id) != Some(id);
+            }
+            changed.then(|| known.clone())
+        });
+        if let Some(known) = changed {
+            // A hint for later runs: losing it costs only probe processes.
+            let _ = store(cas, &known);
+        }
+    }
+}
+
+fn load(cas: &LocalCas) -> Option<BTreeMap<Answer, Digest>> {
+    let record = cas.get_action(&answers_key()).ok()??;
+    let bytes = cas.get_blob(&record.stdout).ok()??;
+    let list: Vec<(Answer, String)> = serde_json::from_slice(&bytes).ok()?;
+    Some(
+        list.into_iter()
+            .filter_map(|(a, id)| Some((a, Digest::from_hex(&id).ok()?)))
+            .collect(),
+    )
+}
+
+fn store(cas: &LocalCas, known: &BTreeMap<Answer, Digest>) -> Result<(), keyfab_cas::CasError> {
+    if cas.is_read_only() {
+        return Ok(());
+    }
+    let list: Vec<(&Answer, String)> = known.iter().map(|(a, d)| (a, d.to_hex())).collect();
+    let json = serde_json::to_vec(&list).expect("answers serialize");
+    let mut action = NewAction::success(vec![]);
+    action.stdout = &json;
+    cas.put_action(&answers_key(), &action)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -80,5 +238,105 @@ mod tests {
             calls.lines().collect::<Vec<_>>(),
             ["-good", "-bad", "--param=x=0"]
         );
+    }
+
+    fn answer(cc: &str, option: &str, fallback: &str, extra: &str, printed: &str) -> Answer {
+        Answer {
+            cc: cc.into(),
+            option: option.into(),
+            fallback: fallback.into(),
+            extra: extra.into(),
+            printed: printed.into(),
+        }
+    }
+
+    /// A question answered on make's command line is never asked: the
+    /// definition names the variable our `cc-option` memoizes it in, also
+    /// for words with spaces, `=` and `:`.
+    #[test]
+    fn answered_questions_are_not_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls.log");
+        let probe = dir.path().join("probe.sh");
+        std::fs::write(
+            &probe,
+            format!("#!/bin/sh\necho \"$2\" >> {}\necho \"$2\"\n", log.display()),
+        )
+        .unwrap();
+        Command::new("chmod")
+            .arg("+x")
+            .arg(&probe)
+            .status()
+            .unwrap();
+        std::fs::write(
+            dir.path().join("Makefile"),
+            "CC = ccache cc\nFLAGS += $(call cc-option,--param=a:b=0,-fb)\nFLAGS += $(call cc-option,-asked,,-x y)\nFLAGS += $(call cc-option,-mrelax,,-flto=auto)\nall:\n\t@echo [$(FLAGS)]\n",
+        )
+        .unwrap();
+        // What a probe would not print, so the output shows whose answer it is.
+        let known = [
+            answer("ccache cc", "--param=a:b=0", "-fb", "", "-fb"),
+            answer("ccache cc", "-mrelax", "", "-flto=auto", ""),
+        ];
+        let out = Command::new("make")
+            .arg("-s")
+            .args(cc_option_overrides(probe.to_str().unwrap()))
+            .args(known.iter().map(|a| a.definition().unwrap()))
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().trim(),
+            "[-fb -asked ]"
+        );
+        let calls = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(calls.lines().collect::<Vec<_>>(), ["-asked"]);
+    }
+
+    #[test]
+    fn words_make_would_read_otherwise_get_no_definition() {
+        assert!(answer("cc", "-a", "", "", "-a").definition().is_some());
+        for odd in ["$(X)", "it's", "a#b", "a\\b"] {
+            assert_eq!(answer("cc", odd, "", "", odd).definition(), None, "{odd}");
+            assert_eq!(
+                answer("cc", "-a", "", odd, "-a").definition(),
+                None,
+                "{odd}"
+            );
+        }
+    }
+
+    /// Answers learnt in one run are given in the next (from the cache),
+    /// only while the compiler has the identity they were asked of.
+    #[test]
+    fn answers_outlive_the_run_while_the_compiler_is_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = LocalCas::open(dir.path().join("cache")).unwrap();
+        let log = [
+            answer("cc", "-Wfine", "", "", "-Wfine").log_line(),
+            r#"["keyfab","qmk","generate-rules-mk"]"#.to_string(),
+            answer("no-such-compiler-here", "-x", "", "", "").log_line(),
+        ]
+        .join("\n");
+        let learnt = Answers::default();
+        learnt.learn(&cas, Answer::from_log(&log));
+        let expected = vec![answer("cc", "-Wfine", "", "", "-Wfine")
+            .definition()
+            .unwrap()];
+        assert_eq!(learnt.definitions(&cas), expected);
+        let next_run = Answers::default();
+        assert_eq!(next_run.definitions(&cas), expected);
+        // Another compiler by that name: the answer no longer holds.
+        next_run.with_known(&cas, |k| {
+            for id in k.values_mut() {
+                *id = Digest::of(b"another cc");
+            }
+        });
+        assert!(next_run.definitions(&cas).is_empty());
     }
 }

@@ -6,7 +6,6 @@ use crate::db::{self, BuildDb, Db, PlanRecord, TargetInput};
 use crate::exec::{BuildError, BuildReport, Executor};
 use crate::plan::{self, Plan};
 use crate::plan_cache::{self, PlanCacheError, PlanContext};
-use crate::probe;
 use crate::provenance::{self, Collector, Log, Previous};
 use keyfab_cas::{Digest, LocalCas, Provenance, RunClock, RunId};
 use keyfab_tree::Tree;
@@ -75,6 +74,8 @@ pub struct Options {
     pub cache_dir: PathBuf,
     /// Remove `.build/obj_<target>` first.
     pub clean: bool,
+    /// What QMK's `cc-option` probes answered so far in this run.
+    pub probe_answers: std::sync::Arc<crate::probe::Answers>,
 }
 
 /// A resolved target: the keyboard folder, the keymap, and the folders its
@@ -261,19 +262,19 @@ pub fn plan_target(
             ));
         }
     }
-    let probe_cmd = format!(
-        "{} --cache {} probe-cc-option",
-        opts.keyfab_exe.display(),
-        opts.cache_dir.display()
-    );
     let mut args = plan::make_args(&target.keyboard, &target.keymap, &opts.env);
     args.extend(target.make_vars.iter().cloned());
-    args.extend(probe::cc_option_overrides(&probe_cmd));
     let ctx = PlanContext {
         tree: tree.root(),
         make_args: args,
         qmk_bin: opts.qmk_bin.clone(),
         recorder: format!("{} record-generator", opts.keyfab_exe.display()),
+        prober: format!(
+            "{} --cache {} probe-cc-option",
+            opts.keyfab_exe.display(),
+            opts.cache_dir.display()
+        ),
+        answers: &opts.probe_answers,
         host,
     };
     let inputs = db::plan_inputs(db, input).clone();

@@ -214,6 +214,7 @@ pub fn options(
         // Absolute: make runs probes from the tree's folder.
         cache_dir: std::path::absolute(cache_dir(ctx)?)?,
         clean,
+        probe_answers: Default::default(),
     })
 }
 
@@ -269,7 +270,23 @@ pub fn probe_cc_option(ctx: &Context, a: crate::cli::ProbeArgs) -> anyhow::Resul
             ok
         }
     };
-    println!("{}", if supported { &a.option } else { &a.fallback });
+    let printed = if supported { &a.option } else { &a.fallback };
+    if let Some(log) = &a.log {
+        let answer = probe::Answer {
+            cc: a.cc.clone(),
+            option: a.option.clone(),
+            fallback: a.fallback.clone(),
+            extra: a.extra.clone(),
+            printed: printed.clone(),
+        };
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)?;
+        writeln!(f, "{}", answer.log_line())?;
+    }
+    println!("{printed}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -87,6 +87,9 @@ pub struct RecordArgs {
 
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
+    /// Append the answer to this file (the plan's log)
+    #[arg(long)]
+    pub log: Option<std::path::PathBuf>,
     #[arg(allow_hyphen_values = true)]
     pub cc: String,
     #[arg(allow_hyphen_values = true)]

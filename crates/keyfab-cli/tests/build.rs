@@ -995,3 +995,37 @@ fn probes_are_asked_again_when_the_assembler_changes() {
     assert!(line.contains("plan made"), "{line}");
     assert!(uses("-DKF_NO_FLAG") && !uses("--kf-flag"));
 }
+
+/// What the `cc-option` probes answered while one target was planned is
+/// given to make when the next is planned, in another process too: that
+/// make asks no probe, and plans what a make that asked plans.
+#[test]
+fn probe_answers_are_given_to_later_plans() {
+    let fx = fixture();
+    let probes = |args: &[&str]| {
+        let r = run(fx.build_cmd(args).env("KEYFAB_DEBUG_PLAN_KEY", "1"));
+        r.ok();
+        r.stderr
+            .lines()
+            .find(|l| l.starts_with("plan probes"))
+            .unwrap_or_else(|| panic!("no plan made: {}", r.stderr))
+            .to_string()
+    };
+    assert_eq!(
+        probes(&["solo:default"]),
+        "plan probes answered before make 0, asked 2"
+    );
+    assert_eq!(
+        probes(&["-n", "acme/pad:default"]),
+        "plan probes answered before make 2, asked 0"
+    );
+    let answered = run(&mut fx.build_cmd(&["-n", "acme/pad:default"]));
+    let fresh_cache = tempfile::tempdir().unwrap();
+    let asked = run(util::keyfab(&fx.tree)
+        .arg("--cache")
+        .arg(fresh_cache.path())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "-n", "acme/pad:default"]));
+    assert_eq!(answered.ok(), asked.ok());
+    assert!(answered.stdout.contains("-Wunused-but-set-variable"));
+}

@@ -65,6 +65,7 @@ impl Session {
             keyfab_exe: exe,
             cache_dir: fx.cache.clone(),
             clean: false,
+            probe_answers: Default::default(),
         };
         let db = BuildDb::new(tree.root());
         Session {
