@@ -743,3 +743,57 @@ fn walkdir(dir: &Path) -> usize {
         })
         .sum()
 }
+
+/// A batched action's blobs are stored at once and its index rows with the
+/// next transaction: another store's, its batch's own when full, or flush
+/// (drop flushes too). Until then it is a miss; after, a hit with its
+/// manifest entry.
+#[test]
+fn batched_actions_become_hits_with_the_next_commit() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("cache");
+    let direct = |n: &str| key(&format!("direct {n}"));
+    let batched = |cas: &LocalCas, n: &str| {
+        let bytes = content(n, 100);
+        let action = NewAction::success(vec![NewOutput::bytes("a.o", &bytes)]);
+        let headers = vec![(std::path::PathBuf::from("a.h"), Digest::of(n.as_bytes()))];
+        cas.put_action_in_manifest_batched(&key(n), &action, &direct(n), &headers)
+            .unwrap()
+    };
+    let hit = |cas: &LocalCas, n: &str| {
+        let found = cas.get_action(&key(n)).unwrap().is_some();
+        let entry = cas.get_manifest(&direct(n)).unwrap().is_some();
+        assert_eq!(found, entry, "{n}: the action and its entry go together");
+        found
+    };
+    let cas = open(&dir);
+    let stored = batched(&cas, "a");
+    assert!(cas.has_blob(&stored.output("a.o").unwrap().digest));
+    assert!(!hit(&cas, "a"));
+    put(&cas, "b", 10);
+    assert!(hit(&cas, "a") && cas.get_action(&key("b")).unwrap().is_some());
+
+    batched(&cas, "c");
+    cas.commit_batched().unwrap();
+    assert!(hit(&cas, "c"));
+
+    // A full batch commits itself.
+    let names: Vec<String> = (0..40).map(|i| format!("n{i}")).collect();
+    for n in &names {
+        batched(&cas, n);
+    }
+    assert!(hit(&cas, &names[0]));
+    assert!(!hit(&cas, &names[39]));
+
+    // gc (an exclusive lock) commits the batch first rather than wait for
+    // the shared lock the batch holds.
+    batched(&cas, "before gc");
+    cas.gc(u64::MAX).unwrap();
+    assert!(hit(&cas, "before gc"));
+
+    batched(&cas, "last");
+    drop(cas);
+    let cas = open(&dir);
+    assert!(hit(&cas, "last") && hit(&cas, &names[39]));
+    assert!(cas.verify(false).unwrap().is_clean());
+}
