@@ -137,16 +137,21 @@ fn premake_included(ctx: &PlanContext<'_>, log: &Path, recorded_qmk_bin: &str) -
     let Some(made) = plan::included_makefile(&text, &ctx.make_args) else {
         return Vec::new();
     };
-    let made_in_process = shlex::split(&ctx.qmk_bin).and_then(|mut argv| {
-        argv.extend(made.generator_args.iter().cloned());
-        let g = ctx.host.as_ref()?.generate(&argv)?.ok()?;
-        crate::generated::write_generated(&g.output, &g.contents).ok()?;
-        let mut f = std::fs::OpenOptions::new().append(true).open(log).ok()?;
-        writeln!(f, "{}", serde_json::to_string(&argv).ok()?).ok()
-    });
-    let ran = made_in_process.is_some() || {
+    let mut argv = shlex::split(&ctx.qmk_bin).unwrap_or_default();
+    argv.extend(made.generator_args.iter().cloned());
+    let ran = match ctx.host.as_ref().and_then(|h| h.generate(&argv)) {
+        // Failed: make runs it again and reports the failure.
+        Some(Err(_)) => false,
+        Some(Ok(g)) => {
+            crate::generated::write_generated(&g.output, &g.contents).is_ok()
+                && std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(log)
+                    .and_then(|mut f| writeln!(f, "{}", serde_json::json!(argv)))
+                    .is_ok()
+        }
         // The words a shell would make of `$(QMK_BIN)`, run without one.
-        shlex::split(recorded_qmk_bin)
+        None => shlex::split(recorded_qmk_bin)
             .filter(|w| !w.is_empty())
             .is_some_and(|words| {
                 std::process::Command::new(&words[0])
@@ -158,7 +163,7 @@ fn premake_included(ctx: &PlanContext<'_>, log: &Path, recorded_qmk_bin: &str) -
                     .stderr(std::process::Stdio::null())
                     .status()
                     .is_ok_and(|s| s.success())
-            })
+            }),
     };
     if ran && ctx.tree.join(&made.path).is_file() {
         vec!["-o".into(), made.path]

@@ -136,6 +136,7 @@ impl Answers {
     /// make's definitions of every known answer that still holds: its
     /// compiler has the identity it was asked with.
     pub fn definitions(&self, cas: &LocalCas) -> Vec<String> {
+        // Identities are checked outside the lock: the first may run the compiler.
         let known = self.with_known(cas, |k| k.clone());
         known
             .iter()
@@ -192,34 +193,28 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    /// Runs make on a makefile that uses cc-option like QMK's support.mk, with
-    /// our override and a probe that logs each call.
-    #[test]
-    fn each_distinct_probe_runs_once_and_answers_like_support_mk() {
+    /// A probe command that logs the option it is asked (`$2`) to the
+    /// returned log and then runs `answer`.
+    fn logging_probe(dir: &std::path::Path, answer: &str) -> (String, std::path::PathBuf) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let log = dir.join("calls.log");
+        let probe = dir.join("probe.sh");
+        let script = format!("#!/bin/sh\necho \"$2\" >> {}\n{answer}\n", log.display());
+        std::fs::write(&probe, script).unwrap();
+        std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (probe.to_str().unwrap().to_string(), log)
+    }
+
+    /// make's output for `makefile` with our `cc-option` (asking `probe`)
+    /// and `extra` arguments; the options the probe was asked.
+    fn make_with(makefile: &str, answer: &str, extra: &[String]) -> (String, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("calls.log");
-        let probe = dir.path().join("probe.sh");
-        std::fs::write(
-            &probe,
-            format!(
-                "#!/bin/sh\necho \"$2\" >> {}\nif [ \"$2\" = \"-good\" ]; then echo \"$2\"; else echo \"$3\"; fi\n",
-                log.display()
-            ),
-        )
-        .unwrap();
-        std::process::Command::new("chmod")
-            .arg("+x")
-            .arg(&probe)
-            .status()
-            .unwrap();
-        std::fs::write(
-            dir.path().join("Makefile"),
-            "cc-option = $(shell echo SLOW)\nCC = cc\nFLAGS += $(call cc-option,-good,-fallback)\nFLAGS += $(call cc-option,-bad,-fallback)\nFLAGS += $(call cc-option,--param=x=0)\nall:\n\t@echo [$(FLAGS)] [$(FLAGS)] [$(FLAGS)]\n",
-        )
-        .unwrap();
+        let (probe, log) = logging_probe(dir.path(), answer);
+        std::fs::write(dir.path().join("Makefile"), makefile).unwrap();
         let out = Command::new("make")
             .arg("-s")
-            .args(cc_option_overrides(probe.to_str().unwrap()))
+            .args(cc_option_overrides(&probe))
+            .args(extra)
             .current_dir(dir.path())
             .output()
             .unwrap();
@@ -228,16 +223,27 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let stdout = String::from_utf8(out.stdout).unwrap();
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        (
+            String::from_utf8(out.stdout).unwrap().trim().to_string(),
+            calls.lines().map(str::to_string).collect(),
+        )
+    }
+
+    /// Runs make on a makefile that uses cc-option like QMK's support.mk, with
+    /// our override and a probe that logs each call.
+    #[test]
+    fn each_distinct_probe_runs_once_and_answers_like_support_mk() {
+        let (stdout, calls) = make_with(
+            "cc-option = $(shell echo SLOW)\nCC = cc\nFLAGS += $(call cc-option,-good,-fallback)\nFLAGS += $(call cc-option,-bad,-fallback)\nFLAGS += $(call cc-option,--param=x=0)\nall:\n\t@echo [$(FLAGS)] [$(FLAGS)] [$(FLAGS)]\n",
+            "if [ \"$2\" = \"-good\" ]; then echo \"$2\"; else echo \"$3\"; fi",
+            &[],
+        );
         assert_eq!(
-            stdout.trim(),
+            stdout,
             "[-good -fallback ] [-good -fallback ] [-good -fallback ]"
         );
-        let calls = std::fs::read_to_string(&log).unwrap();
-        assert_eq!(
-            calls.lines().collect::<Vec<_>>(),
-            ["-good", "-bad", "--param=x=0"]
-        );
+        assert_eq!(calls, ["-good", "-bad", "--param=x=0"]);
     }
 
     fn answer(cc: &str, option: &str, fallback: &str, extra: &str, printed: &str) -> Answer {
@@ -255,47 +261,18 @@ mod tests {
     /// for words with spaces, `=` and `:`.
     #[test]
     fn answered_questions_are_not_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("calls.log");
-        let probe = dir.path().join("probe.sh");
-        std::fs::write(
-            &probe,
-            format!("#!/bin/sh\necho \"$2\" >> {}\necho \"$2\"\n", log.display()),
-        )
-        .unwrap();
-        Command::new("chmod")
-            .arg("+x")
-            .arg(&probe)
-            .status()
-            .unwrap();
-        std::fs::write(
-            dir.path().join("Makefile"),
-            "CC = ccache cc\nFLAGS += $(call cc-option,--param=a:b=0,-fb)\nFLAGS += $(call cc-option,-asked,,-x y)\nFLAGS += $(call cc-option,-mrelax,,-flto=auto)\nall:\n\t@echo [$(FLAGS)]\n",
-        )
-        .unwrap();
         // What a probe would not print, so the output shows whose answer it is.
         let known = [
             answer("ccache cc", "--param=a:b=0", "-fb", "", "-fb"),
             answer("ccache cc", "-mrelax", "", "-flto=auto", ""),
         ];
-        let out = Command::new("make")
-            .arg("-s")
-            .args(cc_option_overrides(probe.to_str().unwrap()))
-            .args(known.iter().map(|a| a.definition().unwrap()))
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let (stdout, calls) = make_with(
+            "CC = ccache cc\nFLAGS += $(call cc-option,--param=a:b=0,-fb)\nFLAGS += $(call cc-option,-asked,,-x y)\nFLAGS += $(call cc-option,-mrelax,,-flto=auto)\nall:\n\t@echo [$(FLAGS)]\n",
+            "echo \"$2\"",
+            &known.iter().map(|a| a.definition().unwrap()).collect::<Vec<_>>(),
         );
-        assert_eq!(
-            String::from_utf8(out.stdout).unwrap().trim(),
-            "[-fb -asked ]"
-        );
-        let calls = std::fs::read_to_string(&log).unwrap();
-        assert_eq!(calls.lines().collect::<Vec<_>>(), ["-asked"]);
+        assert_eq!(stdout, "[-fb -asked ]");
+        assert_eq!(calls, ["-asked"]);
     }
 
     #[test]

@@ -88,6 +88,14 @@ struct Inner {
     stat_memory: Option<HashMap<Vec<u8>, (FileStat, Digest)>>,
 }
 
+/// The manifest entry an action's record holds: `headers` under `direct`.
+fn manifest_entry(direct: &ActionKey, headers: &[(PathBuf, Digest)]) -> record::EntryRecord {
+    record::EntryRecord {
+        direct: direct.0,
+        headers: headers.to_vec(),
+    }
+}
+
 /// An action's index rows, ready to commit.
 struct Batched {
     key: ActionKey,
@@ -290,11 +298,7 @@ impl LocalCas {
         direct: &ActionKey,
         headers: &[(PathBuf, Digest)],
     ) -> Result<ActionResult> {
-        let entry = record::EntryRecord {
-            direct: direct.0,
-            headers: headers.to_vec(),
-        };
-        self.store_action(key, action, Some(entry))
+        self.store_action(key, action, Some(manifest_entry(direct, headers)))
     }
 
     /// [`LocalCas::put_action_in_manifest`], with the index rows left to a
@@ -310,12 +314,8 @@ impl LocalCas {
         direct: &ActionKey,
         headers: &[(PathBuf, Digest)],
     ) -> Result<ActionResult> {
-        let entry = record::EntryRecord {
-            direct: direct.0,
-            headers: headers.to_vec(),
-        };
         let lock = self.publish_lock_for(action)?;
-        let rows = self.store_blobs(key, action, Some(entry))?;
+        let rows = self.store_blobs(key, action, Some(manifest_entry(direct, headers)))?;
         let result = rows.result.clone();
         let full = {
             let mut inner = self.lock_inner();
@@ -388,6 +388,17 @@ impl LocalCas {
             stderr,
             duration_ns: action.duration.as_nanos() as u64,
         };
+        self.rows(key, result, sized, entry)
+    }
+
+    /// An action's index rows, its record stored as a blob.
+    fn rows(
+        &self,
+        key: &ActionKey,
+        result: ActionResult,
+        sized: Vec<(Digest, u64)>,
+        entry: Option<record::EntryRecord>,
+    ) -> Result<Batched> {
         let rec = record::encode(&Record::Action {
             key: key.0,
             result: result.clone(),
@@ -463,19 +474,8 @@ impl LocalCas {
                 });
             }
         }
-        let rec = record::encode(&Record::Action {
-            key: key.0,
-            result: result.clone(),
-            entry: None,
-        })?;
-        let record = (self.blobs.put_bytes(&rec)?, rec.len() as u64);
-        self.commit_rows(Some(Batched {
-            key: *key,
-            result: result.clone(),
-            sized,
-            entry: None,
-            record,
-        }))
+        let rows = self.rows(key, result.clone(), sized, None)?;
+        self.commit_rows(Some(rows))
     }
 
     /// The cached result of an action, if every blob it needs is present.
