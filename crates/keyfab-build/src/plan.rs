@@ -505,6 +505,16 @@ pub fn make_program() -> String {
     std::env::var("MAKE").unwrap_or_else(|_| "make".into())
 }
 
+/// The `SHELL=` value that makes make run `$(shell …)` calls with the
+/// program at `path` (`keyfab-shell`), or `None` when make could not take
+/// the path as one word: it splits a shell command line at blanks, and
+/// would expand `$`.
+pub fn make_shell(path: &Path) -> Option<String> {
+    let path = path.to_str()?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-+./,:@%".contains(c);
+    (path.starts_with('/') && path.chars().all(plain)).then(|| path.to_string())
+}
+
 /// Runs make's dry run of a target in `tree` (with `--debug=v`, so the
 /// output also names the makefiles read, and `-B`, so every step is printed
 /// even when `.build/` holds up-to-date files); returns its stdout, or make's
@@ -800,6 +810,21 @@ $(INTERMEDIATE_OUTPUT)/src/info_deps.d:
         assert!(args.contains(&"KEYBOARD_FILESAFE=planck_rev5".to_string()));
         assert!(args.contains(&"TARGET=planck_rev5_default".to_string()));
         assert_eq!(args.last().unwrap(), "SKIP_GIT=yes");
+    }
+
+    #[test]
+    fn make_shell_paths_make_takes_as_one_word() {
+        assert_eq!(
+            make_shell(Path::new("/opt/kf-1.0/bin/keyfab-shell")).as_deref(),
+            Some("/opt/kf-1.0/bin/keyfab-shell")
+        );
+        for odd in [
+            "/my tools/keyfab-shell",
+            "/a$b/keyfab-shell",
+            "rel/keyfab-shell",
+        ] {
+            assert_eq!(make_shell(Path::new(odd)), None, "{odd}");
+        }
     }
 }
 

@@ -82,6 +82,9 @@ pub struct PlanContext<'a> {
     /// Runs `qmk_bin`'s generator calls in this process, where it can: the
     /// call made before make starts then costs no process of its own.
     pub host: Option<std::sync::Arc<dyn crate::exec::GeneratorHost>>,
+    /// The `SHELL` make runs its `$(shell …)` calls with (`keyfab-shell`,
+    /// see [`plan::make_shell`]); `None` leaves the makefiles' own.
+    pub shell: Option<String>,
 }
 
 /// The environment variables a plan depends on.
@@ -239,6 +242,11 @@ pub fn plan_target(
     let answered = ctx.answers.definitions(cas);
     let answered_before = answered.len();
     args.extend(answered);
+    // Not in the head key either: the shell's file is one of the plan's
+    // inputs, and it prints what /bin/sh prints.
+    if let Some(shell) = &ctx.shell {
+        args.push(format!("SHELL={shell}"));
+    }
     let output = plan::dry_run(ctx.tree, &args).map_err(PlanCacheError::Make)?;
     if std::env::var_os("KEYFAB_DEBUG_PLAN_KEY").is_some() {
         eprintln!("plan make restarts {}", plan::restarts(&output));

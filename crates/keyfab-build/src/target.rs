@@ -76,6 +76,9 @@ pub struct Options {
     pub clean: bool,
     /// What QMK's `cc-option` probes answered so far in this run.
     pub probe_answers: std::sync::Arc<crate::probe::Answers>,
+    /// `keyfab-shell`, the `SHELL` make plans with (QMK's trivial
+    /// `$(shell …)` pipelines then start no processes); `None`: make's own.
+    pub make_shell: Option<PathBuf>,
 }
 
 /// A resolved target: the keyboard folder, the keymap, and the folders its
@@ -247,6 +250,10 @@ pub fn plan_target(
     let make = crate::exec::resolve_program(&plan::make_program())
         .ok_or_else(|| plan_err(PlanCacheError::Other("make not found on PATH".into())))?;
     let mut files = vec![make, opts.keyfab_exe.clone()];
+    let shell = opts.make_shell.as_deref().and_then(plan::make_shell);
+    if shell.is_some() {
+        files.extend(opts.make_shell.clone());
+    }
     files.extend(target.files.iter().cloned());
     let input = db.target(&target.name(), target.folders.clone(), files);
     if db::plan_fresh(db, input) {
@@ -276,6 +283,7 @@ pub fn plan_target(
         ),
         answers: &opts.probe_answers,
         host,
+        shell,
     };
     let inputs = db::plan_inputs(db, input).clone();
     let planned = plan_cache::plan_target(cas, clock, &ctx, &inputs).map_err(plan_err)?;

@@ -207,9 +207,12 @@ pub fn options(
         (None, Ok(b)) => b,
         (None, Err(_)) => format!("{} qmk", exe.display()),
     };
+    // Installed (and built) next to this binary.
+    let make_shell = Some(exe.with_file_name("keyfab-shell")).filter(|p| p.is_file());
     Ok(target::Options {
         env,
         qmk_bin,
+        make_shell,
         keyfab_exe: exe,
         // Absolute: make runs probes from the tree's folder.
         cache_dir: std::path::absolute(cache_dir(ctx)?)?,

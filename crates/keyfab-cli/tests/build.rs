@@ -591,6 +591,38 @@ fn dry_run_prints_the_plan() {
     assert!(!fx.tree.join(".build/solo_default.hex").exists());
 }
 
+/// make plans with keyfab-shell: QMK's `echo | sed | tr` pipeline gives its
+/// C name even where `sed` and `tr` would fail (they are never started).
+#[test]
+fn qmk_shell_pipelines_need_no_sed_or_tr() {
+    let fx = fixture();
+    let define = |r: &Run| {
+        let steps = dry_run_steps(r.ok());
+        let compile = steps.iter().find(|s| s["kind"] == "compile").unwrap();
+        compile["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.as_str()?.strip_prefix("-DQMK_KEYBOARD_"))
+            .filter(|a| !a.contains('='))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let plain = run(&mut fx.build_cmd(&["-n", "acme/pad:default"]));
+    assert_eq!(define(&plain), ["ACME_PAD"]);
+    let broken = fx.tmp.path().join("broken-bin");
+    std::fs::create_dir(&broken).unwrap();
+    for tool in ["sed", "tr"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let script = broken.join(tool);
+        std::fs::write(&script, "#!/bin/sh\nexit 1\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", broken.display(), std::env::var("PATH").unwrap());
+    let other = run(fx.build_cmd(&["-n", "acme/pad:default"]).env("PATH", path));
+    assert_eq!(define(&other), ["ACME_PAD"]);
+}
+
 #[test]
 fn bad_targets_are_clear_errors() {
     let fx = fixture();

@@ -66,6 +66,7 @@ impl Session {
             cache_dir: fx.cache.clone(),
             clean: false,
             probe_answers: Default::default(),
+            make_shell: Some(PathBuf::from(env!("CARGO_BIN_EXE_keyfab-shell"))),
         };
         let db = BuildDb::new(tree.root());
         Session {
