@@ -23,6 +23,9 @@ pub struct Generation {
     /// Everything it read; `None` when its output depends on more than
     /// files (git, the clock): never reused.
     pub reads: Option<Vec<Read>>,
+    /// What the call prints as a process (stdout, stderr), where the host
+    /// can say exactly; `None`: only the process can.
+    pub printed: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// An output a call gave, as the action that holds it, and what it was

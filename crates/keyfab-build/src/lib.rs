@@ -17,6 +17,7 @@ pub mod info_db;
 pub mod ldscript;
 pub mod plan;
 pub mod plan_cache;
+mod plan_host;
 pub mod probe;
 pub mod provenance;
 pub mod sweep;

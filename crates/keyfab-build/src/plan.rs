@@ -515,16 +515,18 @@ pub fn make_shell(path: &Path) -> Option<String> {
     (path.starts_with('/') && path.chars().all(plain)).then(|| path.to_string())
 }
 
-/// Runs make's dry run of a target in `tree` (with `--debug=v`, so the
+/// Runs make's dry run of a target in `tree`, with `env` added to its
+/// environment (with `--debug=v`, so the
 /// output also names the makefiles read, and `-B`, so every step is printed
 /// even when `.build/` holds up-to-date files); returns its stdout, or make's
 /// stderr as the error.
-pub fn dry_run(tree: &Path, args: &[String]) -> Result<String, String> {
+pub fn dry_run(tree: &Path, args: &[String], env: &[(String, String)]) -> Result<String, String> {
     let out = Command::new(make_program())
         .arg("-n")
         .arg("-B")
         .arg("--debug=v")
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(tree)
         .env_remove("MAKEFLAGS")
         .output()

@@ -247,9 +247,24 @@ pub fn plan_target(
     if let Some(shell) = &ctx.shell {
         args.push(format!("SHELL={shell}"));
     }
-    let output = plan::dry_run(ctx.tree, &args).map_err(PlanCacheError::Make)?;
+    // keyfab-shell sends make's calls of this keyfab here.
+    let calls = ctx
+        .shell
+        .as_ref()
+        .and_then(|_| crate::plan_host::Calls::new(ctx, cas, log.path()));
+    let output = match &calls {
+        Some(calls) => {
+            crate::plan_host::serve_while(calls, |env| plan::dry_run(ctx.tree, &args, env))
+        }
+        None => plan::dry_run(ctx.tree, &args, &[]),
+    }
+    .map_err(PlanCacheError::Make)?;
     if std::env::var_os("KEYFAB_DEBUG_PLAN_KEY").is_some() {
         eprintln!("plan make restarts {}", plan::restarts(&output));
+        let answered = calls
+            .as_ref()
+            .map_or(0, |c| c.answered.load(std::sync::atomic::Ordering::Relaxed));
+        eprintln!("plan calls answered in process {answered}");
     }
     let mut plan = plan::parse_dry_run(&output)?;
     // Recipes call $(QMK_BIN) too: run their generators directly, not

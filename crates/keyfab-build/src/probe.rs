@@ -36,6 +36,51 @@ pub fn probe_script(cc: &str, option: &str, extra: &str) -> String {
     )
 }
 
+/// Whether `cc` accepts `option` (with `extra`): the cache's answer for
+/// this compiler's whole identity (its assembler and linker included:
+/// probes link, and some ask the linker, `-Wl,--no-warn-rwx-segments`),
+/// else the shell test of [`probe_script`] (run in `dir`, make's folder),
+/// whose answer is then stored.
+pub fn ask(
+    cas: &LocalCas,
+    dir: &std::path::Path,
+    cc: &str,
+    option: &str,
+    extra: &str,
+) -> std::io::Result<bool> {
+    let program = cc.split_whitespace().last().unwrap_or_default();
+    let tool = crate::db::tool_identity(program).unwrap_or_else(|| Digest::of(program.as_bytes()));
+    let key = CommandKey {
+        kind: "cc-option".into(),
+        tool,
+        argv: vec![cc.into(), option.into(), extra.into()],
+        cwd: "/".into(),
+        env: Default::default(),
+        inputs: vec![],
+    }
+    .key();
+    let cached = cas
+        .get_action(&key)
+        .ok()
+        .flatten()
+        .and_then(|r| cas.get_blob(&r.stdout).ok().flatten());
+    if let Some(answer) = cached {
+        return Ok(answer == b"yes");
+    }
+    let ok = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(probe_script(cc, option, extra))
+        .current_dir(dir)
+        .status()?
+        .success();
+    let mut action = NewAction::success(vec![]);
+    action.stdout = if ok { b"yes" } else { b"no" };
+    cas.put_action(&key, &action)
+        .map_err(std::io::Error::other)?;
+    cas.flush().map_err(std::io::Error::other)?;
+    Ok(ok)
+}
+
 /// One `cc-option` question as make asked it, and what it printed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Answer {

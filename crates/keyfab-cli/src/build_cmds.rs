@@ -3,7 +3,7 @@
 use crate::cli::{BuildArgs, Context};
 use anyhow::{bail, Context as _};
 use keyfab_build::{db::BuildDb, exec::Executor, plan, probe, provenance::Log, target};
-use keyfab_cas::{CommandKey, Digest, LocalCas, NewAction, RunClock};
+use keyfab_cas::{LocalCas, RunClock};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -233,46 +233,7 @@ pub fn probe_cc_option(ctx: &Context, a: crate::cli::ProbeArgs) -> anyhow::Resul
     let cache_dir = cache_dir(ctx)?;
     let cas = std::sync::Arc::new(LocalCas::open(&cache_dir)?);
     keyfab_build::db::use_stat_cache(cas.clone());
-    let program =
-        a.cc.split_whitespace()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-    // The compiler's whole identity, its assembler and linker included:
-    // probes link, and some ask the linker (`-Wl,--no-warn-rwx-segments`).
-    let tool =
-        keyfab_build::db::tool_identity(&program).unwrap_or_else(|| Digest::of(program.as_bytes()));
-    let key = CommandKey {
-        kind: "cc-option".into(),
-        tool,
-        argv: vec![
-            a.cc.clone().into(),
-            a.option.clone().into(),
-            a.extra.clone().into(),
-        ],
-        cwd: "/".into(),
-        env: Default::default(),
-        inputs: vec![],
-    }
-    .key();
-    let cached = cas
-        .get_action(&key)?
-        .and_then(|r| cas.get_blob(&r.stdout).ok().flatten());
-    let supported = match cached {
-        Some(answer) => answer == b"yes",
-        None => {
-            let ok = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(probe::probe_script(&a.cc, &a.option, &a.extra))
-                .status()?
-                .success();
-            let mut action = NewAction::success(vec![]);
-            action.stdout = if ok { b"yes" } else { b"no" };
-            cas.put_action(&key, &action)?;
-            cas.flush()?;
-            ok
-        }
-    };
+    let supported = probe::ask(&cas, std::path::Path::new("."), &a.cc, &a.option, &a.extra)?;
     let printed = if supported { &a.option } else { &a.fallback };
     if let Some(log) = &a.log {
         let answer = probe::Answer {

@@ -585,42 +585,64 @@ pub fn write_output(path: &Path, contents: &[u8]) -> anyhow::Result<bool> {
 /// Generates, then writes the output (or prints it), with QMK's messages.
 pub fn run_kind(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<ExitCode> {
     let g = generate(env, kind, a)?;
-    for e in &g.errors {
-        eprintln!("keyfab: error: {e}");
-    }
     let output = a.output.as_ref().filter(|o| o.as_os_str() != "-");
     match output {
         Some(o) => {
             let path = env.output_path(o);
             let written = write_output(&path, g.contents().as_bytes())?;
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            let prints_path = matches!(kind, Kind::RulesMk | Kind::CommunityRulesMk);
-            if prints_path {
-                if a.quiet {
-                    let shown = path.to_string_lossy();
-                    if a.escape {
-                        println!("{}", shown.replace(' ', "\\ "));
-                    } else {
-                        println!("{shown}");
-                    }
-                } else {
-                    eprintln!("Wrote rules.mk to {}.", path.display());
+            match printed(kind, a, &path, &g.errors) {
+                Some((out, err)) => {
+                    eprint!("{err}");
+                    print!("{out}");
                 }
-            } else if !a.quiet && !matches!(kind, Kind::MakeDependencies) {
-                if written {
-                    eprintln!("Wrote {name} to {}.", path.display());
-                } else {
-                    eprintln!("No changes to {name}.");
+                None => {
+                    let name = path.file_name().unwrap_or_default().to_string_lossy();
+                    for e in &g.errors {
+                        eprintln!("keyfab: error: {e}");
+                    }
+                    if written {
+                        eprintln!("Wrote {name} to {}.", path.display());
+                    } else {
+                        eprintln!("No changes to {name}.");
+                    }
                 }
             }
         }
         None => {
+            for e in &g.errors {
+                eprintln!("keyfab: error: {e}");
+            }
             let mut out = std::io::stdout().lock();
             out.write_all(g.stdout().as_bytes())?;
             out.flush()?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a call that wrote `path` prints (stdout, stderr), unless that
+/// depends on whether the file changed (a call without `--quiet` says so).
+fn printed(kind: Kind, a: &QmkArgs, path: &Path, errors: &[String]) -> Option<(String, String)> {
+    let mut err: String = errors
+        .iter()
+        .map(|e| format!("keyfab: error: {e}\n"))
+        .collect();
+    let mut out = String::new();
+    if matches!(kind, Kind::RulesMk | Kind::CommunityRulesMk) {
+        if a.quiet {
+            let shown = path.to_string_lossy();
+            out = if a.escape {
+                shown.replace(' ', "\\ ")
+            } else {
+                shown.into_owned()
+            } + "\n";
+        } else {
+            err += &format!("Wrote rules.mk to {}.\n", path.display());
+        }
+    } else if !a.quiet && !matches!(kind, Kind::MakeDependencies) {
+        return None;
+    }
+    Some((out, err))
 }
 
 /// `keyfab qmk SUBCOMMAND ARGS…`.
@@ -738,9 +760,13 @@ impl InProcessGenerators {
         // version.h asks git and the clock, stdin is gone once read.
         let tracked = kind != Kind::VersionH && a.filename.as_deref() != Some("-");
         let (g, read) = reads::record(|| generate(&mut env, kind, a));
+        let g = g?;
+        let output = env.output_path(output);
         Ok(Generation {
-            output: env.output_path(output),
-            contents: g?.contents().into_bytes(),
+            printed: printed(kind, a, &output, &g.errors)
+                .map(|(out, err)| (out.into_bytes(), err.into_bytes())),
+            contents: g.contents().into_bytes(),
+            output,
             reads: tracked.then_some(read),
         })
     }

@@ -1061,3 +1061,34 @@ fn probe_answers_are_given_to_later_plans() {
     assert_eq!(answered.ok(), asked.ok());
     assert!(answered.stdout.contains("-Wunused-but-set-variable"));
 }
+
+/// make's calls of keyfab while it plans (the parse-time generator calls
+/// and the `cc-option` probes) are answered by the keyfab that runs make,
+/// through keyfab-shell, and plan what calls started as processes plan.
+#[test]
+fn makes_keyfab_calls_are_answered_in_this_process() {
+    let plan = |spawn: bool| {
+        let fx = fixture();
+        let mut cmd = fx.build_cmd(&["-n", "acme/pad:default"]);
+        cmd.env("KEYFAB_DEBUG_PLAN_KEY", "1");
+        if spawn {
+            cmd.env("KEYFAB_SPAWN_GENERATORS", "1");
+        }
+        let r = run(&mut cmd);
+        let steps = r.ok().replace(&*fx.tree.to_string_lossy(), "TREE");
+        let answered = r
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("plan calls answered in process "))
+            .unwrap_or_else(|| panic!("no plan made: {}", r.stderr))
+            .to_string();
+        (steps, answered)
+    };
+    let (in_process, answered) = plan(false);
+    // generate-rules-mk and generate-version-h, and the fixture's two probes.
+    assert_eq!(answered, "4");
+    // Without in-process generators only the probes are answered here.
+    let (spawned, answered) = plan(true);
+    assert_eq!(answered, "2");
+    assert_eq!(in_process, spawned);
+}

@@ -138,3 +138,52 @@ all: ; @echo "$(LOWER)|$(MCU_DEF)|$(OS)|$(UPPER)|$(AWK)|$(wildcard .build/obj_x)
     );
     assert_eq!(make(&[format!("SHELL={SHELL}")]), plain);
 }
+
+/// A plain call of the host's program goes to the host's socket; when the
+/// host does not know it, or no host listens, the program itself runs.
+#[test]
+fn calls_of_the_hosts_program_go_to_the_host() {
+    use keyfab_shell::host::{self, Reply};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().unwrap();
+            host::serve(stream, |argv| {
+                (argv[1] == "known").then(|| Reply {
+                    status: 7,
+                    stdout: b"from the host\n".to_vec(),
+                    stderr: b"a warning\n".to_vec(),
+                })
+            })
+            .unwrap();
+        }
+    });
+    let shell = |command: &str, socket: &Path| {
+        let out = Command::new(SHELL)
+            .args(["-c", command])
+            .env(host::PROGRAM_VAR, "/bin/echo")
+            .env(host::SOCKET_VAR, socket)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+            out.status.code(),
+        )
+    };
+    assert_eq!(
+        shell("/bin/echo known", &socket),
+        ("from the host\n".into(), "a warning\n".into(), Some(7))
+    );
+    assert_eq!(
+        shell("/bin/echo unknown", &socket),
+        ("unknown\n".into(), String::new(), Some(0))
+    );
+    server.join().unwrap();
+    assert_eq!(
+        shell("/bin/echo known", &dir.path().join("nobody")),
+        ("known\n".into(), String::new(), Some(0))
+    );
+}

@@ -9,7 +9,10 @@
 //! against ~1.2 ms for one small process). [`plan`] recognises exactly
 //! these shapes, for words whose meaning no shell or locale can change, and
 //! says what to do instead; everything else is [`Run::Shell`]: the real
-//! `/bin/sh`, unchanged.
+//! `/bin/sh`, unchanged. A plain command for keyfab itself can be answered
+//! by the keyfab that runs make ([`host`]).
+
+pub mod host;
 
 /// What to do for a `-c` command.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,155 @@
+//! Answers, in this process, the keyfab calls make makes while it plans a
+//! target: the recorded generator calls of the makefiles' `$(shell …)`
+//! (`generate-rules-mk`, `generate-version-h`, …) and QMK's `cc-option`
+//! probes. make runs every `$(shell …)` through keyfab-shell
+//! ([`crate::plan::make_shell`]), which sends a plain call of this keyfab
+//! to the socket [`serve_while`] listens on (see `keyfab_shell::host`);
+//! each would otherwise be a keyfab process (~3 ms to start, and a
+//! generator re-reads and merges the keyboard's info this process holds).
+//! A call not known here, or one that fails, is answered "not known" and
+//! keyfab-shell starts it as before, so failures are reported as they were.
+
+use crate::plan_cache::PlanContext;
+use keyfab_cas::LocalCas;
+use keyfab_shell::host::{self, Reply};
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// The calls of one plan that this process can answer.
+pub(crate) struct Calls<'c, 'a> {
+    ctx: &'c PlanContext<'a>,
+    cas: &'c LocalCas,
+    log: &'c Path,
+    /// `<recorder> --log LOG --`, before the generator call it records.
+    recorder: Vec<String>,
+    /// `<prober> --log LOG`, before the four probe arguments.
+    prober: Vec<String>,
+    /// How many calls were answered here.
+    pub answered: AtomicUsize,
+}
+
+impl<'c, 'a> Calls<'c, 'a> {
+    pub fn new(ctx: &'c PlanContext<'a>, cas: &'c LocalCas, log: &'c Path) -> Option<Self> {
+        let log_arg = log.to_str()?.to_string();
+        let mut recorder = shlex::split(&ctx.recorder)?;
+        recorder.extend(["--log".into(), log_arg.clone(), "--".into()]);
+        let mut prober = shlex::split(&ctx.prober)?;
+        prober.extend(["--log".into(), log_arg]);
+        Some(Calls {
+            ctx,
+            cas,
+            log,
+            recorder,
+            prober,
+            answered: AtomicUsize::new(0),
+        })
+    }
+
+    /// The program whose calls come here (this keyfab).
+    fn program(&self) -> &str {
+        &self.recorder[0]
+    }
+
+    /// What `argv` prints and exits with, run here; `None` when it is not
+    /// a call this plan knows, or it failed.
+    fn run(&self, argv: &[String]) -> Option<Reply> {
+        let reply = if let Some(call) = argv.strip_prefix(self.recorder.as_slice()) {
+            self.generate(call)
+        } else if let Some([cc, option, fallback, extra]) =
+            argv.strip_prefix(self.prober.as_slice())
+        {
+            self.probe(cc, option, fallback, extra)
+        } else {
+            None
+        };
+        if reply.is_some() {
+            self.answered.fetch_add(1, Ordering::Relaxed);
+        }
+        reply
+    }
+
+    /// A generator call, logged as the recorder logs it (the log is what a
+    /// cached plan replays).
+    fn generate(&self, call: &[String]) -> Option<Reply> {
+        let g = self.ctx.host.as_ref()?.generate(call)?.ok()?;
+        let (stdout, stderr) = g.printed?;
+        crate::generated::write_generated(&g.output, &g.contents).ok()?;
+        self.append(&serde_json::to_string(call).ok()?)?;
+        Some(Reply {
+            status: 0,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// A `cc-option` probe, logged as `keyfab probe-cc-option` logs it.
+    fn probe(&self, cc: &str, option: &str, fallback: &str, extra: &str) -> Option<Reply> {
+        let supported = crate::probe::ask(self.cas, self.ctx.tree, cc, option, extra).ok()?;
+        let printed = if supported { option } else { fallback };
+        let answer = crate::probe::Answer {
+            cc: cc.into(),
+            option: option.into(),
+            fallback: fallback.into(),
+            extra: extra.into(),
+            printed: printed.into(),
+        };
+        self.append(&answer.log_line())?;
+        Some(Reply {
+            status: 0,
+            stdout: format!("{printed}\n").into_bytes(),
+            stderr: Vec::new(),
+        })
+    }
+
+    fn append(&self, line: &str) -> Option<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.log)
+            .ok()?;
+        writeln!(f, "{line}").ok()
+    }
+}
+
+/// Runs `f` with the environment that sends make's calls to `calls`,
+/// answering them on a socket of a temp folder until `f` returns. Without
+/// a socket (it cannot be made), `f` gets no environment and make starts
+/// every call.
+pub(crate) fn serve_while<T>(calls: &Calls<'_, '_>, f: impl FnOnce(&[(String, String)]) -> T) -> T {
+    let Some((dir, listener)) = tempfile::Builder::new()
+        .prefix("keyfab-plan")
+        .tempdir()
+        .ok()
+        .and_then(|d| {
+            let l = std::os::unix::net::UnixListener::bind(d.path().join("s")).ok()?;
+            Some((d, l))
+        })
+    else {
+        return f(&[]);
+    };
+    let socket = dir.path().join("s");
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for stream in listener.incoming() {
+                if done.load(Ordering::Acquire) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    // A client gone mid-call is its own failure.
+                    let _ = host::serve(stream, |argv| calls.run(argv));
+                }
+            }
+        });
+        let env = [
+            (host::SOCKET_VAR.to_string(), socket.display().to_string()),
+            (host::PROGRAM_VAR.to_string(), calls.program().to_string()),
+        ];
+        let out = f(&env);
+        done.store(true, Ordering::Release);
+        // Wakes the accept loop, which then sees `done`.
+        let _ = std::os::unix::net::UnixStream::connect(&socket);
+        out
+    })
+}
