@@ -17,8 +17,9 @@ pub mod host;
 /// What to do for a `-c` command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Run {
-    /// Print this on stdout and exit 0: what the pipeline prints.
-    Print(String),
+    /// Print this on stdout and exit with this status: what the pipeline
+    /// prints, and its last command's status.
+    Print(String, u8),
     /// `mkdir -p` these folders, printing nothing; if one cannot be made,
     /// run the shell instead (so its error message and status are mkdir's).
     MakeDirs(Vec<String>),
@@ -40,7 +41,7 @@ pub fn plan(command: &str) -> Run {
         return Run::Shell;
     }
     if let Some(text) = echo_pipeline(&commands) {
-        return Run::Print(text);
+        return Run::Print(text, 0);
     }
     let [command] = commands.as_slice() else {
         return Run::Shell;
@@ -59,6 +60,9 @@ pub fn plan(command: &str) -> Run {
     else {
         return Run::Shell;
     };
+    if let Some(run) = expr(&words).filter(|_| !null_stderr) {
+        return run;
+    }
     match words.as_slice() {
         [mkdir, p, dirs @ ..]
             if mkdir == "mkdir"
@@ -74,6 +78,42 @@ pub fn plan(command: &str) -> Run {
         },
         _ => Run::Shell,
     }
+}
+
+/// `expr` of integers and `+ - * / %` (QMK's size arithmetic), as GNU
+/// expr computes it: `* / %` before `+ -`, left to right, truncating;
+/// status 1 when the result is 0. `None` for anything else, a division by
+/// zero or an overflow (expr itself then says what it makes of it).
+fn expr(words: &[String]) -> Option<Run> {
+    let (name, args) = words.split_first()?;
+    if name != "expr" || args.len() < 3 || args.len() % 2 == 0 {
+        return None;
+    }
+    let int = |w: &str| {
+        let digits = w.strip_prefix('-').unwrap_or(w);
+        let plain = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+        plain.then(|| w.parse::<i64>().ok()).flatten()
+    };
+    // Sums of products: `sum` holds the finished terms, `term` the open one.
+    let mut sum: i64 = 0;
+    let mut sign: i64 = 1;
+    let mut term = int(&args[0])?;
+    for pair in args[1..].chunks(2) {
+        let value = int(&pair[1])?;
+        match pair[0].as_str() {
+            "*" => term = term.checked_mul(value)?,
+            "/" => term = term.checked_div(value)?,
+            "%" => term = term.checked_rem(value)?,
+            op @ ("+" | "-") => {
+                sum = sum.checked_add(term.checked_mul(sign)?)?;
+                sign = if op == "+" { 1 } else { -1 };
+                term = value;
+            }
+            _ => return None,
+        }
+    }
+    let result = sum.checked_add(term.checked_mul(sign)?)?;
+    Some(Run::Print(format!("{result}\n"), u8::from(result == 0)))
 }
 
 /// One token of a command line.
@@ -94,7 +134,7 @@ fn plain(c: char) -> bool {
 }
 
 /// Splits a command into words and pipes, or `None` when it has anything
-/// whose meaning needs a shell: other operators, expansions, escapes,
+/// whose meaning needs a shell: other operators, expansions, unquoted
 /// globs, newlines, unterminated quotes.
 fn lex(command: &str) -> Option<Vec<Token>> {
     let mut tokens = Vec::new();
@@ -137,6 +177,12 @@ fn lex(command: &str) -> Option<Vec<Token>> {
                     }
                     word.push_str(inner);
                     rest = &rest[end + 2..];
+                }
+                '\\' => {
+                    // Outside quotes a backslash quotes the next character.
+                    let next = rest[1..].chars().next().filter(|n| *n != '\n')?;
+                    word.push(next);
+                    rest = &rest[1 + next.len_utf8()..];
                 }
                 c if plain(c) => {
                     word.push(c);
@@ -238,7 +284,7 @@ mod tests {
     use super::*;
 
     fn print(s: &str) -> Run {
-        Run::Print(s.to_string())
+        Run::Print(s.to_string(), 0)
     }
 
     #[test]
@@ -296,7 +342,6 @@ mod tests {
             "printf '%s' x",
             "true",
             "n=`expr 1 + 2` && echo $$(($$n))",
-            "expr 23500 \\* 100 / 28672",
             "",
         ] {
             assert_eq!(plan(cmd), Run::Shell, "{cmd}");
@@ -340,15 +385,31 @@ mod tests {
                 false
             )
         );
+        assert_eq!(plan("expr 28672 - 23500"), Run::Print("5172\n".into(), 0));
+        assert_eq!(
+            plan("expr 23500 \\* 100 / 28672"),
+            Run::Print("81\n".into(), 0)
+        );
+        assert_eq!(plan("expr 0 - 28672"), Run::Print("-28672\n".into(), 0));
+        assert_eq!(
+            plan("expr 2 + 3 \\* 4 - 10 / 3 % 2"),
+            Run::Print("13\n".into(), 0)
+        );
+        assert_eq!(plan("expr 0 \\* 100 / 28672"), Run::Print("0\n".into(), 1));
+        for odd in [
+            "expr 1 / 0",
+            "expr 1 +",
+            "expr a + 1",
+            "expr 9223372036854775807 + 1",
+            "expr 1 + 1 2>/dev/null",
+        ] {
+            assert!(!matches!(plan(odd), Run::Print(..)), "{odd}");
+        }
         // Not `mkdir -p FOLDERS`: mkdir itself says what it makes of it.
         assert_eq!(plan("mkdir -p"), exec(&["mkdir", "-p"], false));
         assert_eq!(
             plan("mkdir -p -m 700 x"),
             exec(&["mkdir", "-p", "-m", "700", "x"], false)
-        );
-        assert_eq!(
-            plan("expr 28672 - 23500"),
-            exec(&["expr", "28672", "-", "23500"], false)
         );
     }
 }

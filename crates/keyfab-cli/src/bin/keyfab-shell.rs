@@ -15,11 +15,11 @@ fn main() -> ExitCode {
         _ => Run::Shell,
     };
     match run {
-        Run::Print(text) => {
+        Run::Print(text, status) => {
             use std::io::Write as _;
             // Like echo, a closed stdout is no failure worth a message.
             let _ = std::io::stdout().write_all(text.as_bytes());
-            return ExitCode::SUCCESS;
+            return ExitCode::from(status);
         }
         Run::MakeDirs(dirs) => {
             if dirs.iter().all(|d| std::fs::create_dir_all(d).is_ok()) {
