@@ -505,6 +505,15 @@ pub fn make_program() -> String {
     std::env::var("MAKE").unwrap_or_else(|_| "make".into())
 }
 
+/// `path` as one word of a shell command line that make runs: quoted
+/// when it has blanks or quotes, with make's `$` doubled so that make
+/// passes it on as written.
+pub fn shell_word(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let quoted = shlex::try_quote(&text).map_or_else(|_| text.to_string(), |q| q.into_owned());
+    quoted.replace('$', "$$")
+}
+
 /// The `SHELL=` value that makes make run `$(shell …)` calls with the
 /// program at `path` (`keyfab-shell`), or `None` when make could not take
 /// the path as one word: it splits a shell command line at blanks, and
@@ -826,6 +835,19 @@ $(INTERMEDIATE_OUTPUT)/src/info_deps.d:
             "rel/keyfab-shell",
         ] {
             assert_eq!(make_shell(Path::new(odd)), None, "{odd}");
+        }
+    }
+
+    #[test]
+    fn shell_words_survive_make_and_the_shell() {
+        // Plain paths are left as they are (plan keys of earlier runs hold).
+        let plain = "/home/u/.cache/keyfab/tmp/.tmpAb12";
+        assert_eq!(shell_word(Path::new(plain)), plain);
+        for odd in ["/my tools/keyfab", "/a$b/c", "/it's/\"x\"", "/t\tab"] {
+            let word = shell_word(Path::new(odd));
+            // What make passes on, split as the shell splits it.
+            let words = shlex::split(&word.replace("$$", "$")).unwrap();
+            assert_eq!(words, [odd], "{word}");
         }
     }
 }

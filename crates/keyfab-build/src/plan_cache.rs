@@ -68,7 +68,9 @@ pub struct PlanContext<'a> {
     pub tree: &'a Path,
     /// make's arguments, without `QMK_BIN`.
     pub make_args: Vec<String>,
-    /// The generator command (`QMK_BIN`).
+    /// The generator command (`QMK_BIN`). This and the two commands below
+    /// are command lines as make hands them to a shell: paths quoted and
+    /// `$` doubled ([`plan::shell_word`]).
     pub qmk_bin: String,
     /// A command that logs a generator call to the file named by its
     /// `--log` argument and then runs it: `<recorder> --log FILE -- <qmk_bin …>`.
@@ -229,7 +231,7 @@ pub fn plan_target(
     let qmk_bin = format!(
         "{} --log {} -- {}",
         ctx.recorder,
-        log.path().display(),
+        plan::shell_word(log.path()),
         ctx.qmk_bin
     );
     let mut args = premake_included(ctx, log.path(), &qmk_bin);
@@ -237,7 +239,7 @@ pub fn plan_target(
     args.push(format!("QMK_BIN={qmk_bin}"));
     // Not in the head key: the answers are those of the compilers the
     // manifest names, whichever process gave them.
-    let prober = format!("{} --log {}", ctx.prober, log.path().display());
+    let prober = format!("{} --log {}", ctx.prober, plan::shell_word(log.path()));
     args.extend(crate::probe::cc_option_overrides(&prober));
     let answered = ctx.answers.definitions(cas);
     let answered_before = answered.len();

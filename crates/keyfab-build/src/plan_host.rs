@@ -32,9 +32,11 @@ pub(crate) struct Calls<'c, 'a> {
 impl<'c, 'a> Calls<'c, 'a> {
     pub fn new(ctx: &'c PlanContext<'a>, cas: &'c LocalCas, log: &'c Path) -> Option<Self> {
         let log_arg = log.to_str()?.to_string();
-        let mut recorder = shlex::split(&ctx.recorder)?;
+        // The words the shell gets once make has undone its `$$`.
+        let words = |line: &str| shlex::split(&line.replace("$$", "$"));
+        let mut recorder = words(&ctx.recorder)?;
         recorder.extend(["--log".into(), log_arg.clone(), "--".into()]);
-        let mut prober = shlex::split(&ctx.prober)?;
+        let mut prober = words(&ctx.prober)?;
         prober.extend(["--log".into(), log_arg]);
         Some(Calls {
             ctx,

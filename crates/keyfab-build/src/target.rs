@@ -275,11 +275,11 @@ pub fn plan_target(
         tree: tree.root(),
         make_args: args,
         qmk_bin: opts.qmk_bin.clone(),
-        recorder: format!("{} record-generator", opts.keyfab_exe.display()),
+        recorder: format!("{} record-generator", plan::shell_word(&opts.keyfab_exe)),
         prober: format!(
             "{} --cache {} probe-cc-option",
-            opts.keyfab_exe.display(),
-            opts.cache_dir.display()
+            plan::shell_word(&opts.keyfab_exe),
+            plan::shell_word(&opts.cache_dir)
         ),
         answers: &opts.probe_answers,
         host,

@@ -205,7 +205,7 @@ pub fn options(
     let qmk_bin = match (qmk_bin, std::env::var("KEYFAB_QMK_BIN")) {
         (Some(b), _) => b.to_string(),
         (None, Ok(b)) => b,
-        (None, Err(_)) => format!("{} qmk", exe.display()),
+        (None, Err(_)) => format!("{} qmk", keyfab_build::plan::shell_word(&exe)),
     };
     // Installed (and built) next to this binary.
     let make_shell = Some(exe.with_file_name("keyfab-shell")).filter(|p| p.is_file());

@@ -1092,3 +1092,37 @@ fn makes_keyfab_calls_are_answered_in_this_process() {
     assert_eq!(answered, "2");
     assert_eq!(in_process, spawned);
 }
+
+#[test]
+fn a_cache_and_temp_folder_with_blanks_and_dollars_still_plan_in_process() {
+    let fx = fixture();
+    let odd = fx.tmp.path().join("my $HOME's cache");
+    let tmp = fx.tmp.path().join("temp $x y");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let r = run(util::keyfab(&fx.tree)
+        .arg("--cache")
+        .arg(&odd)
+        .args(["build", "acme/pad:default"])
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("TMPDIR", &tmp)
+        .env("KEYFAB_DEBUG_PLAN_KEY", "1"));
+    r.ok();
+    // The generator calls and probes reached this keyfab through the
+    // words make and the shell made of the quoted paths.
+    assert!(
+        r.stderr.contains("plan calls answered in process 4"),
+        "{}",
+        r.stderr
+    );
+    assert!(odd.join("index.sqlite").is_file());
+    // The spawned recorder and prober take the same words.
+    let r = run(util::keyfab(&fx.tree)
+        .arg("--cache")
+        .arg(fx.tmp.path().join("other $ cache"))
+        .args(["build", "--clean", "acme/pad:default"])
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("TMPDIR", &tmp)
+        .env("KEYFAB_SPAWN_GENERATORS", "1"));
+    r.ok();
+    assert!(!firmware_runs(&fx.tree, "acme_pad_default").is_empty());
+}
