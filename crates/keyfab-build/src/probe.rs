@@ -12,6 +12,7 @@
 use keyfab_cas::{CommandKey, Digest, LocalCas, NewAction};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt as _;
 use std::sync::Mutex;
 
 /// The make command-line definitions that install the memoizing `cc-option`.
@@ -48,6 +49,16 @@ pub fn ask(
     option: &str,
     extra: &str,
 ) -> std::io::Result<bool> {
+    // The test starts first and runs while the compiler is identified (on
+    // a cold cache that identity is ~25 ms of hashing and `--version`
+    // runs, in make's serial parse); a cached answer then drops it.
+    // Its own process group, so the whole pipeline can be stopped.
+    let mut test = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(probe_script(cc, option, extra))
+        .current_dir(dir)
+        .process_group(0)
+        .spawn()?;
     let program = cc.split_whitespace().last().unwrap_or_default();
     let tool = crate::db::tool_identity(program).unwrap_or_else(|| Digest::of(program.as_bytes()));
     let key = CommandKey {
@@ -65,14 +76,12 @@ pub fn ask(
         .flatten()
         .and_then(|r| cas.get_blob(&r.stdout).ok().flatten());
     if let Some(answer) = cached {
+        // SAFETY: kill(2) of the group this function made, not yet reaped.
+        unsafe { libc::kill(-(test.id() as i32), libc::SIGKILL) };
+        let _ = test.wait();
         return Ok(answer == b"yes");
     }
-    let ok = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(probe_script(cc, option, extra))
-        .current_dir(dir)
-        .status()?
-        .success();
+    let ok = test.wait()?.success();
     let mut action = NewAction::success(vec![]);
     action.stdout = if ok { b"yes" } else { b"no" };
     cas.put_action(&key, &action)
@@ -360,5 +369,43 @@ mod tests {
             }
         });
         assert!(next_run.definitions(&cas).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod ask_tests {
+    use super::*;
+
+    /// A compiler that takes `-good`, and once `slow` exists in its
+    /// folder, takes a second before it writes `ran` there.
+    fn fake_cc(dir: &std::path::Path) -> String {
+        use std::os::unix::fs::PermissionsExt as _;
+        let cc = dir.join("fake-cc");
+        let d = dir.display();
+        let script = format!(
+            "#!/bin/sh\nif [ -e {d}/slow ]; then sleep 1; touch {d}/ran; fi\ncase \"$*\" in *-good*) exit 0;; esac\nexit 1\n"
+        );
+        std::fs::write(&cc, script).unwrap();
+        std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        cc.to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn asks_the_compiler_once_then_the_cache_and_stops_the_test_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = LocalCas::open(dir.path().join("cache")).unwrap();
+        let cc = fake_cc(dir.path());
+        assert!(ask(&cas, dir.path(), &cc, "-good", "").unwrap());
+        assert!(!ask(&cas, dir.path(), &cc, "-bad", "").unwrap());
+        // The cache answers now; the test started alongside is stopped,
+        // with what it started (the compiler after `echo |`).
+        std::fs::write(dir.path().join("slow"), "").unwrap();
+        assert!(ask(&cas, dir.path(), &cc, "-good", "").unwrap());
+        assert!(!ask(&cas, dir.path(), &cc, "-bad", "").unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(!dir.path().join("ran").exists());
+        // A new question still runs the test.
+        assert!(ask(&cas, dir.path(), &cc, "-good-too", "").unwrap());
+        assert!(dir.path().join("ran").exists());
     }
 }
