@@ -1126,3 +1126,43 @@ fn a_cache_and_temp_folder_with_blanks_and_dollars_still_plan_in_process() {
     r.ok();
     assert!(!firmware_runs(&fx.tree, "acme_pad_default").is_empty());
 }
+
+#[test]
+fn jobs_bound_the_compilers_running_at_once() {
+    // The pool has a thread more than `-j` (it stores one step's results
+    // while the next runs); the compiles running at once are still `-j`.
+    // (Only compiles are counted: identifying the compiler runs it too.)
+    let real = keyfab_build_has("cc").expect("cc on PATH");
+    let most_at_once = |jobs: &str| {
+        let fx = fixture();
+        let wrap = tempfile::tempdir().unwrap();
+        let (running, log) = (wrap.path().join("running"), wrap.path().join("counts"));
+        std::fs::create_dir(&running).unwrap();
+        let script = format!(
+            "#!/bin/sh\ncase \" $* \" in *' -c '*) ;; *) exec '{cc}' \"$@\";; esac\ntouch '{r}'/$$\nls '{r}' | wc -l >> '{l}'\nsleep 0.3\n'{cc}' \"$@\"\ns=$?\nrm -f '{r}'/$$\nexit $s\n",
+            r = running.display(),
+            l = log.display(),
+            cc = real.display()
+        );
+        let cc = wrap.path().join("cc");
+        std::fs::write(&cc, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            wrap.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let r = run(fx
+            .build_cmd(&["solo:default", "-j", jobs])
+            .env("PATH", &path));
+        assert_eq!(counts(r.ok().lines().last().unwrap()).compiled, 5);
+        let counts = std::fs::read_to_string(&log).unwrap();
+        counts
+            .lines()
+            .map(|n| n.trim().parse::<usize>().unwrap())
+            .max()
+    };
+    assert_eq!(most_at_once("1"), Some(1));
+    assert_eq!(most_at_once("2"), Some(2));
+}
