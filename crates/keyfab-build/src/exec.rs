@@ -115,7 +115,7 @@ pub struct Executor<'a> {
 }
 
 /// A step process's place among the executor's slots, given back on drop.
-struct Slot<'e> {
+pub(crate) struct Slot<'e> {
     running: &'e Mutex<usize>,
     freed: &'e Condvar,
 }
@@ -213,8 +213,9 @@ impl<'a> Executor<'a> {
         self.slots.saturating_sub(running).max(1)
     }
 
-    /// Waits for a free slot and takes it.
-    fn take_slot(&self) -> Slot<'_> {
+    /// Waits for a free slot and takes it (for a step's process, or a
+    /// plan's make); it is given back when the slot is dropped.
+    pub(crate) fn take_slot(&self) -> Slot<'_> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         while *running >= self.slots {
             running = self.freed.wait(running).unwrap_or_else(|p| p.into_inner());
