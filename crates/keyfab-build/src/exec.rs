@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Why a build stopped.
@@ -106,35 +106,14 @@ pub struct Executor<'a> {
     helpers: Mutex<HashMap<(String, Digest), HelperFiles>>,
     cancel: Option<Arc<AtomicBool>>,
     host: Mutex<Option<Arc<dyn GeneratorHost>>>,
-    /// How many step processes may run at once (`-j`).
-    slots: usize,
     /// How many processes the pool's steps are running now.
-    running: Mutex<usize>,
-    /// Signalled when a step process ends.
-    freed: Condvar,
-}
-
-/// A step process's place among the executor's slots, given back on drop.
-pub(crate) struct Slot<'e> {
-    running: &'e Mutex<usize>,
-    freed: &'e Condvar,
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        *self.running.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
-        self.freed.notify_one();
-    }
+    running: AtomicUsize,
 }
 
 impl<'a> Executor<'a> {
     pub fn new(tree: &Path, cas: &'a LocalCas, jobs: usize) -> Executor<'a> {
-        let slots = jobs.max(1);
-        // One thread more than slots: while a step's results are stored
-        // (file creation, fsync: ~1 ms per object, mostly waiting on the
-        // disk), the next step's process already runs in its slot.
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(slots + 1)
+            .num_threads(jobs.max(1))
             .build()
             .expect("thread pool");
         Executor {
@@ -146,9 +125,7 @@ impl<'a> Executor<'a> {
             helpers: Mutex::new(HashMap::new()),
             cancel: None,
             host: Mutex::new(None),
-            slots,
-            running: Mutex::new(0),
-            freed: Condvar::new(),
+            running: AtomicUsize::new(0),
         }
     }
 
@@ -196,35 +173,22 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs `f` in this executor's pool: the parallel work `f` starts (other
-    /// targets, their compiles) shares the pool's threads and its slots, so
-    /// a sweep never runs more than `jobs` step processes at once.
+    /// targets, their compiles) shares the pool's threads, so a sweep never
+    /// runs more than `jobs` steps at once.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         self.pool.install(f)
     }
 
-    /// How many step processes may run at once.
+    /// The number of threads of the pool.
     pub fn jobs(&self) -> usize {
-        self.slots
+        self.pool.current_num_threads()
     }
 
-    /// The slots no process runs in now, counting the caller's.
+    /// The pool's slots no process runs in now, counting the caller's.
     fn idle_slots(&self) -> usize {
-        let running = *self.running.lock().unwrap_or_else(|p| p.into_inner());
-        self.slots.saturating_sub(running).max(1)
-    }
-
-    /// Waits for a free slot and takes it (for a step's process, or a
-    /// plan's make); it is given back when the slot is dropped.
-    pub(crate) fn take_slot(&self) -> Slot<'_> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        while *running >= self.slots {
-            running = self.freed.wait(running).unwrap_or_else(|p| p.into_inner());
-        }
-        *running += 1;
-        Slot {
-            running: &self.running,
-            freed: &self.freed,
-        }
+        self.jobs()
+            .saturating_sub(self.running.load(Ordering::Relaxed))
+            .max(1)
     }
 
     fn abs(&self, rel: &str) -> PathBuf {
@@ -394,10 +358,9 @@ impl<'a> Executor<'a> {
         env: &[(String, String)],
         step: impl FnOnce() -> String,
     ) -> Result<String, BuildError> {
-        let slot = self.take_slot();
-        self.check_cancel()?;
+        self.running.fetch_add(1, Ordering::Relaxed);
         let ran = run(&self.tree, argv, env);
-        drop(slot);
+        self.running.fetch_sub(1, Ordering::Relaxed);
         let (code, log) = ran?;
         if code != 0 {
             self.check_cancel()?;

@@ -368,11 +368,7 @@ pub fn build_target_in(
         }
     }
     log.with(|l| files.into_iter().for_each(|(name, d)| l.input(name, d)));
-    // make's dry run is a process like a step's: it takes a slot.
-    let slot = exec.take_slot();
-    let planned = plan_target(tree, cas, &clock, db, target, opts, exec.generator_host());
-    drop(slot);
-    let (planned, input) = planned?;
+    let (planned, input) = plan_target(tree, cas, &clock, db, target, opts, exec.generator_host())?;
     let plan_ms = started.elapsed().as_millis();
     log.with(|l| {
         for (p, d) in &planned.makefiles {

@@ -1129,9 +1129,8 @@ fn a_cache_and_temp_folder_with_blanks_and_dollars_still_plan_in_process() {
 
 #[test]
 fn jobs_bound_the_compilers_running_at_once() {
-    // The pool has a thread more than `-j` (it stores one step's results
-    // while the next runs); the compiles running at once are still `-j`.
-    // (Only compiles are counted: identifying the compiler runs it too.)
+    // `-j` compiles at once, no more (only compiles are counted:
+    // identifying the compiler runs it too, from several threads).
     let real = keyfab_build_has("cc").expect("cc on PATH");
     let most_at_once = |jobs: &str| {
         let fx = fixture();
