@@ -23,6 +23,28 @@ use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+/// Appends a generator call make's parse ran to the plan's log (one JSON
+/// array of its words per line, what a cached plan replays).
+pub fn log_call(log: &Path, argv: &[String]) -> std::io::Result<()> {
+    append_line(
+        log,
+        &serde_json::to_string(argv).map_err(std::io::Error::other)?,
+    )
+}
+
+/// Appends a `cc-option` answer make's parse got to the plan's log.
+pub fn log_answer(log: &Path, answer: &crate::probe::Answer) -> std::io::Result<()> {
+    append_line(log, &answer.log_line())
+}
+
+fn append_line(log: &Path, line: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)?;
+    writeln!(f, "{line}")
+}
+
 /// Why no plan could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanCacheError {
@@ -147,14 +169,7 @@ fn premake_included(ctx: &PlanContext<'_>, log: &Path, recorded_qmk_bin: &str) -
     let ran = match ctx.host.as_ref().and_then(|h| h.generate(&argv)) {
         // Failed: make runs it again and reports the failure.
         Some(Err(_)) => false,
-        Some(Ok(g)) => {
-            crate::generated::write_generated(&g.output, &g.contents).is_ok()
-                && std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(log)
-                    .and_then(|mut f| writeln!(f, "{}", serde_json::json!(argv)))
-                    .is_ok()
-        }
+        Some(Ok(g)) => crate::plan_host::keep(&g, &argv, log),
         // The words a shell would make of `$(QMK_BIN)`, run without one.
         None => shlex::split(recorded_qmk_bin)
             .filter(|w| !w.is_empty())

@@ -9,10 +9,10 @@
 //! A call not known here, or one that fails, is answered "not known" and
 //! keyfab-shell starts it as before, so failures are reported as they were.
 
-use crate::plan_cache::PlanContext;
+use crate::generated::Generation;
+use crate::plan_cache::{log_answer, log_call, PlanContext};
 use keyfab_cas::LocalCas;
 use keyfab_shell::host::{self, Reply};
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -75,10 +75,8 @@ impl<'c, 'a> Calls<'c, 'a> {
     /// cached plan replays).
     fn generate(&self, call: &[String]) -> Option<Reply> {
         let g = self.ctx.host.as_ref()?.generate(call)?.ok()?;
-        let (stdout, stderr) = g.printed?;
-        crate::generated::write_generated(&g.output, &g.contents).ok()?;
-        self.append(&serde_json::to_string(call).ok()?)?;
-        Some(Reply {
+        let (stdout, stderr) = g.printed.clone()?;
+        keep(&g, call, self.log).then_some(Reply {
             status: 0,
             stdout,
             stderr,
@@ -87,31 +85,21 @@ impl<'c, 'a> Calls<'c, 'a> {
 
     /// A `cc-option` probe, logged as `keyfab probe-cc-option` logs it.
     fn probe(&self, cc: &str, option: &str, fallback: &str, extra: &str) -> Option<Reply> {
-        let supported = crate::probe::ask(self.cas, self.ctx.tree, cc, option, extra).ok()?;
-        let printed = if supported { option } else { fallback };
-        let answer = crate::probe::Answer {
-            cc: cc.into(),
-            option: option.into(),
-            fallback: fallback.into(),
-            extra: extra.into(),
-            printed: printed.into(),
-        };
-        self.append(&answer.log_line())?;
+        let answer =
+            crate::probe::Answer::ask(self.cas, self.ctx.tree, cc, option, fallback, extra).ok()?;
+        log_answer(self.log, &answer).ok()?;
         Some(Reply {
             status: 0,
-            stdout: format!("{printed}\n").into_bytes(),
+            stdout: format!("{}\n", answer.printed).into_bytes(),
             stderr: Vec::new(),
         })
     }
+}
 
-    fn append(&self, line: &str) -> Option<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(self.log)
-            .ok()?;
-        writeln!(f, "{line}").ok()
-    }
+/// Writes what a generator call made, as the call itself would, and logs
+/// the call in the plan's `log`; false when either failed.
+pub(crate) fn keep(g: &Generation, call: &[String], log: &Path) -> bool {
+    crate::generated::write_generated(&g.output, &g.contents).is_ok() && log_call(log, call).is_ok()
 }
 
 /// Runs `f` with the environment that sends make's calls to `calls`,

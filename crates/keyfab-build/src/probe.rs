@@ -102,6 +102,26 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Asks whether `cc` accepts `option` ([`ask`], in `dir`): the answer
+    /// with what `cc-option` prints for it, `option` or `fallback`.
+    pub fn ask(
+        cas: &LocalCas,
+        dir: &std::path::Path,
+        cc: &str,
+        option: &str,
+        fallback: &str,
+        extra: &str,
+    ) -> std::io::Result<Answer> {
+        let supported = ask(cas, dir, cc, option, extra)?;
+        Ok(Answer {
+            cc: cc.into(),
+            option: option.into(),
+            fallback: fallback.into(),
+            extra: extra.into(),
+            printed: if supported { option } else { fallback }.into(),
+        })
+    }
+
     /// The make variable our `cc-option` memoizes this question in (its
     /// `key` in [`cc_option_overrides`]).
     pub fn memo_name(&self) -> String {
@@ -250,13 +270,18 @@ mod tests {
     /// A probe command that logs the option it is asked (`$2`) to the
     /// returned log and then runs `answer`.
     fn logging_probe(dir: &std::path::Path, answer: &str) -> (String, std::path::PathBuf) {
-        use std::os::unix::fs::PermissionsExt as _;
         let log = dir.join("calls.log");
         let probe = dir.join("probe.sh");
         let script = format!("#!/bin/sh\necho \"$2\" >> {}\n{answer}\n", log.display());
-        std::fs::write(&probe, script).unwrap();
-        std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        (probe.to_str().unwrap().to_string(), log)
+        (write_script(&probe, &script), log)
+    }
+
+    /// Writes an executable script at `path`; returns the path as text.
+    fn write_script(path: &std::path::Path, script: &str) -> String {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(path, script).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.to_str().unwrap().to_string()
     }
 
     /// make's output for `makefile` with our `cc-option` (asking `probe`)
@@ -370,24 +395,15 @@ mod tests {
         });
         assert!(next_run.definitions(&cas).is_empty());
     }
-}
 
-#[cfg(test)]
-mod ask_tests {
-    use super::*;
-
-    /// A compiler that takes `-good`, and once `slow` exists in its
-    /// folder, takes a second before it writes `ran` there.
+    /// A compiler that takes `-good`, and once `slow` exists in its folder,
+    /// takes a second before it writes `ran` there.
     fn fake_cc(dir: &std::path::Path) -> String {
-        use std::os::unix::fs::PermissionsExt as _;
-        let cc = dir.join("fake-cc");
         let d = dir.display();
         let script = format!(
             "#!/bin/sh\nif [ -e {d}/slow ]; then sleep 1; touch {d}/ran; fi\ncase \"$*\" in *-good*) exit 0;; esac\nexit 1\n"
         );
-        std::fs::write(&cc, script).unwrap();
-        std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
-        cc.to_str().unwrap().to_string()
+        write_script(&dir.join("fake-cc"), &script)
     }
 
     #[test]
@@ -397,6 +413,8 @@ mod ask_tests {
         let cc = fake_cc(dir.path());
         assert!(ask(&cas, dir.path(), &cc, "-good", "").unwrap());
         assert!(!ask(&cas, dir.path(), &cc, "-bad", "").unwrap());
+        let bad = Answer::ask(&cas, dir.path(), &cc, "-bad", "-fallback", "").unwrap();
+        assert_eq!(bad.printed, "-fallback");
         // The cache answers now; the test started alongside is stopped,
         // with what it started (the compiler after `echo |`).
         std::fs::write(dir.path().join("slow"), "").unwrap();

@@ -2,7 +2,7 @@
 
 use crate::cli::{BuildArgs, Context};
 use anyhow::{bail, Context as _};
-use keyfab_build::{db::BuildDb, exec::Executor, plan, probe, provenance::Log, target};
+use keyfab_build::{db::BuildDb, exec::Executor, plan, plan_cache, probe, provenance::Log, target};
 use keyfab_cas::{LocalCas, RunClock};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -233,24 +233,12 @@ pub fn probe_cc_option(ctx: &Context, a: crate::cli::ProbeArgs) -> anyhow::Resul
     let cache_dir = cache_dir(ctx)?;
     let cas = std::sync::Arc::new(LocalCas::open(&cache_dir)?);
     keyfab_build::db::use_stat_cache(cas.clone());
-    let supported = probe::ask(&cas, std::path::Path::new("."), &a.cc, &a.option, &a.extra)?;
-    let printed = if supported { &a.option } else { &a.fallback };
+    let dir = std::path::Path::new(".");
+    let answer = probe::Answer::ask(&cas, dir, &a.cc, &a.option, &a.fallback, &a.extra)?;
     if let Some(log) = &a.log {
-        let answer = probe::Answer {
-            cc: a.cc.clone(),
-            option: a.option.clone(),
-            fallback: a.fallback.clone(),
-            extra: a.extra.clone(),
-            printed: printed.clone(),
-        };
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(log)?;
-        writeln!(f, "{}", answer.log_line())?;
+        plan_cache::log_answer(log, &answer)?;
     }
-    println!("{printed}");
+    println!("{}", answer.printed);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -261,17 +249,11 @@ pub fn probe_cc_option(ctx: &Context, a: crate::cli::ProbeArgs) -> anyhow::Resul
 /// generator call while planning, and a second process each would cost as
 /// much again.
 pub fn record_generator(a: crate::cli::RecordArgs) -> anyhow::Result<ExitCode> {
-    use std::io::Write as _;
     let Some((program, rest)) = a.command.split_first() else {
         bail!("record-generator: no command")
     };
     // QMK_BIN may be several words ("keyfab qmk"): make passes them split.
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&a.log)?;
-    writeln!(f, "{}", serde_json::to_string(&a.command)?)?;
-    drop(f);
+    plan_cache::log_call(&a.log, &a.command)?;
     let ours = rest.first().is_some_and(|w| w == "qmk")
         && std::env::current_exe()
             .ok()

@@ -418,15 +418,8 @@ fn an_lto_link_in_parallel_writes_what_the_recipe_writes() {
         log.display(),
         real.display()
     );
-    let cc = wrap.path().join("cc");
-    std::fs::write(&cc, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        wrap.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    write_script(&wrap.path().join("cc"), &script);
+    let path = path_with_first(wrap.path());
     let args = ["solo:default", "-e", "LTO_ENABLE=yes", "-j", "4"];
     let r = run(fx.build_cmd(&args).env("PATH", &path));
     assert_eq!(counts(r.ok().lines().last().unwrap()).compiled, 5);
@@ -613,12 +606,9 @@ fn qmk_shell_pipelines_need_no_sed_or_tr() {
     let broken = fx.tmp.path().join("broken-bin");
     std::fs::create_dir(&broken).unwrap();
     for tool in ["sed", "tr"] {
-        use std::os::unix::fs::PermissionsExt as _;
-        let script = broken.join(tool);
-        std::fs::write(&script, "#!/bin/sh\nexit 1\n").unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_script(&broken.join(tool), "#!/bin/sh\nexit 1\n");
     }
-    let path = format!("{}:{}", broken.display(), std::env::var("PATH").unwrap());
+    let path = path_with_first(&broken);
     let other = run(fx.build_cmd(&["-n", "acme/pad:default"]).env("PATH", path));
     assert_eq!(define(&other), ["ACME_PAD"]);
 }
@@ -1143,15 +1133,8 @@ fn jobs_bound_the_compilers_running_at_once() {
             l = log.display(),
             cc = real.display()
         );
-        let cc = wrap.path().join("cc");
-        std::fs::write(&cc, script).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = format!(
-            "{}:{}",
-            wrap.path().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        write_script(&wrap.path().join("cc"), &script);
+        let path = path_with_first(wrap.path());
         let r = run(fx
             .build_cmd(&["solo:default", "-j", jobs])
             .env("PATH", &path));

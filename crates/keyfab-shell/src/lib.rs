@@ -50,14 +50,7 @@ pub fn plan(command: &str) -> Run {
         [words @ .., Token::NullStderr] => (words, true),
         words => (*words, false),
     };
-    let Some(words) = words
-        .iter()
-        .map(|t| match t {
-            Token::Word(w) => Some(w.clone()),
-            _ => None,
-        })
-        .collect::<Option<Vec<String>>>()
-    else {
+    let Some(words) = words_of(words) else {
         return Run::Shell;
     };
     if let Some(run) = expr(&words).filter(|_| !null_stderr) {
@@ -195,6 +188,17 @@ fn lex(command: &str) -> Option<Vec<Token>> {
     }
 }
 
+/// A command's words; `None` when it has a token other than words.
+fn words_of(command: &[Token]) -> Option<Vec<String>> {
+    command
+        .iter()
+        .map(|t| match t {
+            Token::Word(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether a shell would execute `program` from `PATH` (or as a path):
 /// not an assignment, keyword or builtin, whose meaning is the shell's own.
 fn executable(program: &str) -> bool {
@@ -212,16 +216,8 @@ fn executable(program: &str) -> bool {
 /// What `echo WORDS | FILTER | …` prints, when every filter is one this
 /// module knows exactly; `None` otherwise.
 fn echo_pipeline(commands: &[&[Token]]) -> Option<String> {
-    let words = |c: &[Token]| -> Option<Vec<String>> {
-        c.iter()
-            .map(|t| match t {
-                Token::Word(w) => Some(w.clone()),
-                _ => None,
-            })
-            .collect()
-    };
     let (first, filters) = commands.split_first()?;
-    let echo = words(first)?;
+    let echo = words_of(first)?;
     let (name, args) = echo.split_first()?;
     // Echo options and backslash escapes differ between shells; non-ASCII
     // text would make tr and sed depend on the locale.
@@ -233,7 +229,7 @@ fn echo_pipeline(commands: &[&[Token]]) -> Option<String> {
     }
     let mut line = args.join(" ");
     for filter in filters {
-        line = apply(&words(filter)?, &line)?;
+        line = apply(&words_of(filter)?, &line)?;
     }
     Some(line + "\n")
 }

@@ -168,16 +168,29 @@ pub fn write_assembler(dir: &Path, version: u32) {
 /// Writes `dir/as`: `script` (shell lines that may change the arguments),
 /// then the real assembler run with them.
 pub fn write_assembler_script(dir: &Path, script: &str) {
-    use std::os::unix::fs::PermissionsExt;
     let out = Command::new("cc")
         .arg("-print-prog-name=as")
         .output()
         .unwrap();
     let real = String::from_utf8(out.stdout).unwrap();
-    let wrapper = dir.join("as");
     let text = format!("#!/bin/sh\n{script}\nexec {} \"$@\"\n", real.trim());
-    std::fs::write(&wrapper, text).unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(&dir.join("as"), &text);
+}
+
+/// Writes an executable script at `path`.
+pub fn write_script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `PATH` with `dir` first (its programs shadow the machine's).
+pub fn path_with_first(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// A count from [`Fixture::cache_stats`].
