@@ -148,10 +148,26 @@ type ToolMemo = HashMap<String, (PathBuf, Digest, Arc<ToolProbe>)>;
 pub fn tool_identity(program: &str) -> Option<Digest> {
     let path = crate::exec::resolve_program(program)?;
     let binary = file_digest(&path)?;
-    let memo = TOOLS.lock().unwrap().get(program).cloned();
-    let probe = match memo {
-        Some((p, b, probe)) if p == path && b == binary => probe,
-        _ => {
+    let memo = |program: &str| match TOOLS.lock().unwrap().get(program) {
+        Some((p, b, probe)) if *p == path && *b == binary => Some(probe.clone()),
+        _ => None,
+    };
+    if let Some(probe) = memo(program) {
+        return Some(probe.identity(&path, binary, file_digest));
+    }
+    // One thread identifies a program, others wait for it: a plan's
+    // prefetched probes all ask at once, and each identity runs the
+    // compiler and hashes its ~12 MB helpers.
+    let gate = IDENTIFYING
+        .lock()
+        .unwrap()
+        .entry(program.to_string())
+        .or_default()
+        .clone();
+    let _identifying = gate.lock().unwrap_or_else(|p| p.into_inner());
+    let probe = match memo(program) {
+        Some(probe) => probe,
+        None => {
             let probe = match remembered_probe(&path, &binary) {
                 Some(probe) => probe,
                 None => {
@@ -170,6 +186,10 @@ pub fn tool_identity(program: &str) -> Option<Digest> {
     };
     Some(probe.identity(&path, binary, file_digest))
 }
+
+/// Program → the lock its first identification holds (see [`tool_identity`]).
+static IDENTIFYING: std::sync::LazyLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> =
+    std::sync::LazyLock::new(Mutex::default);
 
 /// The files a program's identity covers besides its binary (a driver's
 /// `as`, `ld`, …) that exist, with their digests now.

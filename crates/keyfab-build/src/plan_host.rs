@@ -11,15 +11,16 @@
 
 use crate::generated::Generation;
 use crate::plan_cache::{log_answer, log_call, PlanContext};
+use crate::probe::{Probes, Question};
 use keyfab_cas::LocalCas;
 use keyfab_shell::host::{self, Reply};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
 
 /// The calls of one plan that this process can answer.
 pub(crate) struct Calls<'c, 'a> {
     ctx: &'c PlanContext<'a>,
-    cas: &'c LocalCas,
     log: &'c Path,
     /// `<recorder> --log LOG --`, before the generator call it records.
     recorder: Vec<String>,
@@ -27,6 +28,11 @@ pub(crate) struct Calls<'c, 'a> {
     prober: Vec<String>,
     /// How many calls were answered here.
     pub answered: AtomicUsize,
+    probes: Probes<'c>,
+    /// Takes make's first probe (compiler, question) to the prefetch
+    /// ([`serve_while`]), which then asks the tree's other probes of it.
+    first_probe: Mutex<Option<mpsc::Sender<(String, Question)>>>,
+    prefetch: Mutex<Option<mpsc::Receiver<(String, Question)>>>,
 }
 
 impl<'c, 'a> Calls<'c, 'a> {
@@ -38,13 +44,16 @@ impl<'c, 'a> Calls<'c, 'a> {
         recorder.extend(["--log".into(), log_arg.clone(), "--".into()]);
         let mut prober = words(&ctx.prober)?;
         prober.extend(["--log".into(), log_arg]);
+        let (first_probe, prefetch) = mpsc::channel();
         Some(Calls {
             ctx,
-            cas,
             log,
             recorder,
             prober,
             answered: AtomicUsize::new(0),
+            probes: Probes::new(cas, ctx.tree),
+            first_probe: Mutex::new(Some(first_probe)),
+            prefetch: Mutex::new(Some(prefetch)),
         })
     }
 
@@ -84,9 +93,22 @@ impl<'c, 'a> Calls<'c, 'a> {
     }
 
     /// A `cc-option` probe, logged as `keyfab probe-cc-option` logs it.
+    /// The first one starts the prefetch of the others.
     fn probe(&self, cc: &str, option: &str, fallback: &str, extra: &str) -> Option<Reply> {
-        let answer =
-            crate::probe::Answer::ask(self.cas, self.ctx.tree, cc, option, fallback, extra).ok()?;
+        let question = Question {
+            option: option.into(),
+            fallback: fallback.into(),
+            extra: extra.into(),
+        };
+        let first = self
+            .first_probe
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(first) = first {
+            let _ = first.send((cc.to_string(), question.clone()));
+        }
+        let answer = self.probes.answer(cc, &question).ok()?;
         log_answer(self.log, &answer).ok()?;
         Some(Reply {
             status: 0,
@@ -101,6 +123,9 @@ impl<'c, 'a> Calls<'c, 'a> {
 pub(crate) fn keep(g: &Generation, call: &[String], log: &Path) -> bool {
     crate::generated::write_generated(&g.output, &g.contents).is_ok() && log_call(log, call).is_ok()
 }
+
+/// The most probes a plan asks ahead of make at once (QMK's AVR builds ask 5).
+const PREFETCH_THREADS: usize = 8;
 
 /// Runs `f` with the environment that sends make's calls to `calls`,
 /// answering them on a socket of a temp folder until `f` returns. Without
@@ -120,7 +145,31 @@ pub(crate) fn serve_while<T>(calls: &Calls<'_, '_>, f: impl FnOnce(&[(String, St
     };
     let socket = dir.path().join("s");
     let done = AtomicBool::new(false);
+    let prefetch = calls
+        .prefetch
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     std::thread::scope(|s| {
+        if let Some(first_probe) = prefetch {
+            let (calls, done) = (&calls, &done);
+            s.spawn(move || {
+                // Nothing to do when make asks no probe (the sender is
+                // dropped when it is done).
+                let Ok((cc, first)) = first_probe.recv() else {
+                    return;
+                };
+                let questions =
+                    crate::probe::after(&first, crate::probe::tree_questions(calls.ctx.tree));
+                // All at once: each is a short compiler run (or a link) that
+                // would otherwise stop make's serial parse, one after another.
+                std::thread::scope(|p| {
+                    for _ in 0..questions.len().min(PREFETCH_THREADS) {
+                        p.spawn(|| calls.probes.prefetch(&cc, &questions, done));
+                    }
+                });
+            });
+        }
         s.spawn(|| {
             for stream in listener.incoming() {
                 if done.load(Ordering::Acquire) {
@@ -138,6 +187,11 @@ pub(crate) fn serve_while<T>(calls: &Calls<'_, '_>, f: impl FnOnce(&[(String, St
         ];
         let out = f(&env);
         done.store(true, Ordering::Release);
+        calls
+            .first_probe
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         // Wakes the accept loop, which then sees `done`.
         let _ = std::os::unix::net::UnixStream::connect(&socket);
         out

@@ -11,9 +11,10 @@
 
 use keyfab_cas::{CommandKey, Digest, LocalCas, NewAction};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::process::CommandExt as _;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The make command-line definitions that install the memoizing `cc-option`.
 /// `probe` is the command that answers one probe: it gets the compiler, the
@@ -59,27 +60,12 @@ pub fn ask(
         .current_dir(dir)
         .process_group(0)
         .spawn()?;
-    let program = cc.split_whitespace().last().unwrap_or_default();
-    let tool = crate::db::tool_identity(program).unwrap_or_else(|| Digest::of(program.as_bytes()));
-    let key = CommandKey {
-        kind: "cc-option".into(),
-        tool,
-        argv: vec![cc.into(), option.into(), extra.into()],
-        cwd: "/".into(),
-        env: Default::default(),
-        inputs: vec![],
-    }
-    .key();
-    let cached = cas
-        .get_action(&key)
-        .ok()
-        .flatten()
-        .and_then(|r| cas.get_blob(&r.stdout).ok().flatten());
-    if let Some(answer) = cached {
+    let key = answer_key(cc, option, extra);
+    if let Some(answer) = cached_answer(cas, &key) {
         // SAFETY: kill(2) of the group this function made, not yet reaped.
         unsafe { libc::kill(-(test.id() as i32), libc::SIGKILL) };
         let _ = test.wait();
-        return Ok(answer == b"yes");
+        return Ok(answer);
     }
     let ok = test.wait()?.success();
     let mut action = NewAction::success(vec![]);
@@ -88,6 +74,199 @@ pub fn ask(
         .map_err(std::io::Error::other)?;
     cas.flush().map_err(std::io::Error::other)?;
     Ok(ok)
+}
+
+/// Where the cache keeps whether `cc` (by its identity) takes `option`
+/// with `extra`.
+fn answer_key(cc: &str, option: &str, extra: &str) -> keyfab_cas::ActionKey {
+    let program = cc.split_whitespace().last().unwrap_or_default();
+    let tool = crate::db::tool_identity(program).unwrap_or_else(|| Digest::of(program.as_bytes()));
+    CommandKey {
+        kind: "cc-option".into(),
+        tool,
+        argv: vec![cc.into(), option.into(), extra.into()],
+        cwd: "/".into(),
+        env: Default::default(),
+        inputs: vec![],
+    }
+    .key()
+}
+
+/// The cache's answer under `key`, if it has one.
+fn cached_answer(cas: &LocalCas, key: &keyfab_cas::ActionKey) -> Option<bool> {
+    let record = cas.get_action(key).ok()??;
+    Some(cas.get_blob(&record.stdout).ok()?? == b"yes")
+}
+
+/// A `cc-option` call's arguments: `$(call cc-option,OPTION,FALLBACK,EXTRA)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Question {
+    pub option: String,
+    pub fallback: String,
+    pub extra: String,
+}
+
+/// The `cc-option` calls written in a makefile whose arguments are plain
+/// text (QMK's `$(,)` read as a comma), in order, as make passes them
+/// (blanks kept). Calls in comments, or with any other `$`, are left out:
+/// only make knows what they ask.
+pub fn literal_calls(makefile: &str) -> Vec<Question> {
+    const CALL: &str = "$(call cc-option,";
+    let text: String = makefile
+        .lines()
+        .map(|l| l.find('#').map_or(l, |i| &l[..i]))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut found = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(CALL) {
+        rest = &rest[at + CALL.len()..];
+        // The arguments end at the `)` that closes the call.
+        let mut depth = 0usize;
+        let Some(end) = rest.char_indices().find_map(|(i, c)| match c {
+            '(' => {
+                depth += 1;
+                None
+            }
+            ')' if depth == 0 => Some(i),
+            ')' => {
+                depth -= 1;
+                None
+            }
+            _ => None,
+        }) else {
+            break;
+        };
+        let args = rest[..end].replace("$(,)", "\u{1}");
+        rest = &rest[end..];
+        if args.contains(['$', '\n']) {
+            continue;
+        }
+        let mut words = args.split(',').map(|w| w.replace('\u{1}', ","));
+        let option = words.next().unwrap_or_default();
+        let fallback = words.next().unwrap_or_default();
+        let extra = words.next().unwrap_or_default();
+        if words.next().is_none() && !option.is_empty() {
+            found.push(Question {
+                option,
+                fallback,
+                extra,
+            });
+        }
+    }
+    found
+}
+
+/// The literal `cc-option` calls of a tree's shared makefiles (`*.mk`
+/// under `builddefs/` and `platforms/`, where QMK keeps them), in path
+/// order, each once.
+pub fn tree_questions(tree: &std::path::Path) -> Vec<Question> {
+    fn makefiles(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => makefiles(&path, out),
+                Ok(t) if t.is_file() && path.extension().is_some_and(|x| x == "mk") => {
+                    out.push(path)
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for dir in ["builddefs", "platforms"] {
+        makefiles(&tree.join(dir), &mut files);
+    }
+    files.sort();
+    let mut seen = std::collections::HashSet::new();
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| literal_calls(&text))
+        .filter(|q| seen.insert(q.clone()))
+        .collect()
+}
+
+/// `questions` in the order make is expected to ask them after `first`:
+/// makefiles are read top to bottom, so the calls after it in its file
+/// come next; then the others from the start (`first` itself left out).
+pub fn after(first: &Question, mut questions: Vec<Question>) -> Vec<Question> {
+    if let Some(at) = questions.iter().position(|q| q == first) {
+        questions.rotate_left(at);
+        questions.remove(0);
+    }
+    questions
+}
+
+/// One plan's probes in this process: each question asked once, by
+/// whoever wants it first. make asks through the plan's host; a prefetch
+/// asks the tree's literal calls ([`tree_questions`]) ahead of make, so
+/// their tests run on the cores make's serial parse leaves idle, and make
+/// finds the answer ready instead of waiting for a compiler run (a link
+/// with LTO for QMK's `-mrelax` probe, ~50 ms).
+pub struct Probes<'a> {
+    cas: &'a LocalCas,
+    dir: &'a std::path::Path,
+    asked: Mutex<HashMap<(String, Question), Arc<Asked>>>,
+}
+
+/// A question's answer once someone asked it (`None`: the test could not run).
+type Asked = OnceLock<Option<bool>>;
+
+impl<'a> Probes<'a> {
+    /// Probes run in `dir` (make's folder) and answered through `cas`.
+    pub fn new(cas: &'a LocalCas, dir: &'a std::path::Path) -> Self {
+        Probes {
+            cas,
+            dir,
+            asked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The question's cell, and whether this call made it.
+    fn cell(&self, cc: &str, q: &Question) -> (Arc<Asked>, bool) {
+        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        match asked.entry((cc.to_string(), q.clone())) {
+            std::collections::hash_map::Entry::Occupied(e) => (e.get().clone(), false),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                (e.insert(Default::default()).clone(), true)
+            }
+        }
+    }
+
+    /// make's question: the answer ([`Answer::ask`]), waiting for a
+    /// prefetch that is asking it already.
+    pub fn answer(&self, cc: &str, q: &Question) -> std::io::Result<Answer> {
+        let (cell, _) = self.cell(cc, q);
+        let supported = cell
+            .get_or_init(|| ask(self.cas, self.dir, cc, &q.option, &q.extra).ok())
+            .ok_or_else(|| std::io::Error::other("the probe could not run"))?;
+        Ok(Answer {
+            cc: cc.into(),
+            option: q.option.clone(),
+            fallback: q.fallback.clone(),
+            extra: q.extra.clone(),
+            printed: if supported { &q.option } else { &q.fallback }.clone(),
+        })
+    }
+
+    /// Asks `questions` of `cc` ahead of make, in order, skipping those
+    /// someone asks already, until `stop` (make is done). Several threads
+    /// may share one list.
+    pub fn prefetch(&self, cc: &str, questions: &[Question], stop: &AtomicBool) {
+        for q in questions {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            let (cell, new) = self.cell(cc, q);
+            if new {
+                cell.get_or_init(|| ask(self.cas, self.dir, cc, &q.option, &q.extra).ok());
+            }
+        }
+    }
 }
 
 /// One `cc-option` question as make asked it, and what it printed.
@@ -425,5 +604,123 @@ mod tests {
         // A new question still runs the test.
         assert!(ask(&cas, dir.path(), &cc, "-good-too", "").unwrap());
         assert!(dir.path().join("ran").exists());
+    }
+
+    fn q(option: &str, fallback: &str, extra: &str) -> Question {
+        Question {
+            option: option.into(),
+            fallback: fallback.into(),
+            extra: extra.into(),
+        }
+    }
+
+    #[test]
+    fn literal_calls_are_read_as_make_passes_them() {
+        let mk = "\
+CFLAGS += $(call cc-option,-Wa,-fallback)
+# $(call cc-option,COMMENTED,OUT)
+X += $(call cc-option,-Wl$(,)--no-warn-rwx-segments) $(call cc-option, -spaced , -kept)
+Y += $(call cc-option,-mrelax,,-flto=auto)
+Z += $(call cc-option,$(FLAG),-f) $(call cc-option,-a,-b,-c,-d) $(call cc-option,-n(1),-x)
+W += $(call cc-option,-open";
+        assert_eq!(
+            literal_calls(mk),
+            [
+                q("-Wa", "-fallback", ""),
+                q("-Wl,--no-warn-rwx-segments", "", ""),
+                q(" -spaced ", " -kept", ""),
+                q("-mrelax", "", "-flto=auto"),
+                q("-n(1)", "-x", ""),
+            ]
+        );
+    }
+
+    #[test]
+    fn make_is_expected_to_ask_on_from_its_first_question() {
+        let all = vec![
+            q("a", "", ""),
+            q("b", "", ""),
+            q("c", "", ""),
+            q("d", "", ""),
+        ];
+        assert_eq!(
+            after(&q("c", "", ""), all.clone()),
+            [q("d", "", ""), q("a", "", ""), q("b", "", "")]
+        );
+        // A question not written in the makefiles (a command-line call).
+        assert_eq!(after(&q("x", "", ""), all.clone()), all);
+    }
+
+    #[test]
+    fn the_tree_questions_come_from_its_shared_makefiles_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write(
+            "platforms/avr/platform.mk",
+            "A += $(call cc-option,-mlra)\n",
+        );
+        write(
+            "builddefs/common_rules.mk",
+            "A += $(call cc-option,-x,-y)\nB += $(call cc-option,-mlra)\n",
+        );
+        write("builddefs/notes.txt", "$(call cc-option,-not-a-makefile)\n");
+        write(
+            "keyboards/k/rules.mk",
+            "A += $(call cc-option,-not-shared)\n",
+        );
+        assert_eq!(
+            tree_questions(dir.path()),
+            [q("-x", "-y", ""), q("-mlra", "", "")]
+        );
+    }
+
+    /// A compiler that logs the option of each probe it runs (not its
+    /// `--version` and other identity questions) and takes `-good*`.
+    fn logging_cc(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+        let log = dir.join("probes.log");
+        let script = format!(
+            "#!/bin/sh\ncase \"$*\" in *' /dev/null') echo \"$1\" >> {} ;; esac\ncase \"$1\" in -good*) exit 0;; esac\nexit 1\n",
+            log.display()
+        );
+        (write_script(&dir.join("logging-cc"), &script), log)
+    }
+
+    #[test]
+    fn a_prefetched_probe_is_not_asked_again_and_answers_as_make_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = LocalCas::open(dir.path().join("cache")).unwrap();
+        let (cc, log) = logging_cc(dir.path());
+        let probes = Probes::new(&cas, dir.path());
+        let stop = AtomicBool::new(false);
+        let questions = [
+            q("-good", "", ""),
+            q("-bad", "-fallback", ""),
+            q("-good2", "", ""),
+        ];
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| probes.prefetch(&cc, &questions, &stop));
+            }
+        });
+        let printed: Vec<String> = questions
+            .iter()
+            .map(|question| probes.answer(&cc, question).unwrap().printed)
+            .collect();
+        assert_eq!(printed, ["-good", "-fallback", "-good2"]);
+        let mut ran: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        ran.sort();
+        assert_eq!(ran, ["-bad", "-good", "-good2"]);
+        // Stopped (make is done): nothing more is asked.
+        stop.store(true, Ordering::Release);
+        probes.prefetch(&cc, &[q("-good3", "", "")], &stop);
+        assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 3);
     }
 }

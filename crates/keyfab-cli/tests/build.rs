@@ -1117,6 +1117,45 @@ fn a_cache_and_temp_folder_with_blanks_and_dollars_still_plan_in_process() {
     assert!(!firmware_runs(&fx.tree, "acme_pad_default").is_empty());
 }
 
+/// make asks the fixture's two `cc-option` probes one after the other;
+/// keyfab asks the second ahead of make, while make waits for the first.
+/// The compiler's probe of the first waits for the probe of the second
+/// (10 s at most): it sees it only when the two ran at once. Each probe
+/// still runs once, and the plan is the one of a cache that knew them.
+#[test]
+fn the_trees_probes_are_asked_ahead_of_make() {
+    let real = keyfab_build_has("cc").expect("cc on PATH");
+    let fx = fixture();
+    let wrap = tempfile::tempdir().unwrap();
+    let (mark, log) = (
+        wrap.path().join("second-started"),
+        wrap.path().join("probes"),
+    );
+    // A probe ends `-o /dev/null -x c /dev/null`; compiles and identity
+    // questions go straight to the compiler.
+    let script = format!(
+        "#!/bin/sh\ncase \"$*\" in *' /dev/null') ;; *) exec '{cc}' \"$@\";; esac\necho \"$1\" >> '{l}'\ncase \"$1\" in\n  -fno-common) touch '{m}' ;;\n  -Wunused-but-set-variable=1)\n    i=0; while [ ! -e '{m}' ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n    [ -e '{m}' ] && echo saw-second >> '{l}' ;;\nesac\nexec '{cc}' \"$@\"\n",
+        cc = real.display(),
+        l = log.display(),
+        m = mark.display()
+    );
+    write_script(&wrap.path().join("cc"), &script);
+    let plan = run(fx
+        .build_cmd(&["-n", "solo:default"])
+        .env("PATH", path_with_first(wrap.path())));
+    let probes = std::fs::read_to_string(&log).unwrap();
+    let mut asked: Vec<&str> = probes.lines().collect();
+    asked.sort();
+    assert_eq!(
+        asked,
+        ["-Wunused-but-set-variable=1", "-fno-common", "saw-second"],
+        "{probes}"
+    );
+    // The plan the compiler itself gives.
+    let again = run(&mut fx.build_cmd(&["-n", "solo:default"]));
+    assert_eq!(plan.ok(), again.ok());
+}
+
 #[test]
 fn jobs_bound_the_compilers_running_at_once() {
     // `-j` compiles at once, no more (only compiles are counted:
