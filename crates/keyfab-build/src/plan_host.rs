@@ -14,6 +14,7 @@ use crate::plan_cache::{log_answer, log_call, PlanContext};
 use crate::probe::{Probes, Question};
 use keyfab_cas::LocalCas;
 use keyfab_shell::host::{self, Reply};
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -165,7 +166,11 @@ pub(crate) fn serve_while<T>(calls: &Calls<'_, '_>, f: impl FnOnce(&[(String, St
                 // would otherwise stop make's serial parse, one after another.
                 std::thread::scope(|p| {
                     for _ in 0..questions.len().min(PREFETCH_THREADS) {
-                        p.spawn(|| calls.probes.prefetch(&cc, &questions, done));
+                        // A prefetch that panics leaves make to ask.
+                        p.spawn(|| {
+                            let prefetch = || calls.probes.prefetch(&cc, &questions, done);
+                            let _ = std::panic::catch_unwind(AssertUnwindSafe(prefetch));
+                        });
                     }
                 });
             });
@@ -176,8 +181,14 @@ pub(crate) fn serve_while<T>(calls: &Calls<'_, '_>, f: impl FnOnce(&[(String, St
                     break;
                 }
                 if let Ok(stream) = stream {
-                    // A client gone mid-call is its own failure.
-                    let _ = host::serve(stream, |argv| calls.run(argv));
+                    // A client gone mid-call is its own failure. A call
+                    // that panics here (a bug) is started as a process, as
+                    // calls not known here are, rather than ending keyfab.
+                    let _ = host::serve(stream, |argv| {
+                        std::panic::catch_unwind(AssertUnwindSafe(|| calls.run(argv)))
+                            .ok()
+                            .flatten()
+                    });
                 }
             }
         });
@@ -196,4 +207,59 @@ pub(crate) fn serve_while<T>(calls: &Calls<'_, '_>, f: impl FnOnce(&[(String, St
         let _ = std::os::unix::net::UnixStream::connect(&socket);
         out
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generator host with a bug: it panics on every call.
+    struct Panics;
+    impl crate::exec::GeneratorHost for Panics {
+        fn generate(&self, _: &[String]) -> Option<Result<Generation, String>> {
+            panic!("a bug in a generator")
+        }
+        fn salt(&self) -> String {
+            String::new()
+        }
+    }
+
+    /// A call whose handler panics is answered "not known" (keyfab-shell
+    /// then starts it as a process), and the host answers the next call.
+    #[test]
+    fn a_call_that_panics_is_left_to_a_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = LocalCas::open(dir.path().join("cache")).unwrap();
+        let answers = crate::probe::Answers::default();
+        let ctx = PlanContext {
+            tree: dir.path(),
+            make_args: vec![],
+            qmk_bin: "keyfab qmk".into(),
+            recorder: "keyfab record-generator".into(),
+            prober: "keyfab probe-cc-option".into(),
+            answers: &answers,
+            host: Some(std::sync::Arc::new(Panics)),
+            shell: None,
+        };
+        let log = dir.path().join("plan.log");
+        let calls = Calls::new(&ctx, &cas, &log).unwrap();
+        let call: Vec<String> = ["keyfab", "record-generator", "--log"]
+            .iter()
+            .map(|w| w.to_string())
+            .chain([log.display().to_string(), "--".into()])
+            .chain(["keyfab", "qmk", "generate-version-h"].map(String::from))
+            .collect();
+        let replies = serve_while(&calls, |env| {
+            // Asked from a thread of its own: a host that died would
+            // leave it waiting for a reply.
+            let (socket, call) = (std::path::PathBuf::from(&env[0].1), call.clone());
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let ask = || host::ask(&socket, &call).ok();
+                let _ = tx.send([ask(), ask()]);
+            });
+            rx.recv_timeout(std::time::Duration::from_secs(20))
+        });
+        assert_eq!(replies, Ok([Some(None), Some(None)]));
+    }
 }
