@@ -136,10 +136,19 @@ pub fn folder_head(head: &ActionKey, root: &Path) -> ActionKey {
 }
 
 /// Whether `contents` name the folder `root` (then they hold in that
-/// folder only).
+/// folder only): as it is, or escaped the way JSON (a plan) and C string
+/// literals (a generated header) write a `"` or `\` in it.
 pub(crate) fn names_folder(contents: &[u8], root: &Path) -> bool {
     let folder = root.as_os_str().as_encoded_bytes();
-    !folder.is_empty() && contents.windows(folder.len()).any(|w| w == folder)
+    let mut escaped = Vec::with_capacity(folder.len());
+    for &b in folder {
+        if b == b'"' || b == b'\\' {
+            escaped.push(b'\\');
+        }
+        escaped.push(b);
+    }
+    let holds = |f: &[u8]| !f.is_empty() && contents.windows(f.len()).any(|w| w == f);
+    holds(folder) || (escaped.len() != folder.len() && holds(&escaped))
 }
 
 /// The outputs the cache knows for a call in the tree at `root`, newest
@@ -265,6 +274,19 @@ pub fn write_generated(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_is_named_as_it_is_or_escaped() {
+        let odd = Path::new(r#"/w/say "hi"\there"#);
+        let plan = serde_json::to_vec(&[format!("-I{}/quantum", odd.display())]).unwrap();
+        assert!(names_folder(&plan, odd));
+        let header = br#"#define KB_DIR "/w/say \"hi\"\\there/keyboards""#;
+        assert!(names_folder(header, odd));
+        assert!(names_folder(b"/w/say \"hi\"\\there/x", odd));
+        assert!(!names_folder(&plan, Path::new("/w/other")));
+        assert!(names_folder(b"-I/w/plain/quantum", Path::new("/w/plain")));
+        assert!(!names_folder(b"-Iquantum", Path::new("/w/plain")));
+    }
 
     #[test]
     fn reads_encode_relative_and_decode() {
