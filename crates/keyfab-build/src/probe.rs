@@ -244,13 +244,7 @@ impl<'a> Probes<'a> {
         let supported = cell
             .get_or_init(|| ask(self.cas, self.dir, cc, &q.option, &q.extra).ok())
             .ok_or_else(|| std::io::Error::other("the probe could not run"))?;
-        Ok(Answer {
-            cc: cc.into(),
-            option: q.option.clone(),
-            fallback: q.fallback.clone(),
-            extra: q.extra.clone(),
-            printed: if supported { &q.option } else { &q.fallback }.clone(),
-        })
+        Ok(Answer::to(cc, q.clone(), supported))
     }
 
     /// Asks `questions` of `cc` ahead of make, in order, skipping those
@@ -291,14 +285,30 @@ impl Answer {
         fallback: &str,
         extra: &str,
     ) -> std::io::Result<Answer> {
-        let supported = ask(cas, dir, cc, option, extra)?;
-        Ok(Answer {
-            cc: cc.into(),
+        let question = Question {
             option: option.into(),
             fallback: fallback.into(),
             extra: extra.into(),
-            printed: if supported { option } else { fallback }.into(),
-        })
+        };
+        let supported = ask(cas, dir, cc, option, extra)?;
+        Ok(Answer::to(cc, question, supported))
+    }
+
+    /// The answer to `question` asked of `cc`, which takes its option or not.
+    pub fn to(cc: &str, question: Question, supported: bool) -> Answer {
+        let Question {
+            option,
+            fallback,
+            extra,
+        } = question;
+        let printed = if supported { &option } else { &fallback }.clone();
+        Answer {
+            cc: cc.into(),
+            option,
+            fallback,
+            extra,
+            printed,
+        }
     }
 
     /// The make variable our `cc-option` memoizes this question in (its
