@@ -565,13 +565,11 @@ pub fn dry_run(tree: &Path, args: &[String], env: &[(String, String)]) -> Result
         .wait_with_output()
         .map_err(|e| format!("cannot run make: {e}"))?;
     // make's own failure first: one that ends it early also closes the pipe.
-    if out.status.success() {
-        if let Some(Err(e)) = written {
-            return Err(format!("cannot give make its makefile list: {e}"));
-        }
-    }
     if !out.status.success() {
         return Err(failure_text(&String::from_utf8_lossy(&out.stderr)));
+    }
+    if let Some(Err(e)) = written {
+        return Err(format!("cannot give make its makefile list: {e}"));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -30,10 +30,9 @@ pub(crate) struct Calls<'c, 'a> {
     /// How many calls were answered here.
     pub answered: AtomicUsize,
     probes: Probes<'c>,
-    /// Takes make's first probe (compiler, question) to the prefetch
-    /// ([`serve_while`]), which then asks the tree's other probes of it.
+    /// Takes make's first probe (compiler, question) to the prefetch that
+    /// [`serve_while`] runs, which then asks the tree's other probes of it.
     first_probe: Mutex<Option<mpsc::Sender<(String, Question)>>>,
-    prefetch: Mutex<Option<mpsc::Receiver<(String, Question)>>>,
 }
 
 impl<'c, 'a> Calls<'c, 'a> {
@@ -45,7 +44,6 @@ impl<'c, 'a> Calls<'c, 'a> {
         recorder.extend(["--log".into(), log_arg.clone(), "--".into()]);
         let mut prober = words(&ctx.prober)?;
         prober.extend(["--log".into(), log_arg]);
-        let (first_probe, prefetch) = mpsc::channel();
         Some(Calls {
             ctx,
             log,
@@ -53,8 +51,7 @@ impl<'c, 'a> Calls<'c, 'a> {
             prober,
             answered: AtomicUsize::new(0),
             probes: Probes::new(cas, ctx.tree),
-            first_probe: Mutex::new(Some(first_probe)),
-            prefetch: Mutex::new(Some(prefetch)),
+            first_probe: Mutex::new(None),
         })
     }
 
@@ -146,35 +143,30 @@ pub(crate) fn serve_while<T>(calls: &Calls<'_, '_>, f: impl FnOnce(&[(String, St
     };
     let socket = dir.path().join("s");
     let done = AtomicBool::new(false);
-    let prefetch = calls
-        .prefetch
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let (first_probe, asked_first) = mpsc::channel();
+    *calls.first_probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(first_probe);
     std::thread::scope(|s| {
-        if let Some(first_probe) = prefetch {
-            let (calls, done) = (&calls, &done);
-            s.spawn(move || {
-                // Nothing to do when make asks no probe (the sender is
-                // dropped when it is done).
-                let Ok((cc, first)) = first_probe.recv() else {
-                    return;
-                };
-                let questions =
-                    crate::probe::after(&first, crate::probe::tree_questions(calls.ctx.tree));
-                // All at once: each is a short compiler run (or a link) that
-                // would otherwise stop make's serial parse, one after another.
-                std::thread::scope(|p| {
-                    for _ in 0..questions.len().min(PREFETCH_THREADS) {
-                        // A prefetch that panics leaves make to ask.
-                        p.spawn(|| {
-                            let prefetch = || calls.probes.prefetch(&cc, &questions, done);
-                            let _ = std::panic::catch_unwind(AssertUnwindSafe(prefetch));
-                        });
-                    }
-                });
+        let done = &done;
+        s.spawn(move || {
+            // Nothing to do when make asks no probe (the sender is
+            // dropped when it is done).
+            let Ok((cc, first)) = asked_first.recv() else {
+                return;
+            };
+            let questions =
+                crate::probe::after(&first, crate::probe::tree_questions(calls.ctx.tree));
+            // All at once: each is a short compiler run (or a link) that
+            // would otherwise stop make's serial parse, one after another.
+            std::thread::scope(|p| {
+                for _ in 0..questions.len().min(PREFETCH_THREADS) {
+                    // A prefetch that panics leaves make to ask.
+                    p.spawn(|| {
+                        let prefetch = || calls.probes.prefetch(&cc, &questions, done);
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(prefetch));
+                    });
+                }
             });
-        }
+        });
         s.spawn(|| {
             for stream in listener.incoming() {
                 if done.load(Ordering::Acquire) {

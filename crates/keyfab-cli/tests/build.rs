@@ -410,16 +410,14 @@ fn an_lto_link_in_parallel_writes_what_the_recipe_writes() {
     // idle slots (`-flto=4` here); the ELF must be the recipe's own bytes.
     let fx = fixture();
     // A `cc` first on PATH that notes its command line, then runs the real one.
-    let wrap = tempfile::tempdir().unwrap();
+    let (wrap, path) = wrapped_cc(|real, dir| {
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            dir.join("cc.log").display(),
+            real.display()
+        )
+    });
     let log = wrap.path().join("cc.log");
-    let real = keyfab_build_has("cc").expect("cc on PATH");
-    let script = format!(
-        "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
-        log.display(),
-        real.display()
-    );
-    write_script(&wrap.path().join("cc"), &script);
-    let path = path_with_first(wrap.path());
     let args = ["solo:default", "-e", "LTO_ENABLE=yes", "-j", "4"];
     let r = run(fx.build_cmd(&args).env("PATH", &path));
     assert_eq!(counts(r.ok().lines().last().unwrap()).compiled, 5);
@@ -453,6 +451,7 @@ fn an_lto_link_in_parallel_writes_what_the_recipe_writes() {
     assert!(argv.contains(&"-flto=auto"), "{argv:?}");
     std::fs::remove_file(&elf).unwrap();
     // QMK's own link command, with the real compiler.
+    let real = keyfab_build_has("cc").expect("cc on PATH");
     let status = std::process::Command::new(&real)
         .args(&argv[1..])
         .env("MAKE", "make")
@@ -702,6 +701,19 @@ fn keyfab_build_has(program: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(program))
         .find(|p| p.is_file())
+}
+
+/// A `cc` first on PATH: the shell script `script(real cc, its folder)`
+/// makes, in a folder of its own (for its logs too). Returns the folder
+/// (kept while the tests use it) and the PATH.
+fn wrapped_cc(
+    script: impl FnOnce(&std::path::Path, &std::path::Path) -> String,
+) -> (tempfile::TempDir, String) {
+    let real = keyfab_build_has("cc").expect("cc on PATH");
+    let wrap = tempfile::tempdir().unwrap();
+    write_script(&wrap.path().join("cc"), &script(&real, wrap.path()));
+    let path = path_with_first(wrap.path());
+    (wrap, path)
 }
 
 #[test]
@@ -1124,25 +1136,19 @@ fn a_cache_and_temp_folder_with_blanks_and_dollars_still_plan_in_process() {
 /// still runs once, and the plan is the one of a cache that knew them.
 #[test]
 fn the_trees_probes_are_asked_ahead_of_make() {
-    let real = keyfab_build_has("cc").expect("cc on PATH");
     let fx = fixture();
-    let wrap = tempfile::tempdir().unwrap();
-    let (mark, log) = (
-        wrap.path().join("second-started"),
-        wrap.path().join("probes"),
-    );
     // A probe ends `-o /dev/null -x c /dev/null`; compiles and identity
     // questions go straight to the compiler.
-    let script = format!(
-        "#!/bin/sh\ncase \"$*\" in *' /dev/null') ;; *) exec '{cc}' \"$@\";; esac\necho \"$1\" >> '{l}'\ncase \"$1\" in\n  -fno-common) touch '{m}' ;;\n  -Wunused-but-set-variable=1)\n    i=0; while [ ! -e '{m}' ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n    [ -e '{m}' ] && echo saw-second >> '{l}' ;;\nesac\nexec '{cc}' \"$@\"\n",
-        cc = real.display(),
-        l = log.display(),
-        m = mark.display()
-    );
-    write_script(&wrap.path().join("cc"), &script);
-    let plan = run(fx
-        .build_cmd(&["-n", "solo:default"])
-        .env("PATH", path_with_first(wrap.path())));
+    let (wrap, path) = wrapped_cc(|real, dir| {
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *' /dev/null') ;; *) exec '{cc}' \"$@\";; esac\necho \"$1\" >> '{l}'\ncase \"$1\" in\n  -fno-common) touch '{m}' ;;\n  -Wunused-but-set-variable=1)\n    i=0; while [ ! -e '{m}' ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n    [ -e '{m}' ] && echo saw-second >> '{l}' ;;\nesac\nexec '{cc}' \"$@\"\n",
+            cc = real.display(),
+            l = dir.join("probes").display(),
+            m = dir.join("second-started").display()
+        )
+    });
+    let log = wrap.path().join("probes");
+    let plan = run(fx.build_cmd(&["-n", "solo:default"]).env("PATH", &path));
     let probes = std::fs::read_to_string(&log).unwrap();
     let mut asked: Vec<&str> = probes.lines().collect();
     asked.sort();
@@ -1160,20 +1166,18 @@ fn the_trees_probes_are_asked_ahead_of_make() {
 fn jobs_bound_the_compilers_running_at_once() {
     // `-j` compiles at once, no more (only compiles are counted:
     // identifying the compiler runs it too, from several threads).
-    let real = keyfab_build_has("cc").expect("cc on PATH");
     let most_at_once = |jobs: &str| {
         let fx = fixture();
-        let wrap = tempfile::tempdir().unwrap();
-        let (running, log) = (wrap.path().join("running"), wrap.path().join("counts"));
-        std::fs::create_dir(&running).unwrap();
-        let script = format!(
-            "#!/bin/sh\ncase \" $* \" in *' -c '*) ;; *) exec '{cc}' \"$@\";; esac\ntouch '{r}'/$$\nls '{r}' | wc -l >> '{l}'\nsleep 0.3\n'{cc}' \"$@\"\ns=$?\nrm -f '{r}'/$$\nexit $s\n",
-            r = running.display(),
-            l = log.display(),
-            cc = real.display()
-        );
-        write_script(&wrap.path().join("cc"), &script);
-        let path = path_with_first(wrap.path());
+        let (wrap, path) = wrapped_cc(|real, dir| {
+            format!(
+                "#!/bin/sh\ncase \" $* \" in *' -c '*) ;; *) exec '{cc}' \"$@\";; esac\ntouch '{r}'/$$\nls '{r}' | wc -l >> '{l}'\nsleep 0.3\n'{cc}' \"$@\"\ns=$?\nrm -f '{r}'/$$\nexit $s\n",
+                r = dir.join("running").display(),
+                l = dir.join("counts").display(),
+                cc = real.display()
+            )
+        });
+        let log = wrap.path().join("counts");
+        std::fs::create_dir(wrap.path().join("running")).unwrap();
         let r = run(fx
             .build_cmd(&["solo:default", "-j", jobs])
             .env("PATH", &path));
