@@ -146,14 +146,32 @@ type ToolMemo = HashMap<String, (PathBuf, Digest, Arc<ToolProbe>)>;
 /// resolves to another binary; its helpers are hashed through the stat
 /// cache each time, so a new `as` or `ld` is seen at once.
 pub fn tool_identity(program: &str) -> Option<Digest> {
+    identify(program, true)
+}
+
+/// The program's identity when this process has identified it already (a
+/// few `stat`s); `None` while it is being identified, or never was. For
+/// callers that have something better to do than wait: a probe's test
+/// answers make sooner than a cold identity (~40 ms of compiler runs and
+/// hashing) does.
+pub fn known_tool_identity(program: &str) -> Option<Digest> {
+    identify(program, false)
+}
+
+/// [`tool_identity`]; with `find` false, only from what this process knows.
+fn identify(program: &str, find: bool) -> Option<Digest> {
     let path = crate::exec::resolve_program(program)?;
     let binary = file_digest(&path)?;
+    // The memo holds programs whose helpers were hashed already.
     let memo = |program: &str| match TOOLS.lock().unwrap().get(program) {
         Some((p, b, probe)) if *p == path && *b == binary => Some(probe.clone()),
         _ => None,
     };
     if let Some(probe) = memo(program) {
         return Some(probe.identity(&path, binary, file_digest));
+    }
+    if !find {
+        return None;
     }
     // One thread identifies a program, others wait for it: a plan's
     // prefetched probes all ask at once, and each identity runs the
@@ -165,26 +183,23 @@ pub fn tool_identity(program: &str) -> Option<Digest> {
         .or_default()
         .clone();
     let _identifying = gate.lock().unwrap_or_else(|p| p.into_inner());
-    let probe = match memo(program) {
+    if let Some(probe) = memo(program) {
+        return Some(probe.identity(&path, binary, file_digest));
+    }
+    let probe = match remembered_probe(&path, &binary) {
         Some(probe) => probe,
         None => {
-            let probe = match remembered_probe(&path, &binary) {
-                Some(probe) => probe,
-                None => {
-                    let probe = ToolProbe::run(program, &path).ok()?;
-                    remember_probe(&path, &binary, &probe);
-                    probe
-                }
-            };
-            let probe = Arc::new(probe);
-            TOOLS
-                .lock()
-                .unwrap()
-                .insert(program.to_string(), (path.clone(), binary, probe.clone()));
+            let probe = ToolProbe::run(program, &path).ok()?;
+            remember_probe(&path, &binary, &probe);
             probe
         }
     };
-    Some(probe.identity(&path, binary, file_digest))
+    let identity = probe.identity(&path, binary, file_digest);
+    TOOLS
+        .lock()
+        .unwrap()
+        .insert(program.to_string(), (path, binary, Arc::new(probe)));
+    Some(identity)
 }
 
 /// Program → the lock its first identification holds (see [`tool_identity`]).

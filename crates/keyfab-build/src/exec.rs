@@ -72,6 +72,12 @@ pub trait GeneratorHost: Send + Sync {
     /// What its outputs depend on besides the call and the files they read
     /// (the year, the environment it reads): part of their cache key.
     fn salt(&self) -> String;
+    /// The keyboard's platform (QMK's `platform_key`: `avr`, `chibios`, …)
+    /// from its merged info, when the host knows it. A plan asks the probes
+    /// of that platform's makefiles before make reaches them.
+    fn platform(&self, _keyboard: &str) -> Option<String> {
+        None
+    }
 }
 
 /// One generator call to make (see [`Executor::run_generator_jobs`]).

@@ -88,6 +88,8 @@ fn compiler_identities(plan: &Plan) -> Option<Vec<(String, Digest)>> {
 /// What a plan depends on besides the makefiles read.
 pub struct PlanContext<'a> {
     pub tree: &'a Path,
+    /// The target's keyboard (its platform's probes are asked early).
+    pub keyboard: &'a str,
     /// make's arguments, without `QMK_BIN`.
     pub make_args: Vec<String>,
     /// The generator command (`QMK_BIN`). This and the two commands below

@@ -90,6 +90,24 @@ impl<'c, 'a> Calls<'c, 'a> {
         })
     }
 
+    /// Asks `questions` of `cc` ahead of make, all at once (each is a short
+    /// compiler run, or a link, that would otherwise stop make's serial
+    /// parse, one after another), until `done`; then identifies the
+    /// compiler, which the tests do not wait for. A prefetch that panics
+    /// leaves make to ask.
+    fn prefetch(&self, cc: &str, questions: &[crate::probe::Question], done: &AtomicBool) {
+        std::thread::scope(|p| {
+            for _ in 0..questions.len().min(PREFETCH_THREADS) {
+                p.spawn(|| {
+                    let prefetch = || self.probes.prefetch(cc, questions, done);
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(prefetch));
+                });
+            }
+        });
+        let identify = || self.probes.identify(cc);
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(identify));
+    }
+
     /// A `cc-option` probe, logged as `keyfab probe-cc-option` logs it.
     /// The first one starts the prefetch of the others.
     fn probe(&self, cc: &str, option: &str, fallback: &str, extra: &str) -> Option<Reply> {
@@ -145,25 +163,35 @@ pub(crate) fn serve_while<T>(calls: &Calls<'_, '_>, f: impl FnOnce(&[(String, St
     let done = AtomicBool::new(false);
     let (first_probe, asked_first) = mpsc::channel();
     *calls.first_probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(first_probe);
-    std::thread::scope(|s| {
+    let out = std::thread::scope(|s| {
         let done = &done;
         s.spawn(move || {
-            // Nothing to do when make asks no probe (the sender is
-            // dropped when it is done).
-            let Ok((cc, first)) = asked_first.recv() else {
-                return;
-            };
-            let questions =
-                crate::probe::after(&first, crate::probe::tree_questions(calls.ctx.tree));
-            // All at once: each is a short compiler run (or a link) that
-            // would otherwise stop make's serial parse, one after another.
+            let tree = calls.ctx.tree;
+            let platform = calls.ctx.host.as_ref().and_then(|h| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| h.platform(calls.ctx.keyboard)))
+                    .ok()
+                    .flatten()
+            });
+            let questions = crate::probe::tree_questions(tree, platform.as_deref());
+            let expected = platform
+                .as_deref()
+                .and_then(|p| crate::probe::platform_compiler(tree, p));
             std::thread::scope(|p| {
-                for _ in 0..questions.len().min(PREFETCH_THREADS) {
-                    // A prefetch that panics leaves make to ask.
-                    p.spawn(|| {
-                        let prefetch = || calls.probes.prefetch(&cc, &questions, done);
-                        let _ = std::panic::catch_unwind(AssertUnwindSafe(prefetch));
-                    });
+                // The platform's compiler is asked now, while make reads
+                // the makefiles before the first probe (~50 ms for QMK).
+                if let Some(cc) = &expected {
+                    p.spawn(|| calls.prefetch(cc, &questions, done));
+                }
+                // Nothing more to do when make asks no probe (the sender is
+                // dropped when it is done), or asks the expected compiler.
+                let Ok((cc, first)) = asked_first.recv() else {
+                    return;
+                };
+                if !expected
+                    .as_deref()
+                    .is_some_and(|e| crate::probe::same_compiler(e, &cc))
+                {
+                    calls.prefetch(&cc, &crate::probe::after(&first, questions.clone()), done);
                 }
             });
         });
@@ -198,7 +226,9 @@ pub(crate) fn serve_while<T>(calls: &Calls<'_, '_>, f: impl FnOnce(&[(String, St
         // Wakes the accept loop, which then sees `done`.
         let _ = std::os::unix::net::UnixStream::connect(&socket);
         out
-    })
+    });
+    calls.probes.keep_tested();
+    out
 }
 
 #[cfg(test)]
@@ -225,6 +255,7 @@ mod tests {
         let answers = crate::probe::Answers::default();
         let ctx = PlanContext {
             tree: dir.path(),
+            keyboard: "kb",
             make_args: vec![],
             qmk_bin: "keyfab qmk".into(),
             recorder: "keyfab record-generator".into(),

@@ -50,40 +50,127 @@ pub fn ask(
     option: &str,
     extra: &str,
 ) -> std::io::Result<bool> {
-    // The test starts first and runs while the compiler is identified (on
-    // a cold cache that identity is ~25 ms of hashing and `--version`
-    // runs, in make's serial parse); a cached answer then drops it.
-    // Its own process group, so the whole pipeline can be stopped.
-    let mut test = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(probe_script(cc, option, extra))
-        .current_dir(dir)
-        .process_group(0)
-        .spawn()?;
-    let key = answer_key(cc, option, extra);
+    match test_or_cache(cas, dir, cc, option, extra, true)? {
+        Outcome::Known(supported) => Ok(supported),
+        Outcome::Tested(tested) => {
+            tested.keep(cas)?;
+            Ok(tested.supported)
+        }
+    }
+}
+
+/// How a question was answered.
+enum Outcome {
+    /// From the cache, or tested and stored.
+    Known(bool),
+    /// Tested while the compiler was not identified yet: to keep.
+    Tested(Tested),
+}
+
+/// A test's answer, to store under the compiler's identity once it is
+/// found ([`Tested::keep`]).
+#[derive(Debug, Clone)]
+struct Tested {
+    cc: String,
+    option: String,
+    extra: String,
+    supported: bool,
+}
+
+impl Tested {
+    /// Stores the answer under the compiler's identity (found now, when
+    /// it has not been yet).
+    fn keep(&self, cas: &LocalCas) -> std::io::Result<()> {
+        let identity = crate::db::tool_identity(program_of(&self.cc));
+        let key = answer_key(&self.cc, &self.option, &self.extra, identity);
+        store_answer(cas, &key, self.supported)
+    }
+}
+
+/// [`ask`]. A compiler this process identified already is asked of the
+/// cache first. Else the test starts, and with `identify` runs while the
+/// compiler is identified (a cached answer then stops it); without, the
+/// test answers on its own and its result is returned to keep: a cold
+/// identity (~40 ms: the compiler's `--version`, its helpers' paths, ~40 MB
+/// of their binaries hashed) is longer than most tests, and make's serial
+/// parse waits for the answer.
+fn test_or_cache(
+    cas: &LocalCas,
+    dir: &std::path::Path,
+    cc: &str,
+    option: &str,
+    extra: &str,
+    identify: bool,
+) -> std::io::Result<Outcome> {
+    let program = program_of(cc);
+    let test = || {
+        // Its own process group, so the whole pipeline can be stopped.
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(probe_script(cc, option, extra))
+            .current_dir(dir)
+            .process_group(0)
+            .spawn()
+    };
+    if let Some(identity) = crate::db::known_tool_identity(program) {
+        let key = answer_key(cc, option, extra, Some(identity));
+        if let Some(answer) = cached_answer(cas, &key) {
+            return Ok(Outcome::Known(answer));
+        }
+        let supported = test()?.wait()?.success();
+        store_answer(cas, &key, supported)?;
+        return Ok(Outcome::Known(supported));
+    }
+    let mut test = test()?;
+    if !identify {
+        return Ok(Outcome::Tested(Tested {
+            cc: cc.into(),
+            option: option.into(),
+            extra: extra.into(),
+            supported: test.wait()?.success(),
+        }));
+    }
+    let key = answer_key(cc, option, extra, crate::db::tool_identity(program));
     if let Some(answer) = cached_answer(cas, &key) {
         // SAFETY: kill(2) of the group this function made, not yet reaped.
         unsafe { libc::kill(-(test.id() as i32), libc::SIGKILL) };
         let _ = test.wait();
-        return Ok(answer);
+        return Ok(Outcome::Known(answer));
     }
-    let ok = test.wait()?.success();
-    let mut action = NewAction::success(vec![]);
-    action.stdout = if ok { b"yes" } else { b"no" };
-    cas.put_action(&key, &action)
-        .map_err(std::io::Error::other)?;
-    cas.flush().map_err(std::io::Error::other)?;
-    Ok(ok)
+    let supported = test.wait()?.success();
+    store_answer(cas, &key, supported)?;
+    Ok(Outcome::Known(supported))
 }
 
-/// Where the cache keeps whether `cc` (by its identity) takes `option`
-/// with `extra`.
-fn answer_key(cc: &str, option: &str, extra: &str) -> keyfab_cas::ActionKey {
-    let program = cc.split_whitespace().last().unwrap_or_default();
-    let tool = crate::db::tool_identity(program).unwrap_or_else(|| Digest::of(program.as_bytes()));
+/// The program a probe's `cc` runs: its last word (`ccache avr-gcc`).
+fn program_of(cc: &str) -> &str {
+    cc.split_whitespace().last().unwrap_or_default()
+}
+
+fn store_answer(
+    cas: &LocalCas,
+    key: &keyfab_cas::ActionKey,
+    supported: bool,
+) -> std::io::Result<()> {
+    let mut action = NewAction::success(vec![]);
+    action.stdout = if supported { b"yes" } else { b"no" };
+    cas.put_action(key, &action)
+        .map_err(std::io::Error::other)?;
+    cas.flush().map_err(std::io::Error::other)
+}
+
+/// Where the cache keeps whether `cc` takes `option` with `extra`, asked
+/// of the compiler with `identity` (`None`: it could not be identified).
+fn answer_key(
+    cc: &str,
+    option: &str,
+    extra: &str,
+    identity: Option<Digest>,
+) -> keyfab_cas::ActionKey {
+    let program = program_of(cc);
     CommandKey {
         kind: "cc-option".into(),
-        tool,
+        tool: identity.unwrap_or_else(|| Digest::of(program.as_bytes())),
         argv: vec![cc.into(), option.into(), extra.into()],
         cwd: "/".into(),
         env: Default::default(),
@@ -159,16 +246,17 @@ pub fn literal_calls(makefile: &str) -> Vec<Question> {
 
 /// The literal `cc-option` calls of a tree's shared makefiles (`*.mk`
 /// under `builddefs/` and `platforms/`, where QMK keeps them), in path
-/// order, each once.
-pub fn tree_questions(tree: &std::path::Path) -> Vec<Question> {
-    fn makefiles(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+/// order, each once. With the target's `platform` (QMK's `PLATFORM_KEY`),
+/// only its own folder of `platforms/` is read, not another platform's.
+pub fn tree_questions(tree: &std::path::Path, platform: Option<&str>) -> Vec<Question> {
+    fn makefiles(dir: &std::path::Path, deep: bool, out: &mut Vec<std::path::PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
         for e in entries.flatten() {
             let path = e.path();
             match e.file_type() {
-                Ok(t) if t.is_dir() => makefiles(&path, out),
+                Ok(t) if t.is_dir() && deep => makefiles(&path, deep, out),
                 Ok(t) if t.is_file() && path.extension().is_some_and(|x| x == "mk") => {
                     out.push(path)
                 }
@@ -177,8 +265,13 @@ pub fn tree_questions(tree: &std::path::Path) -> Vec<Question> {
         }
     }
     let mut files = Vec::new();
-    for dir in ["builddefs", "platforms"] {
-        makefiles(&tree.join(dir), &mut files);
+    makefiles(&tree.join("builddefs"), true, &mut files);
+    match platform {
+        Some(platform) => {
+            makefiles(&tree.join("platforms"), false, &mut files);
+            makefiles(&tree.join("platforms").join(platform), true, &mut files);
+        }
+        None => makefiles(&tree.join("platforms"), true, &mut files),
     }
     files.sort();
     let mut seen = std::collections::HashSet::new();
@@ -188,6 +281,111 @@ pub fn tree_questions(tree: &std::path::Path) -> Vec<Question> {
         .flat_map(|text| literal_calls(&text))
         .filter(|q| seen.insert(q.clone()))
         .collect()
+}
+
+/// The compiler a platform's probes are expected to be asked of, before
+/// make says: the `CC` that `platforms/PLATFORM/platform.mk` (the makefile
+/// QMK's build includes for the target's `PLATFORM_KEY`) assigns first
+/// outside any conditional. A variable it names that the file does not
+/// assign is taken as empty (QMK's `CC_PREFIX`, set only for ccache); one
+/// the file assigns, or any function, leaves it unknown. A guess: when
+/// make asks of another compiler, its probes are asked as they come.
+pub fn platform_compiler(tree: &std::path::Path, platform: &str) -> Option<String> {
+    if platform.is_empty() || platform.contains(['/', '.']) {
+        return None;
+    }
+    let text =
+        std::fs::read_to_string(tree.join("platforms").join(platform).join("platform.mk")).ok()?;
+    compiler_assigned(&text)
+}
+
+/// The first unconditional `CC` of a makefile's text (see [`platform_compiler`]).
+fn compiler_assigned(text: &str) -> Option<String> {
+    // make's logical lines: a backslash-newline is a blank.
+    let joined = text.replace("\\\n", " ");
+    let lines: Vec<&str> = joined
+        .lines()
+        .map(|l| l.find('#').map_or(l, |i| &l[..i]))
+        .collect();
+    let assignment = |line: &str| -> Option<(String, String)> {
+        let line = line
+            .trim_start()
+            .strip_prefix("override ")
+            .unwrap_or(line.trim_start());
+        let at = line.find('=')?;
+        let (name, value) = (&line[..at], &line[at + 1..]);
+        let name = name.trim_end_matches([':', '?', '+', '!']).trim();
+        (!name.is_empty() && !name.contains(|c: char| c.is_whitespace() || c == '$'))
+            .then(|| (name.to_string(), value.trim_start().to_string()))
+    };
+    let assigned: std::collections::HashSet<String> = lines
+        .iter()
+        .filter_map(|l| assignment(l))
+        .map(|(n, _)| n)
+        .collect();
+    let mut depth = 0usize;
+    for line in &lines {
+        let word = line.split_whitespace().next().unwrap_or_default();
+        match word {
+            "ifeq" | "ifneq" | "ifdef" | "ifndef" => depth += 1,
+            "endif" => depth = depth.saturating_sub(1),
+            _ if line.starts_with('\t') => {}
+            _ => {
+                if let Some((name, value)) = assignment(line) {
+                    if name == "CC" && depth == 0 {
+                        return expand_outside(&value, &assigned);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// `value` with each `$(NAME)` / `${NAME}` that the makefile does not
+/// assign (in `assigned`) expanded to nothing; `None` for any other `$`.
+fn expand_outside(value: &str, assigned: &std::collections::HashSet<String>) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let close = match after.chars().next()? {
+            '(' => ')',
+            '{' => '}',
+            _ => return None,
+        };
+        let end = after.find(close)?;
+        let name = &after[1..end];
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || assigned.contains(name)
+        {
+            return None;
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    (!out.trim().is_empty()).then_some(out)
+}
+
+/// Whether two `cc`s run the same compiler: the same words, when they are
+/// plain (what make's whitespace around `$(CC_PREFIX)` changes nothing of).
+pub fn same_compiler(a: &str, b: &str) -> bool {
+    cell_name(a) == cell_name(b)
+}
+
+/// The name a question's `cc` is kept under: its words joined by one
+/// blank when they hold nothing a shell reads otherwise, else itself.
+fn cell_name(cc: &str) -> String {
+    let plain = cc
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c.is_whitespace() || "-_./+=,:@%".contains(c));
+    if plain {
+        cc.split_whitespace().collect::<Vec<_>>().join(" ")
+    } else {
+        cc.to_string()
+    }
 }
 
 /// `questions` in the order make is expected to ask them after `first`:
@@ -207,10 +405,16 @@ pub fn after(first: &Question, mut questions: Vec<Question>) -> Vec<Question> {
 /// their tests run on the cores make's serial parse leaves idle, and make
 /// finds the answer ready instead of waiting for a compiler run (a link
 /// with LTO for QMK's `-mrelax` probe, ~50 ms).
+///
+/// Until the compiler is identified (by [`Probes::identify`], alongside),
+/// a question is answered by its test alone: what make waits for is then
+/// the test (~5 ms), not the identity (~40 ms cold). Those answers are
+/// stored in the cache by [`Probes::keep_tested`].
 pub struct Probes<'a> {
     cas: &'a LocalCas,
     dir: &'a std::path::Path,
     asked: Mutex<HashMap<(String, Question), Arc<Asked>>>,
+    tested: Mutex<Vec<Tested>>,
 }
 
 /// A question's answer once someone asked it (`None`: the test could not run).
@@ -223,16 +427,32 @@ impl<'a> Probes<'a> {
             cas,
             dir,
             asked: Mutex::new(HashMap::new()),
+            tested: Mutex::new(Vec::new()),
         }
     }
 
     /// The question's cell, and whether this call made it.
     fn cell(&self, cc: &str, q: &Question) -> (Arc<Asked>, bool) {
         let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
-        match asked.entry((cc.to_string(), q.clone())) {
+        match asked.entry((cell_name(cc), q.clone())) {
             std::collections::hash_map::Entry::Occupied(e) => (e.get().clone(), false),
             std::collections::hash_map::Entry::Vacant(e) => {
                 (e.insert(Default::default()).clone(), true)
+            }
+        }
+    }
+
+    /// The cache's answer, or the test's; one to keep is kept for later.
+    fn ask(&self, cc: &str, q: &Question) -> Option<bool> {
+        match test_or_cache(self.cas, self.dir, cc, &q.option, &q.extra, false).ok()? {
+            Outcome::Known(supported) => Some(supported),
+            Outcome::Tested(tested) => {
+                let supported = tested.supported;
+                self.tested
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(tested);
+                Some(supported)
             }
         }
     }
@@ -242,7 +462,7 @@ impl<'a> Probes<'a> {
     pub fn answer(&self, cc: &str, q: &Question) -> std::io::Result<Answer> {
         let (cell, _) = self.cell(cc, q);
         let supported = cell
-            .get_or_init(|| ask(self.cas, self.dir, cc, &q.option, &q.extra).ok())
+            .get_or_init(|| self.ask(cc, q))
             .ok_or_else(|| std::io::Error::other("the probe could not run"))?;
         Ok(Answer::to(cc, q.clone(), supported))
     }
@@ -257,8 +477,25 @@ impl<'a> Probes<'a> {
             }
             let (cell, new) = self.cell(cc, q);
             if new {
-                cell.get_or_init(|| ask(self.cas, self.dir, cc, &q.option, &q.extra).ok());
+                cell.get_or_init(|| self.ask(cc, q));
             }
+        }
+    }
+
+    /// Identifies `cc`'s compiler, so later questions can be answered
+    /// from the cache and the tested ones kept (the plan's key and every
+    /// compile need the identity too).
+    pub fn identify(&self, cc: &str) {
+        crate::db::tool_identity(program_of(cc));
+    }
+
+    /// Stores the answers that were tested before their compiler was
+    /// identified (identifying it now, when that is still to do).
+    pub fn keep_tested(&self) {
+        let tested = std::mem::take(&mut *self.tested.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tested {
+            // A hint for later plans: losing one costs a probe's test.
+            let _ = t.keep(self.cas);
         }
     }
 }
@@ -359,7 +596,7 @@ impl Answer {
     /// The program whose identity the answer depends on: `cc`'s last word,
     /// as the probe identifies it.
     pub fn program(&self) -> &str {
-        self.cc.split_whitespace().last().unwrap_or_default()
+        program_of(&self.cc)
     }
 }
 
@@ -682,10 +919,75 @@ W += $(call cc-option,-open";
             "keyboards/k/rules.mk",
             "A += $(call cc-option,-not-shared)\n",
         );
-        assert_eq!(
-            tree_questions(dir.path()),
-            [q("-x", "-y", ""), q("-mlra", "", "")]
+        write(
+            "platforms/chibios/platform.mk",
+            "A += $(call cc-option,-mthumb)\n",
         );
+        write("platforms/common.mk", "A += $(call cc-option,-common)\n");
+        assert_eq!(
+            tree_questions(dir.path(), None),
+            [
+                q("-x", "-y", ""),
+                q("-mlra", "", ""),
+                q("-mthumb", "", ""),
+                q("-common", "", "")
+            ]
+        );
+        // The target's platform: its folder and the shared files only.
+        assert_eq!(
+            tree_questions(dir.path(), Some("avr")),
+            [q("-x", "-y", ""), q("-mlra", "", ""), q("-common", "", "")]
+        );
+    }
+
+    /// The compiler a platform's makefile names is read the way make
+    /// would expand it, or not guessed at all.
+    #[test]
+    fn the_platform_compiler_is_its_makefiles_first_unconditional_cc() {
+        // QMK's AVR platform: CC_PREFIX is set elsewhere, for ccache only.
+        let avr = "# AVR\nCC = $(CC_PREFIX) avr-gcc\nOBJCOPY = avr-objcopy\n";
+        assert_eq!(compiler_assigned(avr).as_deref(), Some(" avr-gcc"));
+        // A conditional one is skipped; comments, `:=` and `${}` are read.
+        let host = "ifeq ($(PLATFORM),x)\n  CC = clang\nendif\nCC := ${CC_PREFIX} gcc # host\n";
+        assert!(same_compiler(&compiler_assigned(host).unwrap(), "gcc"));
+        // A continued line is one line.
+        let continued = "CC = $(CC_PREFIX) \\\n    avr-gcc\n";
+        assert!(same_compiler(
+            &compiler_assigned(continued).unwrap(),
+            "avr-gcc"
+        ));
+        // QMK's ChibiOS platform: the file itself chooses TOOLCHAIN.
+        let chibios = "ifeq ($(MCU),risc-v)\n    TOOLCHAIN ?= riscv-\nelse\n    TOOLCHAIN ?= arm-none-eabi-\nendif\nCC      = $(CC_PREFIX) $(TOOLCHAIN)gcc\n";
+        assert_eq!(compiler_assigned(chibios), None);
+        for unknown in [
+            "CC = $(shell which gcc)\n",
+            "CC = $(CC_PREFIX)\n",
+            "all:\n\tCC=gcc make\n",
+            "ifdef X\nCC = gcc\nendif\n",
+            "CC = $X gcc\n",
+        ] {
+            assert_eq!(compiler_assigned(unknown), None, "{unknown}");
+        }
+        // Read from the tree, by platform name only.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("platforms/avr")).unwrap();
+        std::fs::write(dir.path().join("platforms/avr/platform.mk"), avr).unwrap();
+        assert_eq!(
+            platform_compiler(dir.path(), "avr").as_deref(),
+            Some(" avr-gcc")
+        );
+        assert_eq!(platform_compiler(dir.path(), "chibios"), None);
+        assert_eq!(platform_compiler(dir.path(), "../platforms/avr"), None);
+    }
+
+    #[test]
+    fn compilers_are_the_same_when_their_plain_words_are() {
+        assert!(same_compiler(" avr-gcc", "avr-gcc"));
+        assert!(same_compiler("ccache  avr-gcc ", "ccache avr-gcc"));
+        assert!(!same_compiler("ccache avr-gcc", " avr-gcc"));
+        // Words a shell reads otherwise are compared as they are.
+        assert!(!same_compiler("'a b'", "a b"));
+        assert!(!same_compiler(" $CC", "$CC"));
     }
 
     /// A compiler that logs the option of each probe it runs (not its
@@ -732,5 +1034,33 @@ W += $(call cc-option,-open";
         stop.store(true, Ordering::Release);
         probes.prefetch(&cc, &[q("-good3", "", "")], &stop);
         assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 3);
+    }
+
+    /// A compiler not identified yet: its test answers make at once, and
+    /// the answer reaches the cache once the compiler is identified.
+    #[test]
+    fn a_test_answers_before_the_identity_and_is_kept_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = LocalCas::open(dir.path().join("cache")).unwrap();
+        let (cc, log) = logging_cc(dir.path());
+        let probes = Probes::new(&cas, dir.path());
+        let good = q("-good", "", "");
+        assert_eq!(probes.answer(&cc, &good).unwrap().printed, "-good");
+        // Nothing identified it: the answer waits to be kept.
+        assert_eq!(crate::db::known_tool_identity(&cc), None);
+        probes.keep_tested();
+        let identity = crate::db::known_tool_identity(&cc);
+        assert!(identity.is_some());
+        let key = answer_key(&cc, "-good", "", identity);
+        assert_eq!(cached_answer(&cas, &key), Some(true));
+        // Identified now: the cache answers, with no test started.
+        assert!(ask(&cas, dir.path(), &cc, "-good", "").unwrap());
+        // A new question is tested, and kept at once.
+        let bad = Probes::new(&cas, dir.path()).answer(&cc, &q("-bad", "-fb", ""));
+        assert_eq!(bad.unwrap().printed, "-fb");
+        let key = answer_key(&cc, "-bad", "", identity);
+        assert_eq!(cached_answer(&cas, &key), Some(false));
+        let ran = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(ran.lines().collect::<Vec<_>>(), ["-good", "-bad"]);
     }
 }

@@ -273,6 +273,7 @@ pub fn plan_target(
     args.extend(target.make_vars.iter().cloned());
     let ctx = PlanContext {
         tree: tree.root(),
+        keyboard: &target.keyboard,
         make_args: args,
         qmk_bin: opts.qmk_bin.clone(),
         recorder: format!("{} record-generator", plan::shell_word(&opts.keyfab_exe)),

@@ -810,6 +810,12 @@ impl keyfab_build::exec::GeneratorHost for InProcessGenerators {
         )
     }
 
+    fn platform(&self, keyboard: &str) -> Option<String> {
+        let info = self.engine().info_json(keyboard);
+        let key = info.value.get("platform_key")?.as_str()?;
+        Some(key.to_string())
+    }
+
     fn generate(&self, argv: &[String]) -> Option<Result<Generation, String>> {
         let [exe, qmk, sub, rest @ ..] = argv else {
             return None;

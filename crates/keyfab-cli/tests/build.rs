@@ -1129,37 +1129,89 @@ fn a_cache_and_temp_folder_with_blanks_and_dollars_still_plan_in_process() {
     assert!(!firmware_runs(&fx.tree, "acme_pad_default").is_empty());
 }
 
+/// Plans solo:default with a `cc` that, for each probe (a run ending
+/// `-o /dev/null -x c /dev/null`; compiles and identity questions go
+/// straight to the compiler), logs its option and runs `on_probe` (a shell
+/// snippet given the log's and a marker file's paths). Returns the log's
+/// lines, sorted; the plan must be the one the compiler itself gives.
+fn probes_of_a_plan(fx: &Fixture, on_probe: impl FnOnce(&Path, &Path) -> String) -> Vec<String> {
+    let (wrap, path) = wrapped_cc(|real, dir| {
+        let (log, marker) = (dir.join("probes"), dir.join("marker"));
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *' /dev/null') ;; *) exec '{cc}' \"$@\";; esac\necho \"$1\" >> '{l}'\n{on}\nexec '{cc}' \"$@\"\n",
+            cc = real.display(),
+            l = log.display(),
+            on = on_probe(&log, &marker)
+        )
+    });
+    let plan = run(fx.build_cmd(&["-n", "solo:default"]).env("PATH", &path));
+    let probes = std::fs::read_to_string(wrap.path().join("probes")).unwrap();
+    let again = run(&mut fx.build_cmd(&["-n", "solo:default"]));
+    assert_eq!(plan.ok(), again.ok());
+    let mut asked: Vec<String> = probes.lines().map(str::to_string).collect();
+    asked.sort();
+    asked
+}
+
+/// A shell snippet that waits until `marker` exists (10 s at most), then
+/// writes `note` to `log` if it does.
+fn wait_for(marker: &Path, log: &Path, note: &str) -> String {
+    format!(
+        "i=0; while [ ! -e '{m}' ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; [ -e '{m}' ] && echo {note} >> '{l}'",
+        m = marker.display(),
+        l = log.display()
+    )
+}
+
 /// make asks the fixture's two `cc-option` probes one after the other;
-/// keyfab asks the second ahead of make, while make waits for the first.
-/// The compiler's probe of the first waits for the probe of the second
-/// (10 s at most): it sees it only when the two ran at once. Each probe
-/// still runs once, and the plan is the one of a cache that knew them.
+/// keyfab asks the second ahead of make, while make waits for the first,
+/// also when it cannot tell the compiler before make names it (here the
+/// platform's makefile picks it through a variable of its own). The
+/// compiler's probe of the first waits for the probe of the second (10 s
+/// at most): it sees it only when the two ran at once. Each probe still
+/// runs once.
 #[test]
 fn the_trees_probes_are_asked_ahead_of_make() {
     let fx = fixture();
-    // A probe ends `-o /dev/null -x c /dev/null`; compiles and identity
-    // questions go straight to the compiler.
-    let (wrap, path) = wrapped_cc(|real, dir| {
+    std::fs::write(
+        fx.tree.join("platforms/avr/platform.mk"),
+        "TOOL :=\nCC = $(CC_PREFIX) $(TOOL)cc\nOBJCOPY = objcopy\n",
+    )
+    .unwrap();
+    let asked = probes_of_a_plan(&fx, |log, marker| {
         format!(
-            "#!/bin/sh\ncase \"$*\" in *' /dev/null') ;; *) exec '{cc}' \"$@\";; esac\necho \"$1\" >> '{l}'\ncase \"$1\" in\n  -fno-common) touch '{m}' ;;\n  -Wunused-but-set-variable=1)\n    i=0; while [ ! -e '{m}' ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n    [ -e '{m}' ] && echo saw-second >> '{l}' ;;\nesac\nexec '{cc}' \"$@\"\n",
-            cc = real.display(),
-            l = dir.join("probes").display(),
-            m = dir.join("second-started").display()
+            "case \"$1\" in\n  -fno-common) touch '{m}' ;;\n  -Wunused-but-set-variable=1) {wait} ;;\nesac",
+            m = marker.display(),
+            wait = wait_for(marker, log, "saw-second")
         )
     });
-    let log = wrap.path().join("probes");
-    let plan = run(fx.build_cmd(&["-n", "solo:default"]).env("PATH", &path));
-    let probes = std::fs::read_to_string(&log).unwrap();
-    let mut asked: Vec<&str> = probes.lines().collect();
-    asked.sort();
     assert_eq!(
         asked,
-        ["-Wunused-but-set-variable=1", "-fno-common", "saw-second"],
-        "{probes}"
+        ["-Wunused-but-set-variable=1", "-fno-common", "saw-second"]
     );
-    // The plan the compiler itself gives.
-    let again = run(&mut fx.build_cmd(&["-n", "solo:default"]));
-    assert_eq!(plan.ok(), again.ok());
+}
+
+/// The probes of the target's platform are asked of the compiler its
+/// platform makefile names (`CC = $(CC_PREFIX) cc`) when the plan starts,
+/// before make reaches them: here make waits, in the keymap's rules.mk
+/// (read before the probes), until the compiler has seen a probe (10 s at
+/// most), and notes whether it did. Each probe still runs once.
+#[test]
+fn the_platforms_probes_are_asked_before_make_reaches_them() {
+    let fx = fixture();
+    let asked = probes_of_a_plan(&fx, |log, marker| {
+        let wait = wait_for(marker, log, "before-make").replace('$', "$$");
+        std::fs::write(
+            fx.tree.join("keyboards/solo/keymaps/default/rules.mk"),
+            format!("KF_WAITED := $(shell {wait})\n"),
+        )
+        .unwrap();
+        format!("touch '{}'", marker.display())
+    });
+    assert_eq!(
+        asked,
+        ["-Wunused-but-set-variable=1", "-fno-common", "before-make"]
+    );
 }
 
 #[test]
