@@ -171,6 +171,8 @@ pub(crate) fn serve_while<T>(calls: &Calls<'_, '_>, f: impl FnOnce(&[(String, St
                 std::panic::catch_unwind(AssertUnwindSafe(|| h.platform(calls.ctx.keyboard)))
                     .ok()
                     .flatten()
+                    // A folder name under platforms/, nothing else.
+                    .filter(|p| !p.is_empty() && !p.contains(['/', '.']))
             });
             let questions = crate::probe::tree_questions(tree, platform.as_deref());
             let expected = platform
