@@ -531,8 +531,7 @@ pub fn shell_word(path: &Path) -> String {
 /// would expand `$`.
 pub fn make_shell(path: &Path) -> Option<String> {
     let path = path.to_str()?;
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_-+./,:@%".contains(c);
-    (path.starts_with('/') && path.chars().all(plain)).then(|| path.to_string())
+    (path.starts_with('/') && path.chars().all(keyfab_shell::plain)).then(|| path.to_string())
 }
 
 /// Runs make's dry run of a target in `tree`, with `env` added to its

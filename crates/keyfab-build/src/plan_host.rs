@@ -171,18 +171,21 @@ pub(crate) fn serve_while<T>(calls: &Calls<'_, '_>, f: impl FnOnce(&[(String, St
                 std::panic::catch_unwind(AssertUnwindSafe(|| h.platform(calls.ctx.keyboard)))
                     .ok()
                     .flatten()
-                    // A folder name under platforms/, nothing else.
-                    .filter(|p| !p.is_empty() && !p.contains(['/', '.']))
             });
-            let questions = crate::probe::tree_questions(tree, platform.as_deref());
             let expected = platform
                 .as_deref()
                 .and_then(|p| crate::probe::platform_compiler(tree, p));
+            // Read once, and only when asked of (make asks no probe when
+            // every answer is on its command line).
+            let questions = std::sync::OnceLock::new();
+            let questions = || {
+                questions.get_or_init(|| crate::probe::tree_questions(tree, platform.as_deref()))
+            };
             std::thread::scope(|p| {
                 // The platform's compiler is asked now, while make reads
                 // the makefiles before the first probe (~50 ms for QMK).
                 if let Some(cc) = &expected {
-                    p.spawn(|| calls.prefetch(cc, &questions, done));
+                    p.spawn(|| calls.prefetch(cc, questions(), done));
                 }
                 // Nothing more to do when make asks no probe (the sender is
                 // dropped when it is done), or asks the expected compiler.
@@ -193,7 +196,7 @@ pub(crate) fn serve_while<T>(calls: &Calls<'_, '_>, f: impl FnOnce(&[(String, St
                     .as_deref()
                     .is_some_and(|e| crate::probe::same_compiler(e, &cc))
                 {
-                    calls.prefetch(&cc, &crate::probe::after(&first, questions.clone()), done);
+                    calls.prefetch(&cc, &crate::probe::after(&first, questions().clone()), done);
                 }
             });
         });

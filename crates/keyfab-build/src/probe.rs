@@ -53,7 +53,8 @@ pub fn ask(
     match test_or_cache(cas, dir, cc, option, extra, true)? {
         Outcome::Known(supported) => Ok(supported),
         Outcome::Tested(tested) => {
-            tested.keep(cas)?;
+            tested.put(cas)?;
+            cas.flush().map_err(std::io::Error::other)?;
             Ok(tested.supported)
         }
     }
@@ -68,7 +69,7 @@ enum Outcome {
 }
 
 /// A test's answer, to store under the compiler's identity once it is
-/// found ([`Tested::keep`]).
+/// found ([`Tested::put`], [`Probes::keep_tested`]).
 #[derive(Debug, Clone)]
 struct Tested {
     cc: String,
@@ -78,12 +79,12 @@ struct Tested {
 }
 
 impl Tested {
-    /// Stores the answer under the compiler's identity (found now, when
-    /// it has not been yet).
-    fn keep(&self, cas: &LocalCas) -> std::io::Result<()> {
+    /// Puts the answer in the cache under the compiler's identity (found
+    /// now, when it has not been yet); the caller flushes.
+    fn put(&self, cas: &LocalCas) -> std::io::Result<()> {
         let identity = crate::db::tool_identity(program_of(&self.cc));
         let key = answer_key(&self.cc, &self.option, &self.extra, identity);
-        store_answer(cas, &key, self.supported)
+        put_answer(cas, &key, self.supported)
     }
 }
 
@@ -147,15 +148,22 @@ fn program_of(cc: &str) -> &str {
     cc.split_whitespace().last().unwrap_or_default()
 }
 
+/// Puts an answer in the cache, to be flushed by the caller.
+fn put_answer(cas: &LocalCas, key: &keyfab_cas::ActionKey, supported: bool) -> std::io::Result<()> {
+    let mut action = NewAction::success(vec![]);
+    action.stdout = if supported { b"yes" } else { b"no" };
+    cas.put_action(key, &action)
+        .map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+/// Puts an answer in the cache and flushes it (other processes see it).
 fn store_answer(
     cas: &LocalCas,
     key: &keyfab_cas::ActionKey,
     supported: bool,
 ) -> std::io::Result<()> {
-    let mut action = NewAction::success(vec![]);
-    action.stdout = if supported { b"yes" } else { b"no" };
-    cas.put_action(key, &action)
-        .map_err(std::io::Error::other)?;
+    put_answer(cas, key, supported)?;
     cas.flush().map_err(std::io::Error::other)
 }
 
@@ -266,10 +274,10 @@ pub fn tree_questions(tree: &std::path::Path, platform: Option<&str>) -> Vec<Que
     }
     let mut files = Vec::new();
     makefiles(&tree.join("builddefs"), true, &mut files);
-    match platform {
-        Some(platform) => {
+    match platform.and_then(|p| platform_folder(tree, p)) {
+        Some(folder) => {
             makefiles(&tree.join("platforms"), false, &mut files);
-            makefiles(&tree.join("platforms").join(platform), true, &mut files);
+            makefiles(&folder, true, &mut files);
         }
         None => makefiles(&tree.join("platforms"), true, &mut files),
     }
@@ -291,12 +299,15 @@ pub fn tree_questions(tree: &std::path::Path, platform: Option<&str>) -> Vec<Que
 /// the file assigns, or any function, leaves it unknown. A guess: when
 /// make asks of another compiler, its probes are asked as they come.
 pub fn platform_compiler(tree: &std::path::Path, platform: &str) -> Option<String> {
-    if platform.is_empty() || platform.contains(['/', '.']) {
-        return None;
-    }
-    let text =
-        std::fs::read_to_string(tree.join("platforms").join(platform).join("platform.mk")).ok()?;
-    compiler_assigned(&text)
+    let folder = platform_folder(tree, platform)?;
+    compiler_assigned(&std::fs::read_to_string(folder.join("platform.mk")).ok()?)
+}
+
+/// A platform's folder under `platforms/`; `None` when its name (from a
+/// keyboard's info) is no plain folder name.
+fn platform_folder(tree: &std::path::Path, platform: &str) -> Option<std::path::PathBuf> {
+    let plain = !platform.is_empty() && !platform.contains(['/', '.']);
+    plain.then(|| tree.join("platforms").join(platform))
 }
 
 /// The first unconditional `CC` of a makefile's text (see [`platform_compiler`]).
@@ -378,10 +389,10 @@ pub fn same_compiler(a: &str, b: &str) -> bool {
 /// The name a question's `cc` is kept under: its words joined by one
 /// blank when they hold nothing a shell reads otherwise, else itself.
 fn cell_name(cc: &str) -> String {
-    let plain = cc
+    if cc
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c.is_whitespace() || "-_./+=,:@%".contains(c));
-    if plain {
+        .all(|c| c == ' ' || c == '\t' || keyfab_shell::plain(c))
+    {
         cc.split_whitespace().collect::<Vec<_>>().join(" ")
     } else {
         cc.to_string()
@@ -490,13 +501,18 @@ impl<'a> Probes<'a> {
     }
 
     /// Stores the answers that were tested before their compiler was
-    /// identified (identifying it now, when that is still to do).
+    /// identified (identifying it now, when that is still to do), in one
+    /// flush.
     pub fn keep_tested(&self) {
         let tested = std::mem::take(&mut *self.tested.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in tested {
-            // A hint for later plans: losing one costs a probe's test.
-            let _ = t.keep(self.cas);
+        if tested.is_empty() {
+            return;
         }
+        // A hint for later plans: losing one costs a probe's test.
+        for t in tested {
+            let _ = t.put(self.cas);
+        }
+        let _ = self.cas.flush();
     }
 }
 

@@ -122,7 +122,8 @@ enum Token {
 /// Characters that mean nothing to a shell outside quotes (no globbing,
 /// expansion, tilde, comment, brace or operator), so a word made of them is
 /// itself; `=` only matters in a command's first word, see [`executable`].
-fn plain(c: char) -> bool {
+/// Nor to make, in a word of its command line.
+pub fn plain(c: char) -> bool {
     c.is_ascii_alphanumeric() || "_-+./,:=@%".contains(c)
 }
 

@@ -3,6 +3,7 @@
 //! everything else to `/bin/sh` (see the `keyfab-shell` crate). Kept apart
 //! from `keyfab` so that it starts as fast as a shell does.
 
+use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, ExitCode};
 
@@ -16,7 +17,6 @@ fn main() -> ExitCode {
     };
     match run {
         Run::Print(text, status) => {
-            use std::io::Write as _;
             // Like echo, a closed stdout is no failure worth a message.
             let _ = std::io::stdout().write_all(text.as_bytes());
             return ExitCode::from(status);
@@ -28,7 +28,6 @@ fn main() -> ExitCode {
         }
         Run::Exec { argv, quiet } => {
             if let Some(reply) = ask_host(&argv) {
-                use std::io::Write as _;
                 let _ = std::io::stdout().write_all(&reply.stdout);
                 if !quiet {
                     let _ = std::io::stderr().write_all(&reply.stderr);
