@@ -217,16 +217,7 @@ impl<'a> Executor<'a> {
     /// (+ a driver's helper programs, see [`ToolProbe`]), computed once per
     /// program per run; recorded in `prov` with the helpers' files.
     pub fn tool(&self, program: &str, prov: &Log) -> Result<Digest, BuildError> {
-        let known = self.tools.lock().unwrap().get(program).copied();
-        let id = match known.or_else(|| crate::db::tool_identity(program)) {
-            Some(id) => id,
-            // No process-wide (cached) identity: identify it here, which
-            // names what went wrong.
-            None => identify_tool(program, |p| Ok(self.cas.file_digest(p, &self.clock)?))?,
-        };
-        if known.is_none() {
-            self.tools.lock().unwrap().insert(program.to_string(), id);
-        }
+        let id = self.tool_identity(program)?;
         // The files a driver runs are inputs of their own, so `explain`
         // names a new `as` or `ld`, not only a changed toolchain.
         let helpers = self
@@ -242,6 +233,21 @@ impl<'a> Executor<'a> {
                 l.input(path.to_string_lossy(), *digest);
             }
         });
+        Ok(id)
+    }
+
+    /// [`Executor::tool`] without recording it.
+    fn tool_identity(&self, program: &str) -> Result<Digest, BuildError> {
+        let known = self.tools.lock().unwrap().get(program).copied();
+        let id = match known.or_else(|| crate::db::tool_identity(program)) {
+            Some(id) => id,
+            // No process-wide (cached) identity: identify it here, which
+            // names what went wrong.
+            None => identify_tool(program, |p| Ok(self.cas.file_digest(p, &self.clock)?))?,
+        };
+        if known.is_none() {
+            self.tools.lock().unwrap().insert(program.to_string(), id);
+        }
         Ok(id)
     }
 
@@ -379,25 +385,59 @@ impl<'a> Executor<'a> {
         Ok(log)
     }
 
-    /// Every step but the generators: compiles in parallel, then archive,
-    /// link, conversions and copies.
+    /// Runs `f` with compiles that can start before the plan is complete:
+    /// what `f` offers ([`EarlyCompiles::offer`], as make prints it) runs
+    /// on `jobs` threads of their own, and [`Executor::run_steps`] given
+    /// the same `early` takes their results. Make plans on one core, so
+    /// the others compile meanwhile. Compiles still queued when `f`
+    /// returns do not start.
+    pub fn with_early<R>(&self, f: impl FnOnce(&EarlyCompiles<'_, 'a>) -> R) -> R {
+        let early = EarlyCompiles {
+            exec: self,
+            queue: Mutex::new(EarlyQueue::default()),
+            changed: std::sync::Condvar::new(),
+        };
+        std::thread::scope(|s| {
+            for _ in 0..self.jobs() {
+                s.spawn(|| early.work());
+            }
+            let r = f(&early);
+            early.close();
+            r
+        })
+    }
+
+    /// Every step but the generators: compiles in parallel (those `early`
+    /// has started among them), then archive, link, conversions and copies.
     pub fn run_steps(
         &self,
         plan: &Plan,
         keys: &BTreeMap<String, ObjectKey>,
         prov: &Log,
+        early: Option<&EarlyCompiles<'_, 'a>>,
     ) -> Result<BuildReport, BuildError> {
         self.check_cancel()?;
         let start = Instant::now();
         let mut report = BuildReport::default();
-        let mut results: Vec<(usize, Result<CompileOutcome, BuildError>)> =
-            self.pool.install(|| {
+        let mut results: Vec<(usize, Result<CompileOutcome, BuildError>)> = match early {
+            Some(early) => {
+                let compiles: Vec<&Step> = plan.compiles().collect();
+                let done = early.finish(&compiles, keys);
+                compiles
+                    .into_iter()
+                    .zip(done)
+                    .enumerate()
+                    .map(|(i, (s, d))| (i, d.and_then(|d| self.record_compile(s, d, prov))))
+                    .collect()
+            }
+            None => self.pool.install(|| {
                 longest_first(plan.compiles().collect(), |s| self.expected_cost(s))
                     .into_iter()
                     .par_bridge()
-                    .map(|(i, s)| (i, self.compile(s, keys, prov)))
+                    .map(|(i, s)| (i, self.compile(s, keys.get(s.output()), prov)))
                     .collect()
-            });
+            }),
+        };
         results.sort_by_key(|(i, _)| *i);
         let mut first_error = None;
         for (_, r) in results {
@@ -473,13 +513,47 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// Runs a generator; generators decide themselves whether to rewrite.
+    /// One compile of the plan, from the cache or run, recorded in `prov`.
     fn compile(
         &self,
         step: &Step,
-        keys: &BTreeMap<String, ObjectKey>,
+        key: Option<&ObjectKey>,
         prov: &Log,
     ) -> Result<CompileOutcome, BuildError> {
+        self.record_compile(step, self.compile_step(step, key)?, prov)
+    }
+
+    /// Records what [`Executor::compile_step`] did in `prov`.
+    fn record_compile(
+        &self,
+        step: &Step,
+        done: Compiled,
+        prov: &Log,
+    ) -> Result<CompileOutcome, BuildError> {
+        let Step::Compile {
+            source,
+            object,
+            argv,
+            ..
+        } = step
+        else {
+            unreachable!("compiles only")
+        };
+        self.tool(&argv[0], prov)?;
+        let mut files = vec![(source.clone(), done.source)];
+        files.extend(
+            done.headers
+                .iter()
+                .map(|(p, d)| (p.to_string_lossy().into_owned(), *d)),
+        );
+        let cached = done.outcome.from_cache;
+        prov.with(|l| l.step("compile", argv, &files, object, done.object, cached));
+        Ok(done.outcome)
+    }
+
+    /// Compiles one source, or takes its object from the cache: `key` is
+    /// the database's direct-mode key for it, computed here when `None`.
+    fn compile_step(&self, step: &Step, key: Option<&ObjectKey>) -> Result<Compiled, BuildError> {
         let Step::Compile {
             source,
             object,
@@ -488,12 +562,12 @@ impl<'a> Executor<'a> {
             depfile,
         } = step
         else {
-            unreachable!("compile() takes compile steps")
+            unreachable!("compile_step() takes compile steps")
         };
-        let compiler = self.tool(&argv[0], prov)?;
+        let compiler = self.tool_identity(&argv[0])?;
         let source_digest = self.digest(Path::new(source))?;
         // The database's key holds only while the source is what it hashed.
-        let direct = match keys.get(object) {
+        let direct = match key {
             Some(k) if k.source == source_digest => k.key,
             _ => DirectKey {
                 compiler,
@@ -504,14 +578,17 @@ impl<'a> Executor<'a> {
             }
             .key(),
         };
-        let record = |headers: &[(PathBuf, Digest)], object_digest: Option<Digest>, cached| {
-            let mut files = vec![(source.clone(), source_digest)];
-            files.extend(
-                headers
-                    .iter()
-                    .map(|(p, d)| (p.to_string_lossy().into_owned(), *d)),
-            );
-            prov.with(|l| l.step("compile", argv, &files, object, object_digest, cached));
+        let done = |headers: Vec<(PathBuf, Digest)>, object: Option<Digest>, from_cache, log| {
+            Ok(Compiled {
+                source: source_digest,
+                headers,
+                object,
+                outcome: CompileOutcome {
+                    source: source.clone(),
+                    from_cache,
+                    log,
+                },
+            })
         };
         let obj_path = self.abs(object);
         if let Some(dir) = obj_path.parent() {
@@ -529,16 +606,8 @@ impl<'a> Executor<'a> {
                 if let Some(result) = self.cas.get_action(&entry.action)? {
                     if self.restore(&result, object, depfile.as_deref())? {
                         let log = self.replay(&result)?;
-                        record(
-                            &entry.headers,
-                            result.output("object").map(|o| o.digest),
-                            true,
-                        );
-                        return Ok(CompileOutcome {
-                            source: source.clone(),
-                            from_cache: true,
-                            log,
-                        });
+                        let object = result.output("object").map(|o| o.digest);
+                        return done(entry.headers.clone(), object, true, log);
                     }
                 }
             }
@@ -581,16 +650,8 @@ impl<'a> Executor<'a> {
         let stored =
             self.cas
                 .put_action_in_manifest_batched(&key.key(), &action, &direct, &key.headers)?;
-        record(
-            &key.headers,
-            stored.output("object").map(|o| o.digest),
-            false,
-        );
-        Ok(CompileOutcome {
-            source: source.clone(),
-            from_cache: false,
-            log,
-        })
+        let object = stored.output("object").map(|o| o.digest);
+        done(key.headers, object, false, log)
     }
 
     /// Writes a cached result's outputs where the build expects them;
@@ -1060,10 +1121,194 @@ pub fn compiler_env() -> BTreeMap<String, String> {
         .collect()
 }
 
+#[derive(Debug)]
 struct CompileOutcome {
     source: String,
     from_cache: bool,
     log: String,
+}
+
+/// What [`Executor::compile_step`] did, for provenance: the digests of the
+/// source, of the headers it read and of the object.
+#[derive(Debug)]
+struct Compiled {
+    source: Digest,
+    headers: Vec<(PathBuf, Digest)>,
+    object: Option<Digest>,
+    outcome: CompileOutcome,
+}
+
+/// Compiles started while make still prints the plan (see
+/// [`Executor::with_early`]): `jobs` threads take the queued compile that
+/// is expected to cost most, as [`longest_first`] orders them.
+pub struct EarlyCompiles<'e, 'a> {
+    exec: &'e Executor<'a>,
+    queue: Mutex<EarlyQueue>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct EarlyQueue {
+    /// (expected cost, plan order) of the queued entries, by index.
+    waiting: std::collections::BinaryHeap<(u64, std::cmp::Reverse<usize>)>,
+    entries: Vec<(Step, Option<ObjectKey>, EarlyState)>,
+    by_object: HashMap<String, usize>,
+    /// No more compiles are taken from make's output: a generator came
+    /// after a compile, or one could not run here.
+    refused: bool,
+    /// Every compile the build needs is queued; the threads stop when the
+    /// queue is empty.
+    complete: bool,
+}
+
+enum EarlyState {
+    Queued,
+    Running,
+    Done(Result<Compiled, BuildError>),
+    Taken,
+}
+
+impl EarlyCompiles<'_, '_> {
+    /// Takes a step as make prints it. Generators run at once, here, while
+    /// no compile has been seen: QMK's recipes make the headers every
+    /// object includes before the first compile. A compile is queued.
+    /// Anything else is left to the plan.
+    pub fn offer(&self, step: &Step) {
+        let mut q = self.queue.lock().unwrap();
+        if q.refused || q.complete {
+            return;
+        }
+        match step {
+            Step::Generate { argv, .. } if q.entries.is_empty() => {
+                drop(q);
+                if !self.generate(argv) {
+                    self.queue.lock().unwrap().refused = true;
+                }
+            }
+            Step::Generate { .. } => q.refused = true,
+            Step::Compile { object, .. } if !q.by_object.contains_key(object) => {
+                let cost = self.exec.expected_cost(step);
+                let i = q.entries.len();
+                q.by_object.insert(object.clone(), i);
+                q.entries.push((step.clone(), None, EarlyState::Queued));
+                q.waiting.push((cost, std::cmp::Reverse(i)));
+                self.changed.notify_all();
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs a generator step in this process, as the plan's own run will
+    /// again (through the database, which then finds the file in place).
+    /// False when it cannot run here.
+    fn generate(&self, argv: &[String]) -> bool {
+        let host = self.exec.host.lock().unwrap().clone();
+        match host.and_then(|h| h.generate(argv)) {
+            Some(Ok(g)) => write_generated(&g.output, &g.contents).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// One of the `jobs` threads: compiles what is queued until the build
+    /// has queued all it needs and none is left, or the scope ends.
+    fn work(&self) {
+        loop {
+            let mut q = self.queue.lock().unwrap();
+            let i = loop {
+                if let Some((_, std::cmp::Reverse(i))) = q.waiting.pop() {
+                    if matches!(q.entries[i].2, EarlyState::Queued) {
+                        break i;
+                    }
+                    continue;
+                }
+                if q.complete {
+                    return;
+                }
+                q = self.changed.wait(q).unwrap();
+            };
+            q.entries[i].2 = EarlyState::Running;
+            let (step, key) = (q.entries[i].0.clone(), q.entries[i].1);
+            drop(q);
+            let done = self
+                .exec
+                .check_cancel()
+                .and_then(|()| self.exec.compile_step(&step, key.as_ref()));
+            self.queue.lock().unwrap().entries[i].2 = EarlyState::Done(done);
+            self.changed.notify_all();
+        }
+    }
+
+    /// The plan's compiles, in its order: those queued already as make
+    /// printed them, the others queued now (with the database's keys);
+    /// waits until all are done.
+    fn finish(
+        &self,
+        compiles: &[&Step],
+        keys: &BTreeMap<String, ObjectKey>,
+    ) -> Vec<Result<Compiled, BuildError>> {
+        let mut q = self.queue.lock().unwrap();
+        let mut wanted = Vec::new();
+        for &step in compiles {
+            let object = step.output();
+            let same = q
+                .by_object
+                .get(object)
+                .copied()
+                .filter(|&i| q.entries[i].0 == *step);
+            let i = match same {
+                Some(i) => i,
+                None => {
+                    // Not seen (or seen otherwise, which a plan made from
+                    // the same output cannot be): queued after any run
+                    // of the same object, so two never write one file.
+                    while let Some(&i) = q.by_object.get(object) {
+                        if matches!(q.entries[i].2, EarlyState::Running) {
+                            q = self.changed.wait(q).unwrap();
+                            continue;
+                        }
+                        if matches!(q.entries[i].2, EarlyState::Queued) {
+                            q.entries[i].2 = EarlyState::Taken;
+                        }
+                        q.by_object.remove(object);
+                    }
+                    let cost = self.exec.expected_cost(step);
+                    let i = q.entries.len();
+                    q.by_object.insert(object.to_string(), i);
+                    q.entries
+                        .push((step.clone(), keys.get(object).copied(), EarlyState::Queued));
+                    q.waiting.push((cost, std::cmp::Reverse(i)));
+                    i
+                }
+            };
+            wanted.push(i);
+        }
+        q.complete = true;
+        self.changed.notify_all();
+        let mut results = Vec::new();
+        for i in wanted {
+            loop {
+                match std::mem::replace(&mut q.entries[i].2, EarlyState::Taken) {
+                    EarlyState::Done(r) => {
+                        results.push(r);
+                        break;
+                    }
+                    other => {
+                        q.entries[i].2 = other;
+                        q = self.changed.wait(q).unwrap();
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    /// No more compiles start (the build failed, or needs none).
+    fn close(&self) {
+        let mut q = self.queue.lock().unwrap();
+        q.complete = true;
+        q.waiting.clear();
+        self.changed.notify_all();
+    }
 }
 
 /// Whether a file has an execute bit (linked ELF files do; restored ones must too).
@@ -1230,6 +1475,64 @@ pub fn millis(d: Duration) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn host_compile(name: &str) -> Step {
+        Step::Compile {
+            source: format!("{name}.c"),
+            object: format!("obj/{name}.o"),
+            argv: [
+                "cc",
+                "-c",
+                &format!("{name}.c"),
+                "-o",
+                &format!("obj/{name}.o"),
+            ]
+            .map(String::from)
+            .to_vec(),
+            depfile_tmp: None,
+            depfile: None,
+        }
+    }
+
+    /// Compiles offered while make prints are queued and run; a generator
+    /// after a compile (whose headers it might write) stops the taking, so
+    /// a compile offered after it starts only when the plan runs it. Both
+    /// are the plan's compiles in the end, each run once.
+    #[test]
+    fn early_compiles_stop_at_a_generator_after_a_compile() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        for name in ["a", "b"] {
+            std::fs::write(tree.join(format!("{name}.c")), format!("int {name};\n")).unwrap();
+        }
+        let cas = LocalCas::open(dir.path().join("cache")).unwrap();
+        let exec = Executor::new(&tree, &cas, 1);
+        let (a, b) = (host_compile("a"), host_compile("b"));
+        let generate = Step::Generate {
+            argv: vec!["true".into()],
+            output: "gen.h".into(),
+        };
+        let report = exec.with_early(|early| {
+            early.offer(&a);
+            early.offer(&generate);
+            early.offer(&b);
+            {
+                let q = early.queue.lock().unwrap();
+                assert!(q.refused);
+                assert_eq!(q.by_object.keys().collect::<Vec<_>>(), ["obj/a.o"]);
+            }
+            let plan = Plan {
+                steps: vec![a.clone(), b.clone()],
+                ..Plan::default()
+            };
+            exec.run_steps(&plan, &BTreeMap::new(), &Log::default(), Some(early))
+                .unwrap()
+        });
+        assert_eq!((report.compiled, report.compiled_from_cache), (2, 0));
+        assert!(tree.join("obj/a.o").is_file() && tree.join("obj/b.o").is_file());
+        assert!(!tree.join("gen.h").exists());
+    }
 
     #[test]
     fn the_working_folder_is_keyed_only_where_output_depends_on_it() {

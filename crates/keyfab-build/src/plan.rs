@@ -143,32 +143,55 @@ pub enum PlanError {
 
 /// Parses the output of `make -n` of a QMK target into a plan.
 pub fn parse_dry_run(output: &str) -> Result<Plan, PlanError> {
-    let mut plan = Plan::default();
-    let mut status: Option<(String, String)> = None;
-    // Inside `if [ ! -z "ARGS" ]; then \` … `fi`: whether the shell would
-    // run the commands (ARGS not empty).
-    let mut shell_if: Option<bool> = None;
-    for (i, line) in output.lines().enumerate() {
-        let lineno = i + 1;
-        if let Some(run) = shell_if {
+    let mut parser = DryRunParser::default();
+    for line in output.lines() {
+        parser.line(line)?;
+    }
+    parser.finish()
+}
+
+/// [`parse_dry_run`] a line at a time, so steps can be acted on while make
+/// still prints (see `Executor::with_early`).
+#[derive(Debug, Default)]
+pub struct DryRunParser {
+    plan: Plan,
+    lineno: usize,
+    status: Option<(String, String)>,
+    /// Inside `if [ ! -z "ARGS" ]; then \` … `fi`: whether the shell would
+    /// run the commands (ARGS not empty).
+    shell_if: Option<bool>,
+}
+
+impl DryRunParser {
+    /// The steps parsed so far, in make's order.
+    pub fn steps(&self) -> &[Step] {
+        &self.plan.steps
+    }
+
+    /// Reads the next line of make's output.
+    pub fn line(&mut self, line: &str) -> Result<(), PlanError> {
+        self.lineno += 1;
+        let lineno = self.lineno;
+        let plan = &mut self.plan;
+        if let Some(run) = self.shell_if {
             if line.trim() == "fi" {
-                shell_if = None;
+                self.shell_if = None;
             } else if run {
-                in_place_command(&mut plan, line).map_err(|what| PlanError::Unexpected {
+                in_place_command(plan, line).map_err(|what| PlanError::Unexpected {
                     line: lineno,
                     what,
                     text: line.to_string(),
                 })?;
             }
-            continue;
+            return Ok(());
         }
         if let Some(run) = if_not_empty(line) {
-            shell_if = Some(run);
-            continue;
+            self.shell_if = Some(run);
+            return Ok(());
         }
         if let Some(s) = status_line(line) {
-            status = Some(s);
-            continue;
+            self.status = Some(s);
+            return Ok(());
         }
         if let Some(cmd) = build_cmd(line) {
             let Some(words) = shlex::split(cmd) else {
@@ -177,7 +200,7 @@ pub fn parse_dry_run(output: &str) -> Result<Plan, PlanError> {
                     text: cmd.to_string(),
                 });
             };
-            let (verb, subject) = status.take().unwrap_or_default();
+            let (verb, subject) = self.status.take().unwrap_or_default();
             plan.steps
                 .push(typed_step(&verb, &subject, words).map_err(|what| {
                     PlanError::Unexpected {
@@ -186,7 +209,7 @@ pub fn parse_dry_run(output: &str) -> Result<Plan, PlanError> {
                         text: cmd.to_string(),
                     }
                 })?);
-            continue;
+            return Ok(());
         }
         if let Some((from, to)) = copy_firmware(line) {
             // QMK's ARM recipes copy the same firmware up to three times.
@@ -194,16 +217,21 @@ pub fn parse_dry_run(output: &str) -> Result<Plan, PlanError> {
             if !plan.steps.contains(&copy) {
                 plan.steps.push(copy);
             }
-            continue;
+            return Ok(());
         }
         if let Some(max) = size_limit(line) {
             plan.max_size = Some(max);
         }
+        Ok(())
     }
-    if plan.compiles().next().is_none() {
-        return Err(PlanError::Empty);
+
+    /// The plan, once make's output has ended.
+    pub fn finish(self) -> Result<Plan, PlanError> {
+        if self.plan.compiles().next().is_none() {
+            return Err(PlanError::Empty);
+        }
+        Ok(self.plan)
     }
-    Ok(plan)
 }
 
 /// `printf "Compiling: quantum/led.c" | awk …` → ("Compiling", "quantum/led.c").
@@ -539,8 +567,13 @@ pub fn make_shell(path: &Path) -> Option<String> {
 /// holds up-to-date files, and [`LIST_MAKEFILES`] read last, so the output
 /// also names the makefiles read); returns its stdout, or make's stderr as
 /// the error.
-pub fn dry_run(tree: &Path, args: &[String], env: &[(String, String)]) -> Result<String, String> {
-    use std::io::Write as _;
+pub fn dry_run(
+    tree: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    on_line: &mut dyn FnMut(&str),
+) -> Result<String, String> {
+    use std::io::{BufRead as _, Read as _, Write as _};
     let mut make = Command::new(make_program())
         .arg("-n")
         .arg("-B")
@@ -560,17 +593,43 @@ pub fn dry_run(tree: &Path, args: &[String], env: &[(String, String)]) -> Result
         .stdin
         .take()
         .map(|mut stdin| stdin.write_all(LIST_MAKEFILES.as_bytes()));
-    let out = make
-        .wait_with_output()
-        .map_err(|e| format!("cannot run make: {e}"))?;
+    // What make prints is read as it comes, a line at a time, for
+    // `on_line`; its errors on a thread of their own, so neither pipe fills.
+    let (Some(stdout), Some(mut stderr)) = (make.stdout.take(), make.stderr.take()) else {
+        unreachable!("both pipes were asked for")
+    };
+    let (read, errors) = std::thread::scope(|s| {
+        let errors = s.spawn(move || {
+            let mut bytes = Vec::new();
+            stderr.read_to_end(&mut bytes).map(|_| bytes)
+        });
+        let mut out = Vec::new();
+        let mut reader = std::io::BufReader::new(stdout);
+        let read = loop {
+            let start = out.len();
+            match reader.read_until(b'\n', &mut out) {
+                Ok(0) => break Ok(out),
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&out[start..]);
+                    let line = text.strip_suffix('\n').unwrap_or(&text);
+                    on_line(line.strip_suffix('\r').unwrap_or(line));
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        (read, errors.join().unwrap_or_else(|_| Ok(Vec::new())))
+    });
+    let status = make.wait().map_err(|e| format!("cannot run make: {e}"))?;
+    let stdout = read.map_err(|e| format!("cannot read make's output: {e}"))?;
+    let stderr = errors.map_err(|e| format!("cannot read make's errors: {e}"))?;
     // make's own failure first: one that ends it early also closes the pipe.
-    if !out.status.success() {
-        return Err(failure_text(&String::from_utf8_lossy(&out.stderr)));
+    if !status.success() {
+        return Err(failure_text(&String::from_utf8_lossy(&stderr)));
     }
     if let Some(Err(e)) = written {
         return Err(format!("cannot give make its makefile list: {e}"));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
 /// What make printed when it failed, each line once (in a tree that is no
@@ -610,19 +669,25 @@ mod tests {
                 .map(|a| a.to_string())
                 .collect::<Vec<_>>()
         };
-        let out = dry_run(dir.path(), &args(&[]), &[]).unwrap();
+        let mut lines = Vec::new();
+        let out = dry_run(dir.path(), &args(&[]), &[], &mut |l| {
+            lines.push(l.to_string())
+        })
+        .unwrap();
+        // Each line as make prints it, then all of them.
+        assert_eq!(lines, out.lines().collect::<Vec<_>>());
         assert_eq!(makefiles_read(&out), ["top.mk", "sub/rules.mk"]);
         assert_eq!(restarts(&out), 0);
         assert!(out.contains("echo Compiling: 1"), "{out}");
 
         // make makes gen.mk (a dry run too), starts over and reads it.
         write("top.mk", "all:\n\t@echo Compiling: $(X)$(Y)\ninclude sub/rules.mk\n-include gen.mk\ngen.mk:\n\techo 'Y := 2' > gen.mk\n");
-        let out = dry_run(dir.path(), &args(&[]), &[]).unwrap();
+        let out = dry_run(dir.path(), &args(&[]), &[], &mut |_| {}).unwrap();
         assert_eq!(makefiles_read(&out), ["top.mk", "sub/rules.mk", "gen.mk"]);
         assert_eq!(restarts(&out), 1);
         assert!(out.contains("echo Compiling: 12"), "{out}");
 
-        let err = dry_run(dir.path(), &args(&["no-such-goal"]), &[]).unwrap_err();
+        let err = dry_run(dir.path(), &args(&["no-such-goal"]), &[], &mut |_| {}).unwrap_err();
         assert!(
             err.contains("No rule to make target 'no-such-goal'"),
             "{err}"

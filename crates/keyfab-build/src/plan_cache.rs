@@ -111,6 +111,25 @@ pub struct PlanContext<'a> {
     /// The `SHELL` make runs its `$(shell …)` calls with (`keyfab-shell`,
     /// see [`plan::make_shell`]); `None` leaves the makefiles' own.
     pub shell: Option<String>,
+    /// Given each step as soon as make prints it, when the plan is made
+    /// afresh (the build then starts compiling before make is done; see
+    /// `Executor::with_early`). The plan itself is still read from make's
+    /// whole output.
+    pub early: Option<&'a (dyn Fn(&plan::Step) + Sync)>,
+}
+
+/// Recipes call $(QMK_BIN) too: their generators run directly, not
+/// through the recorder and its (by then deleted) temp log.
+fn unrecorded(ctx: &PlanContext<'_>, step: &mut plan::Step) {
+    let prefix_len = shlex::split(&ctx.recorder).map_or(0, |w| w.len()) + 3;
+    if let plan::Step::Generate { argv, .. } = step {
+        let recorded = argv.len() > prefix_len
+            && argv.get(prefix_len - 3).map(String::as_str) == Some("--log")
+            && argv.get(prefix_len - 1).map(String::as_str) == Some("--");
+        if recorded {
+            argv.drain(..prefix_len);
+        }
+    }
 }
 
 /// The environment variables a plan depends on.
@@ -271,11 +290,28 @@ pub fn plan_target(
         .shell
         .as_ref()
         .and_then(|_| crate::plan_host::Calls::new(ctx, cas, log.path()));
-    let output = match &calls {
-        Some(calls) => {
-            crate::plan_host::serve_while(calls, |env| plan::dry_run(ctx.tree, &args, env))
+    // Steps go to `ctx.early` as make prints them, until a line does not
+    // parse (the whole output's parse then says why).
+    let mut parser = ctx.early.map(|_| plan::DryRunParser::default());
+    let mut on_line = |line: &str| {
+        let (Some(p), Some(early)) = (parser.as_mut(), ctx.early) else {
+            return;
+        };
+        let before = p.steps().len();
+        match p.line(line) {
+            Ok(()) => p.steps()[before..].iter().for_each(|step| {
+                let mut step = step.clone();
+                unrecorded(ctx, &mut step);
+                early(&step)
+            }),
+            Err(_) => parser = None,
         }
-        None => plan::dry_run(ctx.tree, &args, &[]),
+    };
+    let output = match &calls {
+        Some(calls) => crate::plan_host::serve_while(calls, |env| {
+            plan::dry_run(ctx.tree, &args, env, &mut on_line)
+        }),
+        None => plan::dry_run(ctx.tree, &args, &[], &mut on_line),
     }
     .map_err(PlanCacheError::Make)?;
     if std::env::var_os("KEYFAB_DEBUG_PLAN_KEY").is_some() {
@@ -286,18 +322,8 @@ pub fn plan_target(
         eprintln!("plan calls answered in process {answered}");
     }
     let mut plan = plan::parse_dry_run(&output)?;
-    // Recipes call $(QMK_BIN) too: run their generators directly, not
-    // through the recorder and its (by then deleted) temp log.
-    let prefix_len = shlex::split(&ctx.recorder).map_or(0, |w| w.len()) + 3;
     for step in &mut plan.steps {
-        if let plan::Step::Generate { argv, .. } = step {
-            let recorded = argv.len() > prefix_len
-                && argv.get(prefix_len - 3).map(String::as_str) == Some("--log")
-                && argv.get(prefix_len - 1).map(String::as_str) == Some("--");
-            if recorded {
-                argv.drain(..prefix_len);
-            }
-        }
+        unrecorded(ctx, step);
     }
     let recorded = std::fs::read_to_string(log.path()).unwrap_or_default();
     let asked = crate::probe::Answer::from_log(&recorded);

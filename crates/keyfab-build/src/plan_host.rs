@@ -268,6 +268,7 @@ mod tests {
             answers: &answers,
             host: Some(std::sync::Arc::new(Panics)),
             shell: None,
+            early: None,
         };
         let log = dir.path().join("plan.log");
         let calls = Calls::new(&ctx, &cas, &log).unwrap();

@@ -3,8 +3,8 @@
 //! sweep, watch and audit front-ends, all go through here.
 
 use crate::db::{self, BuildDb, Db, PlanRecord, TargetInput};
-use crate::exec::{BuildError, BuildReport, Executor};
-use crate::plan::{self, Plan};
+use crate::exec::{BuildError, BuildReport, EarlyCompiles, Executor};
+use crate::plan::{self, Plan, Step};
 use crate::plan_cache::{self, PlanCacheError, PlanContext};
 use crate::provenance::{self, Collector, Log, Previous};
 use keyfab_cas::{Digest, LocalCas, Provenance, RunClock, RunId};
@@ -79,6 +79,10 @@ pub struct Options {
     /// `keyfab-shell`, the `SHELL` make plans with (QMK's trivial
     /// `$(shell …)` pipelines then start no processes); `None`: make's own.
     pub make_shell: Option<PathBuf>,
+    /// Start compiling while make still prints a fresh plan
+    /// ([`crate::exec::Executor::with_early`]): for one target at a time,
+    /// since in a sweep the other targets keep the cores busy instead.
+    pub early_compiles: bool,
 }
 
 /// A resolved target: the keyboard folder, the keymap, and the folders its
@@ -233,7 +237,9 @@ pub fn python_compact_json(value: &serde_json::Value) -> String {
 
 /// The plan of a target: the one on record in `db` while [`db::plan_fresh`]
 /// holds, else from the plan cache, else from make's dry run (`host` runs
-/// the generator call made before make starts, when it knows it).
+/// the generator call made before make starts, when it knows it; `early`
+/// is given each step as make prints it).
+#[allow(clippy::too_many_arguments)]
 pub fn plan_target(
     tree: &Tree,
     cas: &LocalCas,
@@ -242,6 +248,7 @@ pub fn plan_target(
     target: &Target,
     opts: &Options,
     host: Option<std::sync::Arc<dyn crate::exec::GeneratorHost>>,
+    early: Option<&(dyn Fn(&Step) + Sync)>,
 ) -> Result<(plan_cache::CachedPlan, TargetInput), TargetError> {
     let plan_err = |source| TargetError::Plan {
         target: target.name(),
@@ -285,6 +292,7 @@ pub fn plan_target(
         answers: &opts.probe_answers,
         host,
         shell,
+        early,
     };
     let inputs = db::plan_inputs(db, input).clone();
     let planned = plan_cache::plan_target(cas, clock, &ctx, &inputs).map_err(plan_err)?;
@@ -369,47 +377,21 @@ pub fn build_target_in(
         }
     }
     log.with(|l| files.into_iter().for_each(|(name, d)| l.input(name, d)));
-    let (planned, input) = plan_target(tree, cas, &clock, db, target, opts, exec.generator_host())?;
-    let plan_ms = started.elapsed().as_millis();
-    log.with(|l| {
-        for (p, d) in &planned.makefiles {
-            l.input(p.to_string_lossy().into_owned(), *d);
-        }
-    });
-    let plan = planned.plan;
-    let build_err = |source| TargetError::Build {
-        target: target.name(),
-        source,
+    let mut run = |early: Option<&EarlyCompiles<'_, '_>>| {
+        plan_and_run(db, tree, cas, exec, target, opts, log, &clock, early)
     };
-    // The calls make made while reading the makefiles: run by make itself
-    // when it just planned, but through the database all the same, so their
-    // outputs are remembered with what they read and the next build (a
-    // no-op, a fresh checkout) takes them from the cache.
-    let mut generated = run_generators(db, cas, exec, &plan, true, log).map_err(build_err)?;
-    let gen_started = Instant::now();
-    let steps = run_generators(db, cas, exec, &plan, false, log).map_err(build_err)?;
-    generated = (generated.0 + steps.0, generated.1 + steps.1);
-    let build = match up_to_date(tree, cas, db, &clock, &target.name(), &plan, opts) {
-        Some((previous, mut report)) => {
-            // This build is the last one again: record it as such.
-            log.with(|l| {
-                *l = Collector {
-                    previous: Some(Box::new(previous)),
-                    ..Collector::default()
-                }
-            });
-            report.duration_ms = gen_started.elapsed().as_millis();
-            report
-        }
-        None => {
-            // Only now: the shortcut needs no object keys.
-            let keys = db::object_keys(db, input);
-            exec.know_tools(&db.tool_identities());
-            let mut report = exec.run_steps(&plan, keys, log).map_err(build_err)?;
-            report.duration_ms = gen_started.elapsed().as_millis();
-            report
-        }
-    };
+    let ran = if opts.early_compiles {
+        exec.with_early(|early| run(Some(early)))
+    } else {
+        run(None)
+    }?;
+    let Ran {
+        plan,
+        plan_from_cache,
+        build,
+        generated,
+    } = ran;
+    let plan_ms = started.elapsed().as_millis() - build.duration_ms;
     let build = BuildReport {
         generated: generated.0,
         generated_from_cache: generated.1,
@@ -429,13 +411,103 @@ pub fn build_target_in(
             firmware: build.firmware.clone(),
             size,
             max_size: plan.max_size,
-            plan_from_cache: planned.from_cache,
+            plan_from_cache,
             plan_ms,
             total_ms: started.elapsed().as_millis(),
             build,
         },
         plan,
     ))
+}
+
+/// What [`plan_and_run`] did.
+struct Ran {
+    plan: Plan,
+    plan_from_cache: bool,
+    build: BuildReport,
+    /// Generator calls run, and those from the cache.
+    generated: (usize, usize),
+}
+
+/// The target's plan, then its generators and steps: with `early`, the
+/// compiles make prints start before it is done.
+#[allow(clippy::too_many_arguments)]
+fn plan_and_run<'a>(
+    db: &mut BuildDb,
+    tree: &Tree,
+    cas: &LocalCas,
+    exec: &Executor<'a>,
+    target: &Target,
+    opts: &Options,
+    log: &Log,
+    clock: &RunClock,
+    early: Option<&EarlyCompiles<'_, 'a>>,
+) -> Result<Ran, TargetError> {
+    // Compiles may start before the plan is done: with the identities the
+    // database has now (a watch refreshes them between builds).
+    exec.know_tools(&db.tool_identities());
+    let offer = |step: &Step| {
+        if let Some(early) = early {
+            early.offer(step)
+        }
+    };
+    let sink = early.map(|_| &offer as &(dyn Fn(&Step) + Sync));
+    let (planned, input) = plan_target(
+        tree,
+        cas,
+        clock,
+        db,
+        target,
+        opts,
+        exec.generator_host(),
+        sink,
+    )?;
+    log.with(|l| {
+        for (p, d) in &planned.makefiles {
+            l.input(p.to_string_lossy().into_owned(), *d);
+        }
+    });
+    let plan = planned.plan;
+    let plan_from_cache = planned.from_cache;
+    let build_err = |source| TargetError::Build {
+        target: target.name(),
+        source,
+    };
+    // The calls make made while reading the makefiles: run by make itself
+    // when it just planned, but through the database all the same, so their
+    // outputs are remembered with what they read and the next build (a
+    // no-op, a fresh checkout) takes them from the cache.
+    let mut generated = run_generators(db, cas, exec, &plan, true, log).map_err(build_err)?;
+    let gen_started = Instant::now();
+    let steps = run_generators(db, cas, exec, &plan, false, log).map_err(build_err)?;
+    generated = (generated.0 + steps.0, generated.1 + steps.1);
+    let build = match up_to_date(tree, cas, db, clock, &target.name(), &plan, opts) {
+        Some((previous, mut report)) => {
+            // This build is the last one again: record it as such.
+            log.with(|l| {
+                *l = Collector {
+                    previous: Some(Box::new(previous)),
+                    ..Collector::default()
+                }
+            });
+            report.duration_ms = gen_started.elapsed().as_millis();
+            report
+        }
+        None => {
+            // Only now: the shortcut needs no object keys.
+            let keys = db::object_keys(db, input);
+            exec.know_tools(&db.tool_identities());
+            let mut report = exec.run_steps(&plan, keys, log, early).map_err(build_err)?;
+            report.duration_ms = gen_started.elapsed().as_millis();
+            report
+        }
+    };
+    Ok(Ran {
+        plan,
+        plan_from_cache,
+        build,
+        generated,
+    })
 }
 
 /// Runs the plan's generator calls: those make made while reading the

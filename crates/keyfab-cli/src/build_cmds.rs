@@ -44,6 +44,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
             &target,
             &opts,
             crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe),
+            None,
         )?;
         cas.flush()?;
         if a.compiledb {
@@ -218,6 +219,7 @@ pub fn options(
         cache_dir: std::path::absolute(cache_dir(ctx)?)?,
         clean,
         probe_answers: Default::default(),
+        early_compiles: true,
     })
 }
 

@@ -111,6 +111,8 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
     // First: it may export SOURCE_DATE_EPOCH, before any thread starts.
     let notes = crate::audit_cmds::reproducible_env(tree.root(), a.reproducible);
     let mut opts = crate::build_cmds::options(ctx, &a.env, a.qmk_bin.as_deref(), false)?;
+    // The other targets keep the cores busy while one plans.
+    opts.early_compiles = false;
     crate::audit_cmds::pin_date_macros(&mut opts.env);
     let cas = crate::build_cmds::open_cache(&opts, true)?;
     let jobs = crate::build_cmds::jobs(a.jobs);

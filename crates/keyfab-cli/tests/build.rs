@@ -1214,6 +1214,41 @@ fn the_platforms_probes_are_asked_before_make_reaches_them() {
     );
 }
 
+/// A fresh plan's compiles start while make still prints it: here make's
+/// last recipe (the size check) waits until an object exists (10 s at
+/// most) and notes whether one did. What was compiled then is the
+/// build's own: a build after `.build/` is gone takes every object from
+/// the cache and makes the same firmware.
+#[test]
+fn compiles_start_while_make_still_prints_the_plan() {
+    let fx = fixture();
+    let notes = tempfile::tempdir().unwrap();
+    let log = notes.path().join("waited");
+    let wait = format!(
+        "i=0; while [ -z \"$(find .build -name '*.o')\" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; [ -n \"$(find .build -name '*.o')\" ] && echo early >> '{}'",
+        log.display()
+    )
+    .replace('$', "$$");
+    let mk = fx.tree.join("builddefs/build_keyboard.mk");
+    let text = std::fs::read_to_string(&mk).unwrap();
+    let check = "check-size: $(BUILD_DIR)/$(TARGET).hex\n";
+    assert!(text.contains(check));
+    let waits = format!("{check}\t$(eval KF_WAITED := $(shell {wait}))\n");
+    std::fs::write(&mk, text.replacen(check, &waits, 1)).unwrap();
+
+    let first = run(&mut fx.build_cmd(&["solo:default"]));
+    assert_eq!(counts(first.ok().lines().last().unwrap()).compiled, 5);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "early\n");
+    let hex = fx.tree.join(".build/solo_default.hex");
+    let firmware = std::fs::read(&hex).unwrap();
+
+    std::fs::remove_dir_all(fx.tree.join(".build")).unwrap();
+    let again = run(&mut fx.build_cmd(&["solo:default"]));
+    let c = counts(again.ok().lines().last().unwrap());
+    assert_eq!((c.compiled, c.cached), (0, 5));
+    assert_eq!(std::fs::read(&hex).unwrap(), firmware);
+}
+
 #[test]
 fn jobs_bound_the_compilers_running_at_once() {
     // `-j` compiles at once, no more (only compiles are counted:

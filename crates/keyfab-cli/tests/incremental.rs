@@ -67,6 +67,8 @@ impl Session {
             clean: false,
             probe_answers: Default::default(),
             make_shell: Some(PathBuf::from(env!("CARGO_BIN_EXE_keyfab-shell"))),
+            // As `keyfab build` and watch mode plan: compiling as make prints.
+            early_compiles: true,
         };
         let db = BuildDb::new(tree.root());
         Session {
