@@ -397,13 +397,20 @@ impl<'a> Executor<'a> {
             queue: Mutex::new(EarlyQueue::default()),
             changed: std::sync::Condvar::new(),
         };
+        // Closed however `f` ends, so the threads end too (a panic in `f`
+        // then reaches the caller instead of waiting on them forever).
+        struct Close<'x, 'e, 'a>(&'x EarlyCompiles<'e, 'a>);
+        impl Drop for Close<'_, '_, '_> {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
         std::thread::scope(|s| {
             for _ in 0..self.jobs() {
                 s.spawn(|| early.work());
             }
-            let r = f(&early);
-            early.close();
-            r
+            let _close = Close(&early);
+            f(&early)
         })
     }
 
@@ -1229,12 +1236,28 @@ impl EarlyCompiles<'_, '_> {
             q.entries[i].2 = EarlyState::Running;
             let (step, key) = (q.entries[i].0.clone(), q.entries[i].1);
             drop(q);
-            let done = self
-                .exec
-                .check_cancel()
-                .and_then(|()| self.exec.compile_step(&step, key.as_ref()));
+            // A panic still ends the entry, so the build waiting for it
+            // ends too (the scope then passes the panic on).
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.exec
+                    .check_cancel()
+                    .and_then(|()| self.exec.compile_step(&step, key.as_ref()))
+            }));
+            let (done, panic) = match ran {
+                Ok(done) => (done, None),
+                Err(panic) => {
+                    let failed = Err(BuildError::Io {
+                        path: step.output().to_string(),
+                        message: "the compile's thread panicked".into(),
+                    });
+                    (failed, Some(panic))
+                }
+            };
             self.queue.lock().unwrap().entries[i].2 = EarlyState::Done(done);
             self.changed.notify_all();
+            if let Some(panic) = panic {
+                std::panic::resume_unwind(panic);
+            }
         }
     }
 
@@ -1304,7 +1327,7 @@ impl EarlyCompiles<'_, '_> {
 
     /// No more compiles start (the build failed, or needs none).
     fn close(&self) {
-        let mut q = self.queue.lock().unwrap();
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         q.complete = true;
         q.waiting.clear();
         self.changed.notify_all();
