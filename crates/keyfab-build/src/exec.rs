@@ -1156,9 +1156,12 @@ pub struct EarlyCompiles<'e, 'a> {
 
 #[derive(Default)]
 struct EarlyQueue {
-    /// (expected cost, plan order) of the queued entries, by index.
+    /// (expected cost, index) of the queued entries: the costliest
+    /// first, then the one make printed first.
     waiting: std::collections::BinaryHeap<(u64, std::cmp::Reverse<usize>)>,
+    /// Each compile taken, with the database's key when `finish` queued it.
     entries: Vec<(Step, Option<ObjectKey>, EarlyState)>,
+    /// The entry that writes each object now.
     by_object: HashMap<String, usize>,
     /// No more compiles are taken from make's output: a generator came
     /// after a compile, or one could not run here.
@@ -1172,6 +1175,7 @@ enum EarlyState {
     Queued,
     Running,
     Done(Result<Compiled, BuildError>),
+    /// Its result was handed out, or it will never run.
     Taken,
 }
 

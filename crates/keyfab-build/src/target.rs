@@ -388,10 +388,11 @@ pub fn build_target_in(
     let Ran {
         plan,
         plan_from_cache,
+        planned_at,
         build,
         generated,
     } = ran;
-    let plan_ms = started.elapsed().as_millis() - build.duration_ms;
+    let plan_ms = planned_at.duration_since(started).as_millis();
     let build = BuildReport {
         generated: generated.0,
         generated_from_cache: generated.1,
@@ -424,6 +425,8 @@ pub fn build_target_in(
 struct Ran {
     plan: Plan,
     plan_from_cache: bool,
+    /// When the plan was there.
+    planned_at: Instant,
     build: BuildReport,
     /// Generator calls run, and those from the cache.
     generated: (usize, usize),
@@ -462,6 +465,7 @@ fn plan_and_run<'a>(
         exec.generator_host(),
         sink,
     )?;
+    let planned_at = Instant::now();
     log.with(|l| {
         for (p, d) in &planned.makefiles {
             l.input(p.to_string_lossy().into_owned(), *d);
@@ -505,6 +509,7 @@ fn plan_and_run<'a>(
     Ok(Ran {
         plan,
         plan_from_cache,
+        planned_at,
         build,
         generated,
     })
