@@ -11,9 +11,21 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let tree = &ctx.tree;
     // First: it may export SOURCE_DATE_EPOCH, before any thread starts.
     let notes = crate::audit_cmds::reproducible_env(tree.root(), a.reproducible);
-    let engine = keyfab_info::Engine::new(tree.clone());
+    let mut opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
+    crate::audit_cmds::pin_date_macros(&mut opts.env);
+    // The target is resolved with the engine of the generators make calls
+    // in this process: the info merged now is theirs too.
+    let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe);
+    let own;
+    let engine = match &host {
+        Some(h) if h.sees(tree) => h.engine(),
+        _ => {
+            own = keyfab_info::Engine::new(tree.clone());
+            &own
+        }
+    };
     let target = match (&a.keyboard, &a.target) {
-        (None, Some(t)) if is_configurator_json(t) => configurator_target(tree, &engine, t)?,
+        (None, Some(t)) if is_configurator_json(t) => configurator_target(tree, engine, t)?,
         _ => {
             let (kb, km) = match (&a.keyboard, &a.target) {
                 (Some(kb), _) => (kb.clone(), a.keymap.clone()),
@@ -27,12 +39,11 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
                 bail!("missing keymap: pass -km KEYMAP or KEYBOARD:KEYMAP")
             };
             let res = tree.resolve_keyboard(&kb)?;
-            let (layouts, _) = keyfab_info::community_layouts(&engine, &res.keyboard);
+            let (layouts, _) = keyfab_info::community_layouts(engine, &res.keyboard);
             target::resolve(tree, &res.keyboard, &km, &layouts)?
         }
     };
-    let mut opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
-    crate::audit_cmds::pin_date_macros(&mut opts.env);
+    let host = host.map(|h| h as Arc<dyn keyfab_build::exec::GeneratorHost>);
     let cas = open_cache(&opts, false)?;
     let mut db = BuildDb::new(tree.root());
     if a.dry_run || a.compiledb {
@@ -43,7 +54,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
             &mut db,
             &target,
             &opts,
-            crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe),
+            host.clone(),
             None,
         )?;
         cas.flush()?;
@@ -59,7 +70,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let jobs = jobs(a.jobs);
     let exec = Executor::new(tree.root(), &cas, jobs);
-    exec.set_generator_host(crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe));
+    exec.set_generator_host(host);
     let command: Vec<String> = std::env::args().collect();
     let run = cas.begin_run(&command.join(" "))?;
     let log = Log::default();
