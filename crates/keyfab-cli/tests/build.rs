@@ -1249,6 +1249,30 @@ fn compiles_start_while_make_still_prints_the_plan() {
     assert_eq!(std::fs::read(&hex).unwrap(), firmware);
 }
 
+/// make failing after it printed the compiles (here in the size check,
+/// its last recipe) fails the build with make's message, whatever the
+/// compiles started meanwhile did; the next build, with the makefile
+/// mended, makes the firmware.
+#[test]
+fn make_failing_after_the_compiles_fails_the_build() {
+    let fx = fixture();
+    let mk = fx.tree.join("builddefs/build_keyboard.mk");
+    let text = std::fs::read_to_string(&mk).unwrap();
+    let check = "check-size: $(BUILD_DIR)/$(TARGET).hex\n";
+    let broken = format!("{check}\t$(error size check broken)\n");
+    std::fs::write(&mk, text.replacen(check, &broken, 1)).unwrap();
+    let r = run(&mut fx.build_cmd(&["solo:default"]));
+    let err = r.fails();
+    assert!(err.contains("size check broken"), "{err}");
+    assert!(!fx.tree.join(".build/solo_default.hex").exists());
+
+    std::fs::write(&mk, text).unwrap();
+    let r = run(&mut fx.build_cmd(&["solo:default"]));
+    let c = counts(r.ok().lines().last().unwrap());
+    assert_eq!(c.compiled + c.cached, 5);
+    assert!(fx.tree.join(".build/solo_default.hex").is_file());
+}
+
 #[test]
 fn jobs_bound_the_compilers_running_at_once() {
     // `-j` compiles at once, no more (only compiles are counted:
