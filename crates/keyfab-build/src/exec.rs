@@ -391,26 +391,27 @@ impl<'a> Executor<'a> {
     /// the same `early` takes their results. Make plans on one core, so
     /// the others compile meanwhile. Compiles still queued when `f`
     /// returns do not start.
-    pub fn with_early<R>(&self, f: impl FnOnce(&EarlyCompiles<'_, 'a>) -> R) -> R {
-        let early = EarlyCompiles {
+    pub fn with_early<R>(&self, f: impl FnOnce(&EarlyCompiles<'_, '_, 'a>) -> R) -> R {
+        let shared = EarlyShared {
             exec: self,
             queue: Mutex::new(EarlyQueue::default()),
             changed: std::sync::Condvar::new(),
         };
         // Closed however `f` ends, so the threads end too (a panic in `f`
         // then reaches the caller instead of waiting on them forever).
-        struct Close<'x, 'e, 'a>(&'x EarlyCompiles<'e, 'a>);
+        struct Close<'x, 'e, 'a>(&'x EarlyShared<'e, 'a>);
         impl Drop for Close<'_, '_, '_> {
             fn drop(&mut self) {
                 self.0.close();
             }
         }
-        std::thread::scope(|s| {
-            for _ in 0..self.jobs() {
-                s.spawn(|| early.work());
-            }
-            let _close = Close(&early);
-            f(&early)
+        std::thread::scope(|scope| {
+            let _close = Close(&shared);
+            f(&EarlyCompiles {
+                shared: &shared,
+                scope,
+                started: AtomicBool::new(false),
+            })
         })
     }
 
@@ -421,15 +422,16 @@ impl<'a> Executor<'a> {
         plan: &Plan,
         keys: &BTreeMap<String, ObjectKey>,
         prov: &Log,
-        early: Option<&EarlyCompiles<'_, 'a>>,
+        early: Option<&EarlyCompiles<'_, '_, 'a>>,
     ) -> Result<BuildReport, BuildError> {
         self.check_cancel()?;
         let start = Instant::now();
         let mut report = BuildReport::default();
+        let early = early.filter(|e| e.started());
         let mut results: Vec<(usize, Result<CompileOutcome, BuildError>)> = match early {
             Some(early) => {
                 let compiles: Vec<&Step> = plan.compiles().collect();
-                let done = early.finish(&compiles, keys);
+                let done = early.shared.finish(&compiles, keys);
                 compiles
                     .into_iter()
                     .zip(done)
@@ -1146,9 +1148,17 @@ struct Compiled {
 }
 
 /// Compiles started while make still prints the plan (see
-/// [`Executor::with_early`]): `jobs` threads take the queued compile that
-/// is expected to cost most, as [`longest_first`] orders them.
-pub struct EarlyCompiles<'e, 'a> {
+/// [`Executor::with_early`]): `jobs` threads, started at the first compile
+/// offered, take the queued compile that is expected to cost most, as
+/// [`longest_first`] orders them.
+pub struct EarlyCompiles<'s, 'e, 'a> {
+    shared: &'e EarlyShared<'e, 'a>,
+    scope: &'s std::thread::Scope<'s, 'e>,
+    started: AtomicBool,
+}
+
+/// What the early threads and the build share.
+struct EarlyShared<'e, 'a> {
     exec: &'e Executor<'a>,
     queue: Mutex<EarlyQueue>,
     changed: std::sync::Condvar,
@@ -1179,15 +1189,33 @@ enum EarlyState {
     Taken,
 }
 
-impl EarlyCompiles<'_, '_> {
+impl EarlyCompiles<'_, '_, '_> {
     /// Takes a step as make prints it. Generators run at once, here, while
     /// no compile has been seen: QMK's recipes make the headers every
-    /// object includes before the first compile. A compile is queued.
-    /// Anything else is left to the plan.
+    /// object includes before the first compile. A compile is queued (the
+    /// first starts the threads). Anything else is left to the plan.
     pub fn offer(&self, step: &Step) {
+        if self.shared.offer(step) && !self.started.swap(true, Ordering::SeqCst) {
+            let shared = self.shared;
+            for _ in 0..shared.exec.jobs() {
+                self.scope.spawn(move || shared.work());
+            }
+        }
+    }
+
+    /// Whether a compile was taken: else the plan's compiles run as they
+    /// do without early compiles, and no thread was started.
+    fn started(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
+    }
+}
+
+impl EarlyShared<'_, '_> {
+    /// [`EarlyCompiles::offer`]; true when it queued a compile.
+    fn offer(&self, step: &Step) -> bool {
         let mut q = self.queue.lock().unwrap();
         if q.refused || q.complete {
-            return;
+            return false;
         }
         match step {
             Step::Generate { argv, .. } if q.entries.is_empty() => {
@@ -1195,8 +1223,12 @@ impl EarlyCompiles<'_, '_> {
                 if !self.generate(argv) {
                     self.queue.lock().unwrap().refused = true;
                 }
+                false
             }
-            Step::Generate { .. } => q.refused = true,
+            Step::Generate { .. } => {
+                q.refused = true;
+                false
+            }
             Step::Compile { object, .. } if !q.by_object.contains_key(object) => {
                 let cost = self.exec.expected_cost(step);
                 let i = q.entries.len();
@@ -1204,8 +1236,9 @@ impl EarlyCompiles<'_, '_> {
                 q.entries.push((step.clone(), None, EarlyState::Queued));
                 q.waiting.push((cost, std::cmp::Reverse(i)));
                 self.changed.notify_all();
+                true
             }
-            _ => {}
+            _ => false,
         }
     }
 
@@ -1524,7 +1557,8 @@ mod tests {
     /// Compiles offered while make prints are queued and run; a generator
     /// after a compile (whose headers it might write) stops the taking, so
     /// a compile offered after it starts only when the plan runs it. Both
-    /// are the plan's compiles in the end, each run once.
+    /// are the plan's compiles in the end, each run once. With none
+    /// offered, no thread starts and the plan runs as it would without.
     #[test]
     fn early_compiles_stop_at_a_generator_after_a_compile() {
         let dir = tempfile::tempdir().unwrap();
@@ -1545,7 +1579,7 @@ mod tests {
             early.offer(&generate);
             early.offer(&b);
             {
-                let q = early.queue.lock().unwrap();
+                let q = early.shared.queue.lock().unwrap();
                 assert!(q.refused);
                 assert_eq!(q.by_object.keys().collect::<Vec<_>>(), ["obj/a.o"]);
             }
@@ -1559,6 +1593,19 @@ mod tests {
         assert_eq!((report.compiled, report.compiled_from_cache), (2, 0));
         assert!(tree.join("obj/a.o").is_file() && tree.join("obj/b.o").is_file());
         assert!(!tree.join("gen.h").exists());
+
+        // Nothing offered (a plan from the cache): no thread starts, and
+        // the plan's compiles run as usual, here from the cache.
+        let plan = Plan {
+            steps: vec![a, b],
+            ..Plan::default()
+        };
+        let report = exec.with_early(|early| {
+            assert!(!early.started());
+            exec.run_steps(&plan, &BTreeMap::new(), &Log::default(), Some(early))
+                .unwrap()
+        });
+        assert_eq!((report.compiled, report.compiled_from_cache), (0, 2));
     }
 
     #[test]

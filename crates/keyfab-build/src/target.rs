@@ -377,13 +377,12 @@ pub fn build_target_in(
         }
     }
     log.with(|l| files.into_iter().for_each(|(name, d)| l.input(name, d)));
-    let mut run = |early: Option<&EarlyCompiles<'_, '_>>| {
-        plan_and_run(db, tree, cas, exec, target, opts, log, &clock, early)
-    };
     let ran = if opts.early_compiles {
-        exec.with_early(|early| run(Some(early)))
+        exec.with_early(|early| {
+            plan_and_run(db, tree, cas, exec, target, opts, log, &clock, Some(early))
+        })
     } else {
-        run(None)
+        plan_and_run(db, tree, cas, exec, target, opts, log, &clock, None)
     }?;
     let Ran {
         plan,
@@ -444,7 +443,7 @@ fn plan_and_run<'a>(
     opts: &Options,
     log: &Log,
     clock: &RunClock,
-    early: Option<&EarlyCompiles<'_, 'a>>,
+    early: Option<&EarlyCompiles<'_, '_, 'a>>,
 ) -> Result<Ran, TargetError> {
     // Compiles may start before the plan is done: with the identities the
     // database has now (a watch refreshes them between builds).
