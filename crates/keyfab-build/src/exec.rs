@@ -1185,8 +1185,19 @@ enum EarlyState {
     Queued,
     Running,
     Done(Result<Compiled, BuildError>),
-    /// Its result was handed out, or it will never run.
+    /// Its result was handed out.
     Taken,
+}
+
+impl EarlyQueue {
+    /// Queues a compile; returns its entry.
+    fn push(&mut self, step: &Step, key: Option<ObjectKey>, cost: u64) -> usize {
+        let i = self.entries.len();
+        self.by_object.insert(step.output().to_string(), i);
+        self.entries.push((step.clone(), key, EarlyState::Queued));
+        self.waiting.push((cost, std::cmp::Reverse(i)));
+        i
+    }
 }
 
 impl EarlyCompiles<'_, '_, '_> {
@@ -1230,11 +1241,7 @@ impl EarlyShared<'_, '_> {
                 false
             }
             Step::Compile { object, .. } if !q.by_object.contains_key(object) => {
-                let cost = self.exec.expected_cost(step);
-                let i = q.entries.len();
-                q.by_object.insert(object.clone(), i);
-                q.entries.push((step.clone(), None, EarlyState::Queued));
-                q.waiting.push((cost, std::cmp::Reverse(i)));
+                q.push(step, None, self.exec.expected_cost(step));
                 self.changed.notify_all();
                 true
             }
@@ -1260,10 +1267,7 @@ impl EarlyShared<'_, '_> {
             let mut q = self.queue.lock().unwrap();
             let i = loop {
                 if let Some((_, std::cmp::Reverse(i))) = q.waiting.pop() {
-                    if matches!(q.entries[i].2, EarlyState::Queued) {
-                        break i;
-                    }
-                    continue;
+                    break i;
                 }
                 if q.complete {
                     return;
@@ -1314,30 +1318,25 @@ impl EarlyShared<'_, '_> {
                 .by_object
                 .get(object)
                 .copied()
-                .filter(|&i| q.entries[i].0 == *step);
+                .filter(|&i| q.entries[i].0 == *step && !wanted.contains(&i));
             let i = match same {
                 Some(i) => i,
                 None => {
-                    // Not seen (or seen otherwise, which a plan made from
-                    // the same output cannot be): queued after any run
-                    // of the same object, so two never write one file.
+                    // Not taken early. Taken otherwise, or for an earlier
+                    // step (neither of which make prints, one recipe a
+                    // target): queued once that one has run, so two never
+                    // write one file.
                     while let Some(&i) = q.by_object.get(object) {
-                        if matches!(q.entries[i].2, EarlyState::Running) {
+                        if matches!(q.entries[i].2, EarlyState::Queued | EarlyState::Running) {
+                            // The threads may be waiting for what was queued.
+                            self.changed.notify_all();
                             q = self.changed.wait(q).unwrap();
-                            continue;
+                        } else {
+                            q.by_object.remove(object);
                         }
-                        if matches!(q.entries[i].2, EarlyState::Queued) {
-                            q.entries[i].2 = EarlyState::Taken;
-                        }
-                        q.by_object.remove(object);
                     }
-                    let cost = self.exec.expected_cost(step);
-                    let i = q.entries.len();
-                    q.by_object.insert(object.to_string(), i);
-                    q.entries
-                        .push((step.clone(), keys.get(object).copied(), EarlyState::Queued));
-                    q.waiting.push((cost, std::cmp::Reverse(i)));
-                    i
+                    let key = keys.get(object).copied();
+                    q.push(step, key, self.exec.expected_cost(step))
                 }
             };
             wanted.push(i);
@@ -1535,6 +1534,37 @@ pub fn millis(d: Duration) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plan whose step for an object is not the one taken early (make
+    /// prints one recipe a target, so only a plan made otherwise could),
+    /// or that names a step twice, still ends: each runs after the one
+    /// writing the same object, none is lost.
+    #[test]
+    fn early_compiles_of_the_same_object_run_one_after_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("a.c"), "int a;\n").unwrap();
+        let cas = LocalCas::open(dir.path().join("cache")).unwrap();
+        let exec = Executor::new(&tree, &cas, 2);
+        let a = host_compile("a");
+        let mut other = a.clone();
+        if let Step::Compile { argv, .. } = &mut other {
+            argv.insert(1, "-DOTHER".into());
+        }
+        let report = exec.with_early(|early| {
+            early.offer(&a);
+            let plan = Plan {
+                steps: vec![other.clone(), a.clone(), a.clone()],
+                ..Plan::default()
+            };
+            exec.run_steps(&plan, &BTreeMap::new(), &Log::default(), Some(early))
+                .unwrap()
+        });
+        // `other` compiles; `a` twice: early, then again or from the cache.
+        assert_eq!(report.compiled + report.compiled_from_cache, 3);
+        assert!(report.compiled >= 2, "{report:?}");
+    }
 
     fn host_compile(name: &str) -> Step {
         Step::Compile {
