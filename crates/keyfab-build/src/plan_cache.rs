@@ -121,8 +121,8 @@ pub struct PlanContext<'a> {
 /// Recipes call $(QMK_BIN) too: their generators run directly, not
 /// through the recorder and its (by then deleted) temp log.
 fn unrecorded(ctx: &PlanContext<'_>, step: &mut plan::Step) {
-    let prefix_len = shlex::split(&ctx.recorder).map_or(0, |w| w.len()) + 3;
     if let plan::Step::Generate { argv, .. } = step {
+        let prefix_len = shlex::split(&ctx.recorder).map_or(0, |w| w.len()) + 3;
         let recorded = argv.len() > prefix_len
             && argv.get(prefix_len - 3).map(String::as_str) == Some("--log")
             && argv.get(prefix_len - 1).map(String::as_str) == Some("--");
@@ -299,10 +299,13 @@ pub fn plan_target(
         };
         let before = p.steps().len();
         match p.line(line) {
-            Ok(()) => p.steps()[before..].iter().for_each(|step| {
-                let mut step = step.clone();
-                unrecorded(ctx, &mut step);
-                early(&step)
+            Ok(()) => p.steps()[before..].iter().for_each(|step| match step {
+                plan::Step::Generate { .. } => {
+                    let mut step = step.clone();
+                    unrecorded(ctx, &mut step);
+                    early(&step)
+                }
+                _ => early(step),
             }),
             Err(_) => parser = None,
         }

@@ -207,11 +207,7 @@ pub struct Question {
 /// only make knows what they ask.
 pub fn literal_calls(makefile: &str) -> Vec<Question> {
     const CALL: &str = "$(call cc-option,";
-    let text: String = makefile
-        .lines()
-        .map(|l| l.find('#').map_or(l, |i| &l[..i]))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = uncommented(makefile).collect::<Vec<_>>().join("\n");
     let mut found = Vec::new();
     let mut rest = text.as_str();
     while let Some(at) = rest.find(CALL) {
@@ -310,14 +306,16 @@ fn platform_folder(tree: &std::path::Path, platform: &str) -> Option<std::path::
     plain.then(|| tree.join("platforms").join(platform))
 }
 
+/// A makefile's lines without their comments.
+fn uncommented(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().map(|l| l.find('#').map_or(l, |i| &l[..i]))
+}
+
 /// The first unconditional `CC` of a makefile's text (see [`platform_compiler`]).
 fn compiler_assigned(text: &str) -> Option<String> {
     // make's logical lines: a backslash-newline is a blank.
     let joined = text.replace("\\\n", " ");
-    let lines: Vec<&str> = joined
-        .lines()
-        .map(|l| l.find('#').map_or(l, |i| &l[..i]))
-        .collect();
+    let lines: Vec<&str> = uncommented(&joined).collect();
     let assignment = |line: &str| -> Option<(String, String)> {
         let line = line
             .trim_start()

@@ -445,8 +445,8 @@ fn plan_and_run<'a>(
     clock: &RunClock,
     early: Option<&EarlyCompiles<'_, '_, 'a>>,
 ) -> Result<Ran, TargetError> {
-    // Compiles may start before the plan is done: with the identities the
-    // database has now (a watch refreshes them between builds).
+    // The executor compiles with the identities the database has now (a
+    // watch refreshes them between builds), also before the plan is done.
     exec.know_tools(&db.tool_identities());
     let offer = |step: &Step| {
         if let Some(early) = early {
@@ -499,7 +499,6 @@ fn plan_and_run<'a>(
         None => {
             // Only now: the shortcut needs no object keys.
             let keys = db::object_keys(db, input);
-            exec.know_tools(&db.tool_identities());
             let mut report = exec.run_steps(&plan, keys, log, early).map_err(build_err)?;
             report.duration_ms = gen_started.elapsed().as_millis();
             report

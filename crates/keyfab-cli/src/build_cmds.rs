@@ -13,17 +13,8 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let notes = crate::audit_cmds::reproducible_env(tree.root(), a.reproducible);
     let mut opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
     crate::audit_cmds::pin_date_macros(&mut opts.env);
-    // The target is resolved with the engine of the generators make calls
-    // in this process: the info merged now is theirs too.
     let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe);
-    let own;
-    let engine = match &host {
-        Some(h) if h.sees(tree) => h.engine(),
-        _ => {
-            own = keyfab_info::Engine::new(tree.clone());
-            &own
-        }
-    };
+    let engine = &*crate::qmk_cmds::TargetEngine::new(host.as_deref(), tree);
     let target = match (&a.keyboard, &a.target) {
         (None, Some(t)) if is_configurator_json(t) => configurator_target(tree, engine, t)?,
         _ => {

@@ -772,6 +772,36 @@ impl InProcessGenerators {
     }
 }
 
+/// The engine a command resolves its targets with: the generators' own
+/// when they see the same tree (the keyboard's files, the alias table and
+/// the schemas are then parsed once for both), else one of its own.
+pub enum TargetEngine<'h> {
+    Generators(&'h Engine),
+    Own(Box<Engine>),
+}
+
+impl TargetEngine<'_> {
+    pub fn new<'h>(
+        host: Option<&'h InProcessGenerators>,
+        tree: &keyfab_tree::Tree,
+    ) -> TargetEngine<'h> {
+        match host {
+            Some(h) if h.sees(tree) => TargetEngine::Generators(h.engine()),
+            _ => TargetEngine::Own(Box::new(Engine::new(tree.clone()))),
+        }
+    }
+}
+
+impl std::ops::Deref for TargetEngine<'_> {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        match self {
+            TargetEngine::Generators(e) => e,
+            TargetEngine::Own(e) => e,
+        }
+    }
+}
+
 /// The in-process generators for builds in `tree`, unless
 /// `KEYFAB_SPAWN_GENERATORS` is set (then every call spawns, as make would).
 pub fn generator_host(

@@ -195,17 +195,7 @@ fn build_all(
     rec: &target::Recording,
 ) -> (String, bool) {
     let tree = &ctx.tree;
-    // The generators' engine and alias table resolve the targets too when
-    // they see the same tree: the keyboard's files and the alias table are
-    // parsed (and the schema compiled) once a rebuild.
-    let own;
-    let engine = match &host {
-        Some(h) if h.sees(tree) => h.engine(),
-        _ => {
-            own = keyfab_info::Engine::new(tree.clone());
-            &own
-        }
-    };
+    let engine = &*crate::qmk_cmds::TargetEngine::new(host.as_deref(), tree);
     exec.set_generator_host(host.clone().map(|h| h as Arc<dyn GeneratorHost>));
     let prefix = if changes.is_empty() {
         "build".to_string()
