@@ -499,6 +499,8 @@ fn plan_and_run<'a>(
         None => {
             // Only now: the shortcut needs no object keys.
             let keys = db::object_keys(db, input);
+            // And those planning found (the plan's objcopy, size, …).
+            exec.know_tools(&db.tool_identities());
             let mut report = exec.run_steps(&plan, keys, log, early).map_err(build_err)?;
             report.duration_ms = gen_started.elapsed().as_millis();
             report
