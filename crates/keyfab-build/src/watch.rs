@@ -148,8 +148,7 @@ pub fn describe_changes(changes: &[String]) -> String {
     }
 }
 
-/// The tree's revision (`git describe --always --dirty`, as
-/// [`crate::target::tree_revision`]) for the provenance of a watch session's
+/// The tree's revision ([`crate::target::tree_revision`]) for the provenance of a watch session's
 /// rebuilds, without a `git describe` per rebuild: it is described again only
 /// when it may have changed. That is after an event in the git folder
 /// (`HEAD`, the index, refs: a commit, checkout or `git add`), or after an

@@ -8,7 +8,6 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use keyfab_build::provenance::{self, StepRecord};
 use keyfab_build::sweep::filter::Filter;
-use keyfab_build::target;
 use keyfab_cas::{Digest, LocalCas, Provenance, RunId};
 use serde::Serialize;
 use serde_json::json;
@@ -71,7 +70,10 @@ pub fn pin_date_macros(env: &mut Vec<(String, String)>) {
 }
 
 fn last_commit_time(root: &Path) -> Option<String> {
-    target::tree_revision(root)?;
+    // Trees that are not checkouts cost no process (as `tree_revision`).
+    if !root.join(".git").exists() {
+        return None;
+    }
     let out = Command::new("git")
         .arg("-C")
         .arg(root)

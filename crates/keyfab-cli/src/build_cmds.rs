@@ -14,6 +14,9 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
     crate::audit_cmds::pin_date_macros(&mut opts.env);
     let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe);
+    if let Some(h) = &host {
+        h.prefetch_versions(&opts.env);
+    }
     let engine = &*crate::qmk_cmds::TargetEngine::new(host.as_deref(), tree);
     let target = match (&a.keyboard, &a.target) {
         (None, Some(t)) if is_configurator_json(t) => configurator_target(tree, engine, t)?,
@@ -34,6 +37,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
             target::resolve(tree, &res.keyboard, &km, &layouts)?
         }
     };
+    let generators = host.clone();
     let host = host.map(|h| h as Arc<dyn keyfab_build::exec::GeneratorHost>);
     let cas = open_cache(&opts, false)?;
     let mut db = BuildDb::new(tree.root());
@@ -68,7 +72,9 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     // The database knows the plan when --compiledb made it above.
     let result = target::build_target_in(&mut db, tree, &cas, &exec, &target, &opts, &log);
     // Provenance of the build, failed ones too (what was known when it stopped).
-    let rec = target::Recording::new(tree, run, notes);
+    let revision = generators.and_then(|g| g.described_tree());
+    let revision = revision.unwrap_or_else(|| target::tree_revision(tree.root()));
+    let rec = target::Recording::at_revision(tree, run, revision, notes);
     let outcome = result.as_ref().map(drop);
     match target::record(tree, &cas, &rec, &target.name(), log, &opts, outcome) {
         Err(e) if result.is_ok() => return Err(e).context("recording the build's provenance"),

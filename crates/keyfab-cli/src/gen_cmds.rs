@@ -6,7 +6,7 @@ use crate::cli::{Context, GenerateArgs};
 use crate::qmk_cmds::{self, Env, Kind, QmkArgs};
 use anyhow::{bail, Context as _};
 use keyfab_gen::VersionInfo;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 /// Seconds since the epoch and whether they came from `SOURCE_DATE_EPOCH`.
@@ -73,6 +73,18 @@ fn in_git_repo(dir: &Path) -> bool {
     abs.ancestors().any(|d| d.join(".git").exists())
 }
 
+/// The folder holding the `.git` that git finds from `dir` (itself or a
+/// parent's); `None` when `GIT_DIR` names one (then every folder is in it).
+fn checkout_of(dir: &Path) -> Option<PathBuf> {
+    if std::env::var_os("GIT_DIR").is_some() {
+        return None;
+    }
+    let abs = std::fs::canonicalize(dir).ok()?;
+    abs.ancestors()
+        .find(|d| d.join(".git").exists())
+        .map(Path::to_path_buf)
+}
+
 /// Runs git in `dir`; stdout trimmed on success.
 fn git(dir: &Path, args: &[&str]) -> Result<String, (i32, String)> {
     if !in_git_repo(dir) {
@@ -121,7 +133,7 @@ fn describes(repo: &Path, check: Option<&str>) -> bool {
     check.map_or(repo.to_path_buf(), |c| repo.join(c)).exists() && in_git_repo(repo)
 }
 
-const DESCRIBE: [&str; 5] = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
+const DESCRIBE: [&str; 5] = keyfab_build::target::DESCRIBE;
 
 /// The rest of `git_get_version`: the version, or QMK's warnings and none.
 fn git_version(described: Option<Result<String, (i32, String)>>, quiet: bool) -> Option<String> {
@@ -167,15 +179,28 @@ impl<T> Task<'_, T> {
     }
 }
 
+/// What QMK's `generate_version_h` puts into `version.h`, and the tree's
+/// own `git describe` among it when git gave one.
+#[derive(Debug, Clone)]
+pub struct Versions {
+    pub info: VersionInfo,
+    /// The tree's revision (see [`keyfab_build::target::tree_revision`]).
+    pub described: Option<String>,
+}
+
 /// What QMK's `generate_version_h` puts into `version.h`.
 /// `quiet` keeps git's warnings to ourselves (in-process calls).
-pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool, quiet: bool) -> VersionInfo {
+pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool, quiet: bool) -> Versions {
+    let without_git = |info| Versions {
+        info,
+        described: None,
+    };
     if skip_all {
-        return VersionInfo::skip_all();
+        return without_git(VersionInfo::skip_all());
     }
     let date = build_date();
     if skip_git {
-        return VersionInfo::skip_git(&date);
+        return without_git(VersionInfo::skip_git(&date));
     }
     let root = ctx.tree.root();
     let chibios_dir = root.join("lib/chibios");
@@ -184,32 +209,50 @@ pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool, quiet: bool) 
     // QMK runs these git commands one after the other; they only read (an
     // index refresh that finds the lock taken is skipped), so those that do
     // start git run side by side here and are answered in QMK's order.
+    // `git describe` speaks of a whole checkout, from any folder in it: a
+    // folder of the tree's own (a submodule not checked out, say) is
+    // described as the tree is, without git once more.
+    let tree_checkout = checkout_of(root);
+    let as_tree = |dir: &Path, check: Option<&str>| {
+        describes(dir, check) && tree_checkout.is_some() && checkout_of(dir) == tree_checkout
+    };
+    let chibios_as_tree = as_tree(&chibios_dir, Some("os"));
+    let contrib_as_tree = as_tree(&contrib_dir, None);
+    let userspace_as_tree = userspace_dir.as_deref().is_some_and(|us| as_tree(us, None));
     let (diff, diff_cached, version, hash, chibios, contrib, userspace) = std::thread::scope(|s| {
         let in_repo = in_git_repo(root);
         let diff = task(s, in_repo, || git(root, &["diff", "--quiet"]));
         let diff_cached = task(s, in_repo, || git(root, &["diff", "--quiet", "--cached"]));
         let version = task(s, in_repo, || describe(root, None));
         let hash = task(s, in_repo, || git(root, &["rev-parse", "--short", "HEAD"]));
-        let chibios = task(s, describes(&chibios_dir, Some("os")), || {
-            describe(&chibios_dir, Some("os"))
+        let chibios = (!chibios_as_tree).then(|| {
+            task(s, describes(&chibios_dir, Some("os")), || {
+                describe(&chibios_dir, Some("os"))
+            })
         });
-        let contrib = task(s, describes(&contrib_dir, None), || {
-            describe(&contrib_dir, None)
+        let contrib = (!contrib_as_tree).then(|| {
+            task(s, describes(&contrib_dir, None), || {
+                describe(&contrib_dir, None)
+            })
         });
         let userspace = userspace_dir
             .as_deref()
+            .filter(|_| !userspace_as_tree)
             .map(|us| task(s, describes(us, None), || describe(us, None)));
+        let version = version.get();
+        let or_tree = |t: Option<Task<'_, _>>| t.map_or_else(|| version.clone(), Task::get);
         (
             diff.get(),
             diff_cached.get(),
-            version.get(),
+            version.clone(),
             hash.get(),
-            chibios.get(),
-            contrib.get(),
-            userspace.map(Task::get),
+            or_tree(chibios),
+            or_tree(contrib),
+            userspace_dir.as_ref().map(|_| or_tree(userspace)),
         )
     });
     let dirty = diff.is_err() || diff_cached.is_err();
+    let described = version.clone().and_then(Result::ok);
     let version = git_version(version, quiet).unwrap_or_else(|| date.clone());
     let hash = hash.unwrap_or_else(|_| "Unknown".into());
     let bcd = keyfab_gen::triplet_to_bcd(&version);
@@ -219,15 +262,18 @@ pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool, quiet: bool) 
         Some(described) => git_version(described, quiet).unwrap_or_else(|| date.clone()),
         None => "None".into(),
     };
-    VersionInfo {
-        git_version: version,
-        build_date: date,
-        bcd_version: bcd,
-        git_hash: hash,
-        dirty,
-        chibios_version: chibios,
-        chibios_contrib_version: contrib,
-        userspace_version: userspace,
+    Versions {
+        info: VersionInfo {
+            git_version: version,
+            build_date: date,
+            bcd_version: bcd,
+            git_hash: hash,
+            dirty,
+            chibios_version: chibios,
+            chibios_contrib_version: contrib,
+            userspace_version: userspace,
+        },
+        described,
     }
 }
 

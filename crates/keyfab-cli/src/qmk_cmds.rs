@@ -492,18 +492,13 @@ pub fn generate(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<Genera
                 .map_err(gen_err(&format!("keyboard {kb}")))?
         }
         Kind::VersionH => {
-            let find = || crate::gen_cmds::version_info(env.ctx, a.skip_git, a.skip_all, env.quiet);
+            let flags = (a.skip_git, a.skip_all);
             let v = match env.versions {
                 // A sweep's targets share one tree: git runs once for them all.
-                Some(memo) => {
-                    let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
-                    memo.entry((a.skip_git, a.skip_all))
-                        .or_insert_with(find)
-                        .clone()
-                }
-                None => find(),
+                Some(memo) => memoized_versions(memo, env.ctx, flags),
+                None => crate::gen_cmds::version_info(env.ctx, flags.0, flags.1, env.quiet),
             };
-            keyfab_gen::version_h(&v, year)
+            keyfab_gen::version_h(&v.info, year)
         }
         Kind::MakeDependencies => {
             let kb = env.keyboard(need_keyboard(a)?)?;
@@ -688,7 +683,21 @@ pub struct InProcessGenerators {
 }
 
 /// version.h's values by (`--skip-git`, `--skip-all`).
-type Versions = std::sync::Mutex<std::collections::HashMap<(bool, bool), keyfab_gen::VersionInfo>>;
+type Versions =
+    std::sync::Mutex<std::collections::HashMap<(bool, bool), crate::gen_cmds::Versions>>;
+
+/// version.h's values for these flags, found once (quietly, as in-process
+/// calls are): a caller that comes while they are being found waits for them.
+fn memoized_versions(
+    memo: &Versions,
+    ctx: &Context,
+    (skip_git, skip_all): (bool, bool),
+) -> crate::gen_cmds::Versions {
+    let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+    memo.entry((skip_git, skip_all))
+        .or_insert_with(|| crate::gen_cmds::version_info(ctx, skip_git, skip_all, true))
+        .clone()
+}
 
 impl InProcessGenerators {
     /// For builds in `tree` by this binary (`exe`). The context is the one a
@@ -737,6 +746,31 @@ impl InProcessGenerators {
                 .clone();
             engine.with_queries(queries)
         })
+    }
+
+    /// Starts finding version.h's values now, on a thread of its own. QMK's
+    /// build asks for them while make reads its makefiles, and their git
+    /// commands (~0.1 s in a checkout of QMK) would hold make up there; the
+    /// build's provenance names the tree by the same `git describe`. `env`
+    /// is the build's `-e VAR=VALUE`s: QMK's `SKIP_GIT` and `SKIP_VERSION`
+    /// (from them or the environment) pick the values its makefiles ask for.
+    pub fn prefetch_versions(self: &Arc<Self>, env: &[(String, String)]) {
+        // make's `ifdef`: set, and not empty.
+        let set = |name: &str| match env.iter().rev().find(|(k, _)| k == name) {
+            Some((_, v)) => !v.is_empty(),
+            None => std::env::var_os(name).is_some_and(|v| !v.is_empty()),
+        };
+        let flags = (set("SKIP_GIT"), set("SKIP_VERSION"));
+        let me = Arc::clone(self);
+        std::thread::spawn(move || memoized_versions(&me.versions, &me.ctx, flags));
+    }
+
+    /// The tree's `git describe` when these generators asked git for
+    /// version.h's values (waiting for a prefetch under way): `Some(None)`
+    /// when git had none (not a checkout), `None` when git was not asked.
+    pub fn described_tree(&self) -> Option<Option<String>> {
+        let memo = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        memo.get(&(false, false)).map(|v| v.described.clone())
     }
 
     /// The generators see `tree` as it is (same root, same userspace): their
@@ -804,14 +838,6 @@ impl std::ops::Deref for TargetEngine<'_> {
 
 /// The in-process generators for builds in `tree`, unless
 /// `KEYFAB_SPAWN_GENERATORS` is set (then every call spawns, as make would).
-pub fn generator_host(
-    tree: &keyfab_tree::Tree,
-    exe: &Path,
-) -> Option<std::sync::Arc<dyn keyfab_build::exec::GeneratorHost>> {
-    Some(in_process_generators(tree, exe)?)
-}
-
-/// [`generator_host`] as its type, for a caller that shares its engine.
 pub fn in_process_generators(
     tree: &keyfab_tree::Tree,
     exe: &Path,

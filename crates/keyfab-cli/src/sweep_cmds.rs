@@ -119,7 +119,12 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
     let cancel = cancel_flag();
     let exec = Executor::new(tree.root(), &cas, jobs).with_cancel(cancel.clone());
     // One engine for the whole sweep: the tree does not change under it.
-    exec.set_generator_host(crate::qmk_cmds::generator_host(tree, &opts.keyfab_exe));
+    let generators = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe);
+    exec.set_generator_host(
+        generators
+            .clone()
+            .map(|g| g as std::sync::Arc<dyn keyfab_build::exec::GeneratorHost>),
+    );
 
     // Select (info in parallel on the sweep's pool), then shard.
     let engine = keyfab_info::Engine::new(tree.clone());
@@ -155,7 +160,14 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
     };
     // Every target's provenance is recorded in this run, as `keyfab build` does.
     let command: Vec<String> = std::env::args().collect();
-    let rec = keyfab_build::target::Recording::new(tree, cas.begin_run(&command.join(" "))?, notes);
+    // The tree's revision is version.h's `git describe`: found once, for both.
+    if let Some(g) = &generators {
+        g.prefetch_versions(&opts.env);
+    }
+    let revision = generators.as_ref().and_then(|g| g.described_tree());
+    let revision = revision.unwrap_or_else(|| keyfab_build::target::tree_revision(tree.root()));
+    let run = cas.begin_run(&command.join(" "))?;
+    let rec = keyfab_build::target::Recording::at_revision(tree, run, revision, notes);
     let sink = ProgressSink::new(progress, targets.len());
     let results = run::run(tree, &cas, &exec, &targets, &opts, Some(&rec), &sink);
     sink.finish();

@@ -492,13 +492,19 @@ fn a_new_revision_alone_adds_no_provenance_body() {
     git(&fx.tree, &["init", "-q"]);
     git(&fx.tree, &["add", "-A"]);
     git(&fx.tree, &["commit", "-q", "-m", "base"]);
+    // A lightweight tag, as QMK's: its `git describe --tags` names the tree.
+    git(&fx.tree, &["tag", "v1.2.3"]);
     let epoch = Some("1700000000");
     fx.run_with(epoch, &["build", "solo:default"]).ok();
     let before = fx.cache_stats();
     std::fs::write(fx.tree.join("NOTES.txt"), "not read by any build\n").unwrap();
     git(&fx.tree, &["add", "NOTES.txt"]);
     git(&fx.tree, &["commit", "-q", "-m", "notes"]);
-    let revision = git(&fx.tree, &["describe", "--always", "--dirty"]);
+    let revision = git(
+        &fx.tree,
+        &["describe", "--abbrev=6", "--dirty", "--always", "--tags"],
+    );
+    assert!(revision.starts_with("v1.2.3-1-g"), "{revision}");
     fx.run_with(epoch, &["build", "solo:default"]).ok();
     let after = fx.cache_stats();
     assert_eq!(after["provenance"], 2, "{after:#}");

@@ -471,3 +471,55 @@ fn generate_for_people() {
         .contains("keyboard-h"));
     assert!(gen(&["keyboard-c"]).fails().contains("-kb"));
 }
+
+/// `git` in `dir` (a test's own repository: no user config needed).
+fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn version_h_describes_each_checkout_once() {
+    let (_t, tree) = copy_fixture("tree");
+    git_in(&tree, &["init", "-q"]);
+    git_in(&tree, &["add", "-A"]);
+    git_in(&tree, &["commit", "-q", "-m", "base"]);
+    git_in(&tree, &["tag", "0.1.0"]);
+    // ChibiOS-Contrib not checked out: an empty folder of the tree's checkout,
+    // which git describes as the tree (QMK's values, by git in that folder).
+    let contrib = tree.join("lib/chibios-contrib");
+    std::fs::create_dir_all(&contrib).unwrap();
+    let makefile = tree.join("builddefs/build_keyboard.mk");
+    let text = read(&makefile);
+    std::fs::write(&makefile, format!("{text}# edited\n")).unwrap();
+    let describe = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
+    assert_eq!(git_in(&contrib, &describe), "0.1.0-dirty");
+    qmk(&tree, &["generate-version-h", "-q", "-o", "o/v.h"]).ok();
+    let v = read(tree.join("o/v.h"));
+    assert!(v.contains("#define QMK_VERSION \"0.1.0-dirty\"\n"), "{v}");
+    assert!(
+        v.contains("#define CHIBIOS_CONTRIB_VERSION \"0.1.0-dirty\"\n"),
+        "{v}"
+    );
+
+    // Checked out: a repository of its own, described by itself.
+    std::fs::write(contrib.join("os.h"), "int a;\n").unwrap();
+    git_in(&contrib, &["init", "-q"]);
+    git_in(&contrib, &["add", "-A"]);
+    git_in(&contrib, &["commit", "-q", "-m", "contrib"]);
+    git_in(&contrib, &["tag", "contrib-9"]);
+    qmk(&tree, &["generate-version-h", "-q", "-o", "o/v.h"]).ok();
+    let v = read(tree.join("o/v.h"));
+    assert!(v.contains("#define QMK_VERSION \"0.1.0-dirty\"\n"), "{v}");
+    assert!(
+        v.contains("#define CHIBIOS_CONTRIB_VERSION \"contrib-9\"\n"),
+        "{v}"
+    );
+}

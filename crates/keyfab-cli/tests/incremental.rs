@@ -6,7 +6,7 @@
 mod util;
 
 use keyfab_build::db::BuildDb;
-use keyfab_build::exec::Executor;
+use keyfab_build::exec::{Executor, GeneratorHost};
 use keyfab_build::provenance::Log;
 use keyfab_build::target::{self, Options, TargetReport};
 use keyfab_cas::LocalCas;
@@ -113,9 +113,10 @@ impl Session {
     fn build(&mut self) -> (TargetReport, Log) {
         let exec = Executor::new(self.tree.root(), &self.cas, 2);
         if self.in_process {
-            let host = keyfab_cli::qmk_cmds::generator_host(&self.tree, &self.opts.keyfab_exe);
+            let host =
+                keyfab_cli::qmk_cmds::in_process_generators(&self.tree, &self.opts.keyfab_exe);
             assert!(host.is_some(), "KEYFAB_SPAWN_GENERATORS is set");
-            exec.set_generator_host(host);
+            exec.set_generator_host(host.map(|h| h as std::sync::Arc<dyn GeneratorHost>));
         }
         let t = target::resolve(&self.tree, "solo", self.keymap, &[]).unwrap();
         let log = Log::default();
