@@ -78,13 +78,6 @@ pub trait GeneratorHost: Send + Sync {
     fn platform(&self, _keyboard: &str) -> Option<String> {
         None
     }
-    /// What `argv` prints (stdout, stderr), when that is known before it
-    /// runs and it never fails short of writing its file (version.h, whose
-    /// values come from git and the clock). make then has its answer at
-    /// once, and the file is written while make reads on.
-    fn printed_ahead(&self, _argv: &[String]) -> Option<(Vec<u8>, Vec<u8>)> {
-        None
-    }
 }
 
 /// One generator call to make (see [`Executor::run_generator_jobs`]).

@@ -293,34 +293,22 @@ pub fn plan_target(
     // Steps go to `ctx.early` as make prints them, until a line does not
     // parse (the whole output's parse then says why).
     let mut parser = ctx.early.map(|_| plan::DryRunParser::default());
-    // Early steps may read what the calls answered ahead write: the first
-    // waits for it (make reaches its recipes after its last such call).
-    let mut written = false;
     let mut on_line = |line: &str| {
         let (Some(p), Some(early)) = (parser.as_mut(), ctx.early) else {
             return;
         };
         let before = p.steps().len();
-        if p.line(line).is_err() {
-            parser = None;
-            return;
+        match p.line(line) {
+            Ok(()) => p.steps()[before..].iter().for_each(|step| match step {
+                plan::Step::Generate { .. } => {
+                    let mut step = step.clone();
+                    unrecorded(ctx, &mut step);
+                    early(&step)
+                }
+                _ => early(step),
+            }),
+            Err(_) => parser = None,
         }
-        if p.steps().len() > before && !written {
-            written = true;
-            if calls.as_ref().is_some_and(|c| c.written().is_err()) {
-                // Said when make is done; nothing is taken early.
-                parser = None;
-                return;
-            }
-        }
-        p.steps()[before..].iter().for_each(|step| match step {
-            plan::Step::Generate { .. } => {
-                let mut step = step.clone();
-                unrecorded(ctx, &mut step);
-                early(&step)
-            }
-            _ => early(step),
-        })
     };
     let output = match &calls {
         Some(calls) => crate::plan_host::serve_while(calls, |env| {
@@ -329,9 +317,6 @@ pub fn plan_target(
         None => plan::dry_run(ctx.tree, &args, &[], &mut on_line),
     }
     .map_err(PlanCacheError::Make)?;
-    if let Some(calls) = &calls {
-        calls.written().map_err(PlanCacheError::Make)?;
-    }
     if std::env::var_os("KEYFAB_DEBUG_PLAN_KEY").is_some() {
         eprintln!("plan make restarts {}", plan::restarts(&output));
         let answered = calls

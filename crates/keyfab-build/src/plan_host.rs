@@ -33,9 +33,6 @@ pub(crate) struct Calls<'c, 'a> {
     /// Takes make's first probe (compiler, question) to the prefetch that
     /// [`serve_while`] runs, which then asks the tree's other probes of it.
     first_probe: Mutex<Option<mpsc::Sender<(String, Question)>>>,
-    /// Generator calls answered before they ran
-    /// ([`crate::exec::GeneratorHost::printed_ahead`]), writing their file.
-    deferred: Mutex<Vec<std::thread::JoinHandle<Result<(), String>>>>,
 }
 
 impl<'c, 'a> Calls<'c, 'a> {
@@ -55,7 +52,6 @@ impl<'c, 'a> Calls<'c, 'a> {
             answered: AtomicUsize::new(0),
             probes: Probes::new(cas, ctx.tree),
             first_probe: Mutex::new(None),
-            deferred: Mutex::new(Vec::new()),
         })
     }
 
@@ -85,51 +81,13 @@ impl<'c, 'a> Calls<'c, 'a> {
     /// A generator call, logged as the recorder logs it (the log is what a
     /// cached plan replays).
     fn generate(&self, call: &[String]) -> Option<Reply> {
-        let host = self.ctx.host.as_ref()?;
-        if let Some((stdout, stderr)) = host.printed_ahead(call) {
-            // make reads on while the file is written; what is made of
-            // the file waits for it (see `Calls::written`).
-            log_call(self.log, call).ok()?;
-            let (host, call) = (host.clone(), call.to_vec());
-            let writing = std::thread::spawn(move || {
-                let g = host
-                    .generate(&call)
-                    .unwrap_or_else(|| Err(format!("cannot run {call:?} in process")))?;
-                crate::generated::write_generated(&g.output, &g.contents)
-                    .map(drop)
-                    .map_err(|e| format!("cannot write {}: {e}", g.output.display()))
-            });
-            self.deferred
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(writing);
-            return Some(Reply {
-                status: 0,
-                stdout,
-                stderr,
-            });
-        }
-        let g = host.generate(call)?.ok()?;
+        let g = self.ctx.host.as_ref()?.generate(call)?.ok()?;
         let (stdout, stderr) = g.printed.clone()?;
         keep(&g, call, self.log).then_some(Reply {
             status: 0,
             stdout,
             stderr,
         })
-    }
-
-    /// Waits until the files of the calls answered ahead are written; the
-    /// first failure, if any.
-    pub fn written(&self) -> Result<(), String> {
-        let writing = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut first = Ok(());
-        for w in writing {
-            let done = w
-                .join()
-                .unwrap_or_else(|_| Err("a generator panicked".to_string()));
-            first = first.and(done);
-        }
-        first
     }
 
     /// Asks `questions` of `cc` ahead of make, all at once (each is a short
@@ -293,81 +251,6 @@ mod tests {
         }
     }
 
-    /// A generator whose output takes a while (git), and whose printing
-    /// is known before (version.h's).
-    struct Slow(std::path::PathBuf);
-    impl crate::exec::GeneratorHost for Slow {
-        fn generate(&self, _: &[String]) -> Option<Result<Generation, String>> {
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            Some(Ok(Generation {
-                output: self.0.clone(),
-                contents: b"#define V 1\n".to_vec(),
-                reads: None,
-                printed: Some((Vec::new(), Vec::new())),
-            }))
-        }
-        fn salt(&self) -> String {
-            String::new()
-        }
-        fn printed_ahead(&self, _: &[String]) -> Option<(Vec<u8>, Vec<u8>)> {
-            Some((Vec::new(), b"said\n".to_vec()))
-        }
-    }
-
-    fn context<'a>(
-        dir: &'a Path,
-        answers: &'a crate::probe::Answers,
-        host: std::sync::Arc<dyn crate::exec::GeneratorHost>,
-    ) -> PlanContext<'a> {
-        PlanContext {
-            tree: dir,
-            keyboard: "kb",
-            make_args: vec![],
-            qmk_bin: "keyfab qmk".into(),
-            recorder: "keyfab record-generator".into(),
-            prober: "keyfab probe-cc-option".into(),
-            answers,
-            host: Some(host),
-            shell: None,
-            early: None,
-        }
-    }
-
-    /// The recorder's call of `keyfab qmk SUBCOMMAND`, logged to `log`.
-    fn recorded_call(log: &Path, subcommand: &str) -> Vec<String> {
-        ["keyfab", "record-generator", "--log"]
-            .iter()
-            .map(|w| w.to_string())
-            .chain([log.display().to_string(), "--".into()])
-            .chain(["keyfab", "qmk", subcommand].map(String::from))
-            .collect()
-    }
-
-    /// make has its answer before the file is written; `written` waits for
-    /// the file, and the call is in the plan's log either way.
-    #[test]
-    fn a_call_printed_ahead_is_answered_before_its_file_is_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let cas = LocalCas::open(dir.path().join("cache")).unwrap();
-        let answers = crate::probe::Answers::default();
-        let out = dir.path().join("version.h");
-        let ctx = context(dir.path(), &answers, std::sync::Arc::new(Slow(out.clone())));
-        let log = dir.path().join("plan.log");
-        let calls = Calls::new(&ctx, &cas, &log).unwrap();
-        let call = recorded_call(&log, "generate-version-h");
-        let (reply, there) = serve_while(&calls, |env| {
-            let reply = host::ask(Path::new(&env[0].1), &call).unwrap();
-            (reply, out.exists())
-        });
-        let reply = reply.expect("answered here");
-        assert_eq!((reply.status, reply.stderr), (0, b"said\n".to_vec()));
-        assert!(!there, "the answer came before the file");
-        assert_eq!(calls.written(), Ok(()));
-        assert_eq!(std::fs::read(&out).unwrap(), b"#define V 1\n");
-        let logged = std::fs::read_to_string(&log).unwrap();
-        assert!(logged.contains("generate-version-h"), "{logged}");
-    }
-
     /// A call whose handler panics is answered "not known" (keyfab-shell
     /// then starts it as a process), and the host answers the next call.
     #[test]
@@ -375,10 +258,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cas = LocalCas::open(dir.path().join("cache")).unwrap();
         let answers = crate::probe::Answers::default();
-        let ctx = context(dir.path(), &answers, std::sync::Arc::new(Panics));
+        let ctx = PlanContext {
+            tree: dir.path(),
+            keyboard: "kb",
+            make_args: vec![],
+            qmk_bin: "keyfab qmk".into(),
+            recorder: "keyfab record-generator".into(),
+            prober: "keyfab probe-cc-option".into(),
+            answers: &answers,
+            host: Some(std::sync::Arc::new(Panics)),
+            shell: None,
+            early: None,
+        };
         let log = dir.path().join("plan.log");
         let calls = Calls::new(&ctx, &cas, &log).unwrap();
-        let call = recorded_call(&log, "generate-version-h");
+        let call: Vec<String> = ["keyfab", "record-generator", "--log"]
+            .iter()
+            .map(|w| w.to_string())
+            .chain([log.display().to_string(), "--".into()])
+            .chain(["keyfab", "qmk", "generate-version-h"].map(String::from))
+            .collect();
         let replies = serve_while(&calls, |env| {
             // Asked from a thread of its own: a host that died would
             // leave it waiting for a reply.

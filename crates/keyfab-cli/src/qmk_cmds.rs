@@ -767,7 +767,7 @@ impl InProcessGenerators {
             // it: on Linux a thread's nice value is its own, and the threads
             // and git processes it starts take it on. (Alongside, git's
             // index scans took the cores from a no-op's plan check: 4 ms
-            // without git, 11-44 ms with.)
+            // without git, 11-44 ms with; 5-9 ms at nice 10.)
             // SAFETY: setpriority has no memory effects; on failure the
             // thread keeps its priority.
             unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
@@ -883,25 +883,6 @@ impl keyfab_build::exec::GeneratorHost for InProcessGenerators {
     }
 
     fn generate(&self, argv: &[String]) -> Option<Result<Generation, String>> {
-        let (kind, a, output) = self.call(argv)?;
-        Some(
-            self.run(kind, &a, &output)
-                .map_err(|e| format!("keyfab: error: {e:#}")),
-        )
-    }
-
-    fn printed_ahead(&self, argv: &[String]) -> Option<(Vec<u8>, Vec<u8>)> {
-        // version.h: git and the clock give its values, with no error to
-        // tell (git's are kept quiet in process).
-        let (kind, a, output) = self.call(argv).filter(|(k, ..)| *k == Kind::VersionH)?;
-        let (out, err) = printed(kind, &a, &output, &[])?;
-        Some((out.into_bytes(), err.into_bytes()))
-    }
-}
-
-impl InProcessGenerators {
-    /// A call these generators run: its kind, arguments and output file.
-    fn call(&self, argv: &[String]) -> Option<(Kind, QmkArgs, PathBuf)> {
         let [exe, qmk, sub, rest @ ..] = argv else {
             return None;
         };
@@ -911,7 +892,10 @@ impl InProcessGenerators {
         let &(_, kind) = KINDS.iter().find(|(n, _)| n == sub)?;
         let a = parse_args(rest).ok()?;
         let output = a.output.clone().filter(|o| o.as_os_str() != "-")?;
-        Some((kind, a, output))
+        Some(
+            self.run(kind, &a, &output)
+                .map_err(|e| format!("keyfab: error: {e:#}")),
+        )
     }
 }
 
