@@ -128,6 +128,48 @@ fn describe(repo: &Path, check: Option<&str>) -> Option<Result<String, (i32, Str
     Some(git(repo, &DESCRIBE))
 }
 
+/// [`DESCRIBE`] without `--dirty`.
+const DESCRIBE_PLAIN: [&str; 4] = ["describe", "--abbrev=6", "--always", "--tags"];
+
+/// The settings under which `git diff` sees the work tree otherwise than
+/// `git describe --dirty` does: describe reads no `diff.*` settings.
+const DIFF_SETTINGS: [&str; 3] = [
+    "config",
+    "--get-regexp",
+    "^diff\\.(ignoresubmodules|autorefreshindex)$",
+];
+
+/// What `git describe --dirty` ([`DESCRIBE`]) prints, from the describe
+/// without it and the two diffs QMK runs anyway, where they settle it:
+/// describe's suffix says whether the work tree differs from `HEAD`, and
+/// with no changes in the index against `HEAD` nor in the work tree
+/// against the index it does not; with changes in just one of them it
+/// does. `None` where only describe can say: changes in both (they may
+/// cancel out), a failure, or `diff.*` settings found (`settings` is
+/// [`DIFF_SETTINGS`]' answer, which exits 1 when there are none).
+fn dirty_from_diffs(
+    plain: &Result<String, (i32, String)>,
+    diff: &Result<String, (i32, String)>,
+    cached: &Result<String, (i32, String)>,
+    settings: &Result<String, (i32, String)>,
+) -> Option<String> {
+    let plain = plain.as_ref().ok()?;
+    if !matches!(settings, Err((1, _))) {
+        return None;
+    }
+    // `git diff --quiet` exits 1 for changes; anything else is a failure.
+    let changed = |r: &Result<String, (i32, String)>| match r {
+        Ok(_) => Some(false),
+        Err((1, _)) => Some(true),
+        Err(_) => None,
+    };
+    match (changed(diff)?, changed(cached)?) {
+        (false, false) => Some(plain.clone()),
+        (true, true) => None,
+        _ => Some(format!("{plain}-dirty")),
+    }
+}
+
 /// Whether [`describe`] starts git.
 fn describes(repo: &Path, check: Option<&str>) -> bool {
     check.map_or(repo.to_path_buf(), |c| repo.join(c)).exists() && in_git_repo(repo)
@@ -223,7 +265,10 @@ pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool, quiet: bool) 
         let in_repo = in_git_repo(root);
         let diff = task(s, in_repo, || git(root, &["diff", "--quiet"]));
         let diff_cached = task(s, in_repo, || git(root, &["diff", "--quiet", "--cached"]));
-        let version = task(s, in_repo, || describe(root, None));
+        // The tree's describe without `--dirty`: its suffix mostly follows
+        // from the diffs above, and its work-tree scan is theirs again.
+        let plain = task(s, in_repo, || git(root, &DESCRIBE_PLAIN));
+        let settings = task(s, in_repo, || git(root, &DIFF_SETTINGS));
         let hash = task(s, in_repo, || git(root, &["rev-parse", "--short", "HEAD"]));
         let chibios = (!chibios_as_tree).then(|| {
             task(s, describes(&chibios_dir, Some("os")), || {
@@ -239,11 +284,14 @@ pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool, quiet: bool) 
             .as_deref()
             .filter(|_| !userspace_as_tree)
             .map(|us| task(s, describes(us, None), || describe(us, None)));
-        let version = version.get();
+        let (diff, diff_cached) = (diff.get(), diff_cached.get());
+        let version = dirty_from_diffs(&plain.get(), &diff, &diff_cached, &settings.get())
+            .map(|v| Some(Ok(v)))
+            .unwrap_or_else(|| describe(root, None));
         let or_tree = |t: Option<Task<'_, _>>| t.map_or_else(|| version.clone(), Task::get);
         (
-            diff.get(),
-            diff_cached.get(),
+            diff,
+            diff_cached,
             version.clone(),
             hash.get(),
             or_tree(chibios),
@@ -430,4 +478,37 @@ pub fn generate(ctx: &Context, g: GenerateArgs) -> anyhow::Result<ExitCode> {
     }
     let mut env = Env::new(ctx).context("cannot set up")?;
     qmk_cmds::run_kind(&mut env, kind, &a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_dirty_suffix_only_where_the_diffs_settle_it() {
+        let ok = || Ok(String::new());
+        let changed = || Err((1, String::new()));
+        let failed = || Err((128, "fatal".to_string()));
+        let plain: Result<String, (i32, String)> = Ok("0.1.0-3-gabcdef".into());
+        let none_set = changed();
+        let derive = |diff, cached, settings| dirty_from_diffs(&plain, &diff, &cached, &settings);
+        assert_eq!(
+            derive(ok(), ok(), none_set.clone()).as_deref(),
+            Some("0.1.0-3-gabcdef")
+        );
+        let dirty = Some("0.1.0-3-gabcdef-dirty");
+        assert_eq!(derive(changed(), ok(), none_set.clone()).as_deref(), dirty);
+        assert_eq!(derive(ok(), changed(), none_set.clone()).as_deref(), dirty);
+        // Both: they may cancel out.
+        assert_eq!(derive(changed(), changed(), none_set.clone()), None);
+        // A diff that failed, settings found (exit 0) or unreadable.
+        assert_eq!(derive(failed(), ok(), none_set.clone()), None);
+        assert_eq!(
+            derive(ok(), ok(), Ok("diff.ignoresubmodules all".into())),
+            None
+        );
+        assert_eq!(derive(ok(), ok(), failed()), None);
+        // No describe to suffix.
+        assert_eq!(dirty_from_diffs(&failed(), &ok(), &ok(), &none_set), None);
+    }
 }

@@ -523,3 +523,67 @@ fn version_h_describes_each_checkout_once() {
         "{v}"
     );
 }
+
+/// version.h's `QMK_VERSION` is what `git describe --dirty` prints, and its
+/// hash's star what QMK's two diffs say, in every state of a checkout:
+/// keyfab derives describe's suffix from those diffs where they settle it
+/// (clean; changes staged or not), and asks describe where they do not
+/// (both, which may cancel out) or where `diff.*` settings make `git diff`
+/// see otherwise than describe.
+#[test]
+fn version_h_dirty_suffix_is_gits_in_every_state() {
+    let (_t, tree) = copy_fixture("tree");
+    git_in(&tree, &["init", "-q"]);
+    git_in(&tree, &["add", "-A"]);
+    git_in(&tree, &["commit", "-q", "-m", "base"]);
+    git_in(&tree, &["tag", "0.1.0"]);
+    let file = tree.join("builddefs/build_keyboard.mk");
+    let base = read(&file);
+    let differs = |args: &[&str]| {
+        !std::process::Command::new("git")
+            .arg("-C")
+            .arg(&tree)
+            .args(["diff", "--quiet"])
+            .args(args)
+            .status()
+            .unwrap()
+            .success()
+    };
+    let check = |state: &str, want: &str| {
+        let describe = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
+        assert_eq!(git_in(&tree, &describe), want, "{state}: git");
+        let star = differs(&[]) || differs(&["--cached"]);
+        qmk(&tree, &["generate-version-h", "-q", "-o", "o/v.h"]).ok();
+        let v = read(tree.join("o/v.h"));
+        assert!(
+            v.contains(&format!("#define QMK_VERSION \"{want}\"\n")),
+            "{state}:\n{v}"
+        );
+        let hash = git_in(&tree, &["rev-parse", "--short", "HEAD"]);
+        let hash = if star { format!("{hash}*") } else { hash };
+        assert!(
+            v.contains(&format!("#define QMK_GIT_HASH  \"{hash}\"\n")),
+            "{state}:\n{v}"
+        );
+    };
+    check("clean", "0.1.0");
+    std::fs::write(&file, format!("{base}# one\n")).unwrap();
+    check("changed", "0.1.0-dirty");
+    git_in(&tree, &["add", "builddefs/build_keyboard.mk"]);
+    check("staged", "0.1.0-dirty");
+    std::fs::write(&file, format!("{base}# two\n")).unwrap();
+    check("staged and changed", "0.1.0-dirty");
+    // Staged, then undone in the work tree: both diffs see changes, and
+    // describe, asked, says dirty too (its diff against HEAD goes by the
+    // index, whose entry no longer matches the file).
+    std::fs::write(&file, &base).unwrap();
+    check("staged and undone", "0.1.0-dirty");
+    git_in(&tree, &["reset", "-q"]);
+    check("clean again", "0.1.0");
+    // Settings describe does not read: then describe is asked.
+    git_in(&tree, &["config", "diff.ignoreSubmodules", "all"]);
+    git_in(&tree, &["config", "diff.autoRefreshIndex", "false"]);
+    check("clean, with diff settings", "0.1.0");
+    std::fs::write(&file, format!("{base}# three\n")).unwrap();
+    check("changed, with diff settings", "0.1.0-dirty");
+}
