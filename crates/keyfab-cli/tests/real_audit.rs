@@ -6,8 +6,9 @@
 //!   build to build, GCC's random seed; the firmware does not).
 //! - An AVR board with COMMAND_ENABLE (`KEYFAB_QMK_COMMAND_TARGET`, default
 //!   weirdo/tiger910:default) fails in plain mode, naming version.h's build
-//!   date and command.o, and passes in reproducible mode on a clock moved by
-//!   three days (when `faketime` is installed; else a second later).
+//!   date and command.o, and passes in reproducible mode, on a clock moved by
+//!   three days. Without `faketime` the rebuild is a second later, the same
+//!   day, and matches: then the plain audit is expected to pass.
 //!
 //! With `KEYFAB_QMK_ARM_TREE` (a tree whose ChibiOS submodules build, see
 //! DESIGN.md), the same for planck/rev6:default (ARM, COMMAND_ENABLE): plain
@@ -52,8 +53,15 @@ fn audit_on_the_real_tree() {
 
     keyfab(&["build", &command_target]).ok();
     let (code, t) = audit(&command_target);
-    assert_eq!(code, 1, "{t:#}");
-    assert_date_in_command_o(&t);
+    let clock = t["rebuild"]["clock"].as_str().unwrap_or_default();
+    if clock.contains("faketime not installed") {
+        // A second later on the real clock, the same day: nothing tells.
+        eprintln!("faketime not installed: the build date's difference is not checked");
+        assert_eq!(code, 0, "{t:#}");
+    } else {
+        assert_eq!(code, 1, "{t:#}");
+        assert_date_in_command_o(&t);
+    }
 
     keyfab(&["build", &command_target, "--reproducible"]).ok();
     let (code, t) = audit(&command_target);
