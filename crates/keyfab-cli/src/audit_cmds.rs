@@ -783,7 +783,7 @@ fn rebuild_and_compare(
     };
     let tree_name = root.file_name().map_or("tree".into(), |n| n.to_os_string());
     let copy = base.join("elsewhere").join(tree_name);
-    copy_tree(root, &copy)?;
+    let index = copy_tree(root, &copy, &base.join("git-index"))?;
     let faketime = keyfab_build::exec::resolve_program("faketime");
     let exe = std::env::current_exe()?;
     let jobs = crate::build_cmds::jobs(a.jobs);
@@ -838,6 +838,9 @@ fn rebuild_and_compare(
             cmd.env(k, v);
         }
         cmd.current_dir(&copy).env("GIT_OPTIONAL_LOCKS", "0");
+        if let Some(index) = &index {
+            cmd.env("GIT_INDEX_FILE", index);
+        }
         let rebuild = json!({
             "tree": copy.display().to_string(),
             "cache": rcache.display().to_string(),
@@ -1267,16 +1270,32 @@ fn date_strings(unix: i64) -> (String, String) {
 
 /// Copies a tree for the rebuild: everything but build output (`.build`) and
 /// git's folder, which the copy points at instead (so `git describe` says the
-/// same; `GIT_OPTIONAL_LOCKS=0` keeps git from writing to it).
-fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
+/// same; `GIT_OPTIONAL_LOCKS=0` keeps git from writing to it where it
+/// heeds that). Returns the copy of git's index made at `index`, for the
+/// rebuild's `GIT_INDEX_FILE`: `git diff` (version.h's) refreshes and writes
+/// the index whatever `GIT_OPTIONAL_LOCKS` says, and the copy's files (new
+/// inodes and times) written into the checkout's own index made its next
+/// `git status` read every tracked file again (3.5 s for QMK's).
+fn copy_tree(src: &Path, dest: &Path, index: &Path) -> anyhow::Result<Option<PathBuf>> {
     copy_dir(src, dest, true)?;
     let git = src.join(".git");
-    if git.is_dir() {
+    let git_dir = if git.is_dir() {
         std::fs::write(dest.join(".git"), format!("gitdir: {}\n", git.display()))?;
+        Some(git)
     } else if git.is_file() {
         std::fs::copy(&git, dest.join(".git"))?;
-    }
-    Ok(())
+        let text = std::fs::read_to_string(&git)?;
+        text.trim()
+            .strip_prefix("gitdir:")
+            .map(|d| src.join(d.trim()))
+    } else {
+        None
+    };
+    let Some(own) = git_dir.map(|d| d.join("index")).filter(|i| i.is_file()) else {
+        return Ok(None);
+    };
+    std::fs::copy(&own, index).with_context(|| format!("copying {}", own.display()))?;
+    Ok(Some(index.to_path_buf()))
 }
 
 fn copy_dir(src: &Path, dest: &Path, top: bool) -> anyhow::Result<()> {

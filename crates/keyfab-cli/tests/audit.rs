@@ -689,3 +689,31 @@ fn older_records_still_explain() {
         assert_eq!(now.ok(), text, "schema {schema}");
     }
 }
+
+/// The rebuild's copy points at the checkout's git folder, but git there
+/// uses an index of its own: `git diff` (version.h's) writes the index it
+/// refreshed whatever `GIT_OPTIONAL_LOCKS` says, and the copy's inodes and
+/// times in the checkout's index made its next `git status` read every
+/// tracked file again.
+#[test]
+fn an_audit_leaves_the_checkouts_git_index_alone() {
+    let fx = fixture();
+    std::fs::write(fx.tree.join(".gitignore"), ".build/\n*.hex\n").unwrap();
+    git(&fx.tree, &["init", "-q"]);
+    git(&fx.tree, &["add", "-A"]);
+    git(&fx.tree, &["commit", "-q", "-m", "base"]);
+    let epoch = Some("1700000000");
+    fx.run_with(epoch, &["build", "solo:default"]).ok();
+    // Settled: what git writes now, it would write anyway.
+    git(&fx.tree, &["status", "--porcelain"]);
+    let index = fx.tree.join(".git/index");
+    let before = std::fs::read(&index).unwrap();
+    let report = fx
+        .run_with(None, &["audit", "solo:default", "--format", "json"])
+        .json();
+    assert_eq!(report["pass"], true, "{report:#}");
+    assert!(
+        std::fs::read(&index).unwrap() == before,
+        "the audit rewrote the checkout's git index"
+    );
+}
