@@ -597,11 +597,8 @@ pub struct Recording {
 }
 
 impl Recording {
-    pub fn new(tree: &Tree, run: RunId, notes: Vec<(String, String)>) -> Recording {
-        Recording::at_revision(tree, run, tree_revision(tree.root()), notes)
-    }
-
-    /// With the tree's revision already known (`keyfab watch` keeps it
+    /// With the tree's revision as found by the caller ([`tree_revision`];
+    /// `keyfab build` and `sweep` share version.h's, `keyfab watch` keeps it
     /// between rebuilds: [`crate::watch::Revision`]).
     pub fn at_revision(
         tree: &Tree,

@@ -72,8 +72,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     // The database knows the plan when --compiledb made it above.
     let result = target::build_target_in(&mut db, tree, &cas, &exec, &target, &opts, &log);
     // Provenance of the build, failed ones too (what was known when it stopped).
-    let revision = generators.and_then(|g| g.described_tree());
-    let revision = revision.unwrap_or_else(|| target::tree_revision(tree.root()));
+    let revision = crate::qmk_cmds::tree_revision(generators.as_deref(), &opts.env, tree);
     let rec = target::Recording::at_revision(tree, run, revision, notes);
     let outcome = result.as_ref().map(drop);
     match target::record(tree, &cas, &rec, &target.name(), log, &opts, outcome) {

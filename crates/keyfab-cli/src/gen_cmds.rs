@@ -66,11 +66,7 @@ fn build_date() -> String {
 /// parent, or `GIT_DIR` set). Without one every git call fails, so QMK's
 /// results are known without spawning git.
 fn in_git_repo(dir: &Path) -> bool {
-    if std::env::var_os("GIT_DIR").is_some() {
-        return true;
-    }
-    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    abs.ancestors().any(|d| d.join(".git").exists())
+    std::env::var_os("GIT_DIR").is_some() || checkout_of(dir).is_some()
 }
 
 /// The folder holding the `.git` that git finds from `dir` (itself or a
@@ -79,14 +75,17 @@ fn checkout_of(dir: &Path) -> Option<PathBuf> {
     if std::env::var_os("GIT_DIR").is_some() {
         return None;
     }
-    let abs = std::fs::canonicalize(dir).ok()?;
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     abs.ancestors()
         .find(|d| d.join(".git").exists())
         .map(Path::to_path_buf)
 }
 
+/// What a git command printed (trimmed), or its exit code and stderr.
+type GitAnswer = Result<String, (i32, String)>;
+
 /// Runs git in `dir`; stdout trimmed on success.
-fn git(dir: &Path, args: &[&str]) -> Result<String, (i32, String)> {
+fn git(dir: &Path, args: &[&str]) -> GitAnswer {
     if !in_git_repo(dir) {
         // What git says outside a repository (`git diff` exits 129 there).
         let code = if args.first() == Some(&"diff") {
@@ -117,7 +116,7 @@ fn git(dir: &Path, args: &[&str]) -> Result<String, (i32, String)> {
 
 /// The `git describe` of QMK's `git_get_version(repo_dir, check_dir)`:
 /// `None` when `check_dir` does not exist (QMK runs no git then).
-fn describe(repo: &Path, check: Option<&str>) -> Option<Result<String, (i32, String)>> {
+fn describe(repo: &Path, check: Option<&str>) -> Option<GitAnswer> {
     let check_dir = match check {
         Some(c) => repo.join(c),
         None => repo.to_path_buf(),
@@ -148,17 +147,17 @@ const DIFF_SETTINGS: [&str; 3] = [
 /// cancel out), a failure, or `diff.*` settings found (`settings` is
 /// [`DIFF_SETTINGS`]' answer, which exits 1 when there are none).
 fn dirty_from_diffs(
-    plain: &Result<String, (i32, String)>,
-    diff: &Result<String, (i32, String)>,
-    cached: &Result<String, (i32, String)>,
-    settings: &Result<String, (i32, String)>,
+    plain: &GitAnswer,
+    diff: &GitAnswer,
+    cached: &GitAnswer,
+    settings: &GitAnswer,
 ) -> Option<String> {
     let plain = plain.as_ref().ok()?;
     if !matches!(settings, Err((1, _))) {
         return None;
     }
     // `git diff --quiet` exits 1 for changes; anything else is a failure.
-    let changed = |r: &Result<String, (i32, String)>| match r {
+    let changed = |r: &GitAnswer| match r {
         Ok(_) => Some(false),
         Err((1, _)) => Some(true),
         Err(_) => None,
@@ -170,6 +169,20 @@ fn dirty_from_diffs(
     }
 }
 
+/// [`describe`] of `dir` on a thread when it starts git; `None` when `dir`
+/// is a folder of the tree's own checkout (`tree`), which the tree's
+/// describe answers for.
+fn describe_other<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    dir: &'s Path,
+    check: Option<&'static str>,
+    tree: Option<&Path>,
+) -> Option<Task<'s, Option<GitAnswer>>> {
+    let starts_git = describes(dir, check);
+    let as_tree = starts_git && tree.is_some() && checkout_of(dir).as_deref() == tree;
+    (!as_tree).then(|| task(s, starts_git, move || describe(dir, check)))
+}
+
 /// Whether [`describe`] starts git.
 fn describes(repo: &Path, check: Option<&str>) -> bool {
     check.map_or(repo.to_path_buf(), |c| repo.join(c)).exists() && in_git_repo(repo)
@@ -178,7 +191,7 @@ fn describes(repo: &Path, check: Option<&str>) -> bool {
 const DESCRIBE: [&str; 5] = keyfab_build::target::DESCRIBE;
 
 /// The rest of `git_get_version`: the version, or QMK's warnings and none.
-fn git_version(described: Option<Result<String, (i32, String)>>, quiet: bool) -> Option<String> {
+fn git_version(described: Option<GitAnswer>, quiet: bool) -> Option<String> {
     match described? {
         Ok(v) => Some(v),
         Err(_) if quiet => None,
@@ -255,13 +268,8 @@ pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool, quiet: bool) 
     // folder of the tree's own (a submodule not checked out, say) is
     // described as the tree is, without git once more.
     let tree_checkout = checkout_of(root);
-    let as_tree = |dir: &Path, check: Option<&str>| {
-        describes(dir, check) && tree_checkout.is_some() && checkout_of(dir) == tree_checkout
-    };
-    let chibios_as_tree = as_tree(&chibios_dir, Some("os"));
-    let contrib_as_tree = as_tree(&contrib_dir, None);
-    let userspace_as_tree = userspace_dir.as_deref().is_some_and(|us| as_tree(us, None));
     let (diff, diff_cached, version, hash, chibios, contrib, userspace) = std::thread::scope(|s| {
+        let other = |dir, check| describe_other(s, dir, check, tree_checkout.as_deref());
         let in_repo = in_git_repo(root);
         let diff = task(s, in_repo, || git(root, &["diff", "--quiet"]));
         let diff_cached = task(s, in_repo, || git(root, &["diff", "--quiet", "--cached"]));
@@ -270,20 +278,9 @@ pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool, quiet: bool) 
         let plain = task(s, in_repo, || git(root, &DESCRIBE_PLAIN));
         let settings = task(s, in_repo, || git(root, &DIFF_SETTINGS));
         let hash = task(s, in_repo, || git(root, &["rev-parse", "--short", "HEAD"]));
-        let chibios = (!chibios_as_tree).then(|| {
-            task(s, describes(&chibios_dir, Some("os")), || {
-                describe(&chibios_dir, Some("os"))
-            })
-        });
-        let contrib = (!contrib_as_tree).then(|| {
-            task(s, describes(&contrib_dir, None), || {
-                describe(&contrib_dir, None)
-            })
-        });
-        let userspace = userspace_dir
-            .as_deref()
-            .filter(|_| !userspace_as_tree)
-            .map(|us| task(s, describes(us, None), || describe(us, None)));
+        let chibios = other(&chibios_dir, Some("os"));
+        let contrib = other(&contrib_dir, None);
+        let userspace = userspace_dir.as_deref().map(|us| other(us, None));
         let (diff, diff_cached) = (diff.get(), diff_cached.get());
         let version = dirty_from_diffs(&plain.get(), &diff, &diff_cached, &settings.get())
             .map(|v| Some(Ok(v)))
@@ -296,7 +293,7 @@ pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool, quiet: bool) 
             hash.get(),
             or_tree(chibios),
             or_tree(contrib),
-            userspace_dir.as_ref().map(|_| or_tree(userspace)),
+            userspace.map(or_tree),
         )
     });
     let dirty = diff.is_err() || diff_cached.is_err();
@@ -489,7 +486,7 @@ mod tests {
         let ok = || Ok(String::new());
         let changed = || Err((1, String::new()));
         let failed = || Err((128, "fatal".to_string()));
-        let plain: Result<String, (i32, String)> = Ok("0.1.0-3-gabcdef".into());
+        let plain: GitAnswer = Ok("0.1.0-3-gabcdef".into());
         let none_set = changed();
         let derive = |diff, cached, settings| dirty_from_diffs(&plain, &diff, &cached, &settings);
         assert_eq!(

@@ -686,6 +686,34 @@ pub struct InProcessGenerators {
 type Versions =
     std::sync::Mutex<std::collections::HashMap<(bool, bool), crate::gen_cmds::Versions>>;
 
+/// The (`--skip-git`, `--skip-all`) QMK's makefiles give version.h for a
+/// build with these `-e VAR=VALUE`s: `SKIP_GIT` and `SKIP_VERSION` from them
+/// or the environment, set and not empty (make's `ifdef`).
+fn version_flags(env: &[(String, String)]) -> (bool, bool) {
+    let set = |name: &str| match env.iter().rev().find(|(k, _)| k == name) {
+        Some((_, v)) => !v.is_empty(),
+        None => std::env::var_os(name).is_some_and(|v| !v.is_empty()),
+    };
+    (set("SKIP_GIT"), set("SKIP_VERSION"))
+}
+
+/// The tree's revision for a build with these `-e`s: version.h's own
+/// `git describe`, found once for both (waiting for a prefetch under way),
+/// when its makefiles ask git; else git is asked for it alone
+/// ([`keyfab_build::target::tree_revision`]).
+pub fn tree_revision(
+    generators: Option<&InProcessGenerators>,
+    env: &[(String, String)],
+    tree: &keyfab_tree::Tree,
+) -> Option<String> {
+    match generators {
+        Some(g) if version_flags(env) == (false, false) => {
+            memoized_versions(&g.versions, &g.ctx, (false, false)).described
+        }
+        _ => keyfab_build::target::tree_revision(tree.root()),
+    }
+}
+
 /// version.h's values for these flags, found once (quietly, as in-process
 /// calls are): a caller that comes while they are being found waits for them.
 fn memoized_versions(
@@ -751,16 +779,10 @@ impl InProcessGenerators {
     /// Starts finding version.h's values now, on a thread of its own. QMK's
     /// build asks for them while make reads its makefiles, and their git
     /// commands (~0.1 s in a checkout of QMK) would hold make up there; the
-    /// build's provenance names the tree by the same `git describe`. `env`
-    /// is the build's `-e VAR=VALUE`s: QMK's `SKIP_GIT` and `SKIP_VERSION`
-    /// (from them or the environment) pick the values its makefiles ask for.
+    /// build's provenance names the tree by the same `git describe`
+    /// ([`tree_revision`]). `env` is the build's `-e VAR=VALUE`s.
     pub fn prefetch_versions(self: &Arc<Self>, env: &[(String, String)]) {
-        // make's `ifdef`: set, and not empty.
-        let set = |name: &str| match env.iter().rev().find(|(k, _)| k == name) {
-            Some((_, v)) => !v.is_empty(),
-            None => std::env::var_os(name).is_some_and(|v| !v.is_empty()),
-        };
-        let flags = (set("SKIP_GIT"), set("SKIP_VERSION"));
+        let flags = version_flags(env);
         let me = Arc::clone(self);
         std::thread::spawn(move || {
             // Behind make and the build's own threads until they wait for
@@ -773,14 +795,6 @@ impl InProcessGenerators {
             unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
             memoized_versions(&me.versions, &me.ctx, flags)
         });
-    }
-
-    /// The tree's `git describe` when these generators asked git for
-    /// version.h's values (waiting for a prefetch under way): `Some(None)`
-    /// when git had none (not a checkout), `None` when git was not asked.
-    pub fn described_tree(&self) -> Option<Option<String>> {
-        let memo = self.versions.lock().unwrap_or_else(|e| e.into_inner());
-        memo.get(&(false, false)).map(|v| v.described.clone())
     }
 
     /// The generators see `tree` as it is (same root, same userspace): their

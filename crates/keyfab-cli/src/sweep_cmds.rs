@@ -161,11 +161,7 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
     // Every target's provenance is recorded in this run, as `keyfab build` does.
     let command: Vec<String> = std::env::args().collect();
     // The tree's revision is version.h's `git describe`: found once, for both.
-    if let Some(g) = &generators {
-        g.prefetch_versions(&opts.env);
-    }
-    let revision = generators.as_ref().and_then(|g| g.described_tree());
-    let revision = revision.unwrap_or_else(|| keyfab_build::target::tree_revision(tree.root()));
+    let revision = crate::qmk_cmds::tree_revision(generators.as_deref(), &opts.env, tree);
     let run = cas.begin_run(&command.join(" "))?;
     let rec = keyfab_build::target::Recording::at_revision(tree, run, revision, notes);
     let sink = ProgressSink::new(progress, targets.len());

@@ -489,9 +489,7 @@ fn up_to_date_builds_add_rows_not_bodies() {
 fn a_new_revision_alone_adds_no_provenance_body() {
     let fx = fixture();
     std::fs::write(fx.tree.join(".gitignore"), ".build/\n*.hex\n").unwrap();
-    git(&fx.tree, &["init", "-q"]);
-    git(&fx.tree, &["add", "-A"]);
-    git(&fx.tree, &["commit", "-q", "-m", "base"]);
+    commit_all(&fx.tree);
     // A lightweight tag, as QMK's: its `git describe --tags` names the tree.
     git(&fx.tree, &["tag", "v1.2.3"]);
     let epoch = Some("1700000000");
@@ -699,9 +697,7 @@ fn older_records_still_explain() {
 fn an_audit_leaves_the_checkouts_git_index_alone() {
     let fx = fixture();
     std::fs::write(fx.tree.join(".gitignore"), ".build/\n*.hex\n").unwrap();
-    git(&fx.tree, &["init", "-q"]);
-    git(&fx.tree, &["add", "-A"]);
-    git(&fx.tree, &["commit", "-q", "-m", "base"]);
+    commit_all(&fx.tree);
     let epoch = Some("1700000000");
     fx.run_with(epoch, &["build", "solo:default"]).ok();
     // Settled: what git writes now, it would write anyway.

@@ -4,7 +4,7 @@
 mod util;
 
 use std::path::Path;
-use util::{copy_fixture, keyfab, run, Run};
+use util::{commit_all, copy_fixture, git, keyfab, run, Run};
 
 /// 2023-11-14 22:13:20 UTC: every date in the outputs comes from here.
 const EPOCH: &str = "1700000000";
@@ -472,26 +472,11 @@ fn generate_for_people() {
     assert!(gen(&["keyboard-c"]).fails().contains("-kb"));
 }
 
-/// `git` in `dir` (a test's own repository: no user config needed).
-fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 #[test]
-fn version_h_describes_each_checkout_once() {
+fn version_h_describes_a_folder_of_the_checkout_as_the_tree() {
     let (_t, tree) = copy_fixture("tree");
-    git_in(&tree, &["init", "-q"]);
-    git_in(&tree, &["add", "-A"]);
-    git_in(&tree, &["commit", "-q", "-m", "base"]);
-    git_in(&tree, &["tag", "0.1.0"]);
+    commit_all(&tree);
+    git(&tree, &["tag", "0.1.0"]);
     // ChibiOS-Contrib not checked out: an empty folder of the tree's checkout,
     // which git describes as the tree (QMK's values, by git in that folder).
     let contrib = tree.join("lib/chibios-contrib");
@@ -500,7 +485,7 @@ fn version_h_describes_each_checkout_once() {
     let text = read(&makefile);
     std::fs::write(&makefile, format!("{text}# edited\n")).unwrap();
     let describe = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
-    assert_eq!(git_in(&contrib, &describe), "0.1.0-dirty");
+    assert_eq!(git(&contrib, &describe), "0.1.0-dirty");
     qmk(&tree, &["generate-version-h", "-q", "-o", "o/v.h"]).ok();
     let v = read(tree.join("o/v.h"));
     assert!(v.contains("#define QMK_VERSION \"0.1.0-dirty\"\n"), "{v}");
@@ -511,10 +496,8 @@ fn version_h_describes_each_checkout_once() {
 
     // Checked out: a repository of its own, described by itself.
     std::fs::write(contrib.join("os.h"), "int a;\n").unwrap();
-    git_in(&contrib, &["init", "-q"]);
-    git_in(&contrib, &["add", "-A"]);
-    git_in(&contrib, &["commit", "-q", "-m", "contrib"]);
-    git_in(&contrib, &["tag", "contrib-9"]);
+    commit_all(&contrib);
+    git(&contrib, &["tag", "contrib-9"]);
     qmk(&tree, &["generate-version-h", "-q", "-o", "o/v.h"]).ok();
     let v = read(tree.join("o/v.h"));
     assert!(v.contains("#define QMK_VERSION \"0.1.0-dirty\"\n"), "{v}");
@@ -533,10 +516,8 @@ fn version_h_describes_each_checkout_once() {
 #[test]
 fn version_h_dirty_suffix_is_gits_in_every_state() {
     let (_t, tree) = copy_fixture("tree");
-    git_in(&tree, &["init", "-q"]);
-    git_in(&tree, &["add", "-A"]);
-    git_in(&tree, &["commit", "-q", "-m", "base"]);
-    git_in(&tree, &["tag", "0.1.0"]);
+    commit_all(&tree);
+    git(&tree, &["tag", "0.1.0"]);
     let file = tree.join("builddefs/build_keyboard.mk");
     let base = read(&file);
     let differs = |args: &[&str]| {
@@ -551,7 +532,7 @@ fn version_h_dirty_suffix_is_gits_in_every_state() {
     };
     let check = |state: &str, want: &str| {
         let describe = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
-        assert_eq!(git_in(&tree, &describe), want, "{state}: git");
+        assert_eq!(git(&tree, &describe), want, "{state}: git");
         let star = differs(&[]) || differs(&["--cached"]);
         qmk(&tree, &["generate-version-h", "-q", "-o", "o/v.h"]).ok();
         let v = read(tree.join("o/v.h"));
@@ -559,7 +540,7 @@ fn version_h_dirty_suffix_is_gits_in_every_state() {
             v.contains(&format!("#define QMK_VERSION \"{want}\"\n")),
             "{state}:\n{v}"
         );
-        let hash = git_in(&tree, &["rev-parse", "--short", "HEAD"]);
+        let hash = git(&tree, &["rev-parse", "--short", "HEAD"]);
         let hash = if star { format!("{hash}*") } else { hash };
         assert!(
             v.contains(&format!("#define QMK_GIT_HASH  \"{hash}\"\n")),
@@ -569,7 +550,7 @@ fn version_h_dirty_suffix_is_gits_in_every_state() {
     check("clean", "0.1.0");
     std::fs::write(&file, format!("{base}# one\n")).unwrap();
     check("changed", "0.1.0-dirty");
-    git_in(&tree, &["add", "builddefs/build_keyboard.mk"]);
+    git(&tree, &["add", "builddefs/build_keyboard.mk"]);
     check("staged", "0.1.0-dirty");
     std::fs::write(&file, format!("{base}# two\n")).unwrap();
     check("staged and changed", "0.1.0-dirty");
@@ -578,11 +559,11 @@ fn version_h_dirty_suffix_is_gits_in_every_state() {
     // index, whose entry no longer matches the file).
     std::fs::write(&file, &base).unwrap();
     check("staged and undone", "0.1.0-dirty");
-    git_in(&tree, &["reset", "-q"]);
+    git(&tree, &["reset", "-q"]);
     check("clean again", "0.1.0");
     // Settings describe does not read: then describe is asked.
-    git_in(&tree, &["config", "diff.ignoreSubmodules", "all"]);
-    git_in(&tree, &["config", "diff.autoRefreshIndex", "false"]);
+    git(&tree, &["config", "diff.ignoreSubmodules", "all"]);
+    git(&tree, &["config", "diff.autoRefreshIndex", "false"]);
     check("clean, with diff settings", "0.1.0");
     std::fs::write(&file, format!("{base}# three\n")).unwrap();
     check("changed, with diff settings", "0.1.0-dirty");

@@ -451,9 +451,7 @@ fn a_branch_switch_is_one_rebuild_and_switching_back_is_all_from_cache() {
     let (t, tree) = copy_fixture("tree");
     let cache = t.path().join("cache");
     std::fs::write(tree.join(".gitignore"), ".build/\n*.hex\n").unwrap();
-    git(&tree, &["init", "-q"]);
-    git(&tree, &["add", "-A"]);
-    git(&tree, &["commit", "-q", "-m", "base"]);
+    commit_all(&tree);
     // another branch: a keymap edit, a core source edit, a new config.h
     // that applies to the keyboard, a file removed
     git(&tree, &["checkout", "-q", "-b", "other"]);

@@ -91,6 +91,13 @@ pub fn git(tree: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Makes `dir` a git checkout of one commit holding all its files.
+pub fn commit_all(dir: &Path) {
+    git(dir, &["init", "-q"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "base"]);
+}
+
 /// A `keyfab` command with a clean environment (no QMK_HOME/QMK_USERSPACE
 /// leaking in from the machine), run from `cwd`.
 pub fn keyfab(cwd: &Path) -> Command {
