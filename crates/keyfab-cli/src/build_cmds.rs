@@ -13,8 +13,10 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let notes = crate::audit_cmds::reproducible_env(tree.root(), a.reproducible);
     let mut opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
     crate::audit_cmds::pin_date_macros(&mut opts.env);
+    let cas = open_cache(&opts, false)?;
     let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe);
     if let Some(h) = &host {
+        h.remember_describe_in(cas.clone());
         h.prefetch_versions(&opts.env);
     }
     let engine = &*crate::qmk_cmds::TargetEngine::new(host.as_deref(), tree);
@@ -39,7 +41,6 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let generators = host.clone();
     let host = host.map(|h| h as Arc<dyn keyfab_build::exec::GeneratorHost>);
-    let cas = open_cache(&opts, false)?;
     let mut db = BuildDb::new(tree.root());
     if a.dry_run || a.compiledb {
         let (planned, _) = target::plan_target(

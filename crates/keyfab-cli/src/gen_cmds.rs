@@ -3,8 +3,10 @@
 //! inputs need (the generators themselves are pure).
 
 use crate::cli::{Context, GenerateArgs};
+use crate::describe_memo::{DescribeState, DESCRIBE_PLAIN};
 use crate::qmk_cmds::{self, Env, Kind, QmkArgs};
 use anyhow::{bail, Context as _};
+use keyfab_cas::LocalCas;
 use keyfab_gen::VersionInfo;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -127,9 +129,6 @@ fn describe(repo: &Path, check: Option<&str>) -> Option<GitAnswer> {
     Some(git(repo, &DESCRIBE))
 }
 
-/// [`DESCRIBE`] without `--dirty`.
-const DESCRIBE_PLAIN: [&str; 4] = ["describe", "--abbrev=6", "--always", "--tags"];
-
 /// The settings under which `git diff` sees the work tree otherwise than
 /// `git describe --dirty` does: describe reads no `diff.*` settings.
 const DIFF_SETTINGS: [&str; 3] = [
@@ -167,6 +166,23 @@ fn dirty_from_diffs(
         (true, true) => None,
         _ => Some(format!("{plain}-dirty")),
     }
+}
+
+/// The tree's describe without `--dirty` ([`DESCRIBE_PLAIN`]), from `memo`
+/// when it knows the checkout's state, else from git (then remembered).
+fn described_plain(root: &Path, memo: Option<&LocalCas>) -> GitAnswer {
+    let state = memo.and(DescribeState::read(root, git));
+    let (Some(cas), Some(state)) = (memo, state) else {
+        return git(root, &DESCRIBE_PLAIN);
+    };
+    if let Some(described) = state.recall(cas) {
+        return Ok(described);
+    }
+    let described = git(root, &state.describe_args());
+    if let Ok(d) = &described {
+        state.remember(cas, d);
+    }
+    described
 }
 
 /// [`describe`] of `dir` on a thread when it starts git; `None` when `dir`
@@ -245,7 +261,14 @@ pub struct Versions {
 
 /// What QMK's `generate_version_h` puts into `version.h`.
 /// `quiet` keeps git's warnings to ourselves (in-process calls).
-pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool, quiet: bool) -> Versions {
+/// `memo`: the cache that remembers the tree's describe.
+pub fn version_info(
+    ctx: &Context,
+    skip_git: bool,
+    skip_all: bool,
+    quiet: bool,
+    memo: Option<&LocalCas>,
+) -> Versions {
     let without_git = |info| Versions {
         info,
         described: None,
@@ -275,7 +298,7 @@ pub fn version_info(ctx: &Context, skip_git: bool, skip_all: bool, quiet: bool) 
         let diff_cached = task(s, in_repo, || git(root, &["diff", "--quiet", "--cached"]));
         // The tree's describe without `--dirty`: its suffix mostly follows
         // from the diffs above, and its work-tree scan is theirs again.
-        let plain = task(s, in_repo, || git(root, &DESCRIBE_PLAIN));
+        let plain = task(s, in_repo, || described_plain(root, memo));
         let settings = task(s, in_repo, || git(root, &DIFF_SETTINGS));
         let hash = task(s, in_repo, || git(root, &["rev-parse", "--short", "HEAD"]));
         let chibios = other(&chibios_dir, Some("os"));

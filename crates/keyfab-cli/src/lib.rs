@@ -8,6 +8,7 @@ mod audit_cmds;
 mod build_cmds;
 mod cache_cmds;
 pub mod cli;
+mod describe_memo;
 mod gen_cmds;
 mod info_cmds;
 pub mod qmk_cmds;

@@ -496,7 +496,7 @@ pub fn generate(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<Genera
             let v = match env.versions {
                 // A sweep's targets share one tree: git runs once for them all.
                 Some(memo) => memoized_versions(memo, env.ctx, flags),
-                None => crate::gen_cmds::version_info(env.ctx, flags.0, flags.1, env.quiet),
+                None => crate::gen_cmds::version_info(env.ctx, flags.0, flags.1, env.quiet, None),
             };
             keyfab_gen::version_h(&v.info, year)
         }
@@ -682,9 +682,14 @@ pub struct InProcessGenerators {
     year: i32,
 }
 
-/// version.h's values by (`--skip-git`, `--skip-all`).
-type Versions =
-    std::sync::Mutex<std::collections::HashMap<(bool, bool), crate::gen_cmds::Versions>>;
+/// version.h's values by (`--skip-git`, `--skip-all`), found once per
+/// command, and the cache that remembers the tree's `git describe` across
+/// commands once the command has opened it.
+#[derive(Default)]
+pub struct Versions {
+    found: std::sync::Mutex<std::collections::HashMap<(bool, bool), crate::gen_cmds::Versions>>,
+    memo: std::sync::OnceLock<Arc<keyfab_cas::LocalCas>>,
+}
 
 /// The (`--skip-git`, `--skip-all`) QMK's makefiles give version.h for a
 /// build with these `-e VAR=VALUE`s: `SKIP_GIT` and `SKIP_VERSION` from them
@@ -721,9 +726,11 @@ fn memoized_versions(
     ctx: &Context,
     (skip_git, skip_all): (bool, bool),
 ) -> crate::gen_cmds::Versions {
-    let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
-    memo.entry((skip_git, skip_all))
-        .or_insert_with(|| crate::gen_cmds::version_info(ctx, skip_git, skip_all, true))
+    let cas = memo.memo.get().map(|c| &**c);
+    let mut found = memo.found.lock().unwrap_or_else(|e| e.into_inner());
+    found
+        .entry((skip_git, skip_all))
+        .or_insert_with(|| crate::gen_cmds::version_info(ctx, skip_git, skip_all, true, cas))
         .clone()
 }
 
@@ -774,6 +781,13 @@ impl InProcessGenerators {
                 .clone();
             engine.with_queries(queries)
         })
+    }
+
+    /// Remembers the tree's `git describe` in `cas` from now on (across
+    /// commands: its walk is most of a build's git work in a checkout).
+    /// The first cache given is kept.
+    pub fn remember_describe_in(&self, cas: Arc<keyfab_cas::LocalCas>) {
+        let _ = self.versions.memo.set(cas);
     }
 
     /// Starts finding version.h's values now, on a thread of its own. QMK's

@@ -568,3 +568,81 @@ fn version_h_dirty_suffix_is_gits_in_every_state() {
     std::fs::write(&file, format!("{base}# three\n")).unwrap();
     check("changed, with diff settings", "0.1.0-dirty");
 }
+
+/// A build remembers the tree's `git describe` in its cache, keyed on the
+/// commit at HEAD and the tag refs: in every state of a checkout version.h's
+/// QMK_VERSION is git's own, and a second build of a state runs no describe.
+#[test]
+fn version_h_describe_is_remembered_and_always_gits() {
+    let (t, tree) = copy_fixture("tree");
+    let cache = t.path().join("cache");
+    // version.h with git, as QMK's makefiles ask for it.
+    let mk = tree.join("builddefs/build_keyboard.mk");
+    std::fs::write(&mk, read(&mk).replace(" --skip-git -q", " -q")).unwrap();
+    std::fs::write(tree.join(".gitignore"), ".build/\n*.hex\ntrace*\n").unwrap();
+    commit_all(&tree);
+    let commit = |msg: &str| {
+        std::fs::write(tree.join("NOTES.txt"), msg).unwrap();
+        git(&tree, &["add", "NOTES.txt"]);
+        git(&tree, &["commit", "-q", "-m", msg]);
+    };
+    let mut n = 0;
+    // Builds `solo:default`; (QMK_VERSION, how many describes git ran).
+    let mut build = || {
+        n += 1;
+        let trace = tree.join(format!("trace{n}"));
+        run(keyfab(&tree)
+            .arg("--cache")
+            .arg(&cache)
+            .env("GIT_TRACE2_EVENT", &trace)
+            .args(["build", "solo:default"]))
+        .ok();
+        let v = read(tree.join(".build/obj_solo_default/src/version.h"));
+        let version = v
+            .lines()
+            .find_map(|l| l.strip_prefix("#define QMK_VERSION \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("no QMK_VERSION in\n{v}"))
+            .to_string();
+        let describes = read(&trace)
+            .lines()
+            .filter(|l| l.contains(r#""event":"start""#) && l.contains(r#""describe""#))
+            .count();
+        (version, describes)
+    };
+    let mut check = |state: &str| {
+        let want = git(
+            &tree,
+            &["describe", "--abbrev=6", "--dirty", "--always", "--tags"],
+        );
+        let (first, _) = build();
+        assert_eq!(first, want, "{state}: first build");
+        let (again, describes) = build();
+        assert_eq!(again, want, "{state}: second build");
+        assert_eq!(describes, 0, "{state}: the second build ran describe");
+        want
+    };
+    let bare = check("no tags");
+    assert!(!bare.contains('-'), "{bare}");
+    git(&tree, &["tag", "v1.0"]);
+    assert_eq!(check("lightweight tag at HEAD"), "v1.0");
+    commit("two");
+    commit("three");
+    assert!(check("two commits on").starts_with("v1.0-2-g"));
+    git(&tree, &["tag", "-a", "-m", "annotated", "v1.1", "HEAD~1"]);
+    assert!(check("annotated tag nearer").starts_with("v1.1-1-g"));
+    git(&tree, &["pack-refs", "--all"]);
+    assert!(check("tags packed").starts_with("v1.1-1-g"));
+    git(&tree, &["tag", "-d", "v1.1"]);
+    assert!(check("nearer tag deleted").starts_with("v1.0-2-g"));
+    git(&tree, &["tag", "-f", "v1.0", "HEAD"]);
+    assert_eq!(check("tag moved to HEAD"), "v1.0");
+    git(&tree, &["checkout", "-q", "--detach", "HEAD~2"]);
+    assert_eq!(check("detached at the first commit"), bare);
+    std::fs::write(
+        tree.join(".gitignore"),
+        ".build/\n*.hex\ntrace*\n# changed\n",
+    )
+    .unwrap();
+    assert_eq!(check("first commit, changed"), format!("{bare}-dirty"));
+}
