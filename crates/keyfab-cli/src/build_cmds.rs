@@ -17,7 +17,11 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe);
     if let Some(h) = &host {
         h.remember_describe_in(cas.clone());
-        h.prefetch_versions(&opts.env);
+        // A dry run records nothing, and with its plan from the cache it
+        // runs no make that asks for version.h: git would only outlive it.
+        if !a.dry_run {
+            h.prefetch_versions(&opts.env);
+        }
     }
     let engine = &*crate::qmk_cmds::TargetEngine::new(host.as_deref(), tree);
     let target = match (&a.keyboard, &a.target) {

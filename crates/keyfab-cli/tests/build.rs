@@ -583,6 +583,32 @@ fn dry_run_prints_the_plan() {
     assert!(!fx.tree.join(".build/solo_default.hex").exists());
 }
 
+/// A dry run whose plan comes from the cache runs no git in a checkout:
+/// it records nothing and no make asks for version.h (git started for
+/// them would only outlive it).
+#[test]
+fn a_dry_run_from_the_cached_plan_runs_no_git() {
+    let fx = fixture();
+    std::fs::write(fx.tree.join(".gitignore"), ".build/\n*.hex\ntrace\n").unwrap();
+    commit_all(&fx.tree);
+    fx.build("solo:default").ok();
+    let trace = fx.tree.join("trace");
+    let r = run(fx
+        .build_cmd(&["-n", "solo:default"])
+        .env("GIT_TRACE2_EVENT", &trace));
+    assert!(!dry_run_steps(r.ok()).is_empty());
+    let gits = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(!gits.contains(r#""event":"start""#), "{gits}");
+    // A build does ask git (version.h, the provenance's revision).
+    run(fx
+        .build_cmd(&["solo:default"])
+        .env("GIT_TRACE2_EVENT", &trace))
+    .ok();
+    assert!(std::fs::read_to_string(&trace)
+        .unwrap()
+        .contains(r#""event":"start""#));
+}
+
 /// make plans with keyfab-shell: QMK's `echo | sed | tr` pipeline gives its
 /// C name even where `sed` and `tr` would fail (they are never started).
 #[test]
