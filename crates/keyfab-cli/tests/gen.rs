@@ -509,10 +509,9 @@ fn version_h_describes_a_folder_of_the_checkout_as_the_tree() {
 
 /// version.h's `QMK_VERSION` is what `git describe --dirty` prints, and its
 /// hash's star what QMK's two diffs say, in every state of a checkout:
-/// keyfab derives describe's suffix from those diffs where they settle it
-/// (clean; changes staged or not), and asks describe where they do not
-/// (both, which may cancel out) or where `diff.*` settings make `git diff`
-/// see otherwise than describe.
+/// keyfab derives describe's suffix from those diffs (clean; changes
+/// staged, not, or both), and asks describe where `diff.*` settings make
+/// `git diff` see otherwise than describe.
 #[test]
 fn version_h_dirty_suffix_is_gits_in_every_state() {
     let (_t, tree) = copy_fixture("tree");
@@ -555,8 +554,8 @@ fn version_h_dirty_suffix_is_gits_in_every_state() {
     std::fs::write(&file, format!("{base}# two\n")).unwrap();
     check("staged and changed", "0.1.0-dirty");
     // Staged, then undone in the work tree: both diffs see changes, and
-    // describe, asked, says dirty too (its diff against HEAD goes by the
-    // index, whose entry no longer matches the file).
+    // describe says dirty too (its diff against HEAD goes by the index,
+    // whose entry no longer matches the file).
     std::fs::write(&file, &base).unwrap();
     check("staged and undone", "0.1.0-dirty");
     git(&tree, &["reset", "-q"]);
@@ -569,56 +568,71 @@ fn version_h_dirty_suffix_is_gits_in_every_state() {
     check("changed, with diff settings", "0.1.0-dirty");
 }
 
+/// A copy of the fixture tree whose builds write version.h with git, as
+/// QMK's makefiles ask for it, committed; and a cache folder beside it.
+fn tree_with_git_versions() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let (t, tree) = copy_fixture("tree");
+    let cache = t.path().join("cache");
+    let mk = tree.join("builddefs/build_keyboard.mk");
+    std::fs::write(&mk, read(&mk).replace(" --skip-git -q", " -q")).unwrap();
+    std::fs::write(tree.join(".gitignore"), ".build/\n*.hex\ntrace*\n").unwrap();
+    commit_all(&tree);
+    (t, tree, cache)
+}
+
+/// Builds `solo:default` in `tree` with `cache`: its version.h, and how
+/// many `git describe`s ran (from git's own trace, into `trace`).
+fn build_version_h(tree: &Path, cache: &Path, trace: &Path) -> (String, usize) {
+    run(keyfab(tree)
+        .arg("--cache")
+        .arg(cache)
+        .env("GIT_TRACE2_EVENT", trace)
+        .args(["build", "solo:default"]))
+    .ok();
+    let describes = read(trace)
+        .lines()
+        .filter(|l| l.contains(r#""event":"start""#) && l.contains(r#""describe""#))
+        .count();
+    std::fs::remove_file(trace).unwrap();
+    (
+        read(tree.join(".build/obj_solo_default/src/version.h")),
+        describes,
+    )
+}
+
+/// The string `#define NAME "…"` gives in version.h's text `v`.
+fn defined(v: &str, name: &str) -> String {
+    v.lines()
+        .find_map(|l| l.strip_prefix(&format!("#define {name} \"")))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no {name} in\n{v}"))
+        .to_string()
+}
+
+const DESCRIBE_DIRTY: [&str; 5] = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
+
 /// A build remembers the tree's `git describe` in its cache, keyed on the
 /// commit at HEAD and the tag refs: in every state of a checkout version.h's
 /// QMK_VERSION is git's own, and a second build of a state runs no describe.
 #[test]
 fn version_h_describe_is_remembered_and_always_gits() {
-    let (t, tree) = copy_fixture("tree");
-    let cache = t.path().join("cache");
-    // version.h with git, as QMK's makefiles ask for it.
-    let mk = tree.join("builddefs/build_keyboard.mk");
-    std::fs::write(&mk, read(&mk).replace(" --skip-git -q", " -q")).unwrap();
-    std::fs::write(tree.join(".gitignore"), ".build/\n*.hex\ntrace*\n").unwrap();
-    commit_all(&tree);
+    let (t, tree, cache) = tree_with_git_versions();
+    let trace = t.path().join("trace");
     let commit = |msg: &str| {
         std::fs::write(tree.join("NOTES.txt"), msg).unwrap();
         git(&tree, &["add", "NOTES.txt"]);
         git(&tree, &["commit", "-q", "-m", msg]);
     };
-    let mut n = 0;
-    // Builds `solo:default`; (QMK_VERSION, how many describes git ran).
-    let mut build = || {
-        n += 1;
-        let trace = tree.join(format!("trace{n}"));
-        run(keyfab(&tree)
-            .arg("--cache")
-            .arg(&cache)
-            .env("GIT_TRACE2_EVENT", &trace)
-            .args(["build", "solo:default"]))
-        .ok();
-        let v = read(tree.join(".build/obj_solo_default/src/version.h"));
-        let version = v
-            .lines()
-            .find_map(|l| l.strip_prefix("#define QMK_VERSION \""))
-            .and_then(|l| l.strip_suffix('"'))
-            .unwrap_or_else(|| panic!("no QMK_VERSION in\n{v}"))
-            .to_string();
-        let describes = read(&trace)
-            .lines()
-            .filter(|l| l.contains(r#""event":"start""#) && l.contains(r#""describe""#))
-            .count();
-        (version, describes)
-    };
-    let mut check = |state: &str| {
-        let want = git(
-            &tree,
-            &["describe", "--abbrev=6", "--dirty", "--always", "--tags"],
+    let check = |state: &str| {
+        let want = git(&tree, &DESCRIBE_DIRTY);
+        let (first, _) = build_version_h(&tree, &cache, &trace);
+        assert_eq!(defined(&first, "QMK_VERSION"), want, "{state}: first build");
+        let (again, describes) = build_version_h(&tree, &cache, &trace);
+        assert_eq!(
+            defined(&again, "QMK_VERSION"),
+            want,
+            "{state}: second build"
         );
-        let (first, _) = build();
-        assert_eq!(first, want, "{state}: first build");
-        let (again, describes) = build();
-        assert_eq!(again, want, "{state}: second build");
         assert_eq!(describes, 0, "{state}: the second build ran describe");
         want
     };
@@ -645,4 +659,51 @@ fn version_h_describe_is_remembered_and_always_gits() {
     )
     .unwrap();
     assert_eq!(check("first commit, changed"), format!("{bare}-dirty"));
+}
+
+/// ChibiOS-Contrib checked out as a repository of its own: its version in
+/// version.h is its `git describe --dirty` in every state, from the
+/// remembered describe and `git diff --quiet HEAD` (describe's own check);
+/// describe runs again only where `diff.*` settings leave it to describe.
+#[test]
+fn version_h_describes_another_checkout_as_git_does_in_every_state() {
+    let (t, tree, cache) = tree_with_git_versions();
+    let trace = t.path().join("trace");
+    let contrib = tree.join("lib/chibios-contrib");
+    std::fs::create_dir_all(&contrib).unwrap();
+    let file = contrib.join("os.h");
+    std::fs::write(&file, "int a;\n").unwrap();
+    commit_all(&contrib);
+    git(&contrib, &["tag", "contrib-9"]);
+    let check = |state: &str, want: &str, describes_again: usize| {
+        assert_eq!(git(&contrib, &DESCRIBE_DIRTY), want, "{state}: git");
+        for (build, describes_want) in [("first", None), ("second", Some(describes_again))] {
+            let (v, describes) = build_version_h(&tree, &cache, &trace);
+            let got = defined(&v, "CHIBIOS_CONTRIB_VERSION");
+            assert_eq!(got, want, "{state}: {build} build");
+            if let Some(n) = describes_want {
+                assert_eq!(describes, n, "{state}: describes in the {build} build");
+            }
+        }
+    };
+    check("clean", "contrib-9", 0);
+    std::fs::write(&file, "int b;\n").unwrap();
+    check("changed", "contrib-9-dirty", 0);
+    git(&contrib, &["add", "os.h"]);
+    check("staged", "contrib-9-dirty", 0);
+    std::fs::write(&file, "int c;\n").unwrap();
+    check("staged and changed", "contrib-9-dirty", 0);
+    std::fs::write(&file, "int a;\n").unwrap();
+    check("staged and undone", "contrib-9-dirty", 0);
+    git(&contrib, &["reset", "-q"]);
+    check("clean again", "contrib-9", 0);
+    std::fs::write(&file, "int d;\n").unwrap();
+    git(&contrib, &["commit", "-q", "-am", "d"]);
+    let on = git(&contrib, &DESCRIBE_DIRTY);
+    assert!(on.starts_with("contrib-9-1-g"), "{on}");
+    check("a commit on", &on, 0);
+    git(&contrib, &["config", "diff.ignoreSubmodules", "all"]);
+    check("clean, with diff settings", &on, 1);
+    std::fs::write(&file, "int e;\n").unwrap();
+    check("changed, with diff settings", &format!("{on}-dirty"), 1);
 }
