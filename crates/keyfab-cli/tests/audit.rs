@@ -713,3 +713,53 @@ fn an_audit_leaves_the_checkouts_git_index_alone() {
         "the audit rewrote the checkout's git index"
     );
 }
+
+/// The rebuild's git compares the copy's files with the index by size and
+/// modification time, which the copy keeps: it hashes none of them again
+/// (with git's defaults the copy's new inodes and change times made
+/// version.h's `git diff` read every tracked file: ~3 s for QMK's tree).
+#[test]
+fn an_audits_git_reads_no_file_of_the_copy_again() {
+    let fx = fixture();
+    std::fs::write(fx.tree.join(".gitignore"), ".build/\n*.hex\ntrace\n").unwrap();
+    // Files older than the index, as in any checkout (not racily clean).
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    set_times_under(&fx.tree, then);
+    commit_all(&fx.tree);
+    git(&fx.tree, &["status", "--porcelain"]);
+    fx.run_with(Some("1700000000"), &["build", "solo:default"])
+        .ok();
+    let trace = fx.tree.join("trace");
+    let mut audit = fx.keyfab();
+    audit
+        .env("GIT_TRACE2_EVENT", &trace)
+        .args(["audit", "solo:default", "--format", "json"]);
+    let report = run(&mut audit).json();
+    assert_eq!(report["pass"], true, "{report:#}");
+    let events = std::fs::read_to_string(&trace).unwrap();
+    // git did compare the copy with an index (version.h's diffs) …
+    assert!(
+        events.contains(r#""argv":["git","diff","--quiet"]"#),
+        "{events}"
+    );
+    assert!(events.contains(r#""key":"read/cache_nr""#), "{events}");
+    // … and found every entry up to date by its stat data alone.
+    assert!(!events.contains(r#""key":"refresh/sum_scan""#), "{events}");
+}
+
+/// Sets the modification time of every file under `dir` (not `.git`).
+fn set_times_under(dir: &std::path::Path, t: std::time::SystemTime) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let ft = entry.file_type().unwrap();
+        if ft.is_dir() && entry.file_name() != ".git" {
+            set_times_under(&entry.path(), t);
+        } else if ft.is_file() {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(entry.path())
+                .unwrap();
+            f.set_modified(t).unwrap();
+        }
+    }
+}
