@@ -783,7 +783,7 @@ fn rebuild_and_compare(
     };
     let tree_name = root.file_name().map_or("tree".into(), |n| n.to_os_string());
     let copy = base.join("elsewhere").join(tree_name);
-    let index = copy_tree(root, &copy, &base.join("git-index"))?;
+    let checkouts = copy_tree(root, &copy, &base.join("git"))?;
     let faketime = keyfab_build::exec::resolve_program("faketime");
     let exe = std::env::current_exe()?;
     let jobs = crate::build_cmds::jobs(a.jobs);
@@ -838,8 +838,7 @@ fn rebuild_and_compare(
             cmd.env(k, v);
         }
         cmd.current_dir(&copy).env("GIT_OPTIONAL_LOCKS", "0");
-        if let Some(index) = &index {
-            cmd.env("GIT_INDEX_FILE", index);
+        if checkouts > 0 {
             let earlier = std::env::var("GIT_CONFIG_COUNT").ok();
             cmd.envs(git_config_env(earlier.as_deref(), &COPY_STAT_CHECK));
         }
@@ -1293,50 +1292,83 @@ fn git_config_env(earlier: Option<&str>, settings: &[(&str, &str)]) -> Vec<(Stri
     env
 }
 
-/// Copies a tree for the rebuild: everything but build output (`.build`) and
-/// git's folder, which the copy points at instead (so `git describe` says the
-/// same; `GIT_OPTIONAL_LOCKS=0` keeps git from writing to it where it
-/// heeds that). Returns the copy of git's index made at `index`, for the
-/// rebuild's `GIT_INDEX_FILE`: `git diff` (version.h's) refreshes and writes
-/// the index whatever `GIT_OPTIONAL_LOCKS` says, and the copy's files (new
-/// inodes and times) written into the checkout's own index made its next
-/// `git status` read every tracked file again (3.5 s for QMK's).
-fn copy_tree(src: &Path, dest: &Path, index: &Path) -> anyhow::Result<Option<PathBuf>> {
-    copy_dir(src, dest, true)?;
-    let git = src.join(".git");
-    let git_dir = if git.is_dir() {
-        std::fs::write(dest.join(".git"), format!("gitdir: {}\n", git.display()))?;
-        Some(git)
-    } else if git.is_file() {
-        std::fs::copy(&git, dest.join(".git"))?;
-        let text = std::fs::read_to_string(&git)?;
-        text.trim()
-            .strip_prefix("gitdir:")
-            .map(|d| src.join(d.trim()))
-    } else {
-        None
-    };
-    let Some(own) = git_dir.map(|d| d.join("index")).filter(|i| i.is_file()) else {
-        return Ok(None);
-    };
-    std::fs::copy(&own, index).with_context(|| format!("copying {}", own.display()))?;
-    Ok(Some(index.to_path_buf()))
+/// Copies a tree for the rebuild: everything but build output (`.build`)
+/// and git's folders. Each checkout in it (the tree's, and any other: a
+/// ChibiOS submodule, a repository of its own) gets a git folder of its
+/// own under `git_dirs` instead, as a linked worktree has: its `HEAD` and
+/// index, with everything else from the checkout's (`commondir`). So `git
+/// describe` says the same in the copy, and the checkout's index is never
+/// written: version.h's `git diff` refreshes and writes the index whatever
+/// `GIT_OPTIONAL_LOCKS` says, and the copy's files (new inodes and times)
+/// in the checkout's own index made its next `git status` read every
+/// tracked file again. Returns how many checkouts it found.
+fn copy_tree(src: &Path, dest: &Path, git_dirs: &Path) -> anyhow::Result<usize> {
+    let mut checkouts = 0;
+    copy_dir(src, dest, true, &mut |from, to| {
+        checkouts += 1;
+        link_checkout(from, to, &git_dirs.join(checkouts.to_string()))
+    })?;
+    Ok(checkouts)
 }
 
-fn copy_dir(src: &Path, dest: &Path, top: bool) -> anyhow::Result<()> {
+/// Points the copy's `.git` (`to`) at a git folder of its own (`own`) for
+/// the checkout whose `.git` is `from` (a folder, or a file naming one).
+fn link_checkout(from: &Path, to: &Path, own: &Path) -> anyhow::Result<()> {
+    let resolve = |base: &Path, named: &str| base.join(named.trim());
+    let git_dir = if from.is_dir() {
+        from.to_path_buf()
+    } else {
+        let text =
+            std::fs::read_to_string(from).with_context(|| format!("reading {}", from.display()))?;
+        let Some(named) = text.trim().strip_prefix("gitdir:") else {
+            // Not git's: a file like any other.
+            std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+            return Ok(());
+        };
+        resolve(from.parent().unwrap_or(Path::new(".")), named)
+    };
+    let common = match std::fs::read_to_string(git_dir.join("commondir")) {
+        Ok(named) => resolve(&git_dir, &named),
+        Err(_) => git_dir.clone(),
+    };
+    let common = std::path::absolute(&common)?;
+    std::fs::create_dir_all(own)?;
+    std::fs::write(own.join("commondir"), format!("{}\n", common.display()))?;
+    for file in ["HEAD", "index"] {
+        let at = git_dir.join(file);
+        if at.is_file() {
+            std::fs::copy(&at, own.join(file))
+                .with_context(|| format!("copying {}", at.display()))?;
+        }
+    }
+    std::fs::write(to, format!("gitdir: {}\n", own.display()))?;
+    Ok(())
+}
+
+/// Copies `src` into `dest`, files with their modification times; a `.git`
+/// (folder or file) goes to `checkout(its path, where the copy's goes)`;
+/// `.build` is left out at the top.
+fn copy_dir(
+    src: &Path,
+    dest: &Path,
+    top: bool,
+    checkout: &mut dyn FnMut(&Path, &Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
     for entry in std::fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
         let entry = entry?;
         let name = entry.file_name();
-        if top && (name == ".build" || name == ".git") {
+        if top && name == ".build" {
             continue;
         }
         let ft = entry.file_type()?;
         let to = dest.join(&name);
-        if ft.is_symlink() {
+        if name == ".git" {
+            checkout(&entry.path(), &to)?;
+        } else if ft.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &to)?;
         } else if ft.is_dir() {
-            copy_dir(&entry.path(), &to, false)?;
+            copy_dir(&entry.path(), &to, false, checkout)?;
         } else {
             std::fs::copy(entry.path(), &to)
                 .with_context(|| format!("copying {}", entry.path().display()))?;
@@ -1369,7 +1401,7 @@ mod tests {
             .open(src.join("a/b/f.c"))
             .unwrap();
         f.set_modified(then).unwrap();
-        copy_dir(&src, &t.path().join("dest"), true).unwrap();
+        copy_dir(&src, &t.path().join("dest"), true, &mut |_, _| Ok(())).unwrap();
         let copied = t.path().join("dest/a/b/f.c");
         assert_eq!(std::fs::read_to_string(&copied).unwrap(), "int x;\n");
         assert_eq!(

@@ -763,3 +763,61 @@ fn set_times_under(dir: &std::path::Path, t: std::time::SystemTime) {
         }
     }
 }
+
+/// Every checkout in the tree is one in the rebuild's copy: the tree's and
+/// a submodule's (a `.git` file naming the tree's `.git/modules/…`, whose
+/// config names the checkout's folder as its work tree), each with its own
+/// index there. version.h's git values, the submodule's changed work tree
+/// among them, come out the same in the rebuild.
+#[test]
+fn an_audit_rebuilds_version_h_with_every_checkouts_git_state() {
+    let fx = fixture();
+    let mk = fx.tree.join("builddefs/build_keyboard.mk");
+    let text = std::fs::read_to_string(&mk).unwrap();
+    // version.h with git, as QMK's makefiles ask for it.
+    std::fs::write(&mk, text.replace(" --skip-git -q", " -q")).unwrap();
+    std::fs::write(fx.tree.join(".gitignore"), ".build/\n*.hex\n").unwrap();
+    commit_all(&fx.tree);
+    let upstream = fx.tmp.path().join("contrib-upstream");
+    std::fs::create_dir_all(&upstream).unwrap();
+    std::fs::write(upstream.join("os.h"), "int a;\n").unwrap();
+    commit_all(&upstream);
+    git(&upstream, &["tag", "contrib-9"]);
+    let file_protocol = ["-c", "protocol.file.allow=always"];
+    let add = [&file_protocol[..], &["submodule", "add", "-q"]].concat();
+    let upstream_arg = upstream.display().to_string();
+    git(
+        &fx.tree,
+        &[&add[..], &[&upstream_arg, "lib/chibios-contrib"]].concat(),
+    );
+    git(&fx.tree, &["commit", "-q", "-m", "contrib"]);
+    let contrib = fx.tree.join("lib/chibios-contrib");
+    assert!(contrib.join(".git").is_file());
+    std::fs::write(contrib.join("os.h"), "int b;\n").unwrap();
+
+    fx.run_with(Some("1700000000"), &["build", "solo:default"])
+        .ok();
+    let version_h = ".build/obj_solo_default/src/version.h";
+    let original = std::fs::read_to_string(fx.tree.join(version_h)).unwrap();
+    assert!(
+        original.contains("#define CHIBIOS_CONTRIB_VERSION \"contrib-9-dirty\"\n"),
+        "{original}"
+    );
+    let qmk_version = original
+        .lines()
+        .find(|l| l.starts_with("#define QMK_VERSION "));
+    assert!(qmk_version.unwrap().ends_with("-dirty\""), "{original}");
+    let report = fx
+        .run_with(
+            None,
+            &["audit", "solo:default", "--keep", "--format", "json"],
+        )
+        .json();
+    assert_eq!(report["pass"], true, "{report:#}");
+    let copy = std::path::PathBuf::from(report["targets"][0]["rebuild"]["tree"].as_str().unwrap());
+    let rebuilt = std::fs::read_to_string(copy.join(version_h)).unwrap();
+    assert_eq!(rebuilt, original);
+    // The checkouts' own work trees and indexes are as they were.
+    assert_eq!(git(&contrib, &["status", "--porcelain"]), "M os.h");
+    std::fs::remove_dir_all(copy.parent().unwrap().parent().unwrap()).unwrap();
+}
