@@ -297,6 +297,62 @@ mod tests {
         assert_eq!(Form::of("something", "653ce0", &tags(&[])), None);
     }
 
+    /// `git -C dir ARGS`, as `gen_cmds::git` answers.
+    fn run_git(dir: &Path, args: &[&str]) -> GitAnswer {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .map_err(|e| (-1, e.to_string()))?;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+        match out.status.code() {
+            Some(0) => Ok(text(&out.stdout)),
+            code => Err((code.unwrap_or(-1), text(&out.stderr))),
+        }
+    }
+
+    fn commit(dir: &Path, name: &str) {
+        std::fs::write(dir.join(name), name).unwrap();
+        run_git(dir, &["add", name]).unwrap();
+        run_git(dir, &["commit", "-q", "-m", name]).unwrap();
+    }
+
+    #[test]
+    fn a_state_is_keyed_only_where_the_key_holds_all_describe_reads() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        // No commit yet: git cannot say.
+        run_git(&repo, &["init", "-q"]).unwrap();
+        assert!(DescribeState::read(&repo, run_git).is_none());
+        commit(&repo, "a");
+        run_git(&repo, &["tag", "v1"]).unwrap();
+        commit(&repo, "b");
+        let state = DescribeState::read(&repo, run_git).expect("a plain checkout");
+        assert_eq!(state.refs.tags, ["v1"]);
+        let head = run_git(&repo, &["rev-parse", "HEAD"]).unwrap();
+        assert_eq!(state.head, head);
+        assert_eq!(state.describe_args()[4], head);
+        // A new tag changes the key's refs.
+        run_git(&repo, &["tag", "v2", "HEAD~1"]).unwrap();
+        let tagged = DescribeState::read(&repo, run_git).unwrap();
+        assert!(tagged.refs != state.refs);
+
+        // A shallow clone: describe stops at its boundary.
+        let shallow = t.path().join("shallow");
+        let url = format!("file://{}", repo.display());
+        let parent = t.path();
+        run_git(parent, &["clone", "-q", "--depth", "1", &url, "shallow"]).unwrap();
+        assert!(DescribeState::read(&shallow, run_git).is_none());
+
+        // A replaced object (HEAD grafted to have no parent): describe then
+        // follows another history.
+        run_git(&repo, &["replace", "--graft", "HEAD"]).unwrap();
+        assert!(DescribeState::read(&repo, run_git).is_none());
+    }
+
     #[test]
     fn git_env_keeps_what_describe_reads() {
         let vars = [
