@@ -173,7 +173,7 @@ fn dirty_from_diffs(
 /// The tree's describe without `--dirty` ([`DESCRIBE_PLAIN`]), from `memo`
 /// when it knows the checkout's state, else from git (then remembered).
 fn described_plain(root: &Path, memo: Option<&LocalCas>) -> GitAnswer {
-    let state = memo.and(DescribeState::read(root, git));
+    let state = memo.and_then(|_| DescribeState::read(root, git));
     let (Some(cas), Some(state)) = (memo, state) else {
         return git(root, &DESCRIBE_PLAIN);
     };
@@ -294,7 +294,7 @@ pub struct Versions {
 
 /// What QMK's `generate_version_h` puts into `version.h`.
 /// `quiet` keeps git's warnings to ourselves (in-process calls).
-/// `memo`: the cache that remembers the tree's describe.
+/// `memo`: the cache that remembers each checkout's describe walk.
 pub fn version_info(
     ctx: &Context,
     skip_git: bool,
@@ -329,8 +329,8 @@ pub fn version_info(
         let in_repo = in_git_repo(root);
         let diff = task(s, in_repo, || git(root, &["diff", "--quiet"]));
         let diff_cached = task(s, in_repo, || git(root, &["diff", "--quiet", "--cached"]));
-        // The tree's describe without `--dirty`: its suffix mostly follows
-        // from the diffs above, and its work-tree scan is theirs again.
+        // The tree's describe without `--dirty`: its suffix follows from
+        // the diffs above, and its work-tree scan would be theirs again.
         let plain = task(s, in_repo, || described_plain(root, memo));
         let settings = task(s, in_repo, || git(root, &DIFF_SETTINGS));
         let hash = task(s, in_repo, || git(root, &["rev-parse", "--short", "HEAD"]));

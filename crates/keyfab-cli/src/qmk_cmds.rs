@@ -683,8 +683,8 @@ pub struct InProcessGenerators {
 }
 
 /// version.h's values by (`--skip-git`, `--skip-all`), found once per
-/// command, and the cache that remembers the tree's `git describe` across
-/// commands once the command has opened it.
+/// command, and the cache that remembers the checkouts' `git describe`
+/// walks across commands once the command has opened it.
 #[derive(Default)]
 pub struct Versions {
     found: std::sync::Mutex<std::collections::HashMap<(bool, bool), crate::gen_cmds::Versions>>,
@@ -783,9 +783,9 @@ impl InProcessGenerators {
         })
     }
 
-    /// Remembers the tree's `git describe` in `cas` from now on (across
-    /// commands: its walk is most of a build's git work in a checkout).
-    /// The first cache given is kept.
+    /// Remembers the checkouts' `git describe` walks in `cas` from now on
+    /// (across commands: a walk was most of a build's git work in a
+    /// checkout). The first cache given is kept.
     pub fn remember_describe_in(&self, cas: Arc<keyfab_cas::LocalCas>) {
         let _ = self.versions.memo.set(cas);
     }
