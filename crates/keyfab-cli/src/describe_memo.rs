@@ -1,7 +1,9 @@
-//! The tree's `git describe --abbrev=6 --always --tags`, remembered in the
-//! cache. Its walk from HEAD to the nearest tags is most of the git work a
-//! build does in a checkout of QMK (~30 ms of CPU for 12k commits and 1.5k
-//! tags), on every build, for version.h and the provenance; its answer
+//! A checkout's `git describe --abbrev=6 --always --tags` (the tree's,
+//! ChibiOS's, a userspace's), remembered in the cache. Its walk from HEAD to
+//! the nearest tags was most of the git work a build does in a checkout of
+//! QMK (~30 ms of CPU for the tree's 12k commits and 1.5k tags, ~100 ms for
+//! a ChibiOS with no tag near), on every build, for version.h and the
+//! provenance; its answer
 //! follows from the commit at HEAD, the tag refs and git itself, which are
 //! the key. Only the abbreviated hash in it can change besides them (an
 //! object added later can make six digits ambiguous), so that part is
