@@ -24,7 +24,8 @@ pub struct DescribeState {
     short: String,
     common_dir: PathBuf,
     refs: Refs,
-    env: BTreeMap<String, String>,
+    /// The answer's key in the cache.
+    key: ActionKey,
 }
 
 /// The tag refs: the bytes they are stored in, and their names.
@@ -70,18 +71,20 @@ impl DescribeState {
         if unkeyed {
             return None;
         }
+        let refs = read_refs(&common_dir)?;
+        let key = key(head, &refs, git_env(std::env::vars()))?;
         Some(DescribeState {
             head: head.to_string(),
             short: short.to_string(),
-            refs: read_refs(&common_dir)?,
+            refs,
             common_dir,
-            env: git_env(std::env::vars()),
+            key,
         })
     }
 
     /// The remembered answer for this state, with today's abbreviation.
     pub fn recall(&self, cas: &LocalCas) -> Option<String> {
-        let result = cas.get_action(&self.key()?).ok()??;
+        let result = cas.get_action(&self.key).ok()??;
         let form = cas.get_blob(&result.output("form")?.digest).ok()??;
         let form = Form::decode(std::str::from_utf8(&form).ok()?)?;
         Some(form.render(&self.short))
@@ -97,12 +100,10 @@ impl DescribeState {
         if read_refs(&self.common_dir).as_ref() != Some(&self.refs) {
             return;
         }
-        if let Some(key) = self.key() {
-            let encoded = form.encode();
-            let action = NewAction::success(vec![NewOutput::bytes("form", encoded.as_bytes())]);
-            // A hint: failing to store it only costs describe's walk.
-            let _ = cas.put_action(&key, &action);
-        }
+        let encoded = form.encode();
+        let action = NewAction::success(vec![NewOutput::bytes("form", encoded.as_bytes())]);
+        // A hint: failing to store it only costs describe's walk.
+        let _ = cas.put_action(&self.key, &action);
     }
 
     /// The describe to run for this state: the same as QMK's, of the
@@ -111,25 +112,40 @@ impl DescribeState {
         let [d, abbrev, always, tags] = DESCRIBE_PLAIN;
         [d, abbrev, always, tags, &self.head]
     }
+}
 
-    fn key(&self) -> Option<ActionKey> {
-        // git itself: another version may walk or choose otherwise.
-        let git = keyfab_build::db::tool_identity("git")?;
-        Some(
-            CommandKey {
-                kind: "git-describe".into(),
-                tool: git,
-                argv: DESCRIBE_PLAIN.iter().map(Into::into).collect(),
-                cwd: PathBuf::new(),
-                env: self.env.clone(),
-                inputs: vec![
-                    ("HEAD".into(), Digest::of(self.head.as_bytes())),
-                    ("refs/tags".into(), self.refs.digest),
-                ],
-            }
-            .key(),
-        )
-    }
+/// The key of describe's answer for the commit `head` with these tag refs,
+/// run by the git on `PATH` (another version may walk or choose otherwise:
+/// its file's path, size, time and inode stand for it, which costs a stat
+/// where hashing it and asking its version cost ~20 ms on a fresh cache)
+/// with the `GIT_*` environment `env`.
+fn key(head: &str, refs: &Refs, env: BTreeMap<String, String>) -> Option<ActionKey> {
+    use std::os::unix::fs::MetadataExt as _;
+    let git = keyfab_build::exec::resolve_program("git")?;
+    let meta = std::fs::metadata(&git).ok()?;
+    let stamp = format!(
+        "{}\0{}\0{}.{}\0{}:{}",
+        git.display(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.dev(),
+        meta.ino()
+    );
+    Some(
+        CommandKey {
+            kind: "git-describe".into(),
+            tool: Digest::of(stamp.as_bytes()),
+            argv: DESCRIBE_PLAIN.iter().map(Into::into).collect(),
+            cwd: PathBuf::new(),
+            env,
+            inputs: vec![
+                ("HEAD".into(), Digest::of(head.as_bytes())),
+                ("refs/tags".into(), refs.digest),
+            ],
+        }
+        .key(),
+    )
 }
 
 /// describe without `--dirty`, as QMK's command has it.
