@@ -14,9 +14,8 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
     crate::audit_cmds::pin_date_macros(&mut opts.env);
     let cas = open_cache(&opts, false)?;
-    let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe);
+    let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe, Some(cas.clone()));
     if let Some(h) = &host {
-        h.remember_describe_in(cas.clone());
         // A dry run records nothing, and with its plan from the cache it
         // runs no make that asks for version.h: git would only outlive it.
         if !a.dry_run {

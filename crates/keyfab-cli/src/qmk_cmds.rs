@@ -684,11 +684,10 @@ pub struct InProcessGenerators {
 
 /// version.h's values by (`--skip-git`, `--skip-all`), found once per
 /// command, and the cache that remembers the checkouts' `git describe`
-/// walks across commands once the command has opened it.
-#[derive(Default)]
+/// walks across commands.
 pub struct Versions {
     found: std::sync::Mutex<std::collections::HashMap<(bool, bool), crate::gen_cmds::Versions>>,
-    memo: std::sync::OnceLock<Arc<keyfab_cas::LocalCas>>,
+    memo: Option<Arc<keyfab_cas::LocalCas>>,
 }
 
 /// The (`--skip-git`, `--skip-all`) QMK's makefiles give version.h for a
@@ -726,7 +725,7 @@ fn memoized_versions(
     ctx: &Context,
     (skip_git, skip_all): (bool, bool),
 ) -> crate::gen_cmds::Versions {
-    let cas = memo.memo.get().map(|c| &**c);
+    let cas = memo.memo.as_deref();
     let mut found = memo.found.lock().unwrap_or_else(|e| e.into_inner());
     found
         .entry((skip_git, skip_all))
@@ -736,8 +735,14 @@ fn memoized_versions(
 
 impl InProcessGenerators {
     /// For builds in `tree` by this binary (`exe`). The context is the one a
-    /// generator spawned in the tree's folder would discover.
-    pub fn new(tree: &keyfab_tree::Tree, exe: &Path) -> anyhow::Result<InProcessGenerators> {
+    /// generator spawned in the tree's folder would discover. `memo`: the
+    /// cache that remembers the checkouts' `git describe` walks (a walk was
+    /// most of a build's git work in a checkout).
+    pub fn new(
+        tree: &keyfab_tree::Tree,
+        exe: &Path,
+        memo: Option<Arc<keyfab_cas::LocalCas>>,
+    ) -> anyhow::Result<InProcessGenerators> {
         let root = tree.root();
         let qmk_home = std::env::var_os("QMK_HOME").map(PathBuf::from);
         let env_us = std::env::var_os("QMK_USERSPACE").map(PathBuf::from);
@@ -751,7 +756,10 @@ impl InProcessGenerators {
             exe: exe.display().to_string(),
             engine: std::sync::OnceLock::new(),
             queries: std::sync::OnceLock::new(),
-            versions: Default::default(),
+            versions: Versions {
+                found: Default::default(),
+                memo,
+            },
             year: crate::gen_cmds::current_year(),
         })
     }
@@ -781,13 +789,6 @@ impl InProcessGenerators {
                 .clone();
             engine.with_queries(queries)
         })
-    }
-
-    /// Remembers the checkouts' `git describe` walks in `cas` from now on
-    /// (across commands: a walk was most of a build's git work in a
-    /// checkout). The first cache given is kept.
-    pub fn remember_describe_in(&self, cas: Arc<keyfab_cas::LocalCas>) {
-        let _ = self.versions.memo.set(cas);
     }
 
     /// Starts finding version.h's values now, on a thread of its own. QMK's
@@ -875,15 +876,17 @@ impl std::ops::Deref for TargetEngine<'_> {
 }
 
 /// The in-process generators for builds in `tree`, unless
-/// `KEYFAB_SPAWN_GENERATORS` is set (then every call spawns, as make would).
+/// `KEYFAB_SPAWN_GENERATORS` is set (then every call spawns, as make would);
+/// `memo` as [`InProcessGenerators::new`].
 pub fn in_process_generators(
     tree: &keyfab_tree::Tree,
     exe: &Path,
+    memo: Option<Arc<keyfab_cas::LocalCas>>,
 ) -> Option<std::sync::Arc<InProcessGenerators>> {
     if std::env::var_os("KEYFAB_SPAWN_GENERATORS").is_some() {
         return None;
     }
-    InProcessGenerators::new(tree, exe)
+    InProcessGenerators::new(tree, exe, memo)
         .ok()
         .map(std::sync::Arc::new)
 }

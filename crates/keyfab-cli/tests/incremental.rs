@@ -113,8 +113,11 @@ impl Session {
     fn build(&mut self) -> (TargetReport, Log) {
         let exec = Executor::new(self.tree.root(), &self.cas, 2);
         if self.in_process {
-            let host =
-                keyfab_cli::qmk_cmds::in_process_generators(&self.tree, &self.opts.keyfab_exe);
+            let host = keyfab_cli::qmk_cmds::in_process_generators(
+                &self.tree,
+                &self.opts.keyfab_exe,
+                None,
+            );
             assert!(host.is_some(), "KEYFAB_SPAWN_GENERATORS is set");
             exec.set_generator_host(host.map(|h| h as std::sync::Arc<dyn GeneratorHost>));
         }
