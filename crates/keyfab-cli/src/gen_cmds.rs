@@ -203,10 +203,8 @@ fn describe_other<'s>(
 }
 
 /// [`describe`] of a checkout of its own (ChibiOS's, a userspace), with its
-/// walk from `memo`: the describe without `--dirty` ([`described_plain`])
-/// and the suffix from the two diffs, as for the tree ([`dirty_from_diffs`];
-/// ~100 ms of walk saved in a ChibiOS checkout with no tag near). Describe
-/// itself with `--dirty` where they do not settle it.
+/// walk from `memo` ([`describe_by_diffs`]; ~100 ms of walk saved in a
+/// ChibiOS checkout with no tag near).
 fn describe_checkout(
     repo: &Path,
     check: Option<&str>,
@@ -215,21 +213,26 @@ fn describe_checkout(
     if memo.is_none() || !describes(repo, check) {
         return describe(repo, check);
     }
-    let (plain, diff, cached, settings) = std::thread::scope(|s| {
-        let run = |args: &'static [&'static str]| s.spawn(move || git(repo, args));
-        let diff = run(&["diff", "--quiet"]);
-        let cached = run(&["diff", "--quiet", "--cached"]);
-        let settings = run(&DIFF_SETTINGS);
+    Some(describe_by_diffs(repo, memo).0)
+}
+
+/// The checkout's `git describe --dirty` ([`DESCRIBE`]) as (describe, `git
+/// diff --quiet`, `git diff --quiet --cached`): the describe without
+/// `--dirty` ([`described_plain`], its walk from `memo`) runs beside the two
+/// diffs, which settle its suffix ([`dirty_from_diffs`]), so git scans the
+/// work tree once; describe itself with `--dirty` where they do not.
+fn describe_by_diffs(repo: &Path, memo: Option<&LocalCas>) -> (GitAnswer, GitAnswer, GitAnswer) {
+    std::thread::scope(|s| {
+        let in_repo = in_git_repo(repo);
+        let diff = task(s, in_repo, || git(repo, &["diff", "--quiet"]));
+        let cached = task(s, in_repo, || git(repo, &["diff", "--quiet", "--cached"]));
+        let settings = task(s, in_repo, || git(repo, &DIFF_SETTINGS));
         let plain = described_plain(repo, memo);
-        let join = |h: std::thread::ScopedJoinHandle<'_, GitAnswer>| {
-            h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-        };
-        (plain, join(diff), join(cached), join(settings))
-    });
-    match dirty_from_diffs(&plain, &diff, &cached, &settings) {
-        Some(v) => Some(Ok(v)),
-        None => describe(repo, check),
-    }
+        let (diff, cached) = (diff.get(), cached.get());
+        let version = dirty_from_diffs(&plain, &diff, &cached, &settings.get())
+            .map_or_else(|| git(repo, &DESCRIBE), Ok);
+        (version, diff, cached)
+    })
 }
 
 /// Whether [`describe`] starts git.
@@ -327,20 +330,13 @@ pub fn version_info(
     let (diff, diff_cached, version, hash, chibios, contrib, userspace) = std::thread::scope(|s| {
         let other = |dir, check| describe_other(s, dir, check, tree_checkout.as_deref(), memo);
         let in_repo = in_git_repo(root);
-        let diff = task(s, in_repo, || git(root, &["diff", "--quiet"]));
-        let diff_cached = task(s, in_repo, || git(root, &["diff", "--quiet", "--cached"]));
-        // The tree's describe without `--dirty`: its suffix follows from
-        // the diffs above, and its work-tree scan would be theirs again.
-        let plain = task(s, in_repo, || described_plain(root, memo));
-        let settings = task(s, in_repo, || git(root, &DIFF_SETTINGS));
         let hash = task(s, in_repo, || git(root, &["rev-parse", "--short", "HEAD"]));
         let chibios = other(&chibios_dir, Some("os"));
         let contrib = other(&contrib_dir, None);
         let userspace = userspace_dir.as_deref().map(|us| other(us, None));
-        let (diff, diff_cached) = (diff.get(), diff_cached.get());
-        let version = dirty_from_diffs(&plain.get(), &diff, &diff_cached, &settings.get())
-            .map(|v| Some(Ok(v)))
-            .unwrap_or_else(|| describe(root, None));
+        // QMK's two diffs of the tree settle its describe's suffix too.
+        let (version, diff, diff_cached) = describe_by_diffs(root, memo);
+        let version = Some(version);
         let or_tree = |t: Option<Task<'_, _>>| t.map_or_else(|| version.clone(), Task::get);
         (
             diff,
