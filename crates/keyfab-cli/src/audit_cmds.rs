@@ -1305,15 +1305,17 @@ fn git_config_env(earlier: Option<&str>, settings: &[(&str, &str)]) -> Vec<(Stri
 fn copy_tree(src: &Path, dest: &Path, git_dirs: &Path) -> anyhow::Result<usize> {
     let mut checkouts = 0;
     copy_dir(src, dest, true, &mut |from, to| {
-        checkouts += 1;
-        link_checkout(from, to, &git_dirs.join(checkouts.to_string()))
+        let own = git_dirs.join((checkouts + 1).to_string());
+        checkouts += usize::from(link_checkout(from, to, &own)?);
+        Ok(())
     })?;
     Ok(checkouts)
 }
 
 /// Points the copy's `.git` (`to`) at a git folder of its own (`own`) for
-/// the checkout whose `.git` is `from` (a folder, or a file naming one).
-fn link_checkout(from: &Path, to: &Path, own: &Path) -> anyhow::Result<()> {
+/// the checkout whose `.git` is `from` (a folder, or a file naming one);
+/// false when `from` is no git's, and was copied as it is.
+fn link_checkout(from: &Path, to: &Path, own: &Path) -> anyhow::Result<bool> {
     let resolve = |base: &Path, named: &str| base.join(named.trim());
     let git_dir = if from.is_dir() {
         from.to_path_buf()
@@ -1323,7 +1325,7 @@ fn link_checkout(from: &Path, to: &Path, own: &Path) -> anyhow::Result<()> {
         let Some(named) = text.trim().strip_prefix("gitdir:") else {
             // Not git's: a file like any other.
             std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
-            return Ok(());
+            return Ok(false);
         };
         resolve(from.parent().unwrap_or(Path::new(".")), named)
     };
@@ -1342,7 +1344,7 @@ fn link_checkout(from: &Path, to: &Path, own: &Path) -> anyhow::Result<()> {
         }
     }
     std::fs::write(to, format!("gitdir: {}\n", own.display()))?;
-    Ok(())
+    Ok(true)
 }
 
 /// Copies `src` into `dest`, files with their modification times; a `.git`
