@@ -498,10 +498,7 @@ fn a_new_revision_alone_adds_no_provenance_body() {
     std::fs::write(fx.tree.join("NOTES.txt"), "not read by any build\n").unwrap();
     git(&fx.tree, &["add", "NOTES.txt"]);
     git(&fx.tree, &["commit", "-q", "-m", "notes"]);
-    let revision = git(
-        &fx.tree,
-        &["describe", "--abbrev=6", "--dirty", "--always", "--tags"],
-    );
+    let revision = git(&fx.tree, &DESCRIBE_DIRTY);
     assert!(revision.starts_with("v1.2.3-1-g"), "{revision}");
     fx.run_with(epoch, &["build", "solo:default"]).ok();
     let after = fx.cache_stats();
@@ -772,10 +769,7 @@ fn set_times_under(dir: &std::path::Path, t: std::time::SystemTime) {
 #[test]
 fn an_audit_rebuilds_version_h_with_every_checkouts_git_state() {
     let fx = fixture();
-    let mk = fx.tree.join("builddefs/build_keyboard.mk");
-    let text = std::fs::read_to_string(&mk).unwrap();
-    // version.h with git, as QMK's makefiles ask for it.
-    std::fs::write(&mk, text.replace(" --skip-git -q", " -q")).unwrap();
+    version_h_with_git(&fx.tree);
     std::fs::write(fx.tree.join(".gitignore"), ".build/\n*.hex\n").unwrap();
     commit_all(&fx.tree);
     let upstream = fx.tmp.path().join("contrib-upstream");

@@ -4,7 +4,7 @@
 mod util;
 
 use std::path::Path;
-use util::{commit_all, copy_fixture, git, keyfab, run, Run};
+use util::{commit_all, copy_fixture, git, keyfab, run, version_h_with_git, Run, DESCRIBE_DIRTY};
 
 /// 2023-11-14 22:13:20 UTC: every date in the outputs comes from here.
 const EPOCH: &str = "1700000000";
@@ -484,8 +484,7 @@ fn version_h_describes_a_folder_of_the_checkout_as_the_tree() {
     let makefile = tree.join("builddefs/build_keyboard.mk");
     let text = read(&makefile);
     std::fs::write(&makefile, format!("{text}# edited\n")).unwrap();
-    let describe = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
-    assert_eq!(git(&contrib, &describe), "0.1.0-dirty");
+    assert_eq!(git(&contrib, &DESCRIBE_DIRTY), "0.1.0-dirty");
     qmk(&tree, &["generate-version-h", "-q", "-o", "o/v.h"]).ok();
     let v = read(tree.join("o/v.h"));
     assert!(v.contains("#define QMK_VERSION \"0.1.0-dirty\"\n"), "{v}");
@@ -530,8 +529,7 @@ fn version_h_dirty_suffix_is_gits_in_every_state() {
             .success()
     };
     let check = |state: &str, want: &str| {
-        let describe = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
-        assert_eq!(git(&tree, &describe), want, "{state}: git");
+        assert_eq!(git(&tree, &DESCRIBE_DIRTY), want, "{state}: git");
         let star = differs(&[]) || differs(&["--cached"]);
         qmk(&tree, &["generate-version-h", "-q", "-o", "o/v.h"]).ok();
         let v = read(tree.join("o/v.h"));
@@ -573,8 +571,7 @@ fn version_h_dirty_suffix_is_gits_in_every_state() {
 fn tree_with_git_versions() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let (t, tree) = copy_fixture("tree");
     let cache = t.path().join("cache");
-    let mk = tree.join("builddefs/build_keyboard.mk");
-    std::fs::write(&mk, read(&mk).replace(" --skip-git -q", " -q")).unwrap();
+    version_h_with_git(&tree);
     std::fs::write(tree.join(".gitignore"), ".build/\n*.hex\ntrace*\n").unwrap();
     commit_all(&tree);
     (t, tree, cache)
@@ -608,8 +605,6 @@ fn defined(v: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} in\n{v}"))
         .to_string()
 }
-
-const DESCRIBE_DIRTY: [&str; 5] = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
 
 /// A build remembers the tree's `git describe` in its cache, keyed on the
 /// commit at HEAD and the tag refs: in every state of a checkout version.h's

@@ -91,6 +91,19 @@ pub fn git(tree: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// QMK's `git describe` (version.h's `QMK_VERSION`), as git's own answer to
+/// compare with.
+pub const DESCRIBE_DIRTY: [&str; 5] = ["describe", "--abbrev=6", "--dirty", "--always", "--tags"];
+
+/// Makes the fixture tree's builds write version.h with git, as QMK's
+/// makefiles ask for it (the fixture's own pass `--skip-git`).
+pub fn version_h_with_git(tree: &Path) {
+    let mk = tree.join("builddefs/build_keyboard.mk");
+    let text = std::fs::read_to_string(&mk).unwrap();
+    assert!(text.contains(" --skip-git -q"), "{text}");
+    std::fs::write(&mk, text.replace(" --skip-git -q", " -q")).unwrap();
+}
+
 /// Makes `dir` a git checkout of one commit holding all its files.
 pub fn commit_all(dir: &Path) {
     git(dir, &["init", "-q"]);
