@@ -9,12 +9,10 @@
 //! object added later can make six digits ambiguous), so that part is
 //! asked again each time, by the one `git rev-parse` the key needs anyway.
 
+use crate::gen_cmds::GitAnswer;
 use keyfab_cas::{ActionKey, CommandKey, Digest, LocalCas, NewAction, NewOutput};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// What git prints, or its exit code and stderr (as `gen_cmds::git`).
-type GitAnswer = Result<String, (i32, String)>;
 
 /// What a checkout's describe depends on, read at one moment.
 pub struct DescribeState {

@@ -84,7 +84,7 @@ fn checkout_of(dir: &Path) -> Option<PathBuf> {
 }
 
 /// What a git command printed (trimmed), or its exit code and stderr.
-type GitAnswer = Result<String, (i32, String)>;
+pub(crate) type GitAnswer = Result<String, (i32, String)>;
 
 /// Runs git in `dir`; stdout trimmed on success.
 fn git(dir: &Path, args: &[&str]) -> GitAnswer {
