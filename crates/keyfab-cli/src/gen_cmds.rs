@@ -4,6 +4,7 @@
 
 use crate::cli::{Context, GenerateArgs};
 use crate::describe_memo::{DescribeState, DESCRIBE_PLAIN};
+use crate::dirty_witness::{dirt, Dirt};
 use crate::qmk_cmds::{self, Env, Kind, QmkArgs};
 use anyhow::{bail, Context as _};
 use keyfab_cas::LocalCas;
@@ -87,33 +88,37 @@ fn checkout_of(dir: &Path) -> Option<PathBuf> {
 pub(crate) type GitAnswer = Result<String, (i32, String)>;
 
 /// Runs git in `dir`; stdout trimmed on success.
-fn git(dir: &Path, args: &[&str]) -> GitAnswer {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> GitAnswer {
+    match git_output(dir, args) {
+        (0, stdout, _) => Ok(String::from_utf8_lossy(&stdout).trim().to_string()),
+        (code, _, stderr) => Err((code, stderr)),
+    }
+}
+
+/// Runs git in `dir`: its exit code, stdout and stderr (trimmed); outside
+/// a repository what git says there, without running it.
+pub(crate) fn git_output(dir: &Path, args: &[&str]) -> (i32, Vec<u8>, String) {
     if !in_git_repo(dir) {
-        // What git says outside a repository (`git diff` exits 129 there).
+        // `git diff` exits 129 there.
         let code = if args.first() == Some(&"diff") {
             129
         } else {
             128
         };
-        return Err((
-            code,
-            "fatal: not a git repository (or any of the parent directories): .git".into(),
-        ));
+        let fatal = "fatal: not a git repository (or any of the parent directories): .git";
+        return (code, Vec::new(), fatal.into());
     }
-    let out = Command::new("git")
+    let out = match Command::new("git")
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| (-1, e.to_string()))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err((
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ))
-    }
+    {
+        Ok(out) => out,
+        Err(e) => return (-1, Vec::new(), e.to_string()),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    (out.status.code().unwrap_or(-1), out.stdout, stderr)
 }
 
 /// The `git describe` of QMK's `git_get_version(repo_dir, check_dir)`:
@@ -138,36 +143,24 @@ const DIFF_SETTINGS: [&str; 3] = [
 ];
 
 /// What `git describe --dirty` ([`DESCRIBE`]) prints, from the describe
-/// without it and the two diffs QMK runs for the tree anyway. describe's
-/// suffix says whether `git diff-index HEAD` finds changes after refreshing
-/// the index: an index that differs from `HEAD` does, even where the file
-/// is as in `HEAD` again (the entry no longer matches the file, which is
-/// then not hashed); so does a file that differs from the index; nothing
-/// else does. `None` where only describe can say: a failure, or `diff.*`
-/// settings found (`settings` is [`DIFF_SETTINGS`]' answer, which exits 1
-/// when there are none).
-fn dirty_from_diffs(
-    plain: &GitAnswer,
-    diff: &GitAnswer,
-    cached: &GitAnswer,
-    settings: &GitAnswer,
-) -> Option<String> {
-    // `git diff --quiet` exits 1 for changes; anything else is a failure.
-    let changed = |r: &GitAnswer| match r {
-        Ok(_) => Some(false),
-        Err((1, _)) => Some(true),
-        Err(_) => None,
-    };
+/// without it and the two diffs QMK runs for the tree anyway (`dirt`).
+/// describe's suffix says whether `git diff-index HEAD` finds changes after
+/// refreshing the index: an index that differs from `HEAD` does, even where
+/// the file is as in `HEAD` again (the entry no longer matches the file,
+/// which is then not hashed); so does a file that differs from the index;
+/// nothing else does. `None` where only describe can say: a failure, or
+/// `diff.*` settings found (`settings` is [`DIFF_SETTINGS`]' answer, which
+/// exits 1 when there are none).
+fn dirty_from_diffs(plain: &GitAnswer, dirt: Dirt, settings: &GitAnswer) -> Option<String> {
     let plain = plain.as_ref().ok()?;
     if !matches!(settings, Err((1, _))) {
         return None;
     }
-    let (work_tree, index) = (changed(diff)?, changed(cached)?);
-    Some(if work_tree || index {
-        format!("{plain}-dirty")
-    } else {
-        plain.clone()
-    })
+    match dirt {
+        Dirt::Clean => Some(plain.clone()),
+        Dirt::Changed => Some(format!("{plain}-dirty")),
+        Dirt::Failed => None,
+    }
 }
 
 /// The tree's describe without `--dirty` ([`DESCRIBE_PLAIN`]), from `memo`
@@ -216,22 +209,23 @@ fn describe_checkout(
     Some(describe_by_diffs(repo, memo).0)
 }
 
-/// The checkout's `git describe --dirty` ([`DESCRIBE`]) as (describe, `git
-/// diff --quiet`, `git diff --quiet --cached`): the describe without
-/// `--dirty` ([`described_plain`], its walk from `memo`) runs beside the two
+/// The checkout's `git describe --dirty` ([`DESCRIBE`]) and what QMK's
+/// `git diff --quiet` and `git diff --quiet --cached` say together
+/// ([`dirt`], from the witnesses in `memo`): the describe without
+/// `--dirty` ([`described_plain`], its walk from `memo`) runs beside the
 /// diffs, which settle its suffix ([`dirty_from_diffs`]), so git scans the
-/// work tree once; describe itself with `--dirty` where they do not.
-fn describe_by_diffs(repo: &Path, memo: Option<&LocalCas>) -> (GitAnswer, GitAnswer, GitAnswer) {
+/// work tree once at most; describe itself with `--dirty` where they do
+/// not.
+fn describe_by_diffs(repo: &Path, memo: Option<&LocalCas>) -> (GitAnswer, Dirt) {
     std::thread::scope(|s| {
         let in_repo = in_git_repo(repo);
-        let diff = task(s, in_repo, || git(repo, &["diff", "--quiet"]));
-        let cached = task(s, in_repo, || git(repo, &["diff", "--quiet", "--cached"]));
+        let diffs = task(s, in_repo, || dirt(repo, memo));
         let settings = task(s, in_repo, || git(repo, &DIFF_SETTINGS));
         let plain = described_plain(repo, memo);
-        let (diff, cached) = (diff.get(), cached.get());
-        let version = dirty_from_diffs(&plain, &diff, &cached, &settings.get())
+        let diffs = diffs.get();
+        let version = dirty_from_diffs(&plain, diffs, &settings.get())
             .map_or_else(|| git(repo, &DESCRIBE), Ok);
-        (version, diff, cached)
+        (version, diffs)
     })
 }
 
@@ -327,7 +321,7 @@ pub fn version_info(
     // folder of the tree's own (a submodule not checked out, say) is
     // described as the tree is, without git once more.
     let tree_checkout = checkout_of(root);
-    let (diff, diff_cached, version, hash, chibios, contrib, userspace) = std::thread::scope(|s| {
+    let (diffs, version, hash, chibios, contrib, userspace) = std::thread::scope(|s| {
         let other = |dir, check| describe_other(s, dir, check, tree_checkout.as_deref(), memo);
         let in_repo = in_git_repo(root);
         let hash = task(s, in_repo, || git(root, &["rev-parse", "--short", "HEAD"]));
@@ -335,12 +329,11 @@ pub fn version_info(
         let contrib = other(&contrib_dir, None);
         let userspace = userspace_dir.as_deref().map(|us| other(us, None));
         // QMK's two diffs of the tree settle its describe's suffix too.
-        let (version, diff, diff_cached) = describe_by_diffs(root, memo);
+        let (version, diffs) = describe_by_diffs(root, memo);
         let version = Some(version);
         let or_tree = |t: Option<Task<'_, _>>| t.map_or_else(|| version.clone(), Task::get);
         (
-            diff,
-            diff_cached,
+            diffs,
             version.clone(),
             hash.get(),
             or_tree(chibios),
@@ -348,7 +341,8 @@ pub fn version_info(
             userspace.map(or_tree),
         )
     });
-    let dirty = diff.is_err() || diff_cached.is_err();
+    // QMK's star: either diff exits non-zero.
+    let dirty = diffs != Dirt::Clean;
     let described = version.clone().and_then(Result::ok);
     let version = git_version(version, quiet).unwrap_or_else(|| date.clone());
     let hash = hash.unwrap_or_else(|_| "Unknown".into());
@@ -535,32 +529,26 @@ mod tests {
 
     #[test]
     fn describes_dirty_suffix_from_the_diffs_unless_settings_or_failures() {
-        let ok = || Ok(String::new());
-        let changed = || Err((1, String::new()));
         let failed = || Err((128, "fatal".to_string()));
         let plain: GitAnswer = Ok("0.1.0-3-gabcdef".into());
-        let none_set = changed();
-        let derive = |diff, cached, settings| dirty_from_diffs(&plain, &diff, &cached, &settings);
+        let none_set: GitAnswer = Err((1, String::new()));
+        let derive = |dirt, settings| dirty_from_diffs(&plain, dirt, &settings);
         assert_eq!(
-            derive(ok(), ok(), none_set.clone()).as_deref(),
+            derive(Dirt::Clean, none_set.clone()).as_deref(),
             Some("0.1.0-3-gabcdef")
         );
-        let dirty = Some("0.1.0-3-gabcdef-dirty");
-        assert_eq!(derive(changed(), ok(), none_set.clone()).as_deref(), dirty);
-        assert_eq!(derive(ok(), changed(), none_set.clone()).as_deref(), dirty);
-        // Both, even where they cancel out: describe goes by the index.
         assert_eq!(
-            derive(changed(), changed(), none_set.clone()).as_deref(),
-            dirty
+            derive(Dirt::Changed, none_set.clone()).as_deref(),
+            Some("0.1.0-3-gabcdef-dirty")
         );
         // A diff that failed, settings found (exit 0) or unreadable.
-        assert_eq!(derive(failed(), ok(), none_set.clone()), None);
+        assert_eq!(derive(Dirt::Failed, none_set.clone()), None);
         assert_eq!(
-            derive(ok(), ok(), Ok("diff.ignoresubmodules all".into())),
+            derive(Dirt::Clean, Ok("diff.ignoresubmodules all".into())),
             None
         );
-        assert_eq!(derive(ok(), ok(), failed()), None);
+        assert_eq!(derive(Dirt::Clean, failed()), None);
         // No describe to suffix.
-        assert_eq!(dirty_from_diffs(&failed(), &ok(), &ok(), &none_set), None);
+        assert_eq!(dirty_from_diffs(&failed(), Dirt::Clean, &none_set), None);
     }
 }

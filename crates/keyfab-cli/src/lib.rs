@@ -9,6 +9,7 @@ mod build_cmds;
 mod cache_cmds;
 pub mod cli;
 mod describe_memo;
+mod dirty_witness;
 mod gen_cmds;
 mod info_cmds;
 pub mod qmk_cmds;

@@ -736,7 +736,7 @@ fn an_audits_git_reads_no_file_of_the_copy_again() {
     let events = std::fs::read_to_string(&trace).unwrap();
     // git did compare the copy with an index (version.h's diffs) …
     assert!(
-        events.contains(r#""argv":["git","diff","--quiet"]"#),
+        events.contains(r#""argv":["git","diff","--name-only","-z","--exit-code"]"#),
         "{events}"
     );
     assert!(events.contains(r#""key":"read/cache_nr""#), "{events}");

@@ -702,3 +702,78 @@ fn version_h_describes_another_checkout_as_git_does_in_every_state() {
     std::fs::write(&file, "int e;\n").unwrap();
     check("changed, with diff settings", &format!("{on}-dirty"), 1);
 }
+
+/// Whether `git diff --quiet ARGS` finds changes in `dir`, as QMK asks.
+fn diff_finds_changes(dir: &Path, args: &[&str]) -> bool {
+    let status = std::process::Command::new("git")
+        .args(["diff", "--quiet"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(matches!(status.code(), Some(0 | 1)), "git diff: {status}");
+    status.code() == Some(1)
+}
+
+/// A dirty checkout is found dirty by the path that made it dirty last
+/// time (its witness): version.h's dirty marks are git's own in every
+/// state, and a build whose witness still shows changes runs neither
+/// whole diff (git's trace counts them).
+#[test]
+fn version_h_finds_a_dirty_checkout_by_its_last_witness() {
+    let (t, tree, cache) = tree_with_git_versions();
+    let trace = t.path().join("trace");
+    let (a, b) = (tree.join("NOTES.txt"), tree.join("keyboards/README.md"));
+    std::fs::write(&a, "a\n").unwrap();
+    std::fs::write(&b, "b\n").unwrap();
+    git(&tree, &["add", "-A"]);
+    git(&tree, &["commit", "-q", "-m", "notes"]);
+    // (state, whole work-tree diffs and whole index diffs in its second build)
+    let check = |state: &str, whole_again: (usize, usize)| {
+        let dirty = diff_finds_changes(&tree, &[]) || diff_finds_changes(&tree, &["--cached"]);
+        let hash = git(&tree, &["rev-parse", "--short", "HEAD"]);
+        let star = if dirty { "*" } else { "" };
+        let want_hash = format!("#define QMK_GIT_HASH  \"{hash}{star}\"\n");
+        let want_version = git(&tree, &DESCRIBE_DIRTY);
+        for build in ["first", "second"] {
+            run(keyfab(&tree)
+                .arg("--cache")
+                .arg(&cache)
+                .env("GIT_TRACE2_EVENT", &trace)
+                .args(["build", "solo:default"]))
+            .ok();
+            let v = read(tree.join(".build/obj_solo_default/src/version.h"));
+            assert!(v.contains(&want_hash), "{state}, {build} build: {v}");
+            let version = defined(&v, "QMK_VERSION");
+            assert_eq!(version, want_version, "{state}, {build} build");
+            let starts = read(&trace);
+            std::fs::remove_file(&trace).unwrap();
+            let whole = |cached: bool| {
+                starts
+                    .lines()
+                    .filter(|l| l.contains(r#""event":"start""#) && l.contains("--name-only"))
+                    .filter(|l| l.contains("--cached") == cached)
+                    .count()
+            };
+            if build == "second" {
+                assert_eq!((whole(false), whole(true)), whole_again, "{state}");
+            }
+        }
+    };
+    check("clean", (1, 1));
+    std::fs::write(&a, "a, changed\n").unwrap();
+    check("one file changed", (0, 0));
+    std::fs::write(&a, "a\n").unwrap();
+    std::fs::write(&b, "b, changed\n").unwrap();
+    check("that file undone, another changed", (0, 0));
+    // Written again as it was: only its stat data differ from the index.
+    std::fs::write(&b, "b\n").unwrap();
+    check("all undone", (1, 1));
+    std::fs::write(&a, "a, staged\n").unwrap();
+    git(&tree, &["add", "NOTES.txt"]);
+    check("staged", (0, 0));
+    git(&tree, &["reset", "-q", "--hard"]);
+    check("reset", (1, 1));
+    std::fs::remove_file(&b).unwrap();
+    check("a file deleted", (0, 0));
+}
