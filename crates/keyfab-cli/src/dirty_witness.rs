@@ -1,7 +1,8 @@
 //! QMK's `git diff --quiet` and `git diff --quiet --cached` of a checkout,
 //! answered from one path when that suffices. The work-tree diff stats
 //! every tracked file (~45 ms for QMK's 23k on a 2-core VM, most of a
-//! no-op build in a checkout); a checkout that is dirty usually stays dirty
+//! no-op build in a checkout) and runs `git status` in each checked-out
+//! submodule at its recorded commit; a checkout that is dirty usually stays dirty
 //! by the same file between builds (the keymap being edited). So the cache
 //! remembers, for each diff, the first path its last whole run named (its
 //! witness), and the next build first asks git about those paths alone:
@@ -18,7 +19,7 @@ use std::path::Path;
 
 /// Which of QMK's two diffs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Diff {
+enum Diff {
     /// `git diff --quiet`: the work tree against the index.
     WorkTree,
     /// `git diff --quiet --cached`: the index against `HEAD`.
