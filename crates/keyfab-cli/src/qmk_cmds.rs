@@ -496,7 +496,13 @@ pub fn generate(env: &mut Env, kind: Kind, a: &QmkArgs) -> anyhow::Result<Genera
             let v = match env.versions {
                 // A sweep's targets share one tree: git runs once for them all.
                 Some(memo) => memoized_versions(memo, env.ctx, flags),
-                None => crate::gen_cmds::version_info(env.ctx, flags.0, flags.1, env.quiet, None),
+                None => {
+                    let memo = (!flags.0 && !flags.1)
+                        .then(|| existing_cache(env.ctx))
+                        .flatten();
+                    let quiet = env.quiet;
+                    crate::gen_cmds::version_info(env.ctx, flags.0, flags.1, quiet, memo.as_ref())
+                }
             };
             keyfab_gen::version_h(&v.info, year)
         }
@@ -716,6 +722,16 @@ pub fn tree_revision(
         }
         _ => keyfab_build::target::tree_revision(tree.root()),
     }
+}
+
+/// The cache the user's builds use, when there is one (run by hand, or by
+/// a make of the user's, `generate-version-h` remembers describe's walk
+/// and the dirty witnesses there as a build does; it makes no cache).
+fn existing_cache(ctx: &Context) -> Option<keyfab_cas::LocalCas> {
+    let dir = keyfab_cas::cache_dir(ctx.cache.as_deref(), |k| std::env::var(k).ok())?;
+    dir.is_dir()
+        .then(|| keyfab_cas::LocalCas::open(&dir).ok())
+        .flatten()
 }
 
 /// version.h's values for these flags, found once (quietly, as in-process

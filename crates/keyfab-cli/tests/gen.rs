@@ -777,3 +777,45 @@ fn version_h_finds_a_dirty_checkout_by_its_last_witness() {
     std::fs::remove_file(&b).unwrap();
     check("a file deleted", (0, 0));
 }
+
+/// `keyfab qmk generate-version-h` run by hand (or by a make of the
+/// user's) uses the cache the builds use when there is one: the second run
+/// in a state asks git for no describe walk and no whole diff, and says
+/// what git says; with no cache it makes none.
+#[test]
+fn generate_version_h_by_hand_remembers_in_an_existing_cache() {
+    let (t, tree, cache) = tree_with_git_versions();
+    let trace = t.path().join("trace");
+    let out = t.path().join("version.h");
+    let by_hand = || {
+        let mut cmd = keyfab(&tree);
+        cmd.arg("--cache")
+            .arg(&cache)
+            .env("GIT_TRACE2_EVENT", &trace)
+            .args(["qmk", "generate-version-h", "-q", "-o"])
+            .arg(&out);
+        run(&mut cmd).ok();
+        let starts = read(&trace);
+        std::fs::remove_file(&trace).unwrap();
+        let ran = |what: &str| {
+            starts
+                .lines()
+                .filter(|l| l.contains(r#""event":"start""#) && l.contains(what))
+                .count()
+        };
+        (read(&out), ran(r#""describe""#), ran("--name-only"))
+    };
+    let ignore = tree.join(".gitignore");
+    std::fs::write(&ignore, read(&ignore) + "# changed\n").unwrap();
+    let want = git(&tree, &DESCRIBE_DIRTY);
+    assert!(want.ends_with("-dirty"), "{want}");
+    by_hand();
+    assert!(!cache.exists(), "a cache was made by generate-version-h");
+    std::fs::create_dir_all(&cache).unwrap();
+    let (_, describes, whole) = by_hand();
+    assert_eq!((describes, whole), (1, 2), "the first run with a cache");
+    let (v, describes, whole) = by_hand();
+    assert_eq!(defined(&v, "QMK_VERSION"), want);
+    assert!(v.contains("*\"\n#define CHIBIOS_VERSION"), "{v}");
+    assert_eq!((describes, whole), (0, 0), "the second run with a cache");
+}
