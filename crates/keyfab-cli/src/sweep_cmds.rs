@@ -29,7 +29,7 @@ pub struct SweepArgs {
     /// Keep targets whose merged info matches (like `qmk find -f`); repeatable
     #[arg(short = 'f', long = "filter", value_name = "FILTER", value_parser = parse_filter)]
     pub filters: Vec<Filter>,
-    /// Build only shard I of N (1-based; deterministic, balanced by expected cost)
+    /// Build only shard I of N (1-based): equal parts of the targets in an order hashed from their names, the same on every runner whatever its cache holds
     #[arg(long, value_name = "I/N", value_parser = shard::Shard::parse)]
     pub shard: Option<shard::Shard>,
     /// Parallel jobs for the whole sweep, targets and objects together (default: the number of cores)
@@ -137,8 +137,7 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
     let mut targets = sel.targets;
     if let Some(s) = a.shard {
         let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
-        let costs = run::costs(&cas, &targets);
-        let keep = shard::select(&names, &costs, s);
+        let keep = shard::select(&names, s);
         targets = keep.into_iter().map(|i| targets[i].clone()).collect();
     }
     if a.list {

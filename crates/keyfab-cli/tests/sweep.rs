@@ -315,6 +315,48 @@ fn shards_partition_the_targets() {
     assert_eq!(r.code, 2);
 }
 
+/// CI runs each shard on a runner of its own, with a cache of its own
+/// (fresh, or kept from that shard's last night): every runner must cut
+/// the matrix the same way whatever its cache holds, so the shards, built
+/// one after another with one cache or listed with another, still hold
+/// every target once.
+#[test]
+fn shards_do_not_depend_on_what_a_cache_holds() {
+    let fx = fixture();
+    let all = fx.list(&["-km", "all"]);
+    let n = 3;
+    let fresh: Vec<Vec<String>> = (1..=n)
+        .map(|i| fx.list(&["-km", "all", "--shard", &format!("{i}/{n}")]))
+        .collect();
+    let mut built = Vec::new();
+    for i in 1..=n {
+        let shard = format!("{i}/{n}");
+        let part = fx.list(&["-km", "all", "--shard", &shard]);
+        assert_eq!(
+            part,
+            fresh[i - 1],
+            "shard {shard} after the shards before it"
+        );
+        // The fixture has one keymap that fails on purpose.
+        fx.sweep(&["-km", "all", "--shard", &shard]);
+        let report = fx.json();
+        let names = report["targets"].as_array().unwrap().iter();
+        built.extend(names.map(|t| t["target"].as_str().unwrap().to_string()));
+    }
+    built.sort();
+    assert_eq!(built, all, "the shards built one after another");
+    let other = fx.tmp.path().join("other-runner");
+    for i in 1..=n {
+        let shard = format!("{i}/{n}");
+        let r = run(keyfab(&fx.tree)
+            .arg("--cache")
+            .arg(&other)
+            .args(["sweep", "--list", "-km", "all", "--shard", &shard]));
+        let part: Vec<String> = r.ok().lines().map(str::to_string).collect();
+        assert_eq!(part, fresh[i - 1], "shard {shard} with another cache");
+    }
+}
+
 #[test]
 fn named_targets_and_keymaps() {
     let fx = fixture();

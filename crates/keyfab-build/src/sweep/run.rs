@@ -15,7 +15,7 @@
 use crate::exec::Executor;
 use crate::provenance::Log;
 use crate::target::{self, Options, Recording, Target};
-use keyfab_cas::{CommandKey, Digest, LocalCas, NewAction};
+use keyfab_cas::LocalCas;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -162,8 +162,7 @@ fn build_one(
         }
     }
     match built {
-        Ok((report, plan)) => {
-            let _ = record_cost(cas, t, plan.compiles().count() as u64);
+        Ok((report, _)) => {
             r.plan_from_cache = report.plan_from_cache;
             r.compiled = report.build.compiled;
             r.cached = report.build.compiled_from_cache;
@@ -199,46 +198,4 @@ fn build_one(
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The cache key of a target's expected cost (its compile count last time).
-fn cost_key(t: &Target) -> keyfab_cas::ActionKey {
-    CommandKey {
-        kind: "sweep-cost".into(),
-        tool: Digest::of(b"keyfab sweep cost v1"),
-        argv: vec![t.name().into()],
-        cwd: "/".into(),
-        env: Default::default(),
-        inputs: vec![],
-    }
-    .key()
-}
-
-fn record_cost(cas: &LocalCas, t: &Target, compiles: u64) -> Result<(), keyfab_cas::CasError> {
-    let text = compiles.to_string();
-    // Usually the same as last time (a no-op sweep): then nothing to write.
-    let known = cas.get_action(&cost_key(t))?;
-    if known.is_some_and(|r| r.stdout == Digest::of(text.as_bytes())) {
-        return Ok(());
-    }
-    let mut action = NewAction::success(vec![]);
-    action.stdout = text.as_bytes();
-    cas.put_action(&cost_key(t), &action)?;
-    Ok(())
-}
-
-/// The expected cost of each target: its compile count when it was last
-/// built with this cache, else [`super::shard::DEFAULT_COST`].
-pub fn costs(cas: &LocalCas, targets: &[Target]) -> Vec<u64> {
-    targets
-        .iter()
-        .map(|t| {
-            cas.get_action(&cost_key(t))
-                .ok()
-                .flatten()
-                .and_then(|r| cas.get_blob(&r.stdout).ok().flatten())
-                .and_then(|b| String::from_utf8(b).ok()?.parse().ok())
-                .unwrap_or(super::shard::DEFAULT_COST)
-        })
-        .collect()
 }
