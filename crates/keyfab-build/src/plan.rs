@@ -139,6 +139,8 @@ pub enum PlanError {
     },
     #[error("make dry run printed no compile steps")]
     Empty,
+    #[error("make dry run: {file} is copied to {copy}, but no step the dry run printed makes it (a recipe keyfab does not read)")]
+    Unmade { file: String, copy: String },
 }
 
 /// Parses the output of `make -n` of a QMK target into a plan.
@@ -211,6 +213,13 @@ impl DryRunParser {
                 })?);
             return Ok(());
         }
+        if let Some(step) = bare_objcopy(line) {
+            // AVR's `bin` recipe (the LUFA mass-storage bootloader's
+            // firmware): `$(OBJCOPY) -Iihex -Obinary X.hex X.bin --pad-to N`,
+            // with no status line before it.
+            plan.steps.push(step);
+            return Ok(());
+        }
         if let Some((from, to)) = copy_firmware(line) {
             // QMK's ARM recipes copy the same firmware up to three times.
             let copy = Step::Copy { from, to };
@@ -229,6 +238,18 @@ impl DryRunParser {
     pub fn finish(self) -> Result<Plan, PlanError> {
         if self.plan.compiles().next().is_none() {
             return Err(PlanError::Empty);
+        }
+        // A copy of a file no step makes: make ran a recipe line this
+        // parser does not read, which would fail the build later, obscurely.
+        for step in &self.plan.steps {
+            if let Step::Copy { from, to } = step {
+                if !self.plan.steps.iter().any(|s| s.output() == from) {
+                    return Err(PlanError::Unmade {
+                        file: from.clone(),
+                        copy: to.clone(),
+                    });
+                }
+            }
         }
         Ok(self.plan)
     }
@@ -301,6 +322,66 @@ fn without_redirections(words: Vec<String>) -> Vec<String> {
         }
     }
     kept
+}
+
+/// A bare `objcopy … IN OUT …` line (no `LOG=$(…)` around it) → a
+/// conversion step.
+fn bare_objcopy(line: &str) -> Option<Step> {
+    let words = shlex::split(line.trim().trim_end_matches(';'))?;
+    let program = words.first()?;
+    if !program.rsplit('/').next()?.ends_with("objcopy") {
+        return None;
+    }
+    let (input, output) = objcopy_files(&words)?;
+    Some(Step::Convert {
+        argv: words,
+        input,
+        output,
+        then: Vec::new(),
+    })
+}
+
+/// objcopy's input and output: its two words that are neither options nor
+/// an option's value (`-O binary`, `--pad-to 26624`).
+fn objcopy_files(words: &[String]) -> Option<(String, String)> {
+    const WITH_VALUE: &[&str] = &[
+        "-I",
+        "-O",
+        "-B",
+        "-R",
+        "-j",
+        "-K",
+        "-N",
+        "-L",
+        "-G",
+        "-W",
+        "-b",
+        "-i",
+        "--pad-to",
+        "--gap-fill",
+        "--set-start",
+        "--adjust-start",
+        "--change-start",
+        "--change-addresses",
+        "--adjust-vma",
+        "--remove-section",
+        "--only-section",
+        "--add-section",
+        "--rename-section",
+        "--set-section-flags",
+        "--interleave",
+    ];
+    let mut files = Vec::new();
+    let mut it = words.iter().skip(1);
+    while let Some(w) = it.next() {
+        if WITH_VALUE.contains(&w.as_str()) {
+            it.next();
+        } else if !w.starts_with('-') {
+            files.push(w.clone());
+        }
+    }
+    let [input, output] = <[String; 2]>::try_from(files).ok()?;
+    Some((input, output))
 }
 
 /// `cp .build/x.hex x.hex && …` (or `…;`) → (from, to).
@@ -713,6 +794,60 @@ mod tests {
             "if [ 28672 -gt 0 ] && [ 0 -gt 0 ]; then \\".to_string(),
         ]
         .join("\n")
+    }
+
+    /// AVR's `bin` recipe for the LUFA mass-storage bootloader: an `eval`
+    /// (an empty line), then a bare objcopy from the .hex and the copy.
+    #[test]
+    fn a_bare_objcopy_is_a_conversion() {
+        let text = format!(
+            "{}\n\navr-objcopy -Iihex -Obinary .build/kb_km.hex .build/kb_km.bin --pad-to 26624\ncp .build/kb_km.bin kb_km.bin;\ncp .build/kb_km.bin kb_km.bin && false || printf \" [OK]\\n\"",
+            sample()
+        );
+        let plan = parse_dry_run(&text).unwrap();
+        let convert = Step::Convert {
+            argv: split(
+                "avr-objcopy -Iihex -Obinary .build/kb_km.hex .build/kb_km.bin --pad-to 26624",
+            ),
+            input: ".build/kb_km.hex".into(),
+            output: ".build/kb_km.bin".into(),
+            then: Vec::new(),
+        };
+        let copy = Step::Copy {
+            from: ".build/kb_km.bin".into(),
+            to: "kb_km.bin".into(),
+        };
+        let tail = &plan.steps[plan.steps.len() - 2..];
+        assert_eq!(tail, [convert, copy]);
+    }
+
+    #[test]
+    fn a_copy_of_a_file_no_step_makes_is_an_error() {
+        let text = format!("{}\ncp .build/kb_km.bin kb_km.bin;", sample());
+        let err = parse_dry_run(&text).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::Unmade {
+                file: ".build/kb_km.bin".into(),
+                copy: "kb_km.bin".into()
+            }
+        );
+        assert!(err.to_string().contains(".build/kb_km.bin"), "{err}");
+    }
+
+    #[test]
+    fn objcopy_files_skip_options_and_their_values() {
+        let files = |cmd: &str| objcopy_files(&split(cmd));
+        let pair = |a: &str, b: &str| Some((a.to_string(), b.to_string()));
+        assert_eq!(
+            files("avr-objcopy -O ihex -R .eeprom -R .fuse x.elf x.hex"),
+            pair("x.elf", "x.hex")
+        );
+        assert_eq!(
+            files("objcopy -Iihex -Obinary x.hex x.bin --pad-to 26624"),
+            pair("x.hex", "x.bin")
+        );
+        assert_eq!(files("objcopy -O binary x.elf"), None);
     }
 
     const MAKES_ITS_INCLUDE: &str = "INTERMEDIATE_OUTPUT := $(BUILD_DIR)/obj_$(TARGET)

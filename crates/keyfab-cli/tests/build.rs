@@ -63,6 +63,52 @@ fn firmware_runs(tree: &Path, target: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A keyboard with the LUFA mass-storage bootloader: its firmware is a
+/// .bin that a bare objcopy line (no status line before it, as QMK's AVR
+/// `bin` recipe prints) makes from the .hex, padded up to the bootloader;
+/// copied to the tree root, and from the cache the next time.
+#[test]
+fn a_bin_made_from_the_hex_by_a_bare_objcopy() {
+    let fx = fixture();
+    let args = [
+        "-e",
+        "BOOTLOADER=lufa-ms",
+        "-e",
+        "BOOTLOADER_SIZE=6144",
+        "solo:default",
+    ];
+    let r = run(&mut fx.build_cmd(&args));
+    let line = r.ok().lines().last().unwrap().to_string();
+    assert!(
+        line.starts_with("solo:default: .build/solo_default.hex .build/solo_default.bin ("),
+        "{line}"
+    );
+    let bin = std::fs::read(fx.tree.join(".build/solo_default.bin")).unwrap();
+    assert_eq!(
+        std::fs::read(fx.tree.join("solo_default.bin")).unwrap(),
+        bin
+    );
+    // What objcopy itself makes of the .hex, padded to 32768 - 6144.
+    let want = fx.tmp.path().join("want.bin");
+    let status = std::process::Command::new("objcopy")
+        .args(["-Iihex", "-Obinary", ".build/solo_default.hex"])
+        .arg(&want)
+        .args(["--pad-to", "26624"])
+        .current_dir(&fx.tree)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(bin, std::fs::read(&want).unwrap());
+    std::fs::remove_file(fx.tree.join("solo_default.bin")).unwrap();
+    let again = run(&mut fx.build_cmd(&args));
+    let line = again.ok().lines().last().unwrap().to_string();
+    assert!(counts(&line).plan_cached, "{line}");
+    assert_eq!(
+        std::fs::read(fx.tree.join("solo_default.bin")).unwrap(),
+        bin
+    );
+}
+
 #[test]
 fn cold_build_then_noop_then_fresh_checkout() {
     let fx = fixture();
