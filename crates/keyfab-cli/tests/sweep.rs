@@ -357,6 +357,25 @@ fn shards_do_not_depend_on_what_a_cache_holds() {
     }
 }
 
+/// The report names the firmware QMK delivers, the one copied to the
+/// tree's root: a LUFA mass-storage board's .bin (made after its .hex),
+/// with that file's hash.
+#[test]
+fn the_report_names_the_delivered_firmware() {
+    let fx = fixture();
+    fx.sweep(&["-e", "BOOTLOADER=lufa-ms", "solo:default"]).ok();
+    let r = fx.json();
+    let solo = target(&r, "solo:default");
+    assert_eq!(solo["firmware"], ".build/solo_default.bin");
+    // coreutils' sha256sum of the copy at the root.
+    let out = std::process::Command::new("sha256sum")
+        .arg(fx.tree.join("solo_default.bin"))
+        .output()
+        .unwrap();
+    let sum = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(solo["sha256"], sum.split_whitespace().next().unwrap());
+}
+
 #[test]
 fn named_targets_and_keymaps() {
     let fx = fixture();

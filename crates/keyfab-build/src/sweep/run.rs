@@ -162,14 +162,21 @@ fn build_one(
         }
     }
     match built {
-        Ok((report, _)) => {
+        Ok((report, plan)) => {
             r.plan_from_cache = report.plan_from_cache;
             r.compiled = report.build.compiled;
             r.cached = report.build.compiled_from_cache;
             r.link_from_cache = report.build.linked_from_cache;
             r.size = report.size;
             r.max_size = report.max_size;
-            r.firmware = report.firmware.first().cloned();
+            // The firmware QMK delivers: the one copied to the tree's root
+            // (its FIRMWARE_FORMAT: the .bin of a LUFA mass-storage board,
+            // whose .hex comes first), else the first made.
+            let copied = plan.steps.iter().find_map(|s| match s {
+                crate::plan::Step::Copy { from, .. } => Some(from),
+                _ => None,
+            });
+            r.firmware = copied.or(report.firmware.first()).cloned();
             r.sha256 = r
                 .firmware
                 .as_ref()
