@@ -141,6 +141,8 @@ pub enum PlanError {
     Empty,
     #[error("make dry run: {file} is copied to {copy}, but no step the dry run printed makes it (a recipe keyfab does not read)")]
     Unmade { file: String, copy: String },
+    #[error("make dry run: {link} links {object}, but no step the dry run printed makes it: is its source missing (a submodule not checked out: `git submodule update --init --recursive`)?")]
+    Unlinked { object: String, link: String },
 }
 
 /// Parses the output of `make -n` of a QMK target into a plan.
@@ -247,6 +249,26 @@ impl DryRunParser {
                     return Err(PlanError::Unmade {
                         file: from.clone(),
                         copy: to.clone(),
+                    });
+                }
+            }
+        }
+        // An object the link reads that no step makes: make found no
+        // source for it (a submodule not checked out, say) and printed no
+        // compile. Such a plan would fail at the link, or link a stale
+        // object left in `.build`; as an error it is not kept, so the plan
+        // is made again once the source is there.
+        for step in &self.plan.steps {
+            if let Step::Link { argv, output, .. } = step {
+                let unmade = argv[1..].iter().find(|w| {
+                    (w.ends_with(".o") || w.ends_with(".a"))
+                        && w.starts_with(".build/")
+                        && !self.plan.steps.iter().any(|s| s.output() == w.as_str())
+                });
+                if let Some(object) = unmade {
+                    return Err(PlanError::Unlinked {
+                        object: object.clone(),
+                        link: output.clone(),
                     });
                 }
             }
@@ -833,6 +855,30 @@ mod tests {
             }
         );
         assert!(err.to_string().contains(".build/kb_km.bin"), "{err}");
+    }
+
+    /// A link input no compile makes (make found no source for it): an
+    /// error, so the plan is not kept and is made again once it is there.
+    #[test]
+    fn a_linked_object_no_step_makes_is_an_error() {
+        let text = sample().replace(
+            "--output .build/kb_km.elf",
+            ".build/obj_kb_km/lib/vusb/usbdrv.o --output .build/kb_km.elf",
+        );
+        let err = parse_dry_run(&text).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::Unlinked {
+                object: ".build/obj_kb_km/lib/vusb/usbdrv.o".into(),
+                link: ".build/kb_km.elf".into()
+            }
+        );
+        // Archives made by a step, and inputs outside `.build`, are fine.
+        let text = sample().replace(
+            "--output .build/kb_km.elf",
+            ".build/obj_kb_km/i2c.a lib/prebuilt.a --output .build/kb_km.elf",
+        );
+        assert!(parse_dry_run(&text).is_ok());
     }
 
     #[test]
