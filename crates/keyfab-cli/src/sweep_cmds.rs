@@ -29,7 +29,7 @@ pub struct SweepArgs {
     /// Keep targets whose merged info matches (like `qmk find -f`); repeatable
     #[arg(short = 'f', long = "filter", value_name = "FILTER", value_parser = parse_filter)]
     pub filters: Vec<Filter>,
-    /// Build only shard I of N (1-based): equal parts of the targets in an order hashed from their names, the same on every runner whatever its cache holds
+    /// Build only shard I of N (1-based): an equal part of the targets, cut by their names alone, so every runner agrees whatever its cache holds
     #[arg(long, value_name = "I/N", value_parser = shard::Shard::parse)]
     pub shard: Option<shard::Shard>,
     /// Parallel jobs for the whole sweep, targets and objects together (default: the number of cores)

@@ -3,7 +3,7 @@
 //!
 //! - [`filter`]: `qmk find`'s filter expressions over merged info (pure).
 //! - [`select`]: which targets (every keyboard with the keymap, or the named ones).
-//! - [`shard`]: deterministic shards balanced by expected cost (pure).
+//! - [`shard`]: equal shards cut by the targets' names alone, the same on every runner (pure).
 //! - [`run`]: builds the targets on one executor; failures isolated; cancellable.
 //! - [`report`]: JSON, JUnit XML and HTML, and the comparison with a previous sweep (pure rendering).
 //!
