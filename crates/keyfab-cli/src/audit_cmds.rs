@@ -1118,6 +1118,15 @@ fn known_noise(
             detail: vec![],
         });
     }
+    if artifact.ends_with(".a") && same_archive_members(&x, &y) {
+        return Some(Cause {
+            input: "ar".into(),
+            kind: "nondeterministic".into(),
+            what: "the same members: ar without `D` (avr-ar's default) stamps each member's time, owner and mode"
+                .into(),
+            detail: vec![],
+        });
+    }
     if artifact.ends_with(".map") {
         let norm = |bytes: &[u8]| -> String {
             let text = String::from_utf8_lossy(bytes);
@@ -1138,6 +1147,43 @@ fn known_noise(
         }
     }
     None
+}
+
+/// Whether two `ar` archives hold the same members (names and bytes, in
+/// order), whatever their headers' times, owners and modes; members that
+/// are both LTO objects count as the same (see [`known_noise`]).
+fn same_archive_members(x: &[u8], y: &[u8]) -> bool {
+    let (Some(a), Some(b)) = (archive_members(x), archive_members(y)) else {
+        return false;
+    };
+    let lto = |m: &[u8]| m.windows(9).any(|w| w == b".gnu.lto_");
+    a.len() == b.len()
+        && a.iter()
+            .zip(&b)
+            .all(|((n1, d1), (n2, d2))| n1 == n2 && (d1 == d2 || (lto(d1) && lto(d2))))
+}
+
+/// An `ar` archive's members as (name field, bytes): each has a 60-byte
+/// header (name 16, time 12, uid 6, gid 6, mode 8, size 10, "`\n") and
+/// its bytes, padded to an even length. `None` when `bytes` is not one.
+fn archive_members(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let mut rest = bytes.strip_prefix(b"!<arch>\n")?;
+    let mut members = Vec::new();
+    while !rest.is_empty() {
+        if rest.len() < 60 || &rest[58..60] != b"`\n" {
+            return None;
+        }
+        let size: usize = std::str::from_utf8(&rest[48..58])
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let data = rest.get(60..60 + size)?;
+        members.push((&rest[..16], data));
+        let next = (60 + size + size % 2).min(rest.len());
+        rest = &rest[next..];
+    }
+    Some(members)
 }
 
 /// The lines of a generated file that differ between the builds, and what
@@ -1389,6 +1435,63 @@ fn copy_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Archives `member` (written with `bytes` and time `secs`) with the
+    /// host's `ar` in `U` mode (real times, as avr-ar's default).
+    fn archive(dir: &Path, name: &str, bytes: &[u8], secs: u64) -> Vec<u8> {
+        let member = dir.join("m.o");
+        std::fs::write(&member, bytes).unwrap();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        std::fs::File::options()
+            .write(true)
+            .open(&member)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        let out = dir.join(name);
+        let status = std::process::Command::new("ar")
+            .arg("rcsU")
+            .arg(&out)
+            .arg(&member)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read(out).unwrap()
+    }
+
+    /// An object of the host compiler for `code`.
+    fn object(dir: &Path, code: &str) -> Vec<u8> {
+        std::fs::write(dir.join("o.c"), code).unwrap();
+        let status = std::process::Command::new("cc")
+            .args(["-c", "o.c", "-o", "o.o"])
+            .current_dir(dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read(dir.join("o.o")).unwrap()
+    }
+
+    #[test]
+    fn archives_differing_only_in_member_headers_are_the_same() {
+        let t = tempfile::tempdir().unwrap();
+        let obj = object(t.path(), "int f(void) { return 1; }\n");
+        let a = archive(t.path(), "a.a", &obj, 1_000_000);
+        let b = archive(t.path(), "b.a", &obj, 2_000_000);
+        assert_ne!(a, b, "ar U mode stamps the member's time");
+        assert_eq!(
+            archive_members(&a).unwrap().len(),
+            2,
+            "symbol table and member"
+        );
+        assert!(same_archive_members(&a, &b));
+        let other = object(t.path(), "int f(void) { return 2; }\n");
+        let c = archive(t.path(), "c.a", &other, 1_000_000);
+        assert!(!same_archive_members(&a, &c));
+        let lto1 = archive(t.path(), "d.a", b"x.gnu.lto_seed1", 1);
+        let lto2 = archive(t.path(), "e.a", b"x.gnu.lto_seed2", 2);
+        assert!(same_archive_members(&lto1, &lto2));
+        assert!(!same_archive_members(b"not an archive", b"not an archive"));
+    }
 
     #[test]
     fn the_copy_keeps_files_modification_times() {
