@@ -254,12 +254,12 @@ fn git_version(described: Option<GitAnswer>, quiet: bool) -> Option<String> {
 
 /// A git look-up: on a thread of its own when it starts git, else answered
 /// at once (a thread costs more than the answer without git).
-enum Task<'s, T> {
+pub(crate) enum Task<'s, T> {
     Done(T),
     Running(std::thread::ScopedJoinHandle<'s, T>),
 }
 
-fn task<'s, T: Send + 's>(
+pub(crate) fn task<'s, T: Send + 's>(
     s: &'s std::thread::Scope<'s, '_>,
     starts_git: bool,
     f: impl FnOnce() -> T + Send + 's,
@@ -272,7 +272,7 @@ fn task<'s, T: Send + 's>(
 }
 
 impl<T> Task<'_, T> {
-    fn get(self) -> T {
+    pub(crate) fn get(self) -> T {
         match self {
             Task::Done(v) => v,
             Task::Running(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
