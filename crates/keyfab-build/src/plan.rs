@@ -241,36 +241,38 @@ impl DryRunParser {
         if self.plan.compiles().next().is_none() {
             return Err(PlanError::Empty);
         }
-        // A copy of a file no step makes: make ran a recipe line this
-        // parser does not read, which would fail the build later, obscurely.
+        let made: std::collections::HashSet<&str> =
+            self.plan.steps.iter().map(Step::output).collect();
         for step in &self.plan.steps {
-            if let Step::Copy { from, to } = step {
-                if !self.plan.steps.iter().any(|s| s.output() == from) {
+            match step {
+                // A copy of a file no step makes: make ran a recipe line this
+                // parser does not read, which would fail the build later,
+                // obscurely.
+                Step::Copy { from, to } if !made.contains(from.as_str()) => {
                     return Err(PlanError::Unmade {
                         file: from.clone(),
                         copy: to.clone(),
                     });
                 }
-            }
-        }
-        // An object the link reads that no step makes: make found no
-        // source for it (a submodule not checked out, say) and printed no
-        // compile. Such a plan would fail at the link, or link a stale
-        // object left in `.build`; as an error it is not kept, so the plan
-        // is made again once the source is there.
-        for step in &self.plan.steps {
-            if let Step::Link { argv, output, .. } = step {
-                let unmade = argv[1..].iter().find(|w| {
-                    (w.ends_with(".o") || w.ends_with(".a"))
-                        && w.starts_with(".build/")
-                        && !self.plan.steps.iter().any(|s| s.output() == w.as_str())
-                });
-                if let Some(object) = unmade {
-                    return Err(PlanError::Unlinked {
-                        object: object.clone(),
-                        link: output.clone(),
+                // An object the link reads that no step makes: make found no
+                // source for it (a submodule not checked out, say) and
+                // printed no compile. Such a plan would fail at the link, or
+                // link a stale object left in `.build`; as an error it is not
+                // kept, so the plan is made again once the source is there.
+                Step::Link { argv, output, .. } => {
+                    let unmade = argv[1..].iter().find(|w| {
+                        (w.ends_with(".o") || w.ends_with(".a"))
+                            && w.starts_with(".build/")
+                            && !made.contains(w.as_str())
                     });
+                    if let Some(object) = unmade {
+                        return Err(PlanError::Unlinked {
+                            object: object.clone(),
+                            link: output.clone(),
+                        });
+                    }
                 }
+                _ => {}
             }
         }
         Ok(self.plan)
