@@ -3,6 +3,7 @@
 //! another clock, and compare) and `keyfab explain` (what changed since the
 //! previous build of a target, and what re-ran because of it).
 
+use crate::build_cmds::cache_dir;
 use crate::cli::{Context, Format};
 use anyhow::{bail, Context as _};
 use clap::Args;
@@ -126,11 +127,6 @@ pub struct ExplainArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
-}
-
-fn cache_dir(ctx: &Context) -> anyhow::Result<PathBuf> {
-    keyfab_cas::cache_dir(ctx.cache.as_deref(), |k| std::env::var(k).ok())
-        .ok_or_else(|| anyhow::anyhow!("no cache folder: pass --cache DIR or set KEYFAB_CACHE"))
 }
 
 /// `kb:km` as builds record it (aliases and DEFAULT_FOLDER resolved).

@@ -234,7 +234,9 @@ pub fn options(
     })
 }
 
-fn cache_dir(ctx: &Context) -> anyhow::Result<std::path::PathBuf> {
+/// The cache folder of `ctx`: `--cache`, else `$KEYFAB_CACHE`, else the
+/// user's cache folder.
+pub(crate) fn cache_dir(ctx: &Context) -> anyhow::Result<std::path::PathBuf> {
     keyfab_cas::cache_dir(ctx.cache.as_deref(), |k| std::env::var(k).ok()).ok_or_else(|| {
         anyhow::anyhow!("no cache folder: pass --cache DIR or set KEYFAB_CACHE (HOME is not set)")
     })

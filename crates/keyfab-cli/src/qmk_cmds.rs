@@ -728,7 +728,7 @@ pub fn tree_revision(
 /// a make of the user's, `generate-version-h` remembers describe's walk
 /// and the dirty witnesses there as a build does; it makes no cache).
 fn existing_cache(ctx: &Context) -> Option<keyfab_cas::LocalCas> {
-    let dir = keyfab_cas::cache_dir(ctx.cache.as_deref(), |k| std::env::var(k).ok())?;
+    let dir = crate::build_cmds::cache_dir(ctx).ok()?;
     dir.is_dir()
         .then(|| keyfab_cas::LocalCas::open(&dir).ok())
         .flatten()
