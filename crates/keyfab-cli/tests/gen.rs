@@ -577,23 +577,42 @@ fn tree_with_git_versions() -> (tempfile::TempDir, std::path::PathBuf, std::path
     (t, tree, cache)
 }
 
-/// Builds `solo:default` in `tree` with `cache`: its version.h, and how
-/// many `git describe`s ran (from git's own trace, into `trace`).
-fn build_version_h(tree: &Path, cache: &Path, trace: &Path) -> (String, usize) {
-    run(keyfab(tree)
+/// Runs `cmd` with git's trace going to `trace`: the start events of the
+/// gits it ran (one JSON line each).
+fn git_starts(cmd: &mut std::process::Command, trace: &Path) -> Vec<String> {
+    run(cmd.env("GIT_TRACE2_EVENT", trace)).ok();
+    let starts = read(trace)
+        .lines()
+        .filter(|l| l.contains(r#""event":"start""#))
+        .map(str::to_string)
+        .collect();
+    std::fs::remove_file(trace).unwrap();
+    starts
+}
+
+/// How many of `starts` ([`git_starts`]) hold `what`.
+fn ran(starts: &[String], what: &str) -> usize {
+    starts.iter().filter(|l| l.contains(what)).count()
+}
+
+/// A `git describe` among [`git_starts`].
+const DESCRIBE: &str = r#""describe""#;
+/// A whole `git diff` among [`git_starts`] (version.h's dirty check names
+/// what it finds).
+const WHOLE_DIFF: &str = "--name-only";
+
+/// Builds `solo:default` in `tree` with `cache`: its version.h, and the
+/// gits the build ran ([`git_starts`], traced into `trace`).
+fn build_version_h(tree: &Path, cache: &Path, trace: &Path) -> (String, Vec<String>) {
+    let mut build = keyfab(tree);
+    build
         .arg("--cache")
         .arg(cache)
-        .env("GIT_TRACE2_EVENT", trace)
-        .args(["build", "solo:default"]))
-    .ok();
-    let describes = read(trace)
-        .lines()
-        .filter(|l| l.contains(r#""event":"start""#) && l.contains(r#""describe""#))
-        .count();
-    std::fs::remove_file(trace).unwrap();
+        .args(["build", "solo:default"]);
+    let starts = git_starts(&mut build, trace);
     (
         read(tree.join(".build/obj_solo_default/src/version.h")),
-        describes,
+        starts,
     )
 }
 
@@ -622,7 +641,8 @@ fn version_h_describe_is_remembered_and_always_gits() {
         let want = git(&tree, &DESCRIBE_DIRTY);
         let (first, _) = build_version_h(&tree, &cache, &trace);
         assert_eq!(defined(&first, "QMK_VERSION"), want, "{state}: first build");
-        let (again, describes) = build_version_h(&tree, &cache, &trace);
+        let (again, starts) = build_version_h(&tree, &cache, &trace);
+        let describes = ran(&starts, DESCRIBE);
         assert_eq!(
             defined(&again, "QMK_VERSION"),
             want,
@@ -673,7 +693,8 @@ fn version_h_describes_another_checkout_as_git_does_in_every_state() {
     let check = |state: &str, want: &str, describes_again: usize| {
         assert_eq!(git(&contrib, &DESCRIBE_DIRTY), want, "{state}: git");
         for (build, describes_want) in [("first", None), ("second", Some(describes_again))] {
-            let (v, describes) = build_version_h(&tree, &cache, &trace);
+            let (v, starts) = build_version_h(&tree, &cache, &trace);
+            let describes = ran(&starts, DESCRIBE);
             let got = defined(&v, "CHIBIOS_CONTRIB_VERSION");
             assert_eq!(got, want, "{state}: {build} build");
             if let Some(n) = describes_want {
@@ -736,27 +757,14 @@ fn version_h_finds_a_dirty_checkout_by_its_last_witness() {
         let want_hash = format!("#define QMK_GIT_HASH  \"{hash}{star}\"\n");
         let want_version = git(&tree, &DESCRIBE_DIRTY);
         for build in ["first", "second"] {
-            run(keyfab(&tree)
-                .arg("--cache")
-                .arg(&cache)
-                .env("GIT_TRACE2_EVENT", &trace)
-                .args(["build", "solo:default"]))
-            .ok();
-            let v = read(tree.join(".build/obj_solo_default/src/version.h"));
+            let (v, starts) = build_version_h(&tree, &cache, &trace);
             assert!(v.contains(&want_hash), "{state}, {build} build: {v}");
             let version = defined(&v, "QMK_VERSION");
             assert_eq!(version, want_version, "{state}, {build} build");
-            let starts = read(&trace);
-            std::fs::remove_file(&trace).unwrap();
-            let whole = |cached: bool| {
-                starts
-                    .lines()
-                    .filter(|l| l.contains(r#""event":"start""#) && l.contains("--name-only"))
-                    .filter(|l| l.contains("--cached") == cached)
-                    .count()
-            };
+            let whole: Vec<&String> = starts.iter().filter(|l| l.contains(WHOLE_DIFF)).collect();
+            let index = whole.iter().filter(|l| l.contains("--cached")).count();
             if build == "second" {
-                assert_eq!((whole(false), whole(true)), whole_again, "{state}");
+                assert_eq!((whole.len() - index, index), whole_again, "{state}");
             }
         }
     };
@@ -791,19 +799,10 @@ fn generate_version_h_by_hand_remembers_in_an_existing_cache() {
         let mut cmd = keyfab(&tree);
         cmd.arg("--cache")
             .arg(&cache)
-            .env("GIT_TRACE2_EVENT", &trace)
             .args(["qmk", "generate-version-h", "-q", "-o"])
             .arg(&out);
-        run(&mut cmd).ok();
-        let starts = read(&trace);
-        std::fs::remove_file(&trace).unwrap();
-        let ran = |what: &str| {
-            starts
-                .lines()
-                .filter(|l| l.contains(r#""event":"start""#) && l.contains(what))
-                .count()
-        };
-        (read(&out), ran(r#""describe""#), ran("--name-only"))
+        let starts = git_starts(&mut cmd, &trace);
+        (read(&out), ran(&starts, DESCRIBE), ran(&starts, WHOLE_DIFF))
     };
     let ignore = tree.join(".gitignore");
     std::fs::write(&ignore, read(&ignore) + "# changed\n").unwrap();
