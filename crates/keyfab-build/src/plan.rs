@@ -351,11 +351,13 @@ fn without_redirections(words: Vec<String>) -> Vec<String> {
 /// A bare `objcopy … IN OUT …` line (no `LOG=$(…)` around it) → a
 /// conversion step.
 fn bare_objcopy(line: &str) -> Option<Step> {
-    let words = shlex::split(line.trim().trim_end_matches(';'))?;
-    let program = words.first()?;
+    // Most lines make read are no objcopy: look at the program before
+    // splitting the whole line.
+    let program = line.split_whitespace().next()?;
     if !program.rsplit('/').next()?.ends_with("objcopy") {
         return None;
     }
+    let words = shlex::split(line.trim().trim_end_matches(';'))?;
     let (input, output) = objcopy_files(&words)?;
     Some(Step::Convert {
         argv: words,
