@@ -190,7 +190,7 @@ fn main() {
         common::report(name, &t, goal);
         // CPU time (user + system) of the same call: what the machine's
         // other load cannot inflate.
-        let before = children_cpu();
+        let before = common::children_cpu();
         let n = 10;
         for _ in 0..n {
             let status = Command::new(&bin)
@@ -203,7 +203,7 @@ fn main() {
                 .expect("spawn");
             assert!(status.success());
         }
-        let cpu = (children_cpu() - before) / n as f64;
+        let cpu = (common::children_cpu() - before).as_secs_f64() / n as f64;
         println!("    cpu {:.1} ms per call", cpu * 1e3);
         let mut s = t.clone();
         s.sort();
@@ -272,16 +272,4 @@ fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("keyfab-bench-gen-{}", std::process::id()));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
-}
-
-/// User + system seconds of all waited-for children so far.
-fn children_cpu() -> f64 {
-    // SAFETY: getrusage fills the zeroed struct.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
-        ru
-    };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(ru.ru_utime) + t(ru.ru_stime)
 }

@@ -24,15 +24,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// CPU time (user + system) of the children waited for so far.
-fn children_cpu() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let d = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    d(ru.ru_utime) + d(ru.ru_stime)
-}
-
 fn load() -> String {
     let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     l.split(' ').take(3).collect::<Vec<_>>().join(" ")
@@ -46,7 +37,7 @@ fn sweep(
     targets: &[String],
     env: &[(String, std::ffi::OsString)],
 ) -> (Duration, Duration, String) {
-    let cpu = children_cpu();
+    let cpu = common::children_cpu();
     let start = Instant::now();
     let out = Command::new(bin)
         .arg("--tree")
@@ -68,7 +59,7 @@ fn sweep(
         .unwrap_or_default()
         .to_string();
     assert!(out.status.success(), "{text}");
-    (wall, children_cpu() - cpu, line)
+    (wall, common::children_cpu() - cpu, line)
 }
 
 fn main() {

@@ -36,14 +36,6 @@ fn children_maxrss_mib() -> f64 {
     ru.ru_maxrss as f64 / 1024.0
 }
 
-/// CPU time (user + system) of the children waited for so far.
-fn children_cpu() -> Duration {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 /// The cache's blob bytes, provenance rows and provenance body bytes.
 fn cache_stats(bin: &Path, cache: &Path) -> (u64, u64, u64) {
     let out = Command::new(bin)
@@ -85,11 +77,11 @@ fn sweep(bin: &Path, tree: &Path, cache: &Path, report: &Path, jobs: Option<usiz
     if let Some(j) = jobs {
         cmd.args(["-j", &j.to_string()]);
     }
-    let cpu_before = children_cpu();
+    let cpu_before = common::children_cpu();
     let start = Instant::now();
     let out = cmd.output().expect("run keyfab");
     let took = start.elapsed();
-    let cpu = children_cpu().saturating_sub(cpu_before);
+    let cpu = common::children_cpu().saturating_sub(cpu_before);
     assert!(
         out.status.success(),
         "sweep failed:\n{}",

@@ -277,6 +277,16 @@ pub fn step_ms(log: &Path, since: u128, kind: Option<&str>) -> f64 {
     total as f64 / 1e6
 }
 
+/// CPU time (user + system) of the children waited for so far, and of
+/// everything they waited for: a keyfab run's whole process tree.
+pub fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// Milliseconds of all steps of `kind` (any, with `None`) that started at
 /// or after `since`, added up (overlapping steps each count).
 pub fn step_sum_ms(log: &Path, since: u128, kind: Option<&str>) -> f64 {
