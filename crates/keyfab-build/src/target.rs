@@ -29,6 +29,10 @@ pub enum TargetError {
     Cache(#[from] keyfab_cas::CasError),
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+    /// QMK's `check-size`: the firmware is bigger than the MCU's flash
+    /// leaves it (its bootloader's part taken).
+    #[error("{target}: the firmware is too large: {size}/{max} bytes ({} bytes over), so it was removed", size - max)]
+    TooLarge { target: String, size: u64, max: u64 },
 }
 
 impl TargetError {
@@ -37,6 +41,7 @@ impl TargetError {
         match self {
             TargetError::Plan { .. } => "plan",
             TargetError::Build { .. } => "build",
+            TargetError::TooLarge { .. } => "size",
             _ => "setup",
         }
     }
@@ -46,6 +51,10 @@ impl TargetError {
         match self {
             TargetError::Build { source, .. } => source.to_string(),
             TargetError::Plan { source, .. } => source.to_string(),
+            TargetError::TooLarge { size, max, .. } => format!(
+                "the firmware is too large: {size}/{max} bytes ({} bytes over)",
+                size - max
+            ),
             other => other.to_string(),
         }
     }
@@ -405,6 +414,21 @@ pub fn build_target_in(
         .find(|f| f.ends_with(".hex"))
         .or(build.firmware.first())
         .and_then(|f| firmware_size(&tree.root().join(f)));
+    // QMK's `check-size` (AVR's limit, its bootloader's part taken): a
+    // firmware over it fails the build and is removed, so it is never
+    // flashed over the bootloader. (QMK's recipe removes the root copy and
+    // `.build/T.{hex,bin,uf2}`; the braces only expand where sh is bash.)
+    // Its link and conversions stay cached: they are right, only too big.
+    if let (Some(size), Some(max)) = (size, plan.max_size) {
+        if max > 0 && size > max {
+            remove_firmware(tree.root(), &plan);
+            return Err(TargetError::TooLarge {
+                target: target.name(),
+                size,
+                max,
+            });
+        }
+    }
     Ok((
         TargetReport {
             target: target.name(),
@@ -894,6 +918,18 @@ pub fn tree_revision(root: &Path) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Removes the firmware a build delivered: the files copied to the tree's
+/// root and the `.build/` files they were copied from.
+fn remove_firmware(root: &Path, plan: &Plan) {
+    for step in &plan.steps {
+        if let Step::Copy { from, to } = step {
+            for f in [from, to] {
+                let _ = std::fs::remove_file(root.join(f));
+            }
+        }
+    }
 }
 
 /// The firmware's size as QMK reports it: data bytes of an Intel HEX file,

@@ -560,6 +560,59 @@ fn new_config_h_that_shadows_is_picked_up() {
     );
 }
 
+/// QMK's `check-size`: a firmware over the limit its recipe prints fails
+/// the build (exit 1, the sizes named) and is removed, from `.build/` and
+/// the tree's root, as QMK removes it. Within the limit again, it is
+/// delivered from the cache.
+#[test]
+fn a_firmware_over_the_size_limit_fails_and_is_removed() {
+    let fx = fixture();
+    let line = fx
+        .build("solo:default")
+        .ok()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    // "(N/65536 bytes, …)": the size, under the fixture's limit.
+    let size: u64 = line
+        .split(" (")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(line.contains(&format!("({size}/65536 bytes")), "{line}");
+    let firmware = [".build/solo_default.hex", "solo_default.hex"];
+    let limit = format!("MAX_SIZE={}", size - 1);
+    let over = run(&mut fx.build_cmd(&["-e", &limit, "solo:default"]));
+    let err = over.fails();
+    assert!(
+        err.contains(&format!(
+            "solo:default: the firmware is too large: {size}/{} bytes (1 bytes over)",
+            size - 1
+        )),
+        "{err}"
+    );
+    for f in firmware {
+        assert!(!fx.tree.join(f).exists(), "{f} is left");
+    }
+    // At the limit it is fine (QMK fails only above it).
+    let limit = format!("MAX_SIZE={size}");
+    let at = run(&mut fx.build_cmd(&["-e", &limit, "solo:default"]));
+    let line = at.ok().lines().last().unwrap().to_string();
+    assert!(
+        line.contains(&format!("({size}/{size} bytes, 0 free)")),
+        "{line}"
+    );
+    assert!(counts(&line).link_cached, "{line}");
+    for f in firmware {
+        assert!(fx.tree.join(f).is_file(), "{f} is missing");
+    }
+}
+
 #[test]
 fn compile_error_names_the_file_and_is_not_cached() {
     let fx = fixture();

@@ -376,6 +376,25 @@ fn the_report_names_the_delivered_firmware() {
     assert_eq!(solo["sha256"], sum.split_whitespace().next().unwrap());
 }
 
+/// A firmware over QMK's size limit fails its target (QMK's CI counts it a
+/// failure too), at the stage "size", with the sizes.
+#[test]
+fn a_firmware_over_the_size_limit_fails_its_target() {
+    let fx = fixture();
+    let err = fx
+        .sweep(&["-e", "MAX_SIZE=10", "solo:default"])
+        .fails()
+        .to_string();
+    let r = fx.json();
+    let solo = target(&r, "solo:default");
+    assert_eq!(solo["status"], "failed", "{err}");
+    assert_eq!(solo["stage"], "size");
+    let cause = solo["error"].as_str().unwrap();
+    assert!(cause.starts_with("the firmware is too large: "), "{cause}");
+    assert!(cause.contains("/10 bytes ("), "{cause}");
+    assert!(!fx.tree.join("solo_default.hex").exists());
+}
+
 #[test]
 fn named_targets_and_keymaps() {
     let fx = fixture();
