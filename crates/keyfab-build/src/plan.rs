@@ -111,6 +111,9 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// The firmware size limit from QMK's size check, when the plan has one.
     pub max_size: Option<u64>,
+    /// The free space under which that check warns (AVR's `SIZE_MARGIN`).
+    #[serde(default)]
+    pub size_margin: Option<u64>,
     /// Generator calls make ran while reading the makefiles (`$(shell
     /// $(QMK_BIN) …)`, e.g. `version.h`); a plan from the cache runs them
     /// again before compiling, since make does not.
@@ -232,6 +235,8 @@ impl DryRunParser {
         }
         if let Some(max) = size_limit(line) {
             plan.max_size = Some(max);
+        } else if let Some(margin) = plan.max_size.and(size_margin(line)) {
+            plan.size_margin = Some(margin);
         }
         Ok(())
     }
@@ -426,6 +431,18 @@ fn size_limit(line: &str) -> Option<u64> {
     let (n, tail) = rest.split_once(' ')?;
     tail.starts_with("-gt 0 ] && [")
         .then(|| n.parse().ok())
+        .flatten()
+}
+
+/// The margin of QMK's AVR size check, from its line after the limit's,
+/// `if [ FREE -lt SIZE_MARGIN ]; then \` (FREE as make found it while
+/// planning: from the firmware of an earlier build, if any).
+fn size_margin(line: &str) -> Option<u64> {
+    let rest = line.trim().strip_prefix("if [ ")?;
+    let (free, rest) = rest.split_once(" -lt ")?;
+    let (margin, tail) = rest.split_once(' ')?;
+    (free.parse::<i64>().is_ok() && tail == "]; then \\")
+        .then(|| margin.parse().ok())
         .flatten()
 }
 
@@ -818,6 +835,8 @@ mod tests {
             format!("LOG=$(avr-ar rcs .build/obj_kb_km/i2c.a .build/obj_kb_km/i2c.o{OK_TAIL}"),
             "cp .build/kb_km.hex kb_km.hex && false || printf \" [OK]\\n\"".to_string(),
             "if [ 28672 -gt 0 ] && [ 0 -gt 0 ]; then \\".to_string(),
+            "\tif [ 0 -gt 28672 ]; then \\".to_string(),
+            "\t    if [ 28672 -lt 1024 ]; then \\".to_string(),
         ]
         .join("\n")
     }
@@ -945,11 +964,24 @@ $(INTERMEDIATE_OUTPUT)/src/info_deps.d:
         );
     }
 
+    /// The margin line as make prints it: with no firmware yet, with one
+    /// of an earlier build, with one over the limit.
+    #[test]
+    fn the_size_margin_whatever_make_found_free() {
+        for free in ["28672", "502", "-31"] {
+            let line = format!("\t    if [ {free} -lt 1024 ]; then \\");
+            assert_eq!(size_margin(&line), Some(1024), "{line}");
+        }
+        assert_eq!(size_margin("\tif [ 0 -gt 28672 ]; then \\"), None);
+        assert_eq!(size_margin("if [ x -lt 1024 ]; then \\"), None);
+    }
+
     #[test]
     fn parses_every_step_kind() {
         let plan = parse_dry_run(&sample()).unwrap();
         assert_eq!(plan.steps.len(), 6);
         assert_eq!(plan.max_size, Some(28672));
+        assert_eq!(plan.size_margin, Some(1024));
         assert_eq!(
             plan.steps[0],
             Step::Generate {

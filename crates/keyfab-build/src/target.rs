@@ -401,18 +401,21 @@ pub fn build_target_in(
         generated,
     } = ran;
     let plan_ms = planned_at.duration_since(started).as_millis();
-    let build = BuildReport {
+    let mut build = BuildReport {
         generated: generated.0,
         generated_from_cache: generated.1,
         ..build
     };
     // QMK's size: of the .hex when there is one (`size --target=ihex`; an
     // ARM .bin carries a 16-byte DFU suffix), else of the firmware.
-    let size = build
+    let sized = build
         .firmware
         .iter()
         .find(|f| f.ends_with(".hex"))
         .or(build.firmware.first())
+        .cloned();
+    let size = sized
+        .as_ref()
         .and_then(|f| firmware_size(&tree.root().join(f)));
     // QMK's `check-size` (AVR's limit, its bootloader's part taken): a
     // firmware over it fails the build and is removed, so it is never
@@ -427,6 +430,18 @@ pub fn build_target_in(
                 size,
                 max,
             });
+        }
+        // And warns within its margin of the limit.
+        if let (Some(margin), Some(file)) = (plan.size_margin, sized) {
+            if max > 0 && size > 0 && max - size < margin {
+                build.warnings.push((
+                    file,
+                    format!(
+                        "the firmware size is approaching the maximum: {size}/{max} bytes ({} free)",
+                        max - size
+                    ),
+                ));
+            }
         }
     }
     Ok((

@@ -563,17 +563,14 @@ fn new_config_h_that_shadows_is_picked_up() {
 /// QMK's `check-size`: a firmware over the limit its recipe prints fails
 /// the build (exit 1, the sizes named) and is removed, from `.build/` and
 /// the tree's root, as QMK removes it. Within the limit again, it is
-/// delivered from the cache.
+/// delivered from the cache; within the recipe's margin (1024) of the
+/// limit, with QMK's warning.
 #[test]
 fn a_firmware_over_the_size_limit_fails_and_is_removed() {
     let fx = fixture();
-    let line = fx
-        .build("solo:default")
-        .ok()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let first = fx.build("solo:default");
+    let line = first.ok().lines().last().unwrap().to_string();
+    assert!(!first.stderr.contains("approaching"), "{}", first.stderr);
     // "(N/65536 bytes, …)": the size, under the fixture's limit.
     let size: u64 = line
         .split(" (")
@@ -585,32 +582,40 @@ fn a_firmware_over_the_size_limit_fails_and_is_removed() {
         .parse()
         .unwrap();
     assert!(line.contains(&format!("({size}/65536 bytes")), "{line}");
+    let with_limit =
+        |max: u64| run(&mut fx.build_cmd(&["-e", &format!("MAX_SIZE={max}"), "solo:default"]));
     let firmware = [".build/solo_default.hex", "solo_default.hex"];
-    let limit = format!("MAX_SIZE={}", size - 1);
-    let over = run(&mut fx.build_cmd(&["-e", &limit, "solo:default"]));
+    let over = with_limit(size - 1);
     let err = over.fails();
-    assert!(
-        err.contains(&format!(
-            "solo:default: the firmware is too large: {size}/{} bytes (1 bytes over)",
-            size - 1
-        )),
-        "{err}"
+    let too_large = format!(
+        "solo:default: the firmware is too large: {size}/{} bytes (1 bytes over)",
+        size - 1
     );
+    assert!(err.contains(&too_large), "{err}");
     for f in firmware {
         assert!(!fx.tree.join(f).exists(), "{f} is left");
     }
-    // At the limit it is fine (QMK fails only above it).
-    let limit = format!("MAX_SIZE={size}");
-    let at = run(&mut fx.build_cmd(&["-e", &limit, "solo:default"]));
+    // At the limit it is fine (QMK fails only above it), with the warning.
+    let at = with_limit(size);
     let line = at.ok().lines().last().unwrap().to_string();
     assert!(
         line.contains(&format!("({size}/{size} bytes, 0 free)")),
         "{line}"
     );
     assert!(counts(&line).link_cached, "{line}");
+    let near =
+        format!("the firmware size is approaching the maximum: {size}/{size} bytes (0 free)");
+    assert!(at.stderr.contains(&near), "{}", at.stderr);
     for f in firmware {
         assert!(fx.tree.join(f).is_file(), "{f} is missing");
     }
+    // The margin's edge: 1024 free is no longer within it.
+    let clear = with_limit(size + 1024);
+    clear.ok();
+    assert!(!clear.stderr.contains("approaching"), "{}", clear.stderr);
+    let edge = with_limit(size + 1023);
+    edge.ok();
+    assert!(edge.stderr.contains("(1023 free)"), "{}", edge.stderr);
 }
 
 #[test]
