@@ -377,10 +377,24 @@ fn the_report_names_the_delivered_firmware() {
 }
 
 /// A firmware over QMK's size limit fails its target (QMK's CI counts it a
-/// failure too), at the stage "size", with the sizes.
+/// failure too), at the stage "size", with the sizes; one near it passes
+/// with QMK's warning among the target's warnings.
 #[test]
 fn a_firmware_over_the_size_limit_fails_its_target() {
     let fx = fixture();
+    fx.sweep(&["solo:default"]).ok();
+    let size = target(&fx.json(), "solo:default")["size"].as_u64().unwrap();
+    fx.sweep(&["-e", &format!("MAX_SIZE={}", size + 10), "solo:default"])
+        .ok();
+    let near = target(&fx.json(), "solo:default").clone();
+    assert_eq!(near["status"], "ok");
+    assert_eq!(
+        near["warnings"][0]["log"],
+        format!(
+            "the firmware size is approaching the maximum: {size}/{} bytes (10 free)",
+            size + 10
+        )
+    );
     let err = fx
         .sweep(&["-e", "MAX_SIZE=10", "solo:default"])
         .fails()
