@@ -14,7 +14,12 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut opts = options(ctx, &a.env, a.qmk_bin.as_deref(), a.clean)?;
     crate::audit_cmds::pin_date_macros(&mut opts.env);
     let cas = open_cache(&opts, false)?;
-    let host = crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe, Some(cas.clone()));
+    let host = crate::qmk_cmds::in_process_generators(
+        tree,
+        &opts.keyfab_exe,
+        &opts.env,
+        Some(cas.clone()),
+    );
     if let Some(h) = &host {
         // A dry run records nothing, and with its plan from the cache it
         // runs no make that asks for version.h: git would only outlive it.
@@ -58,7 +63,8 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
         )?;
         cas.flush()?;
         if a.compiledb {
-            write_compiledb(tree.root(), &planned.plan)?;
+            let userspace = tree.userspace().map(|u| u.root.as_path());
+            write_compiledb(tree.root(), userspace, &planned.plan)?;
         }
         if a.dry_run {
             for step in &planned.plan.steps {
@@ -206,13 +212,24 @@ pub fn options(
     qmk_bin: Option<&str>,
     clean: bool,
 ) -> anyhow::Result<target::Options> {
-    let env: Vec<(String, String)> = env
+    let mut env: Vec<(String, String)> = env
         .iter()
         .map(|e| match e.split_once('=') {
             Some((k, v)) => Ok((k.to_string(), v.to_string())),
             None => Err(anyhow::anyhow!("-e {e}: expected VAR=VALUE")),
         })
         .collect::<Result<_, _>>()?;
+    // QMK's build environment: a userspace is named to make, resolved (its
+    // keymaps and `users/` folders are searched after the tree's, and the
+    // firmware is copied to its root too).
+    if let Some(us) = ctx.tree.userspace() {
+        let root = std::fs::canonicalize(&us.root).unwrap_or_else(|_| us.root.clone());
+        let root = root.to_string_lossy().into_owned();
+        match env.iter_mut().find(|(k, _)| k == "QMK_USERSPACE") {
+            Some((_, v)) => *v = root,
+            None => env.push(("QMK_USERSPACE".into(), root)),
+        }
+    }
     let exe = std::env::current_exe()?;
     let qmk_bin = match (qmk_bin, std::env::var("KEYFAB_QMK_BIN")) {
         (Some(b), _) => b.to_string(),
@@ -291,7 +308,13 @@ pub fn record_generator(a: crate::cli::RecordArgs) -> anyhow::Result<ExitCode> {
 
 /// `compile_commands.json` at the tree root: one entry per compile step, with
 /// the exact argv keyfab runs.
-fn write_compiledb(root: &std::path::Path, plan: &plan::Plan) -> anyhow::Result<()> {
+/// QMK's `compile_commands.json` at the tree's root, and copied to the
+/// userspace's as QMK copies it.
+fn write_compiledb(
+    root: &std::path::Path,
+    userspace: Option<&std::path::Path>,
+    plan: &plan::Plan,
+) -> anyhow::Result<()> {
     let entries: Vec<serde_json::Value> = plan
         .steps
         .iter()
@@ -313,5 +336,10 @@ fn write_compiledb(root: &std::path::Path, plan: &plan::Plan) -> anyhow::Result<
         path.display(),
         entries.len()
     );
+    if let Some(us) = userspace {
+        let copy = us.join("compile_commands.json");
+        std::fs::copy(&path, &copy).with_context(|| format!("copying to {}", copy.display()))?;
+        eprintln!("keyfab: copied it to {}", copy.display());
+    }
     Ok(())
 }

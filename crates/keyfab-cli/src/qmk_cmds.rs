@@ -750,18 +750,25 @@ fn memoized_versions(
 }
 
 impl InProcessGenerators {
-    /// For builds in `tree` by this binary (`exe`). The context is the one a
-    /// generator spawned in the tree's folder would discover. `memo`: the
-    /// cache that remembers the checkouts' `git describe` walks (a walk was
-    /// most of a build's git work in a checkout).
+    /// For builds in `tree` by this binary (`exe`), whose make gets the
+    /// variables `make_env`. The context is the one a generator make spawns
+    /// in the tree's folder would discover: make exports the variables of
+    /// its command line, so a `QMK_USERSPACE` there (the build's userspace,
+    /// see `build_cmds::options`) is the one it sees. `memo`: the cache that
+    /// remembers the checkouts' `git describe` walks (a walk was most of a
+    /// build's git work in a checkout).
     pub fn new(
         tree: &keyfab_tree::Tree,
         exe: &Path,
+        make_env: &[(String, String)],
         memo: Option<Arc<keyfab_cas::LocalCas>>,
     ) -> anyhow::Result<InProcessGenerators> {
         let root = tree.root();
         let qmk_home = std::env::var_os("QMK_HOME").map(PathBuf::from);
-        let env_us = std::env::var_os("QMK_USERSPACE").map(PathBuf::from);
+        let env_us = match make_env.iter().rev().find(|(k, _)| k == "QMK_USERSPACE") {
+            Some((_, v)) => Some(PathBuf::from(v)),
+            None => std::env::var_os("QMK_USERSPACE").map(PathBuf::from),
+        };
         let userspace = keyfab_tree::Userspace::discover(None, root, env_us.as_deref())?;
         let tree = keyfab_tree::Tree::discover(None, root, qmk_home.as_deref())?;
         Ok(InProcessGenerators {
@@ -897,12 +904,13 @@ impl std::ops::Deref for TargetEngine<'_> {
 pub fn in_process_generators(
     tree: &keyfab_tree::Tree,
     exe: &Path,
+    make_env: &[(String, String)],
     memo: Option<Arc<keyfab_cas::LocalCas>>,
 ) -> Option<std::sync::Arc<InProcessGenerators>> {
     if std::env::var_os("KEYFAB_SPAWN_GENERATORS").is_some() {
         return None;
     }
-    InProcessGenerators::new(tree, exe, memo)
+    InProcessGenerators::new(tree, exe, make_env, memo)
         .ok()
         .map(std::sync::Arc::new)
 }

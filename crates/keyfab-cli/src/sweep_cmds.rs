@@ -119,8 +119,12 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
     let cancel = cancel_flag();
     let exec = Executor::new(tree.root(), &cas, jobs).with_cancel(cancel.clone());
     // One engine for the whole sweep: the tree does not change under it.
-    let generators =
-        crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe, Some(cas.clone()));
+    let generators = crate::qmk_cmds::in_process_generators(
+        tree,
+        &opts.keyfab_exe,
+        &opts.env,
+        Some(cas.clone()),
+    );
     exec.set_generator_host(
         generators
             .clone()

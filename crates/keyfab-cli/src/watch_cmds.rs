@@ -100,8 +100,12 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
         // Fresh generators per rebuild (they keep the files they parsed),
         // with the last rebuild's mapping tables and compiled schemas while
         // `data/` is unchanged.
-        let host =
-            crate::qmk_cmds::in_process_generators(tree, &opts.keyfab_exe, Some(cas.clone()));
+        let host = crate::qmk_cmds::in_process_generators(
+            tree,
+            &opts.keyfab_exe,
+            &opts.env,
+            Some(cas.clone()),
+        );
         if let (Some(h), Some(prev)) = (&host, &last_host) {
             let tables_changed = events_lost || watch::tables_may_have_changed(&changes);
             if !tables_changed && h.sees(tree) && prev.sees(tree) {

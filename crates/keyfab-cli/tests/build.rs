@@ -618,6 +618,63 @@ fn a_firmware_over_the_size_limit_fails_and_is_removed() {
     assert!(edge.stderr.contains("(1023 free)"), "{}", edge.stderr);
 }
 
+/// A keymap of a QMK userspace builds as `qmk compile` builds it there:
+/// make is told the userspace (QMK_USERSPACE, resolved), finds the keymap
+/// after the tree's folders, and copies the firmware to the userspace's
+/// root as well (and `--compiledb` its compile database); the plan is
+/// cached.
+#[test]
+fn a_userspace_keymap_builds_and_its_firmware_lands_there_too() {
+    let fx = fixture();
+    let us = fx.tmp.path().join("userspace");
+    copy_dir(&fixtures().join("userspace"), &us);
+    // Named through a symlink: make gets the resolved folder, as QMK's CLI
+    // gives it.
+    let link = fx.tmp.path().join("us-link");
+    std::os::unix::fs::symlink(&us, &link).unwrap();
+    let usarg = format!("--userspace={}", link.display());
+    // make compiles the keymap from the resolved folder.
+    let r = run(fx.build_cmd(&[&usarg, "solo:mine"]).arg("-n"));
+    let keymap = us
+        .canonicalize()
+        .unwrap()
+        .join("keyboards/solo/keymaps/mine/keymap.c");
+    let steps = dry_run_steps(r.ok());
+    let compiles_keymap = |s: &serde_json::Value| s["source"] == keymap.display().to_string();
+    assert!(steps.iter().any(compiles_keymap), "{steps:?}");
+    let first = run(&mut fx.build_cmd(&[&usarg, "solo:mine"]));
+    let line = first.ok().lines().last().unwrap().to_string();
+    assert!(
+        line.starts_with("solo:mine: .build/solo_mine.hex"),
+        "{line}"
+    );
+    let hex = std::fs::read(fx.tree.join(".build/solo_mine.hex")).unwrap();
+    assert_eq!(std::fs::read(fx.tree.join("solo_mine.hex")).unwrap(), hex);
+    assert_eq!(std::fs::read(us.join("solo_mine.hex")).unwrap(), hex);
+    assert!(firmware_runs(&fx.tree, "solo_mine").starts_with("solo:mine "));
+    // The generators make calls see that userspace too (as make exports
+    // QMK_USERSPACE to them): its keymap folder is among the dependencies.
+    let deps =
+        std::fs::read_to_string(fx.tree.join(".build/obj_solo_mine/src/info_deps.d")).unwrap();
+    let folder = keymap.parent().unwrap().display().to_string();
+    assert!(
+        deps.contains(&format!("$(wildcard {folder}/rules.mk)")),
+        "{deps}"
+    );
+    std::fs::remove_file(us.join("solo_mine.hex")).unwrap();
+    let again = run(&mut fx.build_cmd(&[&usarg, "solo:mine"]));
+    let line = again.ok().lines().last().unwrap().to_string();
+    assert!(counts(&line).plan_cached, "{line}");
+    assert_eq!(std::fs::read(us.join("solo_mine.hex")).unwrap(), hex);
+    // QMK's compile database is copied to the userspace too.
+    run(&mut fx.build_cmd(&[&usarg, "solo:mine", "--compiledb"])).ok();
+    let db = std::fs::read(fx.tree.join("compile_commands.json")).unwrap();
+    assert_eq!(std::fs::read(us.join("compile_commands.json")).unwrap(), db);
+    // Without the userspace, the keymap is not found.
+    let err = fx.build("solo:mine").fails().to_string();
+    assert!(err.contains("mine"), "{err}");
+}
+
 #[test]
 fn compile_error_names_the_file_and_is_not_cached() {
     let fx = fixture();

@@ -116,6 +116,7 @@ impl Session {
             let host = keyfab_cli::qmk_cmds::in_process_generators(
                 &self.tree,
                 &self.opts.keyfab_exe,
+                &self.opts.env,
                 None,
             );
             assert!(host.is_some(), "KEYFAB_SPAWN_GENERATORS is set");
