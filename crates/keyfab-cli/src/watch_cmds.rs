@@ -9,7 +9,7 @@ use keyfab_build::{db::BuildDb, provenance::Log, target, watch};
 use keyfab_cas::LocalCas;
 use notify::{RecursiveMode, Watcher};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -82,6 +82,11 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
         Ok(())
     };
     watch_more(watch::watch_roots(tree.root()))?;
+    // A userspace's keymaps and `users/` are inputs as the tree's files are.
+    let userspace = tree.userspace().map(|u| u.root.clone());
+    if let Some(us) = &userspace {
+        watch_more(watch::watch_roots(us))?;
+    }
 
     let debounce = Duration::from_millis(a.debounce_ms);
     let mut builds = 0usize;
@@ -155,8 +160,16 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             events_lost = batch.iter().any(|(p, _)| p.as_os_str().is_empty());
-            let mut relevant =
-                watch::settled_changes(tree.root(), &batch, |p| p.symlink_metadata().is_ok());
+            let exists = |p: &Path| p.symlink_metadata().is_ok();
+            let mut relevant = watch::settled_changes(tree.root(), &batch, exists);
+            if let Some(us) = &userspace {
+                // Named by their full path: they are not the tree's.
+                relevant.extend(
+                    watch::settled_changes(us, &batch, exists)
+                        .into_iter()
+                        .map(|rel| us.join(rel).display().to_string()),
+                );
+            }
             if events_lost {
                 // Anything may have changed: every input, the tables, the revision.
                 relevant.insert(0, "(events lost: everything read again)".into());
@@ -166,12 +179,11 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
             }
             // A folder made or moved in at the top: watch it too (what was
             // written in it before is read by the refresh below).
-            for (p, _) in batch
-                .iter()
-                .filter(|(p, _)| p.parent() == Some(tree.root()))
-            {
-                if let Err(e) = watch_more(watch::watch_for(tree.root(), p)) {
-                    eprintln!("keyfab: warning: {e:#}");
+            for root in std::iter::once(tree.root()).chain(userspace.as_deref()) {
+                for (p, _) in batch.iter().filter(|(p, _)| p.parent() == Some(root)) {
+                    if let Err(e) = watch_more(watch::watch_for(root, p)) {
+                        eprintln!("keyfab: warning: {e:#}");
+                    }
                 }
             }
             if !relevant.is_empty() {

@@ -639,3 +639,29 @@ fn a_toolchain_changed_during_a_watch_is_seen_by_the_next_rebuild() {
     assert!(line.contains("5 compiled, 0 from cache"), "{line}");
     assert!(line.contains("plan made"), "{line}");
 }
+
+/// A userspace keymap is watched as the tree's files are: saving it
+/// rebuilds its target, and the change is named by its full path.
+#[test]
+fn a_userspace_keymap_edit_rebuilds() {
+    let (t, tree) = copy_fixture("tree");
+    let us = t.path().join("userspace");
+    copy_dir(&fixtures().join("userspace"), &us);
+    let usarg = format!("--userspace={}", us.display());
+    let mut cmd = keyfab(&tree);
+    cmd.arg(&usarg);
+    let w = Watch::start_in(cmd, &t.path().join("cache"), &["solo:mine"], 2, &[]);
+    let first = w.next();
+    assert!(
+        first.starts_with("build → solo:mine: .build/solo_mine.hex"),
+        "{first}"
+    );
+    settle();
+    let keymap = us.join("keyboards/solo/keymaps/mine/keymap.c");
+    let text = std::fs::read_to_string(&keymap).unwrap();
+    atomic_save(&keymap, &text.replace("KC_A, KC_A", "KC_C, KC_A"));
+    let second = w.next();
+    let named = format!("changed {} → solo:mine", keymap.display());
+    assert!(second.starts_with(&named), "{second}");
+    assert!(second.contains("1 compiled"), "{second}");
+}
