@@ -31,7 +31,7 @@ pub enum TargetError {
     Io { path: String, message: String },
     /// QMK's `check-size`: the firmware is bigger than the MCU's flash
     /// leaves it (its bootloader's part taken).
-    #[error("{target}: the firmware is too large: {size}/{max} bytes ({} bytes over), so it was removed", size - max)]
+    #[error("{target}: {}", too_large(*size, *max))]
     TooLarge { target: String, size: u64, max: u64 },
 }
 
@@ -51,10 +51,7 @@ impl TargetError {
         match self {
             TargetError::Build { source, .. } => source.to_string(),
             TargetError::Plan { source, .. } => source.to_string(),
-            TargetError::TooLarge { size, max, .. } => format!(
-                "the firmware is too large: {size}/{max} bytes ({} bytes over)",
-                size - max
-            ),
+            TargetError::TooLarge { size, max, .. } => too_large(*size, *max),
             other => other.to_string(),
         }
     }
@@ -933,6 +930,14 @@ pub fn tree_revision(root: &Path) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// What [`TargetError::TooLarge`] says, but the target.
+fn too_large(size: u64, max: u64) -> String {
+    format!(
+        "the firmware is too large: {size}/{max} bytes ({} bytes over), so it was removed",
+        size - max
+    )
 }
 
 /// Removes the firmware a build delivered: the files copied to the tree's

@@ -307,9 +307,7 @@ pub fn record_generator(a: crate::cli::RecordArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `compile_commands.json` at the tree root: one entry per compile step, with
-/// the exact argv keyfab runs.
-/// QMK's `compile_commands.json` at the tree's root, and copied to the
-/// userspace's as QMK copies it.
+/// the exact argv keyfab runs; copied to the userspace's root as QMK copies it.
 fn write_compiledb(
     root: &std::path::Path,
     userspace: Option<&std::path::Path>,

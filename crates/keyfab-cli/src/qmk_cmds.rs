@@ -838,7 +838,13 @@ impl InProcessGenerators {
     /// The generators see `tree` as it is (same root, same userspace): their
     /// engine answers for it too.
     pub fn sees(&self, tree: &keyfab_tree::Tree) -> bool {
-        self.ctx.tree.root() == tree.root() && self.ctx.tree.userspace() == tree.userspace()
+        // The generators' userspace is the resolved folder make is given;
+        // the build's may be named through a link.
+        let userspace = |t: &keyfab_tree::Tree| {
+            t.userspace()
+                .map(|u| std::fs::canonicalize(&u.root).unwrap_or_else(|_| u.root.clone()))
+        };
+        self.ctx.tree.root() == tree.root() && userspace(&self.ctx.tree) == userspace(tree)
     }
 
     fn run(&self, kind: Kind, a: &QmkArgs, output: &Path) -> anyhow::Result<Generation> {
