@@ -812,11 +812,17 @@ fn rebuild_and_compare(
                 Command::new(&exe)
             }
         };
-        cmd.arg("--tree")
-            .arg(&copy)
-            .arg("--cache")
-            .arg(&rcache)
-            .args(["sweep", "--progress", "none", "-j", &jobs.to_string()])
+        cmd.arg("--tree").arg(&copy).arg("--cache").arg(&rcache);
+        // A userspace build is rebuilt with the same userspace (the folder
+        // make was given): QMK's objects name its keymaps by absolute path.
+        if let Some(us) = settings
+            .make
+            .iter()
+            .find_map(|m| m.strip_prefix("QMK_USERSPACE="))
+        {
+            cmd.arg("--userspace").arg(us);
+        }
+        cmd.args(["sweep", "--progress", "none", "-j", &jobs.to_string()])
             .arg("--report")
             .arg(&report_dir);
         for m in &settings.make {

@@ -119,6 +119,20 @@ fn audit_passes_in_reproducible_mode() {
         .contains("no recorded build matches nope*"));
 }
 
+/// A userspace keymap's build is rebuilt with that userspace and passes.
+#[test]
+fn a_userspace_build_audits() {
+    let fx = fixture();
+    let us = fx.tmp.path().join("userspace");
+    copy_dir(&fixtures().join("userspace"), &us);
+    let usarg = format!("--userspace={}", us.display());
+    let epoch = Some("1700000000");
+    fx.run_with(epoch, &[&usarg, "build", "solo:mine"]).ok();
+    let out = fx.run_with(None, &[&usarg, "audit", "solo:mine"]);
+    let text = out.ok();
+    assert!(text.starts_with("solo:mine: PASS"), "{text}");
+}
+
 #[test]
 fn audit_fails_when_the_build_date_leaks() {
     let fx = fixture();
