@@ -241,7 +241,8 @@ pub fn plan_target(
                     .output("plan")
                     .and_then(|o| cas.get_blob(&o.digest).ok().flatten())
                 {
-                    if let Ok(plan) = serde_json::from_slice::<Plan>(&bytes) {
+                    let stored = serde_json::from_slice::<plan::StoredPlan>(&bytes);
+                    if let Some(plan) = stored.ok().and_then(plan::StoredPlan::into_plan) {
                         let (tools, makefiles): (Vec<_>, Vec<_>) = entry
                             .headers
                             .iter()
@@ -357,7 +358,8 @@ pub fn plan_target(
             eprintln!("plan makefile {f} {}", makefiles.last().unwrap().1.to_hex());
         }
     }
-    let json = serde_json::to_vec(&plan).map_err(|e| PlanCacheError::Other(e.to_string()))?;
+    let json = serde_json::to_vec(&plan::StoredPlan::of(&plan))
+        .map_err(|e| PlanCacheError::Other(e.to_string()))?;
     let head = if crate::generated::names_folder(&json, ctx.tree) {
         in_folder
     } else {
