@@ -223,8 +223,7 @@ pub fn options(
     // keymaps and `users/` folders are searched after the tree's, and the
     // firmware is copied to its root too).
     if let Some(us) = ctx.tree.userspace() {
-        let root = std::fs::canonicalize(&us.root).unwrap_or_else(|_| us.root.clone());
-        let root = root.to_string_lossy().into_owned();
+        let root = us.root.to_string_lossy().into_owned();
         match env.iter_mut().find(|(k, _)| k == "QMK_USERSPACE") {
             Some((_, v)) => *v = root,
             None => env.push(("QMK_USERSPACE".into(), root)),

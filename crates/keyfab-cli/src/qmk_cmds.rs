@@ -838,13 +838,7 @@ impl InProcessGenerators {
     /// The generators see `tree` as it is (same root, same userspace): their
     /// engine answers for it too.
     pub fn sees(&self, tree: &keyfab_tree::Tree) -> bool {
-        // The generators' userspace is the resolved folder make is given;
-        // the build's may be named through a link.
-        let userspace = |t: &keyfab_tree::Tree| {
-            t.userspace()
-                .map(|u| std::fs::canonicalize(&u.root).unwrap_or_else(|_| u.root.clone()))
-        };
-        self.ctx.tree.root() == tree.root() && userspace(&self.ctx.tree) == userspace(tree)
+        self.ctx.tree.root() == tree.root() && self.ctx.tree.userspace() == tree.userspace()
     }
 
     fn run(&self, kind: Kind, a: &QmkArgs, output: &Path) -> anyhow::Result<Generation> {

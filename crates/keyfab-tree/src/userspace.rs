@@ -93,8 +93,10 @@ impl Userspace {
             };
             build_targets.push(target);
         }
+        // Resolved, as the tree's folder is: QMK's CLI gives make the
+        // resolved folder, and generators compare it with the build's.
         Ok(Userspace {
-            root: root.to_path_buf(),
+            root: std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
             build_targets,
         })
     }
