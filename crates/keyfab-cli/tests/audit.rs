@@ -123,9 +123,7 @@ fn audit_passes_in_reproducible_mode() {
 #[test]
 fn a_userspace_build_audits() {
     let fx = fixture();
-    let us = fx.tmp.path().join("userspace");
-    copy_dir(&fixtures().join("userspace"), &us);
-    let usarg = format!("--userspace={}", us.display());
+    let (_, usarg) = copy_userspace(fx.tmp.path());
     let epoch = Some("1700000000");
     fx.run_with(epoch, &[&usarg, "build", "solo:mine"]).ok();
     let out = fx.run_with(None, &[&usarg, "audit", "solo:mine"]);

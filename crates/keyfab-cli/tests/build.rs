@@ -626,8 +626,7 @@ fn a_firmware_over_the_size_limit_fails_and_is_removed() {
 #[test]
 fn a_userspace_keymap_builds_and_its_firmware_lands_there_too() {
     let fx = fixture();
-    let us = fx.tmp.path().join("userspace");
-    copy_dir(&fixtures().join("userspace"), &us);
+    let (us, _) = copy_userspace(fx.tmp.path());
     // Named through a symlink: make gets the resolved folder, as QMK's CLI
     // gives it.
     let link = fx.tmp.path().join("us-link");
@@ -672,7 +671,10 @@ fn a_userspace_keymap_builds_and_its_firmware_lands_there_too() {
     assert_eq!(std::fs::read(us.join("compile_commands.json")).unwrap(), db);
     // Without the userspace, the keymap is not found.
     let err = fx.build("solo:mine").fails().to_string();
-    assert!(err.contains("mine"), "{err}");
+    assert!(
+        err.contains("keymap mine not found for keyboard solo"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -276,9 +276,7 @@ fn keymap_lookup_order_matches_qmk_locate_keymap_mk() {
 #[test]
 fn userspace_keymaps_come_after_the_tree() {
     let (t, tree) = copy_fixture("tree");
-    let us = t.path().join("userspace");
-    copy_dir(&fixtures().join("userspace"), &us);
-    let usarg = format!("--userspace={}", us.display());
+    let (_, usarg) = copy_userspace(t.path());
     let f = |kb, km| keymap_file(&tree, &[&usarg], kb, km);
     assert_eq!(f("solo", "mine").1, "userspace");
     assert!(f("solo", "mine")
@@ -312,8 +310,7 @@ fn userspace_keymaps_come_after_the_tree() {
 #[test]
 fn userspace_is_discovered_from_cwd_and_env() {
     let (t, tree) = copy_fixture("tree");
-    let us = t.path().join("userspace");
-    copy_dir(&fixtures().join("userspace"), &us);
+    let (us, _) = copy_userspace(t.path());
     let tree_arg = format!("--tree={}", tree.display());
     // from a folder inside the userspace
     let from_cwd = run(keyfab(&us.join("keyboards")).args([&tree_arg, "userspace-list"]));

@@ -645,9 +645,7 @@ fn a_toolchain_changed_during_a_watch_is_seen_by_the_next_rebuild() {
 #[test]
 fn a_userspace_keymap_edit_rebuilds() {
     let (t, tree) = copy_fixture("tree");
-    let us = t.path().join("userspace");
-    copy_dir(&fixtures().join("userspace"), &us);
-    let usarg = format!("--userspace={}", us.display());
+    let (us, usarg) = copy_userspace(t.path());
     let mut cmd = keyfab(&tree);
     cmd.arg(&usarg);
     let w = Watch::start_in(cmd, &t.path().join("cache"), &["solo:mine"], 2, &[]);

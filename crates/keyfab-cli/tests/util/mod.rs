@@ -20,6 +20,15 @@ pub fn copy_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
     (tmp, dest)
 }
 
+/// The fixture userspace copied into `dir`: its path and the
+/// `--userspace=PATH` argument naming it.
+pub fn copy_userspace(dir: &Path) -> (PathBuf, String) {
+    let us = dir.join("userspace");
+    copy_dir(&fixtures().join("userspace"), &us);
+    let arg = format!("--userspace={}", us.display());
+    (us, arg)
+}
+
 pub fn copy_dir(src: &Path, dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();
     for entry in std::fs::read_dir(src).unwrap() {
