@@ -186,11 +186,11 @@ fn identify(program: &str, find: bool) -> Option<Digest> {
     if let Some(probe) = memo(program) {
         return Some(probe.identity(&path, binary, file_digest));
     }
-    let probe = match remembered_probe(&path, &binary) {
+    let probe = match remembered_probe(program, &path, &binary) {
         Some(probe) => probe,
         None => {
             let probe = ToolProbe::run(program, &path).ok()?;
-            remember_probe(&path, &binary, &probe);
+            remember_probe(program, &path, &binary, &probe);
             probe
         }
     };
@@ -200,6 +200,14 @@ fn identify(program: &str, find: bool) -> Option<Digest> {
         .unwrap()
         .insert(program.to_string(), (path, binary, Arc::new(probe)));
     Some(identity)
+}
+
+/// What the program prints on stdout for `--version` (identifying it
+/// first, when this process has not): what QMK's `compiler.txt` holds.
+pub fn tool_version(program: &str) -> Option<Vec<u8>> {
+    tool_identity(program)?;
+    let tools = TOOLS.lock().unwrap();
+    Some(tools.get(program)?.2.version_output.clone())
 }
 
 /// Program → the lock its first identification holds (see [`tool_identity`]).
@@ -247,11 +255,12 @@ fn folder_listing(abs: &Path) -> Vec<String> {
     names
 }
 
-/// The cache entry of what running a program told: by its path, binary
-/// digest and the variables that move a driver's program search (what it
-/// prints is a function of those), so a process does not run `--version`
-/// for a compiler an earlier one probed.
-fn probe_key(path: &Path, binary: &Digest) -> keyfab_cas::ActionKey {
+/// The cache entry of what running a program told: by the name it is run
+/// by (its `--version` says it), its path, binary digest and the variables
+/// that move a driver's program search (what it prints is a function of
+/// those), so a process does not run `--version` for a compiler an earlier
+/// one probed.
+fn probe_key(program: &str, path: &Path, binary: &Digest) -> keyfab_cas::ActionKey {
     let env = ["COMPILER_PATH", "GCC_EXEC_PREFIX"]
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
@@ -259,7 +268,7 @@ fn probe_key(path: &Path, binary: &Digest) -> keyfab_cas::ActionKey {
     keyfab_cas::CommandKey {
         kind: "tool-probe".into(),
         tool: *binary,
-        argv: vec![path.as_os_str().to_owned()],
+        argv: vec![program.into(), path.as_os_str().to_owned()],
         cwd: PathBuf::new(),
         env,
         inputs: Vec::new(),
@@ -267,15 +276,15 @@ fn probe_key(path: &Path, binary: &Digest) -> keyfab_cas::ActionKey {
     .key()
 }
 
-fn remembered_probe(path: &Path, binary: &Digest) -> Option<ToolProbe> {
+fn remembered_probe(program: &str, path: &Path, binary: &Digest) -> Option<ToolProbe> {
     let (cas, _) = STAT_CACHE.get()?;
-    let result = cas.get_action(&probe_key(path, binary)).ok()??;
+    let result = cas.get_action(&probe_key(program, path, binary)).ok()??;
     let version = cas.get_blob(&result.output("version")?.digest).ok()??;
     let helpers = cas.get_blob(&result.output("helpers")?.digest).ok()??;
     ToolProbe::from_parts(version, &helpers)
 }
 
-fn remember_probe(path: &Path, binary: &Digest, probe: &ToolProbe) {
+fn remember_probe(program: &str, path: &Path, binary: &Digest, probe: &ToolProbe) {
     if let Some((cas, _)) = STAT_CACHE.get() {
         let helpers = probe.helpers_text();
         let action = keyfab_cas::NewAction::success(vec![
@@ -283,7 +292,7 @@ fn remember_probe(path: &Path, binary: &Digest, probe: &ToolProbe) {
             keyfab_cas::NewOutput::bytes("helpers", helpers.as_bytes()),
         ]);
         // A hint: failing to store it only costs a few runs of the program.
-        let _ = cas.put_action(&probe_key(path, binary), &action);
+        let _ = cas.put_action(&probe_key(program, path, binary), &action);
     }
 }
 

@@ -9,7 +9,7 @@
 
 use crate::db::ObjectKey;
 use crate::generated::{write_generated, GeneratedRecord, Generation};
-use crate::plan::{Plan, Step};
+use crate::plan::{Plan, Stamped, Step};
 use crate::provenance::Log;
 use keyfab_cas::{
     ActionKey, ActionResult, CommandKey, CompileKey, Digest, DirectKey, LocalCas, NewAction,
@@ -427,6 +427,12 @@ impl<'a> Executor<'a> {
         self.check_cancel()?;
         let start = Instant::now();
         let mut report = BuildReport::default();
+        // Before the compiles, whose objects must be the newer.
+        for step in &plan.steps {
+            if let Step::Stamp { file, holds } = step {
+                self.stamp(file, holds)?;
+            }
+        }
         let early = early.filter(|e| e.started());
         let mut results: Vec<(usize, Result<CompileOutcome, BuildError>)> = match early {
             Some(early) => {
@@ -509,6 +515,30 @@ impl<'a> Executor<'a> {
         self.cas.commit_batched()?;
         report.duration_ms = start.elapsed().as_millis();
         Ok(report)
+    }
+
+    /// Writes a [`Step::Stamp`]'s file when it does not hold what it
+    /// should, as its recipe's `cmp -s - FILE || … > FILE` does. A
+    /// compiler that cannot be identified is left to its compiles, which
+    /// name it.
+    fn stamp(&self, file: &str, holds: &Stamped) -> Result<(), BuildError> {
+        let Some(bytes) = stamp_bytes(holds) else {
+            return Ok(());
+        };
+        let path = self.abs(file);
+        if std::fs::read(&path).is_ok_and(|held| held == bytes) {
+            return Ok(());
+        }
+        // Whole or not at all: a half-written stamp would match no make's.
+        let write = || -> std::io::Result<()> {
+            let dir = path.parent().unwrap_or(&self.tree);
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut tmp, &bytes)?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        };
+        write().map_err(|e| self.io(&path, e))
     }
 
     /// What a compile is expected to cost, for ordering: its source's size
@@ -671,10 +701,12 @@ impl<'a> Executor<'a> {
         object: &str,
         depfile: Option<&str>,
     ) -> Result<bool, BuildError> {
-        let mut wanted = vec![("object", object)];
+        // The depfile first: make rebuilds an object older than it.
+        let mut wanted = Vec::new();
         if let Some(d) = depfile {
             wanted.push(("depfile", d));
         }
+        wanted.push(("object", object));
         for (name, rel) in wanted {
             let Some(out) = result.output(name) else {
                 return Ok(false);
@@ -942,7 +974,13 @@ impl ToolProbe {
             let children: Vec<_> = args
                 .iter()
                 .map(|arg| {
-                    Command::new(path)
+                    let mut command = Command::new(path);
+                    if arg == "--version" {
+                        // GCC names itself by its argv[0] there: what
+                        // `$(CC) --version` prints (QMK's `compiler.txt`).
+                        std::os::unix::process::CommandExt::arg0(&mut command, program);
+                    }
+                    command
                         .arg(arg)
                         .stdin(std::process::Stdio::null())
                         .stdout(std::process::Stdio::piped())
@@ -1240,6 +1278,13 @@ impl EarlyShared<'_, '_> {
                 q.refused = true;
                 false
             }
+            Step::Stamp { file, holds } => {
+                drop(q);
+                // Before the compiles it comes before; a failure is the
+                // plan's own run's to report.
+                let _ = self.exec.stamp(file, holds);
+                false
+            }
             Step::Compile { object, .. } if !q.by_object.contains_key(object) => {
                 q.push(step, None, self.exec.expected_cost(step));
                 self.changed.notify_all();
@@ -1371,6 +1416,15 @@ impl EarlyShared<'_, '_> {
 }
 
 /// Whether a file has an execute bit (linked ELF files do; restored ones must too).
+/// What a [`Step::Stamp`] file should hold; `None` for the version of a
+/// program that cannot be identified.
+pub(crate) fn stamp_bytes(holds: &Stamped) -> Option<Vec<u8>> {
+    match holds {
+        Stamped::Text(text) => Some(text.as_bytes().to_vec()),
+        Stamped::VersionOf(program) => crate::db::tool_version(program),
+    }
+}
+
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)

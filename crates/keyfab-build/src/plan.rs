@@ -47,6 +47,21 @@ pub enum Step {
     },
     /// Copy of the firmware to the tree root (QMK's `cpfirmware`).
     Copy { from: String, to: String },
+    /// A file make rewrites only when what it holds changed (QMK's
+    /// `cflags.txt`, `compiler.txt`, `obj.txt`, …), before the steps that
+    /// depend on it: a plain make in the same `.build` later finds every
+    /// object newer than it, as after a build of its own.
+    Stamp { file: String, holds: Stamped },
+}
+
+/// What a [`Step::Stamp`] file holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stamped {
+    /// These bytes.
+    Text(String),
+    /// What the program prints on stdout for `--version`.
+    VersionOf(String),
 }
 
 /// A command and the commands chained after it, as one command line
@@ -81,7 +96,7 @@ impl Plan {
 
 impl Step {
     /// The command line a step's provenance records as `argv:<output>`
-    /// (none for a copy).
+    /// (none for a copy or a stamp).
     pub fn command_line(&self) -> Option<Vec<String>> {
         match self {
             Step::Generate { argv, .. }
@@ -89,12 +104,12 @@ impl Step {
             | Step::Archive { argv, .. }
             | Step::Link { argv, .. } => Some(argv.clone()),
             Step::Convert { argv, then, .. } => Some(command_chain(argv, then)),
-            Step::Copy { .. } => None,
+            Step::Copy { .. } | Step::Stamp { .. } => None,
         }
     }
 
     /// The step's own command words (a conversion's chained commands
-    /// aside); none for a copy.
+    /// aside); none for a copy or a stamp.
     fn argv_mut(&mut self) -> Option<&mut Vec<String>> {
         match self {
             Step::Generate { argv, .. }
@@ -102,7 +117,7 @@ impl Step {
             | Step::Archive { argv, .. }
             | Step::Link { argv, .. }
             | Step::Convert { argv, .. } => Some(argv),
-            Step::Copy { .. } => None,
+            Step::Copy { .. } | Step::Stamp { .. } => None,
         }
     }
 
@@ -115,6 +130,7 @@ impl Step {
             | Step::Convert { output, .. } => output,
             Step::Compile { object, .. } => object,
             Step::Copy { to, .. } => to,
+            Step::Stamp { file, .. } => file,
         }
     }
 }
@@ -288,6 +304,19 @@ impl DryRunParser {
                         text: cmd.to_string(),
                     }
                 })?);
+            return Ok(());
+        }
+        if let Some(stamp) = keyfab_shell::stamp(line) {
+            plan.steps.push(match stamp {
+                keyfab_shell::Stamp::Text { file, text } => Step::Stamp {
+                    file,
+                    holds: Stamped::Text(text),
+                },
+                keyfab_shell::Stamp::VersionOf { file, program } => Step::Stamp {
+                    file,
+                    holds: Stamped::VersionOf(program),
+                },
+            });
             return Ok(());
         }
         if let Some(step) = bare_objcopy(line) {
@@ -621,9 +650,14 @@ pub(crate) fn flag_value(words: &[String], flag: &str) -> Option<String> {
 }
 
 /// The variables QMK's CLI passes to make for `keyboard:keymap`
-/// (`qmk.build_targets._common_make_args`).
+/// (`qmk.build_targets._common_make_args`); `color` is its `COLOR`.
 /// `QMK_BIN` is left to the caller (the plan cache wraps it).
-pub fn make_args(keyboard: &str, keymap: &str, env: &[(String, String)]) -> Vec<String> {
+pub fn make_args(
+    keyboard: &str,
+    keymap: &str,
+    color: bool,
+    env: &[(String, String)],
+) -> Vec<String> {
     let safe = keyboard.replace('/', "_");
     let mut args = vec![
         "-r".to_string(),
@@ -635,7 +669,7 @@ pub fn make_args(keyboard: &str, keymap: &str, env: &[(String, String)]) -> Vec<
         format!("KEYBOARD_FILESAFE={safe}"),
         format!("TARGET={safe}_{keymap}"),
         "VERBOSE=false".to_string(),
-        "COLOR=false".to_string(),
+        format!("COLOR={color}"),
         "SILENT=false".to_string(),
     ];
     args.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
@@ -1000,7 +1034,7 @@ $(INTERMEDIATE_OUTPUT)/src/info_deps.d:
 
     #[test]
     fn the_included_makefile_is_named_as_make_names_it() {
-        let args = make_args("a/b", "km", &[]);
+        let args = make_args("a/b", "km", false, &[]);
         let made = included_makefile(MAKES_ITS_INCLUDE, &args).unwrap();
         assert_eq!(made.path, ".build/obj_a_b_km/src/info_deps.d");
         assert_eq!(
@@ -1009,14 +1043,14 @@ $(INTERMEDIATE_OUTPUT)/src/info_deps.d:
         );
         // make's command line wins over the makefile's `:=`, the last word wins
         let env = [("BUILD_DIR".to_string(), "out".to_string())];
-        let args = make_args("a/b", "km", &env);
+        let args = make_args("a/b", "km", false, &env);
         let made = included_makefile(MAKES_ITS_INCLUDE, &args).unwrap();
         assert_eq!(made.path, "out/obj_a_b_km/src/info_deps.d");
     }
 
     #[test]
     fn a_makefile_that_makes_its_include_otherwise_is_left_to_make() {
-        let args = make_args("a/b", "km", &[]);
+        let args = make_args("a/b", "km", false, &[]);
         for (from, to) in [
             ("-include $(INTERMEDIATE_OUTPUT)/src/info_deps.d", ""),
             ("-km $(KEYMAP) -o", "-km $(KEYMAP) -x -o"),
@@ -1269,9 +1303,11 @@ $(INTERMEDIATE_OUTPUT)/src/info_deps.d:
         let args = make_args(
             "planck/rev5",
             "default",
+            true,
             &[("SKIP_GIT".into(), "yes".into())],
         );
         assert!(args.contains(&"KEYBOARD_FILESAFE=planck_rev5".to_string()));
+        assert!(args.contains(&"COLOR=true".to_string()));
         assert!(args.contains(&"TARGET=planck_rev5_default".to_string()));
         assert_eq!(args.last().unwrap(), "SKIP_GIT=yes");
     }

@@ -73,6 +73,10 @@ impl TargetError {
 pub struct Options {
     /// `-e VAR=VALUE` make variables.
     pub env: Vec<(String, String)>,
+    /// make's `COLOR`, as QMK's CLI sets it (true unless `NO_COLOR` is
+    /// set): it is in the compilers' flags, so a later `qmk compile` in
+    /// the same `.build` reuses the objects only when the two agree.
+    pub color: bool,
     /// The generator command make calls as `$(QMK_BIN)`.
     pub qmk_bin: String,
     /// This keyfab binary (it answers probes and records generator calls).
@@ -282,7 +286,7 @@ pub fn plan_target(
             ));
         }
     }
-    let mut args = plan::make_args(&target.keyboard, &target.keymap, &opts.env);
+    let mut args = plan::make_args(&target.keyboard, &target.keymap, opts.color, &opts.env);
     args.extend(target.make_vars.iter().cloned());
     let ctx = PlanContext {
         tree: tree.root(),
@@ -755,6 +759,12 @@ fn up_to_date(
             plan::Step::Copy { from, to } => {
                 let d = cas.file_digest(&tree.root().join(from), clock).ok()?;
                 if !same(to, &d) {
+                    return None;
+                }
+            }
+            plan::Step::Stamp { file, holds } => {
+                let held = std::fs::read(tree.root().join(file)).ok()?;
+                if Some(held) != crate::exec::stamp_bytes(holds) {
                     return None;
                 }
             }

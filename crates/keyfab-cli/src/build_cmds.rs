@@ -239,6 +239,8 @@ pub fn options(
     let make_shell = Some(exe.with_file_name("keyfab-shell")).filter(|p| p.is_file());
     Ok(target::Options {
         env,
+        // milc's default for QMK's `general.color`.
+        color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         qmk_bin,
         make_shell,
         keyfab_exe: exe,

@@ -1491,3 +1491,68 @@ fn jobs_bound_the_compilers_running_at_once() {
     assert_eq!(most_at_once("1"), Some(1));
     assert_eq!(most_at_once("2"), Some(2));
 }
+
+/// QMK's own make (what `qmk compile` or `qmk flash` runs) in the same
+/// `.build` after keyfab's build finds nothing to compile, link or convert,
+/// as after a build of its own: keyfab writes QMK's stamp files
+/// (`cflags.txt`, `compiler.txt`, …) before the objects, and a restored
+/// object after its dependency file.
+#[test]
+fn a_plain_make_after_the_build_has_nothing_to_do() {
+    let fx = fixture();
+    let make = || {
+        // `qmk compile solo:default`'s make, with the date keyfab pins
+        // under SOURCE_DATE_EPOCH.
+        let out = std::process::Command::new("make")
+            .current_dir(&fx.tree)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["-r", "-R", "-f", "builddefs/build_keyboard.mk"])
+            .args(["KEYBOARD=solo", "KEYMAP=default", "KEYBOARD_FILESAFE=solo"])
+            .args(["TARGET=solo_default", "VERBOSE=false", "COLOR=true", "SILENT=false"])
+            .arg(format!("QMK_BIN={} qmk", env!("CARGO_BIN_EXE_keyfab")))
+            .arg(r#"EXTRAFLAGS=-Wno-builtin-macro-redefined -D__DATE__='"Nov 14 2023"' -D__TIME__='"22:13:20"'"#)
+            .arg(".build/solo_default.hex")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let ran = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| {
+                ["Compiling:", "Linking:", "Creating"]
+                    .iter()
+                    .any(|m| l.starts_with(m))
+            })
+            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    // Compiled here, then every object from the cache into a fresh `.build`.
+    assert_eq!(fx.built("solo:default").compiled, 5);
+    assert_eq!(ran(&make()), Vec::<String>::new());
+    std::fs::remove_dir_all(fx.tree.join(".build")).unwrap();
+    assert_eq!(fx.built("solo:default").cached, 5);
+    let stamps = fx.tree.join(".build/obj_solo_default");
+    let compiler = std::fs::read_to_string(stamps.join("compiler.txt")).unwrap();
+    assert!(
+        compiler.starts_with("cc "),
+        "as `cc --version` prints it: {compiler}"
+    );
+    assert!(std::fs::read_to_string(stamps.join("cflags.txt"))
+        .unwrap()
+        .contains(r#"-D__TIME__=22:13:20 -DQMK_KEYBOARD_SOLO -DQMK_KEYBOARD=\"solo\""#));
+    assert_eq!(ran(&make()), Vec::<String>::new());
+    // New flags: make's recipe rewrites cflags.txt, and make compiles again.
+    fx.edit("builddefs/build_keyboard.mk", |t| {
+        t.replace("-std=gnu11 -Os", "-std=gnu11 -O2")
+    });
+    assert_eq!(ran(&make()).len(), 7, "5 compiles, the link, the hex");
+    // keyfab's next build leaves make nothing to do again.
+    assert_eq!(fx.built("solo:default").compiled, 5);
+    assert_eq!(ran(&make()), Vec::<String>::new());
+}

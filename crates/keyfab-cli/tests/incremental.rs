@@ -61,6 +61,7 @@ impl Session {
         std::env::set_var("SOURCE_DATE_EPOCH", "1700000000");
         let opts = Options {
             env: Vec::new(),
+            color: false,
             qmk_bin: format!("{} qmk", exe.display()),
             keyfab_exe: exe,
             cache_dir: fx.cache.clone(),

@@ -115,8 +115,62 @@ enum Token {
     /// A word after quote removal.
     Word(String),
     Pipe,
+    /// `||`.
+    Or,
+    /// `>` at the start of a word: stdout into the next word's file.
+    Into,
     /// `2>/dev/null` as a word of its own.
     NullStderr,
+}
+
+/// QMK's stamp recipes (`common_rules.mk`): a file rewritten only when
+/// what it should hold changed, so that make's timestamps show new flags,
+/// a new list of objects or a new compiler, and only those.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stamp {
+    /// `echo 'WORDS' | cmp -s - FILE || echo 'WORDS' > FILE`: FILE holds
+    /// `text` (echo's line, newline included).
+    Text { file: String, text: String },
+    /// `CC --version | cmp -s - FILE || CC --version > FILE`: FILE holds
+    /// what `program --version` prints on stdout.
+    VersionOf { file: String, program: String },
+}
+
+/// The stamp `line` (a recipe line make printed) makes, when it is one of
+/// QMK's two shapes and its text means the same to every shell: echo
+/// options and backslash escapes (`\n`, `\c`, …) are read differently
+/// by dash and bash, so a text with them is `None` (as is anything else).
+pub fn stamp(line: &str) -> Option<Stamp> {
+    use Token::{Into, Or, Pipe, Word};
+    let tokens = lex(line)?;
+    let [Word(a), Word(a_arg), Pipe, Word(cmp), Word(s), Word(dash), Word(file), Or, Word(b), Word(b_arg), Into, Word(into)] =
+        tokens.as_slice()
+    else {
+        return None;
+    };
+    if cmp != "cmp" || s != "-s" || dash != "-" || file != into || a != b || a_arg != b_arg {
+        return None;
+    }
+    let file = file.clone();
+    match (a.as_str(), a_arg.as_str()) {
+        ("echo", text) => {
+            let option = text.len() > 1
+                && text.starts_with('-')
+                && text[1..].bytes().all(|b| b"neE".contains(&b));
+            let escapes = text.split('\\').skip(1).any(|after| {
+                after.is_empty() || after.starts_with(|c: char| c.is_ascii_alphanumeric())
+            });
+            (!option && !escapes).then(|| Stamp::Text {
+                file,
+                text: format!("{text}\n"),
+            })
+        }
+        (program, "--version") if executable(program) => Some(Stamp::VersionOf {
+            file,
+            program: program.to_string(),
+        }),
+        _ => None,
+    }
 }
 
 /// Characters that mean nothing to a shell outside quotes (no globbing,
@@ -127,9 +181,9 @@ pub fn plain(c: char) -> bool {
     c.is_ascii_alphanumeric() || "_-+./,:=@%".contains(c)
 }
 
-/// Splits a command into words and pipes, or `None` when it has anything
-/// whose meaning needs a shell: other operators, expansions, unquoted
-/// globs, newlines, unterminated quotes.
+/// Splits a command into words, pipes, `||` and `>`, or `None` when it has
+/// anything whose meaning needs a shell: other operators, expansions,
+/// unquoted globs, newlines, unterminated quotes.
 fn lex(command: &str) -> Option<Vec<Token>> {
     let mut tokens = Vec::new();
     let mut rest = command;
@@ -140,9 +194,20 @@ fn lex(command: &str) -> Option<Vec<Token>> {
         };
         if c == '|' {
             if rest[1..].starts_with('|') {
+                tokens.push(Token::Or);
+                rest = &rest[2..];
+            } else {
+                tokens.push(Token::Pipe);
+                rest = &rest[1..];
+            }
+            continue;
+        }
+        if c == '>' {
+            // `>>`, `>&`, `>|` and the like are left to a shell.
+            if !rest[1..].starts_with([' ', '\t']) || tokens.last() == Some(&Token::Into) {
                 return None;
             }
-            tokens.push(Token::Pipe);
+            tokens.push(Token::Into);
             rest = &rest[1..];
             continue;
         }
@@ -408,5 +473,58 @@ mod tests {
             plan("mkdir -p -m 700 x"),
             exec(&["mkdir", "-p", "-m", "700", "x"], false)
         );
+    }
+
+    /// The lines QMK's `common_rules.mk` prints for its stamp files, as
+    /// make prints them (flags with `\"`, a shell-quoted `-D__DATE__`, the
+    /// recipe's doubled space before the second `avr-gcc`).
+    #[test]
+    fn qmk_stamp_recipes() {
+        let flags = r#"-Os -D__DATE__='"Nov 14 2023"' -DQMK_KEYBOARD=\"planck/rev5\" "#;
+        let line = format!(
+            "echo '{flags}' | cmp -s - .build/o/cflags.txt || echo '{flags}' > .build/o/cflags.txt"
+        );
+        assert_eq!(
+            stamp(&line),
+            Some(Stamp::Text {
+                file: ".build/o/cflags.txt".into(),
+                // The shell's quote removal, as for the compile's argv.
+                text: "-Os -D__DATE__=Nov 14 2023 -DQMK_KEYBOARD=\\\"planck/rev5\\\" \n".into(),
+            })
+        );
+        assert_eq!(
+            stamp("avr-gcc --version | cmp -s - .build/o/compiler.txt ||  avr-gcc --version > .build/o/compiler.txt"),
+            Some(Stamp::VersionOf {
+                file: ".build/o/compiler.txt".into(),
+                program: "avr-gcc".into(),
+            })
+        );
+        // Still a line for the shell when make runs it.
+        assert_eq!(plan(&line), Run::Shell);
+    }
+
+    #[test]
+    fn stamps_a_shell_could_read_otherwise_are_not_recognised() {
+        for line in [
+            // Escapes dash's echo reads and bash's does not.
+            r"echo 'a\nb' | cmp -s - f || echo 'a\nb' > f",
+            r"echo 'a\\b' | cmp -s - f || echo 'a\\b' > f",
+            r"echo 'a\' | cmp -s - f || echo 'a\' > f",
+            // An echo option.
+            "echo -n | cmp -s - f || echo -n > f",
+            // Not the same text, or not the same file.
+            "echo a | cmp -s - f || echo b > f",
+            "echo a | cmp -s - f || echo a > g",
+            // Appending, or no space after `>`.
+            "echo a | cmp -s - f || echo a >> f",
+            "echo a | cmp -s - f || echo a >f",
+            // An expansion, another program, another shape.
+            "echo $X | cmp -s - f || echo $X > f",
+            "gcc --help | cmp -s - f || gcc --help > f",
+            "test -f f || touch f",
+            "echo a | cmp -s - f && echo a > f",
+        ] {
+            assert_eq!(stamp(line), None, "{line}");
+        }
     }
 }
