@@ -160,6 +160,20 @@ pub fn known_tool_identity(program: &str) -> Option<Digest> {
 
 /// [`tool_identity`]; with `find` false, only from what this process knows.
 fn identify(program: &str, find: bool) -> Option<Digest> {
+    let (path, binary, probe) = probed(program, find)?;
+    Some(probe.identity(&path, binary, file_digest))
+}
+
+/// What the program prints on stdout for `--version` (identifying it
+/// first, when this process has not): what QMK's `compiler.txt` holds.
+pub fn tool_version(program: &str) -> Option<Vec<u8>> {
+    Some(probed(program, true)?.2.version_output.clone())
+}
+
+/// The program's resolved path, binary digest and probe, as this process
+/// knows them (its binary unchanged); with `find`, identified now when
+/// it does not.
+fn probed(program: &str, find: bool) -> Option<(PathBuf, Digest, Arc<ToolProbe>)> {
     let path = crate::exec::resolve_program(program)?;
     let binary = file_digest(&path)?;
     // The memo holds programs whose helpers were hashed already.
@@ -168,7 +182,7 @@ fn identify(program: &str, find: bool) -> Option<Digest> {
         _ => None,
     };
     if let Some(probe) = memo(program) {
-        return Some(probe.identity(&path, binary, file_digest));
+        return Some((path, binary, probe));
     }
     if !find {
         return None;
@@ -184,7 +198,7 @@ fn identify(program: &str, find: bool) -> Option<Digest> {
         .clone();
     let _identifying = gate.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(probe) = memo(program) {
-        return Some(probe.identity(&path, binary, file_digest));
+        return Some((path, binary, probe));
     }
     let probe = match remembered_probe(program, &path, &binary) {
         Some(probe) => probe,
@@ -194,20 +208,14 @@ fn identify(program: &str, find: bool) -> Option<Digest> {
             probe
         }
     };
-    let identity = probe.identity(&path, binary, file_digest);
+    // Its helpers hashed before it is known (see the memo above).
+    probe.helpers(file_digest);
+    let probe = Arc::new(probe);
     TOOLS
         .lock()
         .unwrap()
-        .insert(program.to_string(), (path, binary, Arc::new(probe)));
-    Some(identity)
-}
-
-/// What the program prints on stdout for `--version` (identifying it
-/// first, when this process has not): what QMK's `compiler.txt` holds.
-pub fn tool_version(program: &str) -> Option<Vec<u8>> {
-    tool_identity(program)?;
-    let tools = TOOLS.lock().unwrap();
-    Some(tools.get(program)?.2.version_output.clone())
+        .insert(program.to_string(), (path.clone(), binary, probe.clone()));
+    Some((path, binary, probe))
 }
 
 /// Program → the lock its first identification holds (see [`tool_identity`]).

@@ -8,7 +8,7 @@
 //! never cached.
 
 use crate::db::ObjectKey;
-use crate::generated::{write_generated, GeneratedRecord, Generation};
+use crate::generated::{write_generated, write_if_changed, GeneratedRecord, Generation};
 use crate::plan::{Plan, Stamped, Step};
 use crate::provenance::Log;
 use keyfab_cas::{
@@ -526,19 +526,8 @@ impl<'a> Executor<'a> {
             return Ok(());
         };
         let path = self.abs(file);
-        if std::fs::read(&path).is_ok_and(|held| held == bytes) {
-            return Ok(());
-        }
-        // Whole or not at all: a half-written stamp would match no make's.
-        let write = || -> std::io::Result<()> {
-            let dir = path.parent().unwrap_or(&self.tree);
-            std::fs::create_dir_all(dir)?;
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-            std::io::Write::write_all(&mut tmp, &bytes)?;
-            tmp.persist(&path).map_err(|e| e.error)?;
-            Ok(())
-        };
-        write().map_err(|e| self.io(&path, e))
+        write_if_changed(&path, &bytes).map_err(|e| self.io(&path, e))?;
+        Ok(())
     }
 
     /// What a compile is expected to cost, for ordering: its source's size
@@ -1415,7 +1404,6 @@ impl EarlyShared<'_, '_> {
     }
 }
 
-/// Whether a file has an execute bit (linked ELF files do; restored ones must too).
 /// What a [`Step::Stamp`] file should hold; `None` for the version of a
 /// program that cannot be identified.
 pub(crate) fn stamp_bytes(holds: &Stamped) -> Option<Vec<u8>> {
@@ -1425,6 +1413,7 @@ pub(crate) fn stamp_bytes(holds: &Stamped) -> Option<Vec<u8>> {
     }
 }
 
+/// Whether a file has an execute bit (linked ELF files do; restored ones must too).
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)

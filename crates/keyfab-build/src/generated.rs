@@ -229,6 +229,16 @@ pub fn store(
 /// in the same folder, renamed over the old one, so a failure never leaves
 /// a half-written output.
 pub fn write_generated(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
+    write_file(path, contents, true)
+}
+
+/// [`write_generated`] without the `.bak`: as a make recipe's
+/// `cmp -s - FILE || … > FILE` writes, but whole or not at all.
+pub fn write_if_changed(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
+    write_file(path, contents, false)
+}
+
+fn write_file(path: &Path, contents: &[u8], keep_bak: bool) -> std::io::Result<bool> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -254,7 +264,7 @@ pub fn write_generated(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
         f.write_all(contents)?;
         f.flush()?;
         drop(f);
-        if path.exists() {
+        if keep_bak && path.exists() {
             // QMK keeps the previous contents as `<file>.bak`.
             let bak = dir.join(format!("{name}.bak"));
             let _ = std::fs::remove_file(&bak);

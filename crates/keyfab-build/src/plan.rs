@@ -1115,6 +1115,33 @@ $(INTERMEDIATE_OUTPUT)/src/info_deps.d:
         assert_eq!(size_margin("if [ x -lt 1024 ]; then \\"), None);
     }
 
+    /// QMK's stamp recipes as make prints them, before the compiles: each
+    /// a step, in make's order; the `touch` before the version's is not.
+    #[test]
+    fn stamp_recipes_are_steps() {
+        let text = format!(
+            "echo '-Os -DX=\\\"kb\\\"' | cmp -s - .build/obj_kb_km/cflags.txt || echo '-Os -DX=\\\"kb\\\"' > .build/obj_kb_km/cflags.txt\n\
+             test -f .build/obj_kb_km/compiler.txt || touch .build/obj_kb_km/compiler.txt\n\
+             avr-gcc --version | cmp -s - .build/obj_kb_km/compiler.txt ||  avr-gcc --version > .build/obj_kb_km/compiler.txt\n{}",
+            sample()
+        );
+        let plan = parse_dry_run(&text).unwrap();
+        assert_eq!(
+            plan.steps[..2],
+            [
+                Step::Stamp {
+                    file: ".build/obj_kb_km/cflags.txt".into(),
+                    holds: Stamped::Text("-Os -DX=\\\"kb\\\"\n".into()),
+                },
+                Step::Stamp {
+                    file: ".build/obj_kb_km/compiler.txt".into(),
+                    holds: Stamped::VersionOf("avr-gcc".into()),
+                },
+            ]
+        );
+        assert_eq!(plan.steps[2..], parse_dry_run(&sample()).unwrap().steps[..]);
+    }
+
     #[test]
     fn parses_every_step_kind() {
         let plan = parse_dry_run(&sample()).unwrap();
