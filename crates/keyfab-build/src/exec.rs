@@ -63,6 +63,14 @@ pub struct BuildReport {
     pub duration_ms: u128,
 }
 
+/// `text` without its terminal colour codes. Compilers print them under
+/// QMK's `COLOR=true` (`-fdiagnostics-color=always`, which keyfab passes
+/// as QMK's CLI does, so objects are QMK's); reports and records are read
+/// elsewhere than on a terminal.
+pub fn plain_text(text: &str) -> String {
+    anstream::adapter::strip_str(text).to_string()
+}
+
 /// Runs generator calls inside this process instead of spawning them (the
 /// binary implements it for `keyfab qmk …` calls: its own generators).
 pub trait GeneratorHost: Send + Sync {

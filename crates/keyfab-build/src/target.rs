@@ -823,7 +823,7 @@ fn record_notes(
         Err(e) => {
             notes.push(("status".into(), "failed".into()));
             notes.push(("stage".into(), e.stage().into()));
-            let mut error = e.cause();
+            let mut error = crate::exec::plain_text(&e.cause());
             if error.len() > MAX_ERROR_NOTE {
                 let mut end = MAX_ERROR_NOTE;
                 while !error.is_char_boundary(end) {

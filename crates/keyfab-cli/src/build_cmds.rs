@@ -94,7 +94,8 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     cas.flush()?;
     let (report, _) = result?;
     for (file, log) in &report.build.warnings {
-        eprintln!("keyfab: warning: {file}:\n{log}");
+        // In colour for a terminal only (see `plain_text`).
+        anstream::eprintln!("keyfab: warning: {file}:\n{log}");
     }
     println!("{}", summary_line(&report));
     Ok(ExitCode::SUCCESS)

@@ -23,7 +23,9 @@ fn main() -> ExitCode {
     match keyfab_cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("keyfab: error: {err:#}");
+            // A failed compile's message is the compiler's, in colour when
+            // QMK's COLOR asked for it: kept for a terminal only.
+            anstream::eprintln!("keyfab: error: {err:#}");
             ExitCode::from(EXIT_FAILURE)
         }
     }

@@ -135,7 +135,8 @@ pub fn watch(ctx: &Context, a: WatchArgs) -> anyhow::Result<ExitCode> {
             eprintln!("keyfab: watch stopped");
             return Ok(ExitCode::from(130));
         }
-        println!("{line}");
+        // A failed compile's message in colour for a terminal only.
+        anstream::println!("{line}");
         std::io::stdout().flush()?;
         builds += 1;
         if a.max_builds.is_some_and(|m| builds >= m) {

@@ -63,6 +63,54 @@ fn firmware_runs(tree: &Path, target: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A compiler's warning is shown when its object compiles and again when
+/// the object comes from the cache. QMK's `COLOR=true` colours it
+/// (`-fdiagnostics-color=always`): the colour reaches a terminal
+/// (`CLICOLOR_FORCE` stands in for one here), never a pipe; a compile
+/// error's message likewise.
+#[test]
+fn compiler_warnings_come_again_from_the_cache_in_colour_for_a_terminal_only() {
+    let fx = fixture();
+    let keymap = "keyboards/solo/keymaps/default/keymap.c";
+    fx.edit(keymap, |s| {
+        s + "\nint spare(void) { int never_read = 1; return 0; }\n"
+    });
+    let warned = |r: &Run| {
+        let err = &r.stderr;
+        assert!(err.contains(keymap), "{err}");
+        assert!(err.contains("never_read"), "{err}");
+        err.contains('\x1b')
+    };
+    let cold = fx.build("solo:default");
+    assert!(counts(cold.ok().lines().last().unwrap()).compiled > 0);
+    assert!(!warned(&cold), "colour on a pipe: {}", cold.stderr);
+
+    // A fresh .build/: every object from the cache, the warning with it.
+    std::fs::remove_dir_all(fx.tree.join(".build")).unwrap();
+    let cached = fx.build("solo:default");
+    let c = counts(cached.ok().lines().last().unwrap());
+    assert_eq!((c.compiled, c.cached > 0), (0, true));
+    assert!(!warned(&cached), "colour on a pipe: {}", cached.stderr);
+
+    std::fs::remove_dir_all(fx.tree.join(".build")).unwrap();
+    let coloured = run(fx.build_cmd(&["solo:default"]).env("CLICOLOR_FORCE", "1"));
+    assert_eq!(counts(coloured.ok().lines().last().unwrap()).compiled, 0);
+    assert!(
+        warned(&coloured),
+        "no colour for a terminal: {}",
+        coloured.stderr
+    );
+
+    // An error: the compiler's message, plain on a pipe.
+    fx.edit(keymap, |s| {
+        s + "\nint broken(void) { return undeclared_name; }\n"
+    });
+    let failed = fx.build("solo:default");
+    let err = failed.fails();
+    assert!(err.contains("undeclared_name"), "{err}");
+    assert!(!err.contains('\x1b'), "colour on a pipe: {err}");
+}
+
 /// A keyboard with the LUFA mass-storage bootloader: its firmware is a
 /// .bin that a bare objcopy line (no status line before it, as QMK's AVR
 /// `bin` recipe prints) makes from the .hex, padded up to the bootloader;

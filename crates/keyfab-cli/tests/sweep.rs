@@ -376,6 +376,35 @@ fn the_report_names_the_delivered_firmware() {
     assert_eq!(solo["sha256"], sum.split_whitespace().next().unwrap());
 }
 
+/// The report holds what the compiler said as plain text: QMK's
+/// `COLOR=true` colours it for a terminal, and a report is no terminal.
+#[test]
+fn the_report_holds_compiler_messages_without_colour() {
+    let fx = fixture();
+    let keymap = "keyboards/solo/keymaps/default/keymap.c";
+    fx.edit(keymap, |s| {
+        s + "\nint spare(void) { int never_read = 1; return 0; }\n"
+    });
+    fx.sweep(&["solo:default"]).ok();
+    let warned = target(&fx.json(), "solo:default")["warnings"][0]["log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(warned.contains("never_read"), "{warned}");
+    assert!(!warned.contains('\x1b'), "{warned:?}");
+
+    fx.edit(keymap, |s| {
+        s + "\nint broken(void) { return undeclared_name; }\n"
+    });
+    fx.sweep(&["solo:default"]).fails();
+    let error = target(&fx.json(), "solo:default")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("undeclared_name"), "{error}");
+    assert!(!error.contains('\x1b'), "{error:?}");
+}
+
 /// A firmware over QMK's size limit fails its target (QMK's CI counts it a
 /// failure too), at the stage "size", with the sizes; one near it passes
 /// with QMK's warning among the target's warnings.

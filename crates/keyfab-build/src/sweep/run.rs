@@ -12,7 +12,7 @@
 //!
 //! The engine never prints: it reports into a [`Sink`].
 
-use crate::exec::Executor;
+use crate::exec::{plain_text, Executor};
 use crate::provenance::Log;
 use crate::target::{self, Options, Recording, Target};
 use keyfab_cas::LocalCas;
@@ -186,7 +186,10 @@ fn build_one(
                 .build
                 .warnings
                 .into_iter()
-                .map(|(file, log)| Warning { file, log })
+                .map(|(file, log)| Warning {
+                    file,
+                    log: plain_text(&log),
+                })
                 .collect();
         }
         Err(e) => {
@@ -196,7 +199,7 @@ fn build_one(
                 Status::Failed
             };
             r.stage = Some(e.stage().to_string());
-            r.error = Some(e.cause());
+            r.error = Some(plain_text(&e.cause()));
         }
     }
     r.time_ms = started.elapsed().as_millis() as u64;

@@ -121,7 +121,8 @@ pub fn commit_all(dir: &Path) {
 }
 
 /// A `keyfab` command with a clean environment (no QMK_HOME/QMK_USERSPACE
-/// leaking in from the machine), run from `cwd`.
+/// leaking in from the machine, nor colour settings: `NO_COLOR` is QMK's
+/// `COLOR=false`, which changes every compile), run from `cwd`.
 pub fn keyfab(cwd: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyfab"));
     // Never the user's cache (`$XDG_CACHE_HOME/keyfab`): a command given no
@@ -131,6 +132,9 @@ pub fn keyfab(cwd: &Path) -> Command {
         .env_remove("QMK_HOME")
         .env_remove("QMK_USERSPACE")
         .env_remove("KEYFAB_CACHE")
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR")
+        .env_remove("CLICOLOR_FORCE")
         .env("XDG_CACHE_HOME", xdg);
     cmd
 }
