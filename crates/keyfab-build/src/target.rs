@@ -93,6 +93,10 @@ pub struct Options {
     /// ([`crate::exec::Executor::with_early`]): for one target at a time,
     /// since in a sweep the other targets keep the cores busy instead.
     pub early_compiles: bool,
+    /// Copy the firmware out of `.build/` as QMK's `cpfirmware` does (to
+    /// the tree's root, and the userspace's); off, it stays in `.build/`
+    /// (an audit's rebuild must not replace the user's files).
+    pub copy_firmware: bool,
 }
 
 /// A resolved target: the keyboard folder, the keymap, and the folders its
@@ -510,7 +514,10 @@ fn plan_and_run<'a>(
             l.input(p.to_string_lossy().into_owned(), *d);
         }
     });
-    let plan = planned.plan;
+    let mut plan = planned.plan;
+    if !opts.copy_firmware {
+        plan.steps.retain(|s| !matches!(s, Step::Copy { .. }));
+    }
     let plan_from_cache = planned.from_cache;
     let build_err = |source| TargetError::Build {
         target: target.name(),

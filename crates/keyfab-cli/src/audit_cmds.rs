@@ -822,9 +822,18 @@ fn rebuild_and_compare(
         {
             cmd.arg("--userspace").arg(us);
         }
-        cmd.args(["sweep", "--progress", "none", "-j", &jobs.to_string()])
-            .arg("--report")
-            .arg(&report_dir);
+        // The firmware stays in the copy's .build/: a userspace build's
+        // goes to the user's own userspace otherwise.
+        cmd.args([
+            "sweep",
+            "--no-copy",
+            "--progress",
+            "none",
+            "-j",
+            &jobs.to_string(),
+        ])
+        .arg("--report")
+        .arg(&report_dir);
         for m in &settings.make {
             cmd.arg("-e").arg(m);
         }

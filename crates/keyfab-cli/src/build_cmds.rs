@@ -250,6 +250,7 @@ pub fn options(
         clean,
         probe_answers: Default::default(),
         early_compiles: true,
+        copy_firmware: true,
     })
 }
 

@@ -56,6 +56,9 @@ pub struct SweepArgs {
     /// Stable generated files and dates, as `keyfab build --reproducible` (on whenever SOURCE_DATE_EPOCH is set)
     #[arg(long)]
     pub reproducible: bool,
+    /// Leave each firmware in .build/ only: no copy to the tree's root (nor the userspace's), which QMK's build makes
+    #[arg(long)]
+    pub no_copy: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -111,6 +114,7 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
     // First: it may export SOURCE_DATE_EPOCH, before any thread starts.
     let notes = crate::audit_cmds::reproducible_env(tree.root(), a.reproducible);
     let mut opts = crate::build_cmds::options(ctx, &a.env, a.qmk_bin.as_deref(), false)?;
+    opts.copy_firmware = !a.no_copy;
     // The other targets keep the cores busy while one plans.
     opts.early_compiles = false;
     crate::audit_cmds::pin_date_macros(&mut opts.env);

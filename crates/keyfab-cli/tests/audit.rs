@@ -119,16 +119,34 @@ fn audit_passes_in_reproducible_mode() {
         .contains("no recorded build matches nope*"));
 }
 
-/// A userspace keymap's build is rebuilt with that userspace and passes.
+/// A userspace keymap's build is rebuilt with that userspace and passes;
+/// the rebuild leaves the userspace as it was (QMK's build copies the
+/// firmware to its root: the audit's must not replace the user's).
 #[test]
 fn a_userspace_build_audits() {
     let fx = fixture();
-    let (_, usarg) = copy_userspace(fx.tmp.path());
+    let (us, usarg) = copy_userspace(fx.tmp.path());
     let epoch = Some("1700000000");
     fx.run_with(epoch, &[&usarg, "build", "solo:mine"]).ok();
+    let delivered = std::fs::read_dir(&us)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("solo_mine.")
+        })
+        .expect("the firmware copied to the userspace's root");
+    std::fs::write(&delivered, "the user's own file").unwrap();
     let out = fx.run_with(None, &[&usarg, "audit", "solo:mine"]);
     let text = out.ok();
     assert!(text.starts_with("solo:mine: PASS"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&delivered).unwrap(),
+        "the user's own file"
+    );
 }
 
 #[test]

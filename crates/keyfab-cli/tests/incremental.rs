@@ -70,6 +70,7 @@ impl Session {
             make_shell: Some(PathBuf::from(env!("CARGO_BIN_EXE_keyfab-shell"))),
             // As `keyfab build` and watch mode plan: compiling as make prints.
             early_compiles: true,
+            copy_firmware: true,
         };
         let db = BuildDb::new(tree.root());
         Session {

@@ -376,6 +376,28 @@ fn the_report_names_the_delivered_firmware() {
     assert_eq!(solo["sha256"], sum.split_whitespace().next().unwrap());
 }
 
+/// `--no-copy` leaves the firmware in `.build/`; without it, it is copied
+/// to the tree's root as QMK's build copies it.
+#[test]
+fn no_copy_leaves_the_firmware_in_build() {
+    let fx = fixture();
+    let (built, delivered) = (
+        fx.tree.join(".build/solo_default.hex"),
+        fx.tree.join("solo_default.hex"),
+    );
+    fx.sweep(&["--no-copy", "solo:default"]).ok();
+    assert!(built.is_file());
+    assert!(!delivered.exists());
+    let t = target(&fx.json(), "solo:default").clone();
+    assert_eq!(t["status"], "ok");
+    assert_eq!(t["firmware"], ".build/solo_default.hex");
+    fx.sweep(&["solo:default"]).ok();
+    assert_eq!(
+        std::fs::read(&delivered).unwrap(),
+        std::fs::read(&built).unwrap()
+    );
+}
+
 /// The report holds what the compiler said as plain text: QMK's
 /// `COLOR=true` colours it for a terminal, and a report is no terminal.
 #[test]
