@@ -213,6 +213,29 @@ fn premake_included(ctx: &PlanContext<'_>, log: &Path, recorded_qmk_bin: &str) -
     }
 }
 
+/// make's message, with a note for each git submodule of the tree that it
+/// names and that is not checked out (its folder empty or absent): QMK's
+/// ARM builds need `lib/chibios`, and a fresh clone has none of them.
+fn with_submodule_hint(tree: &Path, message: String) -> String {
+    let Ok(modules) = std::fs::read_to_string(tree.join(".gitmodules")) else {
+        return message;
+    };
+    let mut hinted = message.clone();
+    for path in modules.lines().filter_map(|l| {
+        let (key, value) = l.split_once('=')?;
+        (key.trim() == "path").then(|| value.trim())
+    }) {
+        let named = message.contains(&format!("{path}/"));
+        let empty = std::fs::read_dir(tree.join(path)).map_or(true, |mut d| d.next().is_none());
+        if named && empty && !hinted.contains(&format!("note: {path} ")) {
+            hinted.push_str(&format!(
+                "\nnote: {path} is a git submodule that is not checked out: run `qmk git-submodule` (or `git submodule update --init --recursive`) in the tree"
+            ));
+        }
+    }
+    hinted
+}
+
 /// The plan of a target: from the cache when nothing it depends on changed,
 /// else from make's dry run (and then stored).
 pub fn plan_target(
@@ -317,7 +340,7 @@ pub fn plan_target(
         }),
         None => plan::dry_run(ctx.tree, &args, &[], &mut on_line),
     }
-    .map_err(PlanCacheError::Make)?;
+    .map_err(|message| PlanCacheError::Make(with_submodule_hint(ctx.tree, message)))?;
     if std::env::var_os("KEYFAB_DEBUG_PLAN_KEY").is_some() {
         eprintln!("plan make restarts {}", plan::restarts(&output));
         let answered = calls

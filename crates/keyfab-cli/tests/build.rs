@@ -111,6 +111,41 @@ fn compiler_warnings_come_again_from_the_cache_in_colour_for_a_terminal_only() {
     assert!(!err.contains('\x1b'), "colour on a pipe: {err}");
 }
 
+/// A makefile missing from a git submodule that is not checked out (QMK's
+/// ARM builds and `lib/chibios` in a fresh clone): make's message, and a
+/// note saying what to run; once the submodule is there, the target builds.
+#[test]
+fn a_submodule_not_checked_out_is_named_with_what_to_run() {
+    let fx = fixture();
+    std::fs::write(
+        fx.tree.join(".gitmodules"),
+        "[submodule \"lib/vendor\"]\n\tpath = lib/vendor\n\turl = https://example.org/vendor.git\n[submodule \"lib/other\"]\n\tpath = lib/other\n\turl = https://example.org/other.git\n",
+    )
+    .unwrap();
+    for m in ["lib/vendor", "lib/other"] {
+        std::fs::create_dir_all(fx.tree.join(m)).unwrap();
+    }
+    std::fs::write(
+        fx.tree.join("keyboards/solo/rules.mk"),
+        "include lib/vendor/vendor.mk\n",
+    )
+    .unwrap();
+    let failed = fx.build("solo:default");
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let err = &failed.stderr;
+    assert!(err.contains("lib/vendor/vendor.mk"), "{err}");
+    assert!(
+        err.contains(
+            "note: lib/vendor is a git submodule that is not checked out: run `qmk git-submodule`"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("lib/other"), "{err}");
+
+    std::fs::write(fx.tree.join("lib/vendor/vendor.mk"), "# checked out\n").unwrap();
+    fx.build("solo:default").ok();
+}
+
 /// A keyboard with the LUFA mass-storage bootloader: its firmware is a
 /// .bin that a bare objcopy line (no status line before it, as QMK's AVR
 /// `bin` recipe prints) makes from the .hex, padded up to the bootloader;
