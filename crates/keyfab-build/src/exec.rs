@@ -108,6 +108,18 @@ pub struct GenJob<'p> {
 /// A driver's helper files (`as`, `ld`, …) and their digests.
 type HelperFiles = Arc<[(PathBuf, Digest)]>;
 
+/// How far the executor's builds have got, for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Compiles finished (compiled or from the cache), early ones included.
+    pub compiles_done: AtomicUsize,
+    /// Compiles of the plans whose steps run (0 while make still plans:
+    /// early compiles start before).
+    pub compiles_planned: AtomicUsize,
+    /// Links started.
+    pub links_started: AtomicUsize,
+}
+
 /// Runs plans in one tree, with one cache.
 pub struct Executor<'a> {
     tree: PathBuf,
@@ -122,6 +134,7 @@ pub struct Executor<'a> {
     host: Mutex<Option<Arc<dyn GeneratorHost>>>,
     /// How many processes the pool's steps are running now.
     running: AtomicUsize,
+    progress: Arc<Progress>,
 }
 
 impl<'a> Executor<'a> {
@@ -140,7 +153,14 @@ impl<'a> Executor<'a> {
             cancel: None,
             host: Mutex::new(None),
             running: AtomicUsize::new(0),
+            progress: Arc::default(),
         }
+    }
+
+    /// How far this executor's builds have got (shared: a display reads it
+    /// while they run).
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
     }
 
     /// Program identities already known (from the database): no second
@@ -435,6 +455,9 @@ impl<'a> Executor<'a> {
         self.check_cancel()?;
         let start = Instant::now();
         let mut report = BuildReport::default();
+        self.progress
+            .compiles_planned
+            .fetch_add(plan.compiles().count(), Ordering::Relaxed);
         // Before the compiles, whose objects must be the newer.
         for step in &plan.steps {
             if let Step::Stamp { file, holds } = step {
@@ -494,6 +517,7 @@ impl<'a> Executor<'a> {
                     self.command("archive", argv, &[], output, &[], &[], prov)?;
                 }
                 Step::Link { argv, env, output } => {
+                    self.progress.links_started.fetch_add(1, Ordering::Relaxed);
                     let scripts = crate::ldscript::script_inputs(&self.tree, argv);
                     let (hit, log) =
                         self.command("link", argv, env, output, &scripts, &[], prov)?;
@@ -590,6 +614,19 @@ impl<'a> Executor<'a> {
     /// Compiles one source, or takes its object from the cache: `key` is
     /// the database's direct-mode key for it, computed here when `None`.
     fn compile_step(&self, step: &Step, key: Option<&ObjectKey>) -> Result<Compiled, BuildError> {
+        let done = self.compile_or_restore(step, key);
+        if done.is_ok() {
+            self.progress.compiles_done.fetch_add(1, Ordering::Relaxed);
+        }
+        done
+    }
+
+    /// [`Executor::compile_step`] but the count.
+    fn compile_or_restore(
+        &self,
+        step: &Step,
+        key: Option<&ObjectKey>,
+    ) -> Result<Compiled, BuildError> {
         let Step::Compile {
             source,
             object,

@@ -79,8 +79,10 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let command: Vec<String> = std::env::args().collect();
     let run = cas.begin_run(&command.join(" "))?;
     let log = Log::default();
+    let line = crate::progress_line::ProgressLine::start(exec.progress());
     // The database knows the plan when --compiledb made it above.
     let result = target::build_target_in(&mut db, tree, &cas, &exec, &target, &opts, &log);
+    drop(line);
     // Provenance of the build, failed ones too (what was known when it stopped).
     let revision = crate::qmk_cmds::tree_revision(generators.as_deref(), &opts.env, tree);
     let rec = target::Recording::at_revision(tree, run, revision, notes);

@@ -12,6 +12,7 @@ mod describe_memo;
 mod dirty_witness;
 mod gen_cmds;
 mod info_cmds;
+mod progress_line;
 pub mod qmk_cmds;
 mod sweep_cmds;
 mod tree_cmds;

@@ -38,6 +38,8 @@ struct Rebuild {
     generated_from_cache: usize,
     /// The plan's generator steps: output → came from the cache.
     generate_steps: BTreeMap<String, bool>,
+    /// The executor's progress at the end: (compiles done, planned, links started).
+    progress: (usize, usize, usize),
 }
 
 impl Rebuild {
@@ -90,7 +92,7 @@ impl Session {
         let paths: Vec<PathBuf> = changed.iter().map(PathBuf::from).collect();
         self.db.refresh(&paths);
         self.db.take_executed();
-        let (report, log) = self.build();
+        let (report, log, progress) = self.build();
         let generate_steps = log
             .into_collector()
             .steps
@@ -109,10 +111,11 @@ impl Session {
             generated: report.build.generated,
             generated_from_cache: report.build.generated_from_cache,
             generate_steps,
+            progress,
         }
     }
 
-    fn build(&mut self) -> (TargetReport, Log) {
+    fn build(&mut self) -> (TargetReport, Log, (usize, usize, usize)) {
         let exec = Executor::new(self.tree.root(), &self.cas, 2);
         if self.in_process {
             let host = keyfab_cli::qmk_cmds::in_process_generators(
@@ -136,7 +139,15 @@ impl Session {
             &log,
         )
         .unwrap_or_else(|e| panic!("build failed: {e:?}"));
-        (report, log)
+        let p = exec.progress();
+        let load =
+            |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::Relaxed);
+        let progress = (
+            load(&p.compiles_done),
+            load(&p.compiles_planned),
+            load(&p.links_started),
+        );
+        (report, log, progress)
     }
 
     fn append(&self, rel: &str, text: &str) {
@@ -153,11 +164,15 @@ fn each_kind_of_edit_reruns_only_what_depends_on_it() {
     assert!(objects >= 4, "{cold:?}");
     assert_eq!(cold.ran("plan_inputs"), 1, "{cold:?}");
     assert_eq!(cold.ran("object_key"), objects, "{cold:?}");
+    // What a progress display reads: every compile done, early ones too, and the link.
+    assert_eq!(cold.progress, (objects, objects, 1), "{cold:?}");
 
     // Nothing changed: no query re-executes, nothing compiles.
     let noop = s.rebuild(&[]);
     assert!(noop.executed.is_empty(), "{noop:?}");
     assert_eq!((noop.compiled, noop.from_cache), (0, objects), "{noop:?}");
+    // No provenance is recorded here, so the steps run, all from the cache.
+    assert_eq!(noop.progress, (objects, objects, 1), "{noop:?}");
 
     // The keymap: its object's key, and nothing about the plan.
     let km = "keyboards/solo/keymaps/default/keymap.c";
@@ -167,6 +182,7 @@ fn each_kind_of_edit_reruns_only_what_depends_on_it() {
     assert_eq!(r.ran("object_keys"), 1, "{r:?}");
     assert_eq!(r.ran("plan_inputs"), 0, "{r:?}");
     assert_eq!(r.compiled, 1, "{r:?}");
+    assert_eq!(r.progress, (objects, objects, 1), "{r:?}");
 
     // A core .c: the same, for its object only.
     s.append("quantum/matrix.c", "\nint keyfab_incremental_core;\n");
