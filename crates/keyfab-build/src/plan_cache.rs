@@ -217,23 +217,18 @@ fn premake_included(ctx: &PlanContext<'_>, log: &Path, recorded_qmk_bin: &str) -
 /// names and that is not checked out (its folder empty or absent): QMK's
 /// ARM builds need `lib/chibios`, and a fresh clone has none of them.
 fn with_submodule_hint(tree: &Path, message: String) -> String {
-    let Ok(modules) = std::fs::read_to_string(tree.join(".gitmodules")) else {
-        return message;
-    };
-    let mut hinted = message.clone();
-    for path in modules.lines().filter_map(|l| {
-        let (key, value) = l.split_once('=')?;
-        (key.trim() == "path").then(|| value.trim())
-    }) {
-        let named = message.contains(&format!("{path}/"));
-        let empty = std::fs::read_dir(tree.join(path)).map_or(true, |mut d| d.next().is_none());
-        if named && empty && !hinted.contains(&format!("note: {path} ")) {
-            hinted.push_str(&format!(
-                "\nnote: {path} is a git submodule that is not checked out: run `qmk git-submodule` (or `git submodule update --init --recursive`) in the tree"
-            ));
-        }
-    }
-    hinted
+    let modules = std::fs::read_to_string(tree.join(".gitmodules")).unwrap_or_default();
+    let notes: String = modules
+        .lines()
+        .filter_map(|l| {
+            let (key, value) = l.split_once('=')?;
+            (key.trim() == "path").then(|| value.trim())
+        })
+        .filter(|path| message.contains(&format!("{path}/")))
+        .filter(|path| std::fs::read_dir(tree.join(path)).map_or(true, |mut d| d.next().is_none()))
+        .map(|path| format!("\nnote: {path} is a git submodule that is not checked out: run `qmk git-submodule` (or `git submodule update --init --recursive`) in the tree"))
+        .collect();
+    message + &notes
 }
 
 /// The plan of a target: from the cache when nothing it depends on changed,
