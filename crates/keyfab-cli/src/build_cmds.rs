@@ -113,7 +113,7 @@ fn is_configurator_json(arg: &str) -> bool {
 /// Reads a configurator export (a file, or stdin for `-`), validates it
 /// against the tree's `qmk.keymap.v1` schema, resolves its keyboard, and
 /// writes it where QMK's build expects it.
-fn configurator_target(
+pub(crate) fn configurator_target(
     tree: &keyfab_tree::Tree,
     engine: &keyfab_info::Engine,
     arg: &str,

@@ -50,6 +50,8 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// List the build targets of the userspace's qmk.json
     UserspaceList(FormatArgs),
+    /// Build every target of the userspace's qmk.json, like `qmk userspace-compile` (as a sweep: one job pool, a report)
+    UserspaceCompile(crate::sweep_cmds::UserspaceCompileArgs),
     /// Build a target's firmware: plan it with the tree's makefiles, compile from the cache
     Build(BuildArgs),
     /// Build targets, then rebuild them whenever a file they may depend on changes

@@ -42,6 +42,7 @@ pub fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Build(a) => build_cmds::build(&ctx, a),
         cli::Command::Watch(a) => watch_cmds::watch(&ctx, a),
         cli::Command::Sweep(a) => sweep_cmds::sweep(&ctx, a),
+        cli::Command::UserspaceCompile(a) => sweep_cmds::userspace_compile(&ctx, a),
         cli::Command::ProbeCcOption(a) => build_cmds::probe_cc_option(&ctx, a),
         cli::Command::RecordGenerator(_) => unreachable!("handled above"),
         cli::Command::Cache(_) => unreachable!("handled above"),

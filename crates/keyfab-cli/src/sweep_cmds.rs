@@ -29,6 +29,13 @@ pub struct SweepArgs {
     /// Keep targets whose merged info matches (like `qmk find -f`); repeatable
     #[arg(short = 'f', long = "filter", value_name = "FILTER", value_parser = parse_filter)]
     pub filters: Vec<Filter>,
+    #[command(flatten)]
+    pub run: SweepRunArgs,
+}
+
+/// How a sweep builds and reports, whatever its targets.
+#[derive(Debug, Args)]
+pub struct SweepRunArgs {
     /// Build only shard I of N (1-based): an equal part of the targets, cut by their names alone, so every runner agrees whatever its cache holds
     #[arg(long, value_name = "I/N", value_parser = shard::Shard::parse)]
     pub shard: Option<shard::Shard>,
@@ -59,6 +66,59 @@ pub struct SweepArgs {
     /// Leave each firmware in .build/ only: no copy to the tree's root (nor the userspace's), which QMK's build makes
     #[arg(long)]
     pub no_copy: bool,
+}
+
+/// `keyfab userspace-compile`: the userspace's targets, as a sweep builds them.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  keyfab userspace-compile\n  keyfab userspace-compile -j 4 --report out"
+)]
+pub struct UserspaceCompileArgs {
+    #[command(flatten)]
+    pub run: SweepRunArgs,
+}
+
+/// The targets of the userspace's qmk.json, as `qmk userspace-compile`
+/// builds them: a keyboard and keymap with make variables of its own, or a
+/// configurator export (its path from the userspace's root). A target that
+/// names nothing buildable stops the command before any build, naming it.
+fn userspace_targets(
+    tree: &keyfab_tree::Tree,
+    engine: &keyfab_info::Engine,
+) -> anyhow::Result<Vec<keyfab_build::target::Target>> {
+    let Some(us) = tree.userspace() else {
+        anyhow::bail!("no QMK userspace found; pass --userspace PATH, set QMK_USERSPACE, or run inside a folder with qmk.json");
+    };
+    let qmk_json = us.root.join("qmk.json");
+    if us.build_targets.is_empty() {
+        anyhow::bail!("{}: no build_targets", qmk_json.display());
+    }
+    us.build_targets
+        .iter()
+        .map(|t| match t {
+            keyfab_tree::BuildTarget::Keymap {
+                keyboard,
+                keymap,
+                env,
+            } => {
+                let in_json = || format!("{}: {keyboard}:{keymap}", qmk_json.display());
+                let res = tree.resolve_keyboard(keyboard).with_context(in_json)?;
+                let (layouts, _) = keyfab_info::community_layouts(engine, &res.keyboard);
+                let mut target =
+                    keyfab_build::target::resolve(tree, &res.keyboard, keymap, &layouts)
+                        .with_context(in_json)?;
+                target
+                    .make_vars
+                    .extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+                Ok(target)
+            }
+            keyfab_tree::BuildTarget::JsonFile { path } => {
+                let file = us.root.join(path);
+                crate::build_cmds::configurator_target(tree, engine, &file.to_string_lossy())
+                    .with_context(|| format!("{}: {path}", qmk_json.display()))
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -105,7 +165,28 @@ fn cancel_flag() -> Arc<AtomicBool> {
     flag
 }
 
+/// Which targets a sweep builds.
+enum Selecting {
+    /// The tree's keyboards: those named (or all) with the keymap, filtered.
+    Tree(SweepArgs),
+    /// The userspace's qmk.json `build_targets`.
+    Userspace(SweepRunArgs),
+}
+
 pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
+    run_sweep(ctx, Selecting::Tree(a))
+}
+
+/// `qmk userspace-compile`: every target of the userspace, on one pool.
+pub fn userspace_compile(ctx: &Context, a: UserspaceCompileArgs) -> anyhow::Result<ExitCode> {
+    run_sweep(ctx, Selecting::Userspace(a.run))
+}
+
+fn run_sweep(ctx: &Context, selecting: Selecting) -> anyhow::Result<ExitCode> {
+    let a = match &selecting {
+        Selecting::Tree(a) => &a.run,
+        Selecting::Userspace(run) => run,
+    };
     let started_at = Instant::now();
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -137,12 +218,17 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
 
     // Select (info in parallel on the sweep's pool), then shard.
     let engine = keyfab_info::Engine::new(tree.clone());
-    let keymap = select::KeymapSel::parse(&a.keymap);
-    let sel = exec.install(|| select::select(&engine, &keymap, &a.targets, &a.filters))?;
-    for (t, why) in &sel.skipped {
-        eprintln!("keyfab: warning: {t} left out: {why}");
-    }
-    let mut targets = sel.targets;
+    let mut targets = match &selecting {
+        Selecting::Tree(s) => {
+            let keymap = select::KeymapSel::parse(&s.keymap);
+            let sel = exec.install(|| select::select(&engine, &keymap, &s.targets, &s.filters))?;
+            for (t, why) in &sel.skipped {
+                eprintln!("keyfab: warning: {t} left out: {why}");
+            }
+            sel.targets
+        }
+        Selecting::Userspace(_) => userspace_targets(tree, &engine)?,
+    };
     if let Some(s) = a.shard {
         let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
         let keep = shard::select(&names, s);
@@ -203,8 +289,14 @@ pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
         started,
         duration_ms: started_at.elapsed().as_millis() as u64,
         tree: tree.root().display().to_string(),
-        keymap: a.keymap.clone(),
-        filters: a.filters.iter().map(|f| f.text.clone()).collect(),
+        keymap: match &selecting {
+            Selecting::Tree(s) => s.keymap.clone(),
+            Selecting::Userspace(_) => "qmk.json".into(),
+        },
+        filters: match &selecting {
+            Selecting::Tree(s) => s.filters.iter().map(|f| f.text.clone()).collect(),
+            Selecting::Userspace(_) => Vec::new(),
+        },
         shard: a.shard.map(|s| format!("{}/{}", s.index, s.count)),
         jobs,
         interrupted,

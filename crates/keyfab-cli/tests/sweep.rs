@@ -398,6 +398,69 @@ fn no_copy_leaves_the_firmware_in_build() {
     );
 }
 
+/// `keyfab userspace-compile` builds the targets of the userspace's
+/// qmk.json as `qmk userspace-compile` does: a keymap of the userspace, one
+/// with a make variable of its own, a configurator export; each firmware
+/// copied to the userspace's root too. An entry naming no keyboard stops it
+/// before any build, named.
+#[test]
+fn userspace_compile_builds_the_targets_of_qmk_json() {
+    let fx = fixture();
+    let (us, usarg) = copy_userspace(fx.tmp.path());
+    let compile = |extra: &[&str]| {
+        run(fx
+            .keyfab()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args([usarg.as_str(), "userspace-compile", "--report"])
+            .arg(fx.report())
+            .args(extra))
+    };
+    compile(&[]).ok();
+    let report = fx.json();
+    let mut built: Vec<(&str, &str)> = report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["target"].as_str().unwrap(), t["status"].as_str().unwrap()))
+        .collect();
+    built.sort();
+    assert_eq!(
+        built,
+        [
+            ("acme/pad:default", "ok"),
+            ("solo:from_json", "ok"),
+            ("solo:mine", "ok")
+        ]
+    );
+    for firmware in [
+        "solo_mine.hex",
+        "acme_pad_default.hex",
+        "solo_from_json.hex",
+    ] {
+        assert!(
+            us.join(firmware).is_file(),
+            "{firmware} not in the userspace"
+        );
+    }
+    // qmk.json gives acme/pad DEBUG_ENABLE=yes, and solo:mine nothing.
+    let cflags = |t: &str| {
+        std::fs::read_to_string(fx.tree.join(format!(".build/obj_{t}/cflags.txt"))).unwrap()
+    };
+    assert!(cflags("acme_pad_default").contains("-DDEBUG_ENABLE"));
+    assert!(!cflags("solo_mine").contains("-DDEBUG_ENABLE"));
+
+    let qmk_json = us.join("qmk.json");
+    let text = std::fs::read_to_string(&qmk_json).unwrap();
+    std::fs::write(&qmk_json, text.replace("acme/pad", "acme/nope")).unwrap();
+    let err = compile(&[]).fails().to_string();
+    assert!(err.contains("qmk.json: acme/nope:default"), "{err}");
+
+    let none = run(fx.keyfab().arg("userspace-compile"))
+        .fails()
+        .to_string();
+    assert!(none.contains("no QMK userspace found"), "{none}");
+}
+
 /// The report holds what the compiler said as plain text: QMK's
 /// `COLOR=true` colours it for a terminal, and a report is no terminal.
 #[test]
