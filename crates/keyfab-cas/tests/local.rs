@@ -257,8 +257,16 @@ fn stat_cache_hashes_once_and_never_trusts_recent_files() {
     let cas = open(&t.path().join("cache"));
     let file = t.path().join("a.h");
     std::fs::write(&file, b"#define A 1\n").unwrap();
-    // The file was written in this run's second: never trusted.
-    let clock = RunClock::now();
+    // A run that started in the second the file was written never trusts
+    // it. (Its start is the file's own mtime: `RunClock::now()` here could
+    // fall in the next second, and then trust it.)
+    let written = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let clock = RunClock {
+        start_ns: written
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64,
+    };
     assert_eq!(
         cas.file_digest(&file, &clock).unwrap(),
         Digest::of(b"#define A 1\n")
