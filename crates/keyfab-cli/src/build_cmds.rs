@@ -42,9 +42,7 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
             let Some(km) = km else {
                 bail!("missing keymap: pass -km KEYMAP or KEYBOARD:KEYMAP")
             };
-            let res = tree.resolve_keyboard(&kb)?;
-            let (layouts, _) = keyfab_info::community_layouts(engine, &res.keyboard);
-            target::resolve(tree, &res.keyboard, &km, &layouts)?
+            keymap_target(tree, engine, &kb, &km)?
         }
     };
     let generators = host.clone();
@@ -101,6 +99,19 @@ pub fn build(ctx: &Context, a: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{}", summary_line(&report));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The target of a keyboard (any name QMK resolves) and a keymap, with the
+/// community layouts its info gives, where its keymap may also live.
+pub(crate) fn keymap_target(
+    tree: &keyfab_tree::Tree,
+    engine: &keyfab_info::Engine,
+    keyboard: &str,
+    keymap: &str,
+) -> anyhow::Result<target::Target> {
+    let res = tree.resolve_keyboard(keyboard)?;
+    let (layouts, _) = keyfab_info::community_layouts(engine, &res.keyboard);
+    Ok(target::resolve(tree, &res.keyboard, keymap, &layouts)?)
 }
 
 /// `-`, a `.json` path, or an existing file: a QMK Configurator export.

@@ -86,9 +86,7 @@ fn userspace_targets(
     tree: &keyfab_tree::Tree,
     engine: &keyfab_info::Engine,
 ) -> anyhow::Result<Vec<keyfab_build::target::Target>> {
-    let Some(us) = tree.userspace() else {
-        anyhow::bail!("no QMK userspace found; pass --userspace PATH, set QMK_USERSPACE, or run inside a folder with qmk.json");
-    };
+    let us = crate::tree_cmds::require_userspace(tree)?;
     let qmk_json = us.root.join("qmk.json");
     if us.build_targets.is_empty() {
         anyhow::bail!("{}: no build_targets", qmk_json.display());
@@ -101,12 +99,9 @@ fn userspace_targets(
                 keymap,
                 env,
             } => {
-                let in_json = || format!("{}: {keyboard}:{keymap}", qmk_json.display());
-                let res = tree.resolve_keyboard(keyboard).with_context(in_json)?;
-                let (layouts, _) = keyfab_info::community_layouts(engine, &res.keyboard);
                 let mut target =
-                    keyfab_build::target::resolve(tree, &res.keyboard, keymap, &layouts)
-                        .with_context(in_json)?;
+                    crate::build_cmds::keymap_target(tree, engine, keyboard, keymap)
+                        .with_context(|| format!("{}: {keyboard}:{keymap}", qmk_json.display()))?;
                 target
                     .make_vars
                     .extend(env.iter().map(|(k, v)| format!("{k}={v}")));
@@ -168,25 +163,30 @@ fn cancel_flag() -> Arc<AtomicBool> {
 /// Which targets a sweep builds.
 enum Selecting {
     /// The tree's keyboards: those named (or all) with the keymap, filtered.
-    Tree(SweepArgs),
+    Tree {
+        targets: Vec<String>,
+        keymap: String,
+        filters: Vec<Filter>,
+    },
     /// The userspace's qmk.json `build_targets`.
-    Userspace(SweepRunArgs),
+    Userspace,
 }
 
 pub fn sweep(ctx: &Context, a: SweepArgs) -> anyhow::Result<ExitCode> {
-    run_sweep(ctx, Selecting::Tree(a))
+    let selecting = Selecting::Tree {
+        targets: a.targets,
+        keymap: a.keymap,
+        filters: a.filters,
+    };
+    run_sweep(ctx, &a.run, selecting)
 }
 
 /// `qmk userspace-compile`: every target of the userspace, on one pool.
 pub fn userspace_compile(ctx: &Context, a: UserspaceCompileArgs) -> anyhow::Result<ExitCode> {
-    run_sweep(ctx, Selecting::Userspace(a.run))
+    run_sweep(ctx, &a.run, Selecting::Userspace)
 }
 
-fn run_sweep(ctx: &Context, selecting: Selecting) -> anyhow::Result<ExitCode> {
-    let a = match &selecting {
-        Selecting::Tree(a) => &a.run,
-        Selecting::Userspace(run) => run,
-    };
+fn run_sweep(ctx: &Context, a: &SweepRunArgs, selecting: Selecting) -> anyhow::Result<ExitCode> {
     let started_at = Instant::now();
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -219,15 +219,19 @@ fn run_sweep(ctx: &Context, selecting: Selecting) -> anyhow::Result<ExitCode> {
     // Select (info in parallel on the sweep's pool), then shard.
     let engine = keyfab_info::Engine::new(tree.clone());
     let mut targets = match &selecting {
-        Selecting::Tree(s) => {
-            let keymap = select::KeymapSel::parse(&s.keymap);
-            let sel = exec.install(|| select::select(&engine, &keymap, &s.targets, &s.filters))?;
+        Selecting::Tree {
+            targets,
+            keymap,
+            filters,
+        } => {
+            let keymap = select::KeymapSel::parse(keymap);
+            let sel = exec.install(|| select::select(&engine, &keymap, targets, filters))?;
             for (t, why) in &sel.skipped {
                 eprintln!("keyfab: warning: {t} left out: {why}");
             }
             sel.targets
         }
-        Selecting::Userspace(_) => userspace_targets(tree, &engine)?,
+        Selecting::Userspace => userspace_targets(tree, &engine)?,
     };
     if let Some(s) = a.shard {
         let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
@@ -283,20 +287,21 @@ fn run_sweep(ctx: &Context, selecting: Selecting) -> anyhow::Result<ExitCode> {
 
     let counts = report::Counts::of(&results);
     let compare = previous.as_ref().map(|p| report::compare(p, &results));
+    // What the report says was selected.
+    let (keymap, filters) = match selecting {
+        Selecting::Tree {
+            keymap, filters, ..
+        } => (keymap, filters.iter().map(|f| f.text.clone()).collect()),
+        Selecting::Userspace => ("qmk.json".to_string(), Vec::new()),
+    };
     let rep = report::Report {
         format: report::FORMAT,
         tool: format!("keyfab {}", env!("CARGO_PKG_VERSION")),
         started,
         duration_ms: started_at.elapsed().as_millis() as u64,
         tree: tree.root().display().to_string(),
-        keymap: match &selecting {
-            Selecting::Tree(s) => s.keymap.clone(),
-            Selecting::Userspace(_) => "qmk.json".into(),
-        },
-        filters: match &selecting {
-            Selecting::Tree(s) => s.filters.iter().map(|f| f.text.clone()).collect(),
-            Selecting::Userspace(_) => Vec::new(),
-        },
+        keymap,
+        filters,
         shard: a.shard.map(|s| format!("{}/{}", s.index, s.count)),
         jobs,
         interrupted,

@@ -146,10 +146,17 @@ pub fn resolve(ctx: &Context, a: ResolveArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The tree's userspace, or an error saying how to name one.
+pub(crate) fn require_userspace(
+    tree: &keyfab_tree::Tree,
+) -> anyhow::Result<&keyfab_tree::Userspace> {
+    tree.userspace().ok_or_else(|| {
+        anyhow::anyhow!("no QMK userspace found; pass --userspace PATH, set QMK_USERSPACE, or run inside a folder with qmk.json")
+    })
+}
+
 pub fn userspace_list(ctx: &Context, a: FormatArgs) -> anyhow::Result<ExitCode> {
-    let Some(us) = ctx.tree.userspace() else {
-        anyhow::bail!("no QMK userspace found; pass --userspace PATH, set QMK_USERSPACE, or run inside a folder with qmk.json");
-    };
+    let us = require_userspace(&ctx.tree)?;
     match a.format {
         Format::Json => {
             print_json(&json!({"userspace": us.root, "build_targets": us.build_targets}))?

@@ -227,9 +227,7 @@ fn build_all(
             let Some((kb, km)) = t.split_once(':') else {
                 bail!("{t}: expected KEYBOARD:KEYMAP")
             };
-            let res = tree.resolve_keyboard(kb)?;
-            let (layouts, _) = keyfab_info::community_layouts(engine, &res.keyboard);
-            let target = target::resolve(tree, &res.keyboard, km, &layouts)?;
+            let target = crate::build_cmds::keymap_target(tree, engine, kb, km)?;
             let log = Log::default();
             let result = target::build_target_in(db, tree, cas, exec, &target, opts, &log);
             // Failed builds too: what was known when it stopped; not

@@ -71,13 +71,10 @@ fn firmware_runs(tree: &Path, target: &str) -> String {
 #[test]
 fn compiler_warnings_come_again_from_the_cache_in_colour_for_a_terminal_only() {
     let fx = fixture();
-    let keymap = "keyboards/solo/keymaps/default/keymap.c";
-    fx.edit(keymap, |s| {
-        s + "\nint spare(void) { int never_read = 1; return 0; }\n"
-    });
+    fx.warn_in_solo_keymap();
     let warned = |r: &Run| {
         let err = &r.stderr;
-        assert!(err.contains(keymap), "{err}");
+        assert!(err.contains(SOLO_KEYMAP), "{err}");
         assert!(err.contains("never_read"), "{err}");
         err.contains('\x1b')
     };
@@ -102,9 +99,7 @@ fn compiler_warnings_come_again_from_the_cache_in_colour_for_a_terminal_only() {
     );
 
     // An error: the compiler's message, plain on a pipe.
-    fx.edit(keymap, |s| {
-        s + "\nint broken(void) { return undeclared_name; }\n"
-    });
+    fx.break_solo_keymap();
     let failed = fx.build("solo:default");
     let err = failed.fails();
     assert!(err.contains("undeclared_name"), "{err}");

@@ -466,10 +466,7 @@ fn userspace_compile_builds_the_targets_of_qmk_json() {
 #[test]
 fn the_report_holds_compiler_messages_without_colour() {
     let fx = fixture();
-    let keymap = "keyboards/solo/keymaps/default/keymap.c";
-    fx.edit(keymap, |s| {
-        s + "\nint spare(void) { int never_read = 1; return 0; }\n"
-    });
+    fx.warn_in_solo_keymap();
     fx.sweep(&["solo:default"]).ok();
     let warned = target(&fx.json(), "solo:default")["warnings"][0]["log"]
         .as_str()
@@ -478,9 +475,7 @@ fn the_report_holds_compiler_messages_without_colour() {
     assert!(warned.contains("never_read"), "{warned}");
     assert!(!warned.contains('\x1b'), "{warned:?}");
 
-    fx.edit(keymap, |s| {
-        s + "\nint broken(void) { return undeclared_name; }\n"
-    });
+    fx.break_solo_keymap();
     fx.sweep(&["solo:default"]).fails();
     let error = target(&fx.json(), "solo:default")["error"]
         .as_str()

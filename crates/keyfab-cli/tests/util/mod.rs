@@ -153,6 +153,9 @@ pub fn in_tree(tree: &Path, args: &[&str]) -> Run {
     run(keyfab(tree).args(args))
 }
 
+/// The fixture's solo:default keymap, tree-relative.
+pub const SOLO_KEYMAP: &str = "keyboards/solo/keymaps/default/keymap.c";
+
 /// A temp copy of `fixtures/tree` with its own cache folder beside it.
 pub struct Fixture {
     pub tmp: tempfile::TempDir,
@@ -188,6 +191,21 @@ impl Fixture {
         let p = self.tree.join(rel);
         let text = std::fs::read_to_string(&p).unwrap();
         std::fs::write(&p, f(text)).unwrap();
+    }
+
+    /// Adds to solo:default's keymap what its compiler warns about (a
+    /// variable `never_read`, set and never read).
+    pub fn warn_in_solo_keymap(&self) {
+        self.edit(SOLO_KEYMAP, |s| {
+            s + "\nint spare(void) { int never_read = 1; return 0; }\n"
+        });
+    }
+
+    /// Adds to solo:default's keymap a compile error (`undeclared_name`).
+    pub fn break_solo_keymap(&self) {
+        self.edit(SOLO_KEYMAP, |s| {
+            s + "\nint broken(void) { return undeclared_name; }\n"
+        });
     }
 }
 
